@@ -1,0 +1,275 @@
+//! JSON Schema validation: the only module that touches the jsonschema crate. The schemas in
+//! `schemas/` are compiled in, validated against the JSON form of a [`Node`] tree, and each error
+//! is mapped back to the YAML node it is about, with a message a person can act on.
+
+use std::sync::OnceLock;
+
+use jsonschema::paths::LocationSegment;
+use jsonschema::{Draft, Validator, error::ValidationErrorKind};
+use serde_json::Value as Json;
+
+use crate::diagnostic::Diagnostic;
+use crate::source::{FileId, Loc, Span};
+use crate::suggest;
+use crate::yaml::{Node, Value};
+
+pub const PLAN_SCHEMA: &str = include_str!("../../schemas/plan.v1.schema.json");
+pub const INVENTORY_SCHEMA: &str = include_str!("../../schemas/inventory.v1.schema.json");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    Plan,
+    Inventory,
+}
+
+impl Schema {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Inventory => "inventory",
+        }
+    }
+
+    fn compiled(self) -> &'static (Json, Validator) {
+        static PLAN: OnceLock<(Json, Validator)> = OnceLock::new();
+        static INVENTORY: OnceLock<(Json, Validator)> = OnceLock::new();
+        let (cell, text) = match self {
+            Self::Plan => (&PLAN, PLAN_SCHEMA),
+            Self::Inventory => (&INVENTORY, INVENTORY_SCHEMA),
+        };
+        cell.get_or_init(|| {
+            let json: Json = serde_json::from_str(text).expect("bundled schema is valid JSON");
+            let validator = jsonschema::options()
+                .with_draft(Draft::Draft202012)
+                .build(&json)
+                .expect("bundled schema compiles");
+            (json, validator)
+        })
+    }
+
+    /// Validates one document; each problem becomes an error at its node.
+    pub fn validate(self, root: &Node, file: FileId) -> Vec<Diagnostic> {
+        let (schema, validator) = self.compiled();
+        let instance = root.to_json();
+        let mut out: Vec<Diagnostic> = Vec::new();
+        for error in validator.iter_errors(&instance) {
+            let path: Vec<Seg> = error
+                .instance_path()
+                .iter()
+                .map(|s| match s {
+                    LocationSegment::Property(p) => Seg::Key(p.into_owned()),
+                    LocationSegment::Index(i) => Seg::Index(i),
+                })
+                .collect();
+            let schema_path: Vec<String> = error.schema_path().iter().map(|s| s.to_string()).collect();
+            let diagnostic = describe(self, schema, root, file, &path, &schema_path, error.kind());
+            if !out.contains(&diagnostic) {
+                out.push(diagnostic);
+            }
+        }
+        out
+    }
+}
+
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// The node at an instance path, and the span of the key that holds it (if a key does).
+fn lookup<'a>(root: &'a Node, path: &[Seg]) -> (&'a Node, Option<Span>) {
+    let mut node = root;
+    let mut key_span = None;
+    for seg in path {
+        let next = match (seg, &node.value) {
+            (Seg::Key(k), Value::Map(entries)) => entries.iter().find(|e| &e.key == k).map(|e| (&e.value, Some(e.key_span))),
+            (Seg::Index(i), Value::Seq(items)) => items.get(*i).map(|n| (n, None)),
+            _ => None,
+        };
+        match next {
+            Some((n, k)) => {
+                node = n;
+                key_span = k;
+            }
+            None => break,
+        }
+    }
+    (node, key_span)
+}
+
+/// Walks a keyword location through the schema, following local `$ref`s.
+fn schema_at<'a>(schema: &'a Json, path: &[String]) -> Option<&'a Json> {
+    let mut at = schema;
+    for seg in path {
+        at = if seg == "$ref" {
+            let target = at.get("$ref")?.as_str()?.strip_prefix('#')?;
+            schema.pointer(target)?
+        } else {
+            at.get(seg.as_str())?
+        };
+    }
+    Some(at)
+}
+
+fn field_name(path: &[Seg]) -> String {
+    let mut parts = Vec::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => parts.push(k.clone()),
+            Seg::Index(i) => {
+                if let Some(last) = parts.last_mut() {
+                    *last = format!("{last}[{}]", i + 1);
+                }
+            }
+        }
+    }
+    if parts.is_empty() { "the document".into() } else { format!("`{}`", parts.join(".")) }
+}
+
+fn json_type_name(v: &Json) -> &'static str {
+    match v.as_str() {
+        Some("string") => "a string",
+        Some("integer") => "an integer",
+        Some("number") => "a number",
+        Some("boolean") => "true or false",
+        Some("array") => "a list",
+        Some("object") => "a mapping",
+        _ => "another type",
+    }
+}
+
+fn describe(kind: Schema, schema: &Json, root: &Node, file: FileId, path: &[Seg], schema_path: &[String], error: &ValidationErrorKind) -> Diagnostic {
+    let (node, key_span) = lookup(root, path);
+    let at = |span: Span| Loc { file, span };
+    let field = field_name(path);
+    match error {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let parent = schema_at(schema, &schema_path[..schema_path.len().saturating_sub(1)]);
+            let allowed: Vec<&str> = parent
+                .and_then(|p| p.get("properties"))
+                .and_then(Json::as_object)
+                .map(|o| o.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            let key = unexpected.first().map_or("", String::as_str);
+            let span = node.get(key).map_or(node.head(), |e| e.key_span);
+            let mut d = Diagnostic::error("duet::schema::unknown-key", format!("unknown key `{key}` in {}", if path.is_empty() { format!("this {}", kind.what()) } else { field.clone() }))
+                .at(at(span), "unknown key");
+            d = match suggest::did_you_mean(key, allowed.iter().copied()) {
+                Some(hint) => d.help(hint),
+                None => d.help(format!("allowed keys here: {}", allowed.join(", "))),
+            };
+            d
+        }
+        ValidationErrorKind::Enum { options } => {
+            let options: Vec<&str> = options.as_array().map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+            let shown = node.as_str().map_or_else(|| node.kind_name().to_owned(), |s| format!("`{s}`"));
+            let d = Diagnostic::error("duet::schema::invalid-value", format!("invalid value {shown} for {field}"))
+                .at(at(node.span), format!("expected one of: {}", options.join(", ")));
+            d.help_opt(node.as_str().and_then(|s| suggest::did_you_mean(s, options.iter().copied())))
+        }
+        ValidationErrorKind::Constant { expected_value } if path.len() == 1 && matches!(&path[0], Seg::Key(k) if k == "version") => {
+            Diagnostic::error("duet::schema::version", format!("unsupported {} format version {}", kind.what(), node.to_json()))
+                .at(at(node.span), format!("this duet reads version {expected_value}"))
+                .help(format!("write `version: {expected_value}`, or use the duet release that reads this version"))
+        }
+        ValidationErrorKind::Constant { expected_value } => Diagnostic::error("duet::schema::invalid-value", format!("{field} must be {expected_value}")).at(at(node.span), "here"),
+        ValidationErrorKind::Type { .. } => {
+            let expected = schema_at(schema, schema_path).map_or("another type", |t| match t {
+                Json::Array(types) => types.first().map_or("another type", json_type_name),
+                t => json_type_name(t),
+            });
+            let (message, label) = if path.is_empty() {
+                (format!("a {} must be a YAML mapping of keys, found {}", kind.what(), node.kind_name()), "not a mapping".to_owned())
+            } else {
+                (format!("{field} must be {expected}, found {}", node.kind_name()), format!("expected {expected}"))
+            };
+            let help = match (expected, &node.value) {
+                ("a string", Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null) => Some("quote the value to make it a string, e.g. \"1.0\"".to_owned()),
+                ("a list", Value::Str(s)) => Some(format!("write a list: [{s}]")),
+                _ => None,
+            };
+            Diagnostic::error("duet::schema::type", message).at(at(if path.is_empty() { node.head() } else { node.span }), label).help_opt(help)
+        }
+        ValidationErrorKind::Required { property } => {
+            let key = property.as_str().unwrap_or("?");
+            let span = if path.is_empty() { Span::new(0, 0) } else { key_span.unwrap_or_else(|| node.head()) };
+            let what = if path.is_empty() { format!("this {}", kind.what()) } else { field };
+            let mut d = Diagnostic::error("duet::schema::missing-key", format!("missing required key `{key}` in {what}")).at(at(span), format!("`{key}` is required"));
+            if key == "version" {
+                d = d.help("start the file with `version: 1`");
+            }
+            d
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let value = node.as_str().unwrap_or_default();
+            let (message, help) = if pattern.contains("ms|s|m|h") {
+                (format!("invalid duration `{value}` for {field}"), "write a whole number and a unit: 500ms, 30s, 2m or 1h".to_owned())
+            } else if pattern == "^/" {
+                (format!("{field} must be an absolute path, found `{value}`"), "write the full path, starting with /".to_owned())
+            } else {
+                (format!("invalid value `{value}` for {field}"), "use letters, digits, `.`, `_` and `-`, starting with a letter or digit".to_owned())
+            };
+            Diagnostic::error("duet::schema::invalid-value", message).at(at(node.span), "here").help(help)
+        }
+        ValidationErrorKind::MinLength { .. } => Diagnostic::error("duet::schema::empty", format!("{field} must not be empty")).at(at(node.span), "empty"),
+        ValidationErrorKind::MinItems { limit } => Diagnostic::error("duet::schema::too-few", format!("{field} must list at least {limit} item(s)")).at(at(node.span), "too few items"),
+        ValidationErrorKind::Minimum { limit } => Diagnostic::error("duet::schema::invalid-value", format!("{field} must be at least {limit}")).at(at(node.span), "too small"),
+        other => Diagnostic::error("duet::schema::invalid", format!("{field} is invalid: {other:?}")).at(at(node.span), "here"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::source::SourceFile;
+
+    fn errors(schema: Schema, text: &str) -> Vec<(&'static str, String, (usize, usize), Option<String>)> {
+        let file = SourceFile::new("t.yaml".into(), PathBuf::from("/t.yaml"), text.into());
+        let root = crate::yaml::parse(&file).root.expect("document");
+        let mut out = schema
+            .validate(&root, FileId(0))
+            .into_iter()
+            .map(|d| {
+                let label = d.primary.expect("every schema error has a position");
+                (d.code, d.message, file.line_col(label.loc.span.start), d.help)
+            })
+            .collect::<Vec<_>>();
+        out.sort_by_key(|e| e.2);
+        out
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key_and_suggest() {
+        let e = errors(Schema::Plan, "version: 1\nservies: [a]\nactions:\n  - id: x\n    timout: 5m\n");
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].0, "duet::schema::unknown-key");
+        assert_eq!(e[0].2, (2, 1));
+        assert_eq!(e[0].3.as_deref(), Some("did you mean `services`?"));
+        assert_eq!(e[1].1, "unknown key `timout` in `actions[1]`");
+        assert_eq!(e[1].2, (5, 5));
+        assert_eq!(e[1].3.as_deref(), Some("did you mean `timeout`?"));
+    }
+
+    #[test]
+    fn enum_type_pattern_and_version_errors() {
+        let e = errors(Schema::Plan, "version: 2\ntitle: [x]\nactions:\n  - {file: a, control: Stop, timeout: 5 min}\nservices:\n  - {after: [x]}\n");
+        let codes: Vec<_> = e.iter().map(|x| (x.0, x.2)).collect();
+        assert!(codes.contains(&("duet::schema::version", (1, 10))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::type", (2, 8))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::invalid-value", (4, 24))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::invalid-value", (4, 39))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::missing-key", (6, 6))), "{e:?}");
+        let control = e.iter().find(|x| x.2 == (4, 24)).unwrap();
+        assert_eq!(control.3.as_deref(), Some("did you mean `stop`?"));
+    }
+
+    #[test]
+    fn root_must_be_a_mapping_with_a_version() {
+        let e = errors(Schema::Plan, "- a\n- b\n");
+        assert_eq!(e[0].1, "a plan must be a YAML mapping of keys, found a list");
+        let e = errors(Schema::Inventory, "model: x\n");
+        assert_eq!(e[0].1, "missing required key `version` in this inventory");
+    }
+}
