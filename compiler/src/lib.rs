@@ -1,6 +1,26 @@
-//! duet's plan compiler.
+//! duet's plan compiler: YAML plans with nesting -> a validated DAG of steps per request.
+//!
+//! The pipeline, one stage per module: [`source`] (files under limits) -> [`yaml`] (spanned
+//! tree) -> [`schema`] -> [`plan`] (`PlanFile`) -> [`loader`] (include tree) -> [`resolve`]
+//! (`ResolvedPlan`) -> [`bind`] (`BoundPlan`, against an [`inventory`]) -> [`dag`] ->
+//! [`compiled`] (`CompiledPlan`, the runtime's contract). [`compile::compile`] runs it.
+//! Nothing here spawns a process or touches hardware.
+
+pub mod bind;
+pub mod compile;
+pub mod compiled;
+pub mod dag;
 pub mod diagnostic;
+pub mod duration;
+pub mod inventory;
+pub mod loader;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod resolve;
 pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod yaml;
+
+pub use compile::{Compilation, Options, compile};

@@ -320,6 +320,15 @@ impl YamlError {
         self.help = Some(help.into());
         self
     }
+
+    pub fn into_diagnostic(self, file: crate::source::FileId) -> crate::diagnostic::Diagnostic {
+        let at = |span| crate::source::Loc { file, span };
+        let mut d = crate::diagnostic::Diagnostic::error(self.code, self.message).at(at(self.span), self.label).help_opt(self.help);
+        if let Some((span, text)) = self.related {
+            d = d.related(at(span), text);
+        }
+        d
+    }
 }
 
 /// YAML 1.2 core schema resolution of a plain scalar.

@@ -1,0 +1,174 @@
+//! Binding a resolved plan to a machine (execution model 2.2): classify every disk as system or
+//! data, and check that executables, the staging directory, event logs and services exist
+//! where the plan needs them.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::inventory::{DiskLocation, Inventory};
+use crate::plan::{FieldValue, Spanned};
+use crate::resolve::ResolvedPlan;
+use crate::source::Loc;
+use crate::suggest;
+
+/// Disks as classified for one machine, each list in inventory order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskClasses {
+    pub system: Vec<String>,
+    pub data: Vec<String>,
+}
+
+/// A resolved plan checked against one machine.
+#[derive(Debug)]
+pub struct BoundPlan {
+    pub disks: DiskClasses,
+}
+
+pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) -> BoundPlan {
+    let disks = classify_disks(plan, inventory, inventory_name, diags);
+    let on_system = |path: &Path| inventory.volume_of(path).map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))));
+
+    for action in &plan.actions {
+        let file = &action.file;
+        let shown = file.display();
+        match std::fs::metadata(file) {
+            Err(_) => diags.push(Diagnostic::error("duet::action::missing-file", "The executable filename does not exist.")
+                .at(action.file_loc, format!("{shown} not found"))
+                .help(format!("action `{}`: ensure the executable is in the directory you specified (relative paths are relative to the plan's directory)", action.id))),
+            Ok(meta) if meta.is_dir() => diags.push(Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is a directory", action.id))
+                .at(action.file_loc, "a directory")),
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => diags.push(Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is not executable", action.id))
+                .at(action.file_loc, "no execute permission")
+                .help(format!("chmod +x {shown}"))),
+            Ok(_) => {}
+        }
+        match on_system(file) {
+            None => diags.push(no_volume(action.file_loc, &shown.to_string(), inventory_name)),
+            Some((volume, false)) => diags.push(Diagnostic::error("duet::action::not-on-system-disk", format!("The executable file {shown} is not on a system disk"))
+                .at(action.file_loc, format!("on volume `{}` (data)", volume.id))
+                .help("the Upgrade Side cannot reach data disks while split; move the executable to a system disk")),
+            Some(_) => {}
+        }
+    }
+
+    if let Some(setting) = &plan.staging_dir {
+        if let FieldValue::Text(dir) = &setting.value {
+            match on_system(Path::new(dir)) {
+                None => diags.push(no_volume(setting.loc, dir, inventory_name)),
+                Some((volume, true)) => diags.push(Diagnostic::error("duet::logs::staging-on-system-disk", format!("the staging directory {dir} is on a system disk"))
+                    .at(setting.loc, format!("on volume `{}` (system)", volume.id))
+                    .help("event logs must be saved to an internal data disk or an external disk: files on system disks are overwritten at commit")),
+                Some(_) => {}
+            }
+        }
+    }
+    for log in &plan.logs {
+        if !inventory.event_logs.contains(&log.name) {
+            diags.push(Diagnostic::error("duet::logs::unknown", format!("event log `{}` does not exist on {inventory_name}", log.name))
+                .at(log.decl, "unknown event log")
+                .help_opt(suggest::did_you_mean(&log.name, inventory.event_logs.iter().map(String::as_str)).or_else(|| Some(format!("event logs there: {}", inventory.event_logs.join(", "))))));
+        }
+    }
+    for service in &plan.services {
+        if !inventory.services.iter().any(|s| s.name == service.name) {
+            diags.push(Diagnostic::error("duet::service::unknown", format!("service `{}` does not exist on {inventory_name}", service.name))
+                .at(service.decl, "unknown service")
+                .help_opt(suggest::did_you_mean(&service.name, inventory.services.iter().map(|s| s.name.as_str())).or_else(|| Some("check the service name, or install the service before checking the plan".into()))));
+        }
+    }
+    BoundPlan { disks }
+}
+
+fn no_volume(loc: Loc, path: &str, inventory_name: &str) -> Diagnostic {
+    Diagnostic::error("duet::inventory::no-volume", format!("{path} is not on any volume of {inventory_name}"))
+        .at(loc, "no volume mounts this path")
+        .help("use a path under one of the inventory's volume mounts")
+}
+
+fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) -> DiskClasses {
+    let selection = plan.disks.as_ref();
+    let listed = |pick: fn(&crate::plan::DiskSelection) -> &Vec<Spanned<String>>| selection.map(pick).cloned().unwrap_or_default();
+    let (system_listed, data_listed) = (listed(|s| &s.system), listed(|s| &s.data));
+    let mut system: BTreeSet<String> = BTreeSet::new();
+    let data_named: Vec<&Spanned<String>> = data_listed.iter().collect();
+
+    for (name, as_system) in system_listed.iter().map(|n| (n, true)).chain(data_listed.iter().map(|n| (n, false))) {
+        let Some(disk) = inventory.disk(&name.value) else {
+            diags.push(Diagnostic::error("duet::disk::unknown", format!("disk `{}` does not exist on {inventory_name}", name.value))
+                .at(name.loc, "unknown disk")
+                .help_opt(suggest::did_you_mean(&name.value, inventory.disks.iter().map(|d| d.id.as_str())).or_else(|| Some(format!("disks there: {}", inventory.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", "))))));
+            continue;
+        };
+        if as_system {
+            if let Some(other) = data_listed.iter().find(|d| d.value == name.value) {
+                diags.push(Diagnostic::error("duet::disk::both", format!("disk `{}` is listed as both system and data", name.value)).at(other.loc, "listed as data").related(name.loc, "listed as system"));
+            }
+        }
+        match (disk.location, disk.rdr, as_system) {
+            (DiskLocation::External, _, true) => diags.push(Diagnostic::error("duet::disk::external", format!("disk `{}` is an external disk; external disks are always data disks", name.value))
+                .at(name.loc, "external disk")
+                .help("only internal disks mirrored with RDR can be system disks")),
+            (DiskLocation::External, _, false) => diags.push(Diagnostic::warning("duet::disk::external", format!("disk `{}` is an external disk, which is always a data disk; listing it changes nothing", name.value)).at(name.loc, "external disk")),
+            (DiskLocation::Internal, false, _) => diags.push(Diagnostic::error("duet::disk::not-rdr", format!("disk `{}` is not mirrored with RDR; only internal RDR disks can be selected", name.value))
+                .at(name.loc, "not an RDR disk")
+                .help("mirror the disk with RDR, or remove it from the selection")),
+            (DiskLocation::Internal, true, true) => {
+                system.insert(name.value.clone());
+            }
+            (DiskLocation::Internal, true, false) => {}
+        }
+    }
+
+    // Mandatory system disks: a volume on them is boot or paging, or holds a mount point of one.
+    let mut mandatory: Vec<(String, String)> = Vec::new();
+    for volume in &inventory.volumes {
+        let holds_mount = inventory.volumes.iter().any(|w| {
+            (w.boot || w.paging) && w.id != volume.id && Path::new(&w.mount).parent().and_then(|p| inventory.volumes.iter().filter(|v| v.id != w.id && p.starts_with(&v.mount)).max_by_key(|v| v.mount.len())).is_some_and(|v| v.id == volume.id)
+        });
+        if volume.boot || volume.paging || holds_mount {
+            for disk in &volume.disks {
+                mandatory.push((disk.clone(), volume.id.clone()));
+            }
+        }
+    }
+    for (disk, volume) in &mandatory {
+        if let Some(named) = data_named.iter().find(|n| &n.value == disk) {
+            diags.push(Diagnostic::error("duet::disk::mandatory", format!("disk `{disk}` is a mandatory system disk and cannot be a data disk"))
+                .at(named.loc, format!("volume `{volume}` on it holds boot or paging files"))
+                .help("remove it from `disks.data`; mandatory system disks are always upgraded as system disks"));
+        }
+        system.insert(disk.clone());
+    }
+
+    // A volume spanning several disks makes all of them system when one is.
+    loop {
+        let mut grew = false;
+        for volume in &inventory.volumes {
+            let Some(anchor) = volume.disks.iter().find(|d| system.contains(*d)).cloned() else { continue };
+            for disk in &volume.disks {
+                if system.insert(disk.clone()) {
+                    grew = true;
+                    let message = format!("disk `{disk}` is a system disk because volume `{}` spans it and system disk `{anchor}`", volume.id);
+                    match data_named.iter().find(|n| &n.value == disk) {
+                        Some(named) => diags.push(Diagnostic::error("duet::disk::spanned", message).at(named.loc, "listed as data").help("a volume is upgraded whole: remove the disk from `disks.data`")),
+                        None => {
+                            let d = Diagnostic::note("duet::disk::spanned", message);
+                            diags.push(match selection {
+                                Some(s) => d.at(s.loc, "disk selection"),
+                                None => d.in_file(inventory_name),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+
+    let (system, data): (Vec<String>, Vec<String>) = inventory.disks.iter().map(|d| d.id.clone()).partition(|id| system.contains(id));
+    DiskClasses { system, data }
+}

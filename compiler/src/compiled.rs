@@ -1,0 +1,288 @@
+//! The compiled plan: the contract between compiler and runtime. The runtime snapshots it into
+//! a session, so it is a versioned serde type, and readers refuse versions they do not know.
+
+use std::fmt;
+
+use indexmap::IndexMap;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{Control, Rerun, Timing};
+
+/// Bumped on any change a reader of an older version would misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompiledPlan {
+    pub format_version: u32,
+    pub title: Option<String>,
+    pub comments: Option<String>,
+    /// Every file of the plan tree, children before parents.
+    pub sources: Vec<SourceRef>,
+    /// The inventory the plan was bound to, or `None` when only platform-independent checks ran.
+    pub inventory: Option<String>,
+    pub disks: Disks,
+    pub services: Vec<Service>,
+    pub actions: Vec<Action>,
+    pub logs: Logs,
+    pub requests: IndexMap<RequestName, Request>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRef {
+    /// As shown to the user (relative to where duet was run).
+    pub file: String,
+    /// Absolute, symlinks resolved.
+    pub path: String,
+}
+
+/// Where an entry was first declared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub file: String,
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disks {
+    pub system: Vec<String>,
+    pub data: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub after: Vec<String>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    pub file: String,
+    pub args: Vec<String>,
+    pub control: Control,
+    pub timing: Timing,
+    pub timeout_ms: u64,
+    pub rerun: Rerun,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logs {
+    pub staging_dir: Option<String>,
+    pub backup: Vec<String>,
+}
+
+/// The requests of the state model (execution model section 4). Abort compiles twice: before
+/// the hardware merge and after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RequestName {
+    CheckReadiness,
+    PrepareSplit,
+    ExecuteSplit,
+    PrepareMerge,
+    ExecuteMerge,
+    Commit,
+    AbortFromSplit,
+    AbortFromMerge,
+    Finish,
+}
+
+impl RequestName {
+    pub const ALL: [Self; 9] = [Self::CheckReadiness, Self::PrepareSplit, Self::ExecuteSplit, Self::PrepareMerge, Self::ExecuteMerge, Self::Commit, Self::AbortFromSplit, Self::AbortFromMerge, Self::Finish];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CheckReadiness => "CheckReadiness",
+            Self::PrepareSplit => "PrepareSplit",
+            Self::ExecuteSplit => "ExecuteSplit",
+            Self::PrepareMerge => "PrepareMerge",
+            Self::ExecuteMerge => "ExecuteMerge",
+            Self::Commit => "Commit",
+            Self::AbortFromSplit => "AbortFromSplit",
+            Self::AbortFromMerge => "AbortFromMerge",
+            Self::Finish => "Finish",
+        }
+    }
+
+    /// The value of `ACTIVE_UPGRADE_REQUEST` for the request's own steps.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Self::AbortFromSplit | Self::AbortFromMerge => "Abort",
+            Self::Finish => "Idle",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for RequestName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Upgrade states (guide 1-8), as `ACTIVE_UPGRADE_STATE` spells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    Idle,
+    PrepareSplit,
+    Split,
+    PrepareMerge,
+    Merge,
+    Commit,
+    Abort,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "Idle",
+            Self::PrepareSplit => "PrepareSplit",
+            Self::Split => "Split",
+            Self::PrepareMerge => "PrepareMerge",
+            Self::Merge => "Merge",
+            Self::Commit => "Commit",
+            Self::Abort => "Abort",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Production,
+    Upgrade,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Production => "production",
+            Self::Upgrade => "upgrade",
+        }
+    }
+
+    /// As `ACTIVE_UPGRADE_SIDE` spells it.
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Self::Production => "Production",
+            Self::Upgrade => "Upgrade",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    Probe,
+    Platform,
+    Service,
+    Action,
+    LogBackup,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probe => "probe",
+            Self::Platform => "platform",
+            Self::Service => "service",
+            Self::Action => "action",
+            Self::LogBackup => "log-backup",
+        }
+    }
+}
+
+/// What a step does. Probes: `readiness`, `binding`, `merge-readiness`. Platform: `split`,
+/// `merge`, `commit`, `abort`, `finish`, `revert` (shut the Upgrade Side down and restart from
+/// the Production Side). Services: `disable-and-stop` (save the startup type, set Disabled,
+/// stop), `stop`, `restore-and-start`. Actions: `run`. Log backup: `backup`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Op {
+    Readiness,
+    Binding,
+    MergeReadiness,
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+    Revert,
+    DisableAndStop,
+    Stop,
+    RestoreAndStart,
+    Run,
+    Backup,
+}
+
+/// The custom-action environment of guide table 3-5, exactly as actions see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionEnv {
+    #[serde(rename = "ACTIVE_UPGRADE_SIDE")]
+    pub side: String,
+    #[serde(rename = "ACTIVE_UPGRADE_STATE")]
+    pub state: String,
+    #[serde(rename = "ACTIVE_UPGRADE_REQUEST")]
+    pub request: String,
+    #[serde(rename = "ACTIVE_UPGRADE_HW_SPLIT")]
+    pub hw_split: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Unique within its request and stable across compilations of the same plan.
+    pub id: String,
+    pub kind: StepKind,
+    pub side: Side,
+    pub op: Op,
+    /// Ids of the steps (of the same request) that must complete first.
+    pub after: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<ActionEnv>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The upgrade state while the request runs (`ACTIVE_UPGRADE_STATE`).
+    pub state: State,
+    /// In a valid topological order: every step comes after the steps it depends on.
+    pub steps: Vec<Step>,
+}
+
+impl Request {
+    /// The request as a petgraph DAG, edges from a dependency to its dependent.
+    pub fn graph(&self) -> DiGraph<&Step, ()> {
+        let mut graph = DiGraph::with_capacity(self.steps.len(), self.steps.len());
+        let index: IndexMap<&str, NodeIndex> = self.steps.iter().map(|s| (s.id.as_str(), graph.add_node(s))).collect();
+        for step in &self.steps {
+            for dep in &step.after {
+                if let Some(&from) = index.get(dep.as_str()) {
+                    graph.add_edge(from, index[step.id.as_str()], ());
+                }
+            }
+        }
+        graph
+    }
+}
+
+impl CompiledPlan {
+    /// Reads a compiled plan, refusing a format version this build does not understand.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
+        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+            Some(v) if v == u64::from(FORMAT_VERSION) => serde_json::from_value(value).map_err(|e| format!("malformed compiled plan: {e}")),
+            Some(v) => Err(format!("compiled plan format version {v} is not supported; this duet reads version {FORMAT_VERSION}")),
+            None => Err("not a compiled plan: no `format_version`".into()),
+        }
+    }
+}

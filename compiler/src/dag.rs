@@ -1,0 +1,329 @@
+//! The step DAG of each request (execution model section 4), built from a resolved plan and
+//! validated whole before anything may run it.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graphmap::DiGraphMap;
+
+use crate::compiled::{ActionEnv, Op, Request, RequestName, Side, State, Step, StepKind};
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::plan::Control;
+use crate::resolve::{Action, ResolvedPlan, Service};
+
+/// The hardware split gives up after five minutes (guide, execution model section 4).
+pub const SPLIT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
+
+/// Reports every cycle among services' `after` lists as its full path. Returns whether there
+/// was none (the DAGs can only be built without).
+pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bool {
+    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
+    for (i, service) in services.iter().enumerate() {
+        graph.add_node(i);
+        for dep in &service.after {
+            if let Some(&j) = index.get(dep.value.as_str()) {
+                if i != j {
+                    graph.add_edge(i, j, ());
+                }
+            }
+        }
+    }
+    let mut clean = true;
+    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph).into_iter().filter(|c| c.len() > 1).collect();
+    for scc in &mut sccs {
+        scc.sort_unstable();
+    }
+    sccs.sort();
+    for scc in sccs {
+        clean = false;
+        let path = cycle_path(&graph, &scc);
+        let names: Vec<&str> = path.iter().map(|&i| services[i].name.as_str()).collect();
+        let mut d = Diagnostic::error("duet::service::cycle", format!("services are ordered in a cycle: {}", names.join(" after ")))
+            .help("services start in `after` order and stop in reverse; remove one `after` entry on the cycle");
+        for pair in path.windows(2) {
+            let (from, to) = (&services[pair[0]], &services[pair[1]]);
+            if let Some(entry) = from.after.iter().find(|a| a.value == to.name) {
+                let text = format!("`{}` after `{}`", from.name, to.name);
+                d = if d.primary.is_none() { d.at(entry.loc, text) } else { d.related(entry.loc, text) };
+            }
+        }
+        diags.push(d);
+    }
+    clean
+}
+
+/// A shortest cycle through the first node of a strongly connected component, as a closed
+/// path in edge order: `[a, b, ..., a]` where each node is `after` the next.
+fn cycle_path(graph: &DiGraphMap<usize, ()>, scc: &[usize]) -> Vec<usize> {
+    let start = scc[0];
+    let mut parent: HashMap<usize, usize> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        let mut next: Vec<usize> = graph.neighbors(node).filter(|n| scc.contains(n)).collect();
+        next.sort_unstable();
+        for n in next {
+            if n == start {
+                let mut path = vec![node];
+                while let Some(&p) = parent.get(path.last().expect("non-empty")) {
+                    path.push(p);
+                }
+                path.reverse();
+                path.push(start);
+                return path;
+            }
+            if n != start && !parent.contains_key(&n) {
+                parent.insert(n, node);
+                queue.push_back(n);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+/// Builds one request's steps, tracking the steps the next step must wait for.
+struct Builder<'a> {
+    request: RequestName,
+    state: State,
+    steps: Vec<Step>,
+    frontier: Vec<usize>,
+    actions: &'a [Action],
+    services: &'a [Service],
+}
+
+impl<'a> Builder<'a> {
+    fn new(request: RequestName, state: State, plan: &'a ResolvedPlan) -> Self {
+        Self { request, state, steps: Vec::new(), frontier: Vec::new(), actions: &plan.actions, services: &plan.services }
+    }
+
+    fn push(&mut self, mut step: Step, deps: &[usize]) -> usize {
+        step.after = deps.iter().map(|&d| self.steps[d].id.clone()).collect();
+        self.steps.push(step);
+        self.steps.len() - 1
+    }
+
+    fn step(id: String, kind: StepKind, side: Side, op: Op) -> Step {
+        Step { id, kind, side, op, after: Vec::new(), action: None, service: None, env: None, timeout_ms: None, logs: Vec::new() }
+    }
+
+    /// A step after everything so far; it becomes the frontier.
+    fn then(&mut self, step: Step) {
+        let deps = std::mem::take(&mut self.frontier);
+        let i = self.push(step, &deps);
+        self.frontier = vec![i];
+    }
+
+    fn probe(&mut self, op: Op, name: &str) {
+        self.then(Self::step(format!("probe:{name}"), StepKind::Probe, Side::Production, op));
+    }
+
+    fn platform(&mut self, op: Op, name: &str, timeout_ms: Option<u64>) {
+        let mut step = Self::step(format!("platform:{name}"), StepKind::Platform, Side::Production, op);
+        step.timeout_ms = timeout_ms;
+        self.then(step);
+    }
+
+    /// actions(C): the enabled actions whose control is in C, by timing then resolved order,
+    /// one after another on one side.
+    fn actions(&mut self, controls: &[Control], side: Side, request_env: &str, hw_split: bool) {
+        let mut chosen: Vec<&Action> = self.actions.iter().filter(|a| controls.contains(&a.control)).collect();
+        chosen.sort_by_key(|a| a.timing);
+        for action in chosen {
+            let mut step = Self::step(format!("action:{}@{}", action.id, side.as_str()), StepKind::Action, side, Op::Run);
+            step.action = Some(action.id.clone());
+            step.timeout_ms = Some(action.timeout_ms);
+            step.env = Some(ActionEnv {
+                side: side.env_value().into(),
+                state: self.state.as_str().into(),
+                request: request_env.into(),
+                hw_split: if hw_split { "Yes" } else { "No" }.into(),
+            });
+            self.then(step);
+        }
+    }
+
+    /// One step per service. Starting follows `after`; stopping (`reverse`) goes the other way.
+    /// Services with no order between them may run concurrently.
+    fn services(&mut self, side: Side, op: Op, reverse: bool) {
+        if self.services.is_empty() {
+            return;
+        }
+        let start = std::mem::take(&mut self.frontier);
+        let names: HashMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        // deps[i]: services whose step must finish before service i's.
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
+        for (i, service) in self.services.iter().enumerate() {
+            for dep in &service.after {
+                if let Some(&j) = names.get(dep.value.as_str()) {
+                    if reverse { deps[j].push(i) } else { deps[i].push(j) }
+                }
+            }
+        }
+        // Order the group topologically (services are acyclic: checked before building).
+        let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
+        for i in 0..self.services.len() {
+            graph.add_node(i);
+            for &d in &deps[i] {
+                graph.add_edge(d, i, ());
+            }
+        }
+        let mut order = toposort(&graph, None).unwrap_or_else(|_| (0..self.services.len()).collect());
+        // Stable, readable order: a service comes as early as its dependencies allow.
+        stable_topo(&mut order, &deps);
+        let mut step_of: Vec<usize> = vec![usize::MAX; self.services.len()];
+        let mut has_dependents = vec![false; self.services.len()];
+        for &i in &order {
+            let service = &self.services[i];
+            let mut step = Self::step(format!("service:{}@{}", service.name, side.as_str()), StepKind::Service, side, op);
+            step.service = Some(service.name.clone());
+            // A service waiting for another already waits for what that one waits for.
+            let mut step_deps = if deps[i].is_empty() { start.clone() } else { Vec::new() };
+            for &d in &deps[i] {
+                step_deps.push(step_of[d]);
+                has_dependents[d] = true;
+            }
+            step_deps.sort_unstable();
+            step_of[i] = self.push(step, &step_deps);
+        }
+        self.frontier = order.iter().filter(|&&i| !has_dependents[i]).map(|&i| step_of[i]).collect();
+        self.frontier.sort_unstable();
+    }
+
+    /// Branches that start from the same frontier and may run concurrently (different sides).
+    fn both_sides(&mut self, mut branch: impl FnMut(&mut Self, Side)) {
+        let start = self.frontier.clone();
+        let mut ends = Vec::new();
+        for side in [Side::Production, Side::Upgrade] {
+            self.frontier.clone_from(&start);
+            branch(self, side);
+            ends.extend(self.frontier.iter().copied());
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        self.frontier = ends;
+    }
+
+    fn log_backup(&mut self, logs: &[String]) {
+        if logs.is_empty() {
+            return;
+        }
+        let mut step = Self::step("logs:backup".into(), StepKind::LogBackup, Side::Production, Op::Backup);
+        step.logs = logs.to_vec();
+        self.then(step);
+    }
+
+    fn finish(self) -> (RequestName, Request) {
+        (self.request, Request { state: self.state, steps: self.steps })
+    }
+}
+
+/// Kahn's algorithm picking the lowest declared index first: the declared order wherever the
+/// dependencies allow it, so outputs read in the order the plan was written.
+fn stable_topo(order: &mut Vec<usize>, deps: &[Vec<usize>]) {
+    let n = deps.len();
+    let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        out.push(i);
+        for &j in &dependents[i] {
+            remaining[j] -= 1;
+            if remaining[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    if out.len() == n {
+        *order = out;
+    }
+}
+
+/// Every request's steps, in the order of [`RequestName::ALL`].
+pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
+    use Control::{Advanced, Backup, Readiness, Start, Stop};
+    use Side::{Production, Upgrade};
+    let logs: Vec<String> = plan.logs.iter().map(|l| l.name.clone()).collect();
+    let mut requests = IndexMap::new();
+
+    let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan);
+    b.probe(Op::Readiness, "readiness");
+    b.probe(Op::Binding, "binding");
+    b.actions(&[Readiness, Advanced], Production, "CheckReadiness", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::PrepareSplit, State::PrepareSplit, plan);
+    b.probe(Op::Readiness, "readiness");
+    b.actions(&[Advanced], Production, "PrepareSplit", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::ExecuteSplit, State::Split, plan);
+    b.platform(Op::Split, "split", Some(SPLIT_TIMEOUT_MS));
+    b.actions(&[Stop], Upgrade, "Stop", true);
+    b.services(Upgrade, Op::DisableAndStop, true);
+    b.both_sides(|b, side| b.actions(&[Advanced], side, "ExecuteSplit", true));
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan);
+    b.probe(Op::MergeReadiness, "merge-readiness");
+    b.both_sides(|b, side| b.actions(&[Advanced], side, "PrepareMerge", true));
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan);
+    b.actions(&[Stop], Production, "Stop", true);
+    b.services(Production, Op::Stop, true);
+    b.actions(&[Backup], Production, "Backup", true);
+    b.log_backup(&logs);
+    b.platform(Op::Merge, "merge", None);
+    b.services(Upgrade, Op::RestoreAndStart, false);
+    b.actions(&[Start], Upgrade, "Start", false);
+    b.actions(&[Advanced], Upgrade, "ExecuteMerge", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::Commit, State::Commit, plan);
+    b.platform(Op::Commit, "commit", None);
+    b.actions(&[Advanced], Upgrade, "Commit", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::AbortFromSplit, State::Abort, plan);
+    b.platform(Op::Abort, "abort", None);
+    b.actions(&[Advanced], Production, "Abort", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::AbortFromMerge, State::Abort, plan);
+    b.platform(Op::Revert, "revert", None);
+    b.actions(&[Start], Production, "Start", false);
+    b.platform(Op::Abort, "abort", None);
+    b.actions(&[Advanced], Production, "Abort", false);
+    requests.extend([b.finish()]);
+
+    let mut b = Builder::new(RequestName::Finish, State::Idle, plan);
+    b.platform(Op::Finish, "finish", None);
+    requests.extend([b.finish()]);
+
+    requests
+}
+
+/// Validates every request's DAG: unique ids, known dependencies, no cycle. A failure here is
+/// a compiler bug, reported as such rather than handed to the runtime.
+pub fn validate(requests: &IndexMap<RequestName, Request>, diags: &mut Diagnostics) {
+    for (name, request) in requests {
+        let mut seen = std::collections::HashSet::new();
+        let problem = request.steps.iter().find_map(|s| {
+            if !seen.insert(s.id.as_str()) {
+                return Some(format!("step id `{}` is used twice", s.id));
+            }
+            s.after.iter().find(|d| !seen.contains(d.as_str())).map(|d| format!("step `{}` depends on `{d}`, which does not come before it", s.id))
+        });
+        let problem = problem.or_else(|| toposort(&request.graph(), None).err().map(|c| format!("cycle through step `{}`", request.graph()[c.node_id()].id)));
+        if let Some(problem) = problem {
+            diags.push(Diagnostic::error("duet::internal::dag", format!("request {name} compiled to an invalid DAG: {problem}")).help("this is a bug in duet; please report it with the plan"));
+        }
+    }
+}

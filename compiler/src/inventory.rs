@@ -1,0 +1,289 @@
+//! Machine inventories (execution model 2.3): what a platform reports about itself, or a file
+//! that vendors and CI check plans against offline, and what the simulated platform is built from.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::duration;
+use crate::loader;
+use crate::schema::Schema;
+use crate::source::{FileId, Loc, SourceMap};
+use crate::suggest;
+use crate::yaml::Node;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskLocation {
+    Internal,
+    External,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    pub id: String,
+    pub location: DiskLocation,
+    pub rdr: bool,
+    pub synced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: String,
+    pub mount: String,
+    pub disks: Vec<String>,
+    pub boot: bool,
+    pub paging: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adapter {
+    pub enclosure: u32,
+    pub link: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Team {
+    pub name: String,
+    pub embedded: bool,
+    pub adapters: Vec<Adapter>,
+    pub address: Option<String>,
+    pub dhcp: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vtm {
+    pub enclosure: u32,
+    pub configured: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Startup {
+    Automatic,
+    Manual,
+    Disabled,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InventoryService {
+    pub name: String,
+    pub startup: Startup,
+    pub running: bool,
+}
+
+/// Simulated durations in milliseconds; `None` means the simulator's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Durations {
+    pub split: Option<u64>,
+    pub merge: Option<u64>,
+    pub commit: Option<u64>,
+    pub abort: Option<u64>,
+    pub finish: Option<u64>,
+    pub resync: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "fault")]
+pub enum Fault {
+    /// A platform operation (`split`, `merge`, ...) fails `fail_times` times, then succeeds.
+    Operation { op: String, fail_times: u32 },
+    /// A service misbehaves when stopped or started.
+    Service { service: String, on: String, hang: bool },
+    /// A side reports this partner state (guide table 4-6), e.g. `Hung: OS Booting`.
+    Partner { side: String, partner_state: String },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Simulation {
+    pub durations: Durations,
+    pub faults: Vec<Fault>,
+}
+
+/// One machine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub model: String,
+    pub duplex: bool,
+    pub disks: Vec<Disk>,
+    pub volumes: Vec<Volume>,
+    pub teams: Vec<Team>,
+    pub vtms: Vec<Vtm>,
+    pub remote_desktop: bool,
+    pub services: Vec<InventoryService>,
+    pub event_logs: Vec<String>,
+    pub simulation: Simulation,
+}
+
+impl Inventory {
+    /// Reads and checks an inventory file. `None` (with diagnostics) when it is unusable.
+    pub fn load(path: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<Self> {
+        let display = path.display().to_string();
+        let errors_before = diags.count(crate::diagnostic::Severity::Error);
+        let (file, root) = loader::read_document(path, &display, None, Schema::Inventory, sources, diags)?;
+        if diags.count(crate::diagnostic::Severity::Error) > errors_before {
+            return None;
+        }
+        let inventory = Self::from_node(&root, file, diags);
+        (diags.count(crate::diagnostic::Severity::Error) == errors_before).then_some(inventory)
+    }
+
+    /// The volume a path lies on: the one with the longest matching mount prefix.
+    pub fn volume_of(&self, path: &Path) -> Option<&Volume> {
+        self.volumes
+            .iter()
+            .filter(|v| path.starts_with(&v.mount))
+            .max_by_key(|v| Path::new(&v.mount).components().count())
+    }
+
+    pub fn disk(&self, id: &str) -> Option<&Disk> {
+        self.disks.iter().find(|d| d.id == id)
+    }
+
+    /// Extracts an inventory from a schema-valid tree and checks its cross references.
+    fn from_node(root: &Node, file: FileId, diags: &mut Diagnostics) -> Self {
+        let at = |n: &Node| Loc { file, span: n.span };
+        let items = |key: &str| root.get(key).and_then(|e| e.value.as_seq()).unwrap_or_default();
+        let disks: Vec<Disk> = items("disks")
+            .iter()
+            .map(|d| {
+                let location = if text(d, "location").as_deref() == Some("external") { DiskLocation::External } else { DiskLocation::Internal };
+                Disk { id: text(d, "id").unwrap_or_default(), location, rdr: flag(d, "rdr", location == DiskLocation::Internal), synced: flag(d, "synced", true) }
+            })
+            .collect();
+        let volumes: Vec<Volume> = items("volumes")
+            .iter()
+            .map(|v| Volume {
+                id: text(v, "id").unwrap_or_default(),
+                mount: text(v, "mount").unwrap_or_default(),
+                disks: names(v, "disks"),
+                boot: flag(v, "boot", false),
+                paging: flag(v, "paging", false),
+            })
+            .collect();
+        let teams = root
+            .get("network")
+            .and_then(|n| n.value.get("teams"))
+            .and_then(|t| t.value.as_seq())
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Team {
+                name: text(t, "name").unwrap_or_default(),
+                embedded: flag(t, "embedded", false),
+                adapters: t.get("adapters").and_then(|a| a.value.as_seq()).unwrap_or_default().iter().map(|a| Adapter { enclosure: number(a, "enclosure"), link: flag(a, "link", true) }).collect(),
+                address: text(t, "address"),
+                dhcp: flag(t, "dhcp", false),
+            })
+            .collect();
+        let services: Vec<InventoryService> = items("services")
+            .iter()
+            .map(|s| InventoryService {
+                name: text(s, "name").unwrap_or_default(),
+                startup: match text(s, "startup").as_deref() {
+                    Some("manual") => Startup::Manual,
+                    Some("disabled") => Startup::Disabled,
+                    _ => Startup::Automatic,
+                },
+                running: flag(s, "running", true),
+            })
+            .collect();
+        let simulation = root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default();
+
+        // Cross references, each reported at the node that makes them.
+        for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service")] {
+            unique(items(key), "id", what, file, diags);
+            unique(items(key), "name", what, file, diags);
+        }
+        for v in items("volumes") {
+            for d in v.get("disks").and_then(|e| e.value.as_seq()).unwrap_or_default() {
+                let id = d.as_str().unwrap_or_default();
+                if !disks.iter().any(|x| x.id == id) {
+                    diags.push(Diagnostic::error("duet::inventory::unknown-disk", format!("volume uses disk `{id}`, which is not listed under `disks`"))
+                        .at(at(d), "unknown disk")
+                        .help_opt(suggest::did_you_mean(id, disks.iter().map(|x| x.id.as_str()))));
+                }
+            }
+        }
+        if let Some(faults) = root.get("simulation").and_then(|s| s.value.get("faults")).and_then(|f| f.value.as_seq()) {
+            for f in faults {
+                if let Some(entry) = f.get("service") {
+                    let name = entry.value.as_str().unwrap_or_default();
+                    if !services.iter().any(|s| s.name == name) {
+                        diags.push(Diagnostic::error("duet::inventory::unknown-service", format!("fault names service `{name}`, which is not listed under `services`"))
+                            .at(at(&entry.value), "unknown service")
+                            .help_opt(suggest::did_you_mean(name, services.iter().map(|s| s.name.as_str()))));
+                    }
+                }
+            }
+        }
+
+        Self {
+            model: text(root, "model").unwrap_or_default(),
+            duplex: flag(root, "duplex", true),
+            disks,
+            volumes,
+            teams,
+            vtms: items("vtms").iter().map(|v| Vtm { enclosure: number(v, "enclosure"), configured: flag(v, "configured", true) }).collect(),
+            remote_desktop: flag(root, "remote_desktop", true),
+            services,
+            event_logs: names(root, "event_logs"),
+            simulation,
+        }
+    }
+}
+
+fn text(node: &Node, key: &str) -> Option<String> {
+    node.get(key).and_then(|e| e.value.as_str()).map(str::to_owned)
+}
+
+fn flag(node: &Node, key: &str, default: bool) -> bool {
+    node.get(key).and_then(|e| e.value.as_bool()).unwrap_or(default)
+}
+
+fn number(node: &Node, key: &str) -> u32 {
+    node.get(key).and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or_default()
+}
+
+fn names(node: &Node, key: &str) -> Vec<String> {
+    node.get(key).and_then(|e| e.value.as_seq()).unwrap_or_default().iter().filter_map(Node::as_str).map(str::to_owned).collect()
+}
+
+fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagnostics) {
+    let mut seen: Vec<(&str, &Node)> = Vec::new();
+    for item in items {
+        let Some(entry) = item.get(key) else { continue };
+        let Some(name) = entry.value.as_str() else { continue };
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            diags.push(Diagnostic::error("duet::inventory::duplicate", format!("{what} `{name}` is listed twice"))
+                .at(Loc { file, span: entry.value.span }, "listed again here")
+                .related(Loc { file, span: first.span }, "first listed here"));
+        } else {
+            seen.push((name, &entry.value));
+        }
+    }
+}
+
+fn simulation(node: &Node) -> Simulation {
+    let ms = |key: &str| node.get("durations").and_then(|d| d.value.get(key)).and_then(|e| e.value.as_str()).and_then(|s| duration::parse(s).ok());
+    let faults = node
+        .get("faults")
+        .and_then(|f| f.value.as_seq())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| {
+            if let Some(op) = text(f, "op") {
+                let fail_times = f.get("fail_times").and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or(1);
+                Some(Fault::Operation { op, fail_times })
+            } else if let Some(service) = text(f, "service") {
+                Some(Fault::Service { service, on: text(f, "on").unwrap_or_default(), hang: flag(f, "hang", false) })
+            } else {
+                Some(Fault::Partner { side: text(f, "side")?, partner_state: text(f, "partner_state")? })
+            }
+        })
+        .collect();
+    Simulation {
+        durations: Durations { split: ms("split"), merge: ms("merge"), commit: ms("commit"), abort: ms("abort"), finish: ms("finish"), resync: ms("resync") },
+        faults,
+    }
+}

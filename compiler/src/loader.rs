@@ -1,0 +1,178 @@
+//! Loading a plan tree: the root plan and, recursively, every plan it includes. Reads each file
+//! once (a diamond is included once), refuses cycles naming every file on them, and validates
+//! every file against its schema so one run reports the problems of all of them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::plan::PlanFile;
+use crate::schema::Schema;
+use crate::source::{self, FileId, Loc, ReadError, SourceFile, SourceMap, Span};
+use crate::suggest;
+use crate::yaml::{self, Node};
+
+/// Includes nested deeper than this are refused (a vendor template inside a site plan inside a
+/// fleet plan is three).
+pub const MAX_INCLUDE_DEPTH: usize = 64;
+/// Most files one plan tree may have.
+pub const MAX_FILES: usize = 10_000;
+
+#[derive(Debug)]
+pub struct LoadedPlan {
+    pub file: FileId,
+    pub plan: PlanFile,
+    /// Indexes into [`PlanTree::plans`], in include order.
+    pub children: Vec<usize>,
+}
+
+#[derive(Debug)]
+pub struct PlanTree {
+    pub plans: Vec<LoadedPlan>,
+    pub root: usize,
+    /// Children before parents, in include order: the order resolution combines them in.
+    pub post_order: Vec<usize>,
+}
+
+/// Reads, parses and schema-checks one YAML document. `via` is the include entry (or command
+/// line flag) that named it, where an unreadable file is reported. Returns the file and its
+/// tree when it could be parsed; schema errors are reported but do not withhold the tree.
+pub fn read_document(path: &Path, display: &str, via: Option<Loc>, schema: Schema, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<(FileId, Node)> {
+    let what = match schema {
+        Schema::Plan if via.is_some() => "included plan",
+        Schema::Plan => "plan",
+        Schema::Inventory => "inventory",
+    };
+    let (canonical, text) = match source::read_text(path) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let mut d = Diagnostic::error("duet::file::unreadable", format!("cannot read {what} `{display}`: {e}"));
+            d = match via {
+                Some(loc) => d.at(loc, "named here"),
+                None => d.in_file(display),
+            };
+            if e == ReadError::NotFound {
+                d = d.help_opt(sibling_hint(path));
+            }
+            diags.push(d);
+            return None;
+        }
+    };
+    let file = sources.add(SourceFile::new(display.to_owned(), canonical, text.into()));
+    let parsed = yaml::parse(sources.get(file));
+    let parse_failed = !parsed.errors.is_empty();
+    diags.extend(parsed.errors.into_iter().map(|e| e.into_diagnostic(file)));
+    if parse_failed {
+        return None;
+    }
+    let Some(root) = parsed.root else {
+        diags.push(Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
+            .at(Loc { file, span: Span::new(0, 0) }, "no YAML document here")
+            .help("a plan or inventory starts with `version: 1`"));
+        return None;
+    };
+    diags.extend(schema.validate(&root, file));
+    Some((file, root))
+}
+
+/// "did you mean `vendor.yaml`?" from the YAML files next to a missing one.
+fn sibling_hint(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut siblings: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .collect();
+    siblings.sort();
+    suggest::did_you_mean(name, siblings.iter().map(String::as_str))
+}
+
+struct Frame {
+    canonical: PathBuf,
+    display: String,
+    via: Option<Loc>,
+}
+
+struct Loader<'a> {
+    sources: &'a mut SourceMap,
+    diags: &'a mut Diagnostics,
+    plans: Vec<LoadedPlan>,
+    by_canonical: HashMap<PathBuf, usize>,
+    stack: Vec<Frame>,
+    post_order: Vec<usize>,
+}
+
+/// Loads the tree rooted at `root`. `None` when the root itself could not be read or parsed.
+pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<PlanTree> {
+    let mut loader = Loader { sources, diags, plans: Vec::new(), by_canonical: HashMap::new(), stack: Vec::new(), post_order: Vec::new() };
+    let display = root.display().to_string();
+    let root = loader.visit(root, display, None)?;
+    Some(PlanTree { plans: loader.plans, root, post_order: loader.post_order })
+}
+
+impl Loader<'_> {
+    fn visit(&mut self, path: &Path, display: String, via: Option<Loc>) -> Option<usize> {
+        if let Ok(canonical) = std::fs::canonicalize(path) {
+            if let Some(pos) = self.stack.iter().position(|f| f.canonical == canonical) {
+                self.report_cycle(pos, &display, via);
+                return None;
+            }
+            if let Some(&done) = self.by_canonical.get(&canonical) {
+                return Some(done);
+            }
+        }
+        if let Some(via) = via {
+            if self.stack.len() >= MAX_INCLUDE_DEPTH {
+                self.diags.push(Diagnostic::error("duet::include::too-deep", format!("includes are nested more than {MAX_INCLUDE_DEPTH} levels deep"))
+                    .at(via, "too deep")
+                    .help("flatten the include chain"));
+                return None;
+            }
+            if self.plans.len() >= MAX_FILES {
+                self.diags.push(Diagnostic::error("duet::include::too-many", format!("the plan tree has more than {MAX_FILES} files")).at(via, "limit reached here"));
+                return None;
+            }
+        }
+        let (file, root) = read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
+        let mut found = Vec::new();
+        let plan = PlanFile::from_node(&root, self.sources.get(file), file, &mut found);
+        self.diags.extend(found);
+        let canonical = self.sources.get(file).canonical.clone();
+        let index = self.plans.len();
+        self.by_canonical.insert(canonical.clone(), index);
+        let includes = plan.includes.clone();
+        self.plans.push(LoadedPlan { file, plan, children: Vec::new() });
+
+        let dir = self.sources.get(file).dir().to_path_buf();
+        let display_dir = Path::new(&display).parent().map(Path::to_path_buf).unwrap_or_default();
+        self.stack.push(Frame { canonical, display, via });
+        for include in includes {
+            let child_display = display_dir.join(&include.value).display().to_string();
+            if let Some(child) = self.visit(&dir.join(&include.value), child_display, Some(include.loc)) {
+                if !self.plans[index].children.contains(&child) {
+                    self.plans[index].children.push(child);
+                }
+            }
+        }
+        self.stack.pop();
+        self.post_order.push(index);
+        Some(index)
+    }
+
+    fn report_cycle(&mut self, start: usize, display: &str, via: Option<Loc>) {
+        let mut names: Vec<&str> = self.stack[start..].iter().map(|f| f.display.as_str()).collect();
+        names.push(display);
+        let mut d = Diagnostic::error("duet::include::cycle", format!("include cycle: {}", names.join(" -> ")))
+            .help("a plan cannot include itself, directly or through other plans; remove one include on the cycle");
+        if let Some(via) = via {
+            d = d.at(via, "this include closes the cycle");
+        }
+        for frame in &self.stack[start + 1..] {
+            if let Some(loc) = frame.via {
+                d = d.related(loc, format!("`{}` included here", frame.display));
+            }
+        }
+        self.diags.push(d);
+    }
+}

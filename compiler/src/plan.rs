@@ -1,0 +1,471 @@
+//! One plan file as written: [`PlanFile`], extracted from a schema-valid YAML tree.
+//!
+//! Services, actions and event logs are all *keyed entries* whose fields are [`Setting`]s that
+//! remember where they were written. Nesting (`resolve.rs`) merges entries field by field with
+//! one generic algorithm, and `duet explain` prints the provenance the settings carry.
+
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostic::Diagnostic;
+use crate::duration;
+use crate::source::{FileId, Loc, SourceFile, Span};
+use crate::yaml::{Entry as YamlEntry, Node, Value};
+
+/// A value and where it was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub loc: Loc,
+}
+
+/// When an action runs (guide table 3-3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Control {
+    Start,
+    Stop,
+    Readiness,
+    Advanced,
+    Backup,
+}
+
+/// Order among the actions of one step (guide table 3-4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Timing {
+    Early,
+    #[default]
+    Default,
+    Late,
+}
+
+/// May a crash make this action run again? (execution model section 6)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rerun {
+    #[default]
+    Safe,
+    Unsafe,
+}
+
+macro_rules! keyword_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+
+            fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some(Self::$variant),)* _ => None }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+keyword_enum!(Control { Start => "start", Stop => "stop", Readiness => "readiness", Advanced => "advanced", Backup => "backup" });
+keyword_enum!(Timing { Early => "early", Default => "default", Late => "late" });
+keyword_enum!(Rerun { Safe => "safe", Unsafe => "unsafe" });
+
+/// The kinds of keyed entries; `explain` names an entry `kind:key`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Service,
+    Action,
+    Log,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "service",
+            Self::Action => "action",
+            Self::Log => "log",
+        }
+    }
+}
+
+/// The value of one field of an entry.
+#[derive(Clone, Debug)]
+pub enum FieldValue {
+    Text(String),
+    /// An action's executable: as written, and resolved against its plan's directory.
+    Path { written: String, resolved: PathBuf },
+    Names(Vec<Spanned<String>>),
+    Args(Vec<String>),
+    Bool(bool),
+    Control(Control),
+    Timing(Timing),
+    Rerun(Rerun),
+    Duration { ms: u64, written: String },
+}
+
+impl PartialEq for FieldValue {
+    /// Semantic equality: the same names written in two places are equal.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Text(a), Self::Text(b)) => a == b,
+            (Self::Path { resolved: a, .. }, Self::Path { resolved: b, .. }) => a == b,
+            (Self::Names(a), Self::Names(b)) => a.iter().map(|n| &n.value).eq(b.iter().map(|n| &n.value)),
+            (Self::Args(a), Self::Args(b)) => a == b,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Control(a), Self::Control(b)) => a == b,
+            (Self::Timing(a), Self::Timing(b)) => a == b,
+            (Self::Rerun(a), Self::Rerun(b)) => a == b,
+            (Self::Duration { ms: a, .. }, Self::Duration { ms: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for FieldValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Text(s) => write!(f, "{s:?}"),
+            Self::Path { resolved, .. } => write!(f, "{}", resolved.display()),
+            Self::Names(names) => {
+                let names: Vec<&str> = names.iter().map(|n| n.value.as_str()).collect();
+                write!(f, "[{}]", names.join(", "))
+            }
+            Self::Args(args) => write!(f, "[{}]", args.join(", ")),
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Control(c) => write!(f, "{c}"),
+            Self::Timing(t) => write!(f, "{t}"),
+            Self::Rerun(r) => write!(f, "{r}"),
+            Self::Duration { written, .. } => f.write_str(written),
+        }
+    }
+}
+
+/// A definition that lost to another: shown by `duet explain`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Overridden {
+    pub loc: Loc,
+    pub value: String,
+}
+
+/// One field's value with its provenance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setting {
+    pub value: FieldValue,
+    pub loc: Loc,
+    /// How many includes below the plan being resolved it was written (0: in that plan).
+    pub depth: u32,
+    pub overridden: Vec<Overridden>,
+}
+
+impl Setting {
+    pub fn new(value: FieldValue, loc: Loc) -> Self {
+        Self { value, loc, depth: 0, overridden: Vec::new() }
+    }
+}
+
+/// A service, action or event log as declared in one file, or as merged from several.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyedEntry {
+    pub kind: Kind,
+    pub key: String,
+    /// The first declaration: the merged entry keeps its position and points here.
+    pub decl: Loc,
+    /// Every declaration merged into this entry, first first.
+    pub decls: Vec<Loc>,
+    pub fields: IndexMap<&'static str, Setting>,
+}
+
+impl KeyedEntry {
+    pub fn text(&self, field: &str) -> Option<&str> {
+        match &self.fields.get(field)?.value {
+            FieldValue::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !matches!(self.fields.get("enabled").map(|s| &s.value), Some(FieldValue::Bool(false)))
+    }
+}
+
+/// The `disks` selection of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DiskSelection {
+    pub loc: Loc,
+    pub system: Vec<Spanned<String>>,
+    pub data: Vec<Spanned<String>>,
+}
+
+/// One plan file, as written.
+#[derive(Clone, Debug, Default)]
+pub struct PlanFile {
+    pub title: Option<Setting>,
+    pub comments: Option<Setting>,
+    pub staging_dir: Option<Setting>,
+    pub disks: Option<DiskSelection>,
+    pub includes: Vec<Spanned<String>>,
+    pub entries: Vec<KeyedEntry>,
+}
+
+impl PlanFile {
+    /// Extracts a plan from a tree the plan schema accepted. Anything the schema would have
+    /// refused is skipped rather than trusted, so this never panics on a tree it did not check.
+    pub fn from_node(root: &Node, source: &SourceFile, file: FileId, out: &mut Vec<Diagnostic>) -> Self {
+        let x = Extractor { source, file };
+        let mut plan = Self::default();
+        let Some(entries) = root.as_map() else { return plan };
+        for entry in entries {
+            let value = &entry.value;
+            match entry.key.as_str() {
+                "title" => plan.title = x.text(value),
+                "comments" => plan.comments = x.text(value),
+                "disks" => {
+                    plan.disks = Some(DiskSelection {
+                        loc: x.loc(entry.key_span),
+                        system: value.get("system").map(|e| x.names(&e.value)).unwrap_or_default(),
+                        data: value.get("data").map(|e| x.names(&e.value)).unwrap_or_default(),
+                    });
+                }
+                "include" => plan.includes = x.includes(value, out),
+                "services" => x.services(value, &mut plan.entries, out),
+                "actions" => x.actions(value, &mut plan.entries, out),
+                "logs" => {
+                    if let Some(dir) = value.get("staging_dir") {
+                        plan.staging_dir = x.text(&dir.value);
+                        if let Some(Setting { value: FieldValue::Text(dir), loc, .. }) = &plan.staging_dir {
+                            if !dir.starts_with('/') {
+                                out.push(Diagnostic::error("duet::logs::staging-relative", "`logs.staging_dir` must be an absolute path")
+                                    .at(*loc, "relative path")
+                                    .help("write the full path of a directory on a data disk, e.g. /srv/data/upgrade-logs"));
+                            }
+                        }
+                    }
+                    if let Some(backup) = value.get("backup") {
+                        x.logs(&backup.value, &mut plan.entries, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        plan
+    }
+}
+
+struct Extractor<'a> {
+    source: &'a SourceFile,
+    file: FileId,
+}
+
+impl Extractor<'_> {
+    fn loc(&self, span: Span) -> Loc {
+        Loc { file: self.file, span }
+    }
+
+    fn text(&self, node: &Node) -> Option<Setting> {
+        node.as_str().map(|s| Setting::new(FieldValue::Text(s.to_owned()), self.loc(node.span)))
+    }
+
+    fn names(&self, node: &Node) -> Vec<Spanned<String>> {
+        node.as_seq()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.as_str().map(|s| Spanned { value: s.to_owned(), loc: self.loc(n.span) }))
+            .collect()
+    }
+
+    fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
+        let mut seen: Vec<Spanned<String>> = Vec::new();
+        for name in self.names(node) {
+            let v = name.value.as_str();
+            let bad_path = v.contains('/') || v.contains('\\') || v == ".." || v == "." || Path::new(v).components().any(|c| !matches!(c, Component::Normal(_)));
+            if bad_path {
+                out.push(Diagnostic::error("duet::include::path", format!("include `{v}` is not a bare file name"))
+                    .at(name.loc, "path separators and `..` are not allowed")
+                    .help("child plans must be in the same directory as the plan that includes them (guide 3-7); copy or link the file there and include it by name"));
+                continue;
+            }
+            if !(v.ends_with(".yaml") || v.ends_with(".yml")) {
+                out.push(Diagnostic::error("duet::include::not-yaml", format!("include `{v}` is not a plan file"))
+                    .at(name.loc, "expected a .yaml or .yml file")
+                    .help("plans are YAML files named *.yaml or *.yml"));
+                continue;
+            }
+            if let Some(first) = seen.iter().find(|s| s.value == name.value) {
+                out.push(Diagnostic::warning("duet::include::repeated", format!("`{v}` is included twice"))
+                    .at(name.loc, "included again here")
+                    .related(first.loc, "first included here")
+                    .help("a plan is included once however often it is named; remove the repeated entry"));
+                continue;
+            }
+            seen.push(name);
+        }
+        seen
+    }
+
+    fn bool_field(&self, map: &Node, key: &str, fields: &mut IndexMap<&'static str, Setting>, name: &'static str) {
+        if let Some(e) = map.get(key) {
+            if let Some(b) = e.value.as_bool() {
+                fields.insert(name, Setting::new(FieldValue::Bool(b), self.loc(e.value.span)));
+            }
+        }
+    }
+
+    fn push_unique(&self, entry: KeyedEntry, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+        if let Some(first) = into.iter().find(|e| e.kind == entry.kind && e.key == entry.key) {
+            let kind = entry.kind.as_str();
+            out.push(Diagnostic::error("duet::plan::duplicate", format!("{kind} `{}` is declared twice in this plan", entry.key))
+                .at(entry.decl, "declared again here")
+                .related(first.decl, "first declared here")
+                .help(format!("merge the two declarations: each {kind} appears once per plan")));
+            return;
+        }
+        into.push(entry);
+    }
+
+    fn services(&self, node: &Node, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+        for item in node.as_seq().unwrap_or_default() {
+            let mut fields = IndexMap::new();
+            let (name, name_span) = match &item.value {
+                Value::Str(s) => (s.clone(), item.span),
+                Value::Map(_) => {
+                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span))) else { continue };
+                    if let Some(after) = item.get("after") {
+                        fields.insert("after", Setting::new(FieldValue::Names(self.names(&after.value)), self.loc(after.value.span)));
+                    }
+                    self.bool_field(item, "enabled", &mut fields, "enabled");
+                    n
+                }
+                _ => continue,
+            };
+            let decl = self.loc(name_span);
+            self.push_unique(KeyedEntry { kind: Kind::Service, key: name, decl, decls: vec![decl], fields }, into, out);
+        }
+    }
+
+    fn logs(&self, node: &Node, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+        for item in node.as_seq().unwrap_or_default() {
+            let mut fields = IndexMap::new();
+            let (name, span) = match &item.value {
+                Value::Str(s) => (s.clone(), item.span),
+                Value::Map(_) => {
+                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span))) else { continue };
+                    self.bool_field(item, "enabled", &mut fields, "enabled");
+                    n
+                }
+                _ => continue,
+            };
+            let decl = self.loc(span);
+            self.push_unique(KeyedEntry { kind: Kind::Log, key: name, decl, decls: vec![decl], fields }, into, out);
+        }
+    }
+
+    fn actions(&self, node: &Node, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+        for item in node.as_seq().unwrap_or_default() {
+            let Some(map) = item.as_map() else { continue };
+            let mut fields = IndexMap::new();
+            let mut id: Option<Spanned<String>> = None;
+            for YamlEntry { key, value, .. } in map {
+                let loc = self.loc(value.span);
+                let field = match key.as_str() {
+                    "id" => {
+                        id = value.as_str().map(|s| Spanned { value: s.to_owned(), loc });
+                        continue;
+                    }
+                    "file" => value.as_str().map(|s| ("file", FieldValue::Path { written: s.to_owned(), resolved: self.resolve_path(s) })),
+                    "args" => Some(("args", FieldValue::Args(value.as_seq().unwrap_or_default().iter().map(|a| self.arg_text(a)).collect()))),
+                    "control" => value.as_str().and_then(Control::parse).map(|c| ("control", FieldValue::Control(c))),
+                    "timing" => value.as_str().and_then(Timing::parse).map(|t| ("timing", FieldValue::Timing(t))),
+                    "rerun" => value.as_str().and_then(Rerun::parse).map(|r| ("rerun", FieldValue::Rerun(r))),
+                    "enabled" => value.as_bool().map(|b| ("enabled", FieldValue::Bool(b))),
+                    "timeout" => match value.as_str().map(duration::parse) {
+                        Some(Ok(ms)) => Some(("timeout", FieldValue::Duration { ms, written: value.as_str().unwrap_or_default().to_owned() })),
+                        Some(Err(why)) => {
+                            out.push(Diagnostic::error("duet::action::timeout", format!("invalid timeout: {why}")).at(loc, "here"));
+                            None
+                        }
+                        None => None,
+                    },
+                    _ => None,
+                };
+                if let Some((name, v)) = field {
+                    fields.insert(name, Setting::new(v, loc));
+                }
+            }
+            let head = self.loc(item.head());
+            let id = match id {
+                Some(id) => id,
+                None => match fields.get("file") {
+                    Some(Setting { value: FieldValue::Path { written, .. }, loc, .. }) => match default_id(written) {
+                        Some(stem) => Spanned { value: stem, loc: *loc },
+                        None => {
+                            out.push(Diagnostic::error("duet::action::id", format!("cannot derive an action id from the file name `{written}`"))
+                                .at(*loc, "no usable file name")
+                                .help("give the action an explicit `id` made of letters, digits, `.`, `_` and `-`"));
+                            continue;
+                        }
+                    },
+                    _ => {
+                        out.push(Diagnostic::error("duet::action::anonymous", "an action needs an `id` or a `file`")
+                            .at(head, "neither `id` nor `file`")
+                            .help("add `file:` with the executable to run, or `id:` naming the action this entry overrides"));
+                        continue;
+                    }
+                },
+            };
+            let decl = id.loc;
+            self.push_unique(KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields }, into, out);
+        }
+    }
+
+    /// Numbers and booleans in `args` are passed as written, not as re-formatted values.
+    fn arg_text(&self, node: &Node) -> String {
+        match &node.value {
+            Value::Str(s) => s.clone(),
+            _ => self.source.text.get(node.span.start..node.span.end).unwrap_or_default().trim().to_owned(),
+        }
+    }
+
+    /// Relative action paths are relative to the plan's own directory; `.` and `..` are
+    /// removed lexically so the compiled plan shows one canonical spelling.
+    fn resolve_path(&self, written: &str) -> PathBuf {
+        let joined = self.source.dir().join(written);
+        let mut out = PathBuf::new();
+        for c in joined.components() {
+            match c {
+                Component::ParentDir => {
+                    out.pop();
+                }
+                Component::CurDir => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+/// The default action id: the file name without its extension.
+fn default_id(written: &str) -> Option<String> {
+    let stem = Path::new(written).file_stem()?.to_str()?;
+    let mut chars = stem.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) && chars.all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    valid.then(|| stem.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ids_come_from_the_file_stem() {
+        assert_eq!(default_id("scripts/app-stop.sh").as_deref(), Some("app-stop"));
+        assert_eq!(default_id("/opt/bin/backup").as_deref(), Some("backup"));
+        assert_eq!(default_id("scripts/.hidden"), None);
+        assert_eq!(default_id("scripts/my tool.sh"), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! `duet explain`: for every resolved setting, which file and line set it, and which
+//! definitions it overrode or ignored.
+
+use std::fmt::Write;
+
+use super::table;
+use crate::plan::{Kind, KeyedEntry, Setting};
+use crate::resolve::ResolvedPlan;
+use crate::source::SourceMap;
+use crate::suggest;
+
+/// Fields of each kind of entry, with the default shown when no plan sets them.
+fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
+    match kind {
+        Kind::Service => &[("after", Some("[]")), ("enabled", Some("true"))],
+        Kind::Action => &[("file", None), ("args", Some("[]")), ("control", None), ("timing", Some("default")), ("timeout", Some("10m")), ("rerun", Some("safe")), ("enabled", Some("true"))],
+        Kind::Log => &[("enabled", Some("true"))],
+    }
+}
+
+/// Every key `explain` accepts for this plan, in output order.
+pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
+    let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"].map(String::from).to_vec();
+    keys.extend(plan.entries.iter().chain(&plan.dropped).map(|e| format!("{}:{}", e.kind.as_str(), e.key)));
+    keys
+}
+
+/// The provenance of one key, or of all when `key` is `None`. `Err` names the unknown key.
+pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Result<String, String> {
+    let all = keys(plan);
+    if let Some(key) = key {
+        if !all.iter().any(|k| k == key) {
+            let hint = suggest::did_you_mean(key, all.iter().map(String::as_str)).unwrap_or_else(|| format!("known keys: {}", all.join(", ")));
+            return Err(format!("`{key}` is not a setting of this plan; {hint}"));
+        }
+    }
+    let wanted = |k: &str| key.is_none_or(|key| key == k);
+    let at = |setting: &Setting| sources.describe(setting.loc);
+    let mut out = String::new();
+
+    for (name, setting) in [("title", &plan.title), ("comments", &plan.comments), ("logs.staging_dir", &plan.staging_dir)] {
+        if !wanted(name) {
+            continue;
+        }
+        match setting {
+            Some(s) => {
+                let value = s.value.to_string();
+                let shown = if value.contains("\\n") { format!("{}...\"", &value[..value.find("\\n").unwrap_or(value.len())]) } else { value };
+                let _ = writeln!(out, "{name} = {shown}\n  set at {}", at(s));
+                for o in &s.overridden {
+                    let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{name}: not set");
+            }
+        }
+        out.push('\n');
+    }
+
+    if wanted("disks") {
+        match &plan.disks {
+            Some(d) => {
+                let names = |list: &[crate::plan::Spanned<String>]| list.iter().map(|n| n.value.as_str()).collect::<Vec<_>>().join(", ");
+                let _ = writeln!(out, "disks\n  set at {}\n  system = [{}]\n  data = [{}]", sources.describe(d.loc), names(&d.system), names(&d.data));
+            }
+            None => {
+                let _ = writeln!(out, "disks: not selected by the top-level plan (mandatory system disks only)");
+            }
+        }
+        for ignored in &plan.ignored_disks {
+            let _ = writeln!(out, "  ignored: {} (included plans' disk selections are ignored)", sources.describe(ignored.loc));
+        }
+        out.push('\n');
+    }
+
+    for entry in plan.entries.iter().chain(&plan.dropped) {
+        let name = format!("{}:{}", entry.kind.as_str(), entry.key);
+        if wanted(&name) {
+            entry_block(&mut out, entry, &name, sources);
+        }
+    }
+    Ok(out.trim_end().to_owned() + "\n")
+}
+
+fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &SourceMap) {
+    let decls: Vec<String> = entry.decls.iter().map(|&d| sources.describe(d)).collect();
+    let state = if entry.enabled() { "" } else { "  (disabled: dropped from the plan)" };
+    let _ = writeln!(out, "{name}{state}\n  declared at {}", decls.join(", "));
+    let mut rows = Vec::new();
+    for (field, default) in fields(entry.kind) {
+        match entry.fields.get(field) {
+            Some(s) => {
+                let mut from = format!("set at {}", sources.describe(s.loc));
+                for o in &s.overridden {
+                    let _ = write!(from, "; overrides {} ({})", sources.describe(o.loc), o.value);
+                }
+                rows.push(vec![(*field).to_owned(), format!("= {}", s.value), from]);
+            }
+            None => rows.push(vec![(*field).to_owned(), format!("= {}", default.unwrap_or("(missing)")), "default".to_owned()]),
+        }
+    }
+    out.push_str(&table(&rows, "  "));
+    out.push('\n');
+}

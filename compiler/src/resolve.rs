@@ -1,0 +1,356 @@
+//! Nesting (execution model 2.1): a [`PlanTree`] becomes one [`ResolvedPlan`].
+//!
+//! `resolve(P) = override(combine(resolve(C1), ..., resolve(Cn)), own(P))`, children first.
+//! Every field keeps the location it was written at and the definitions it overrode, which is
+//! what `duet explain` prints.
+
+use indexmap::IndexMap;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::loader::PlanTree;
+use crate::plan::{Control, DiskSelection, FieldValue, Kind, KeyedEntry, Overridden, Rerun, Setting, Spanned, Timing};
+use crate::source::{FileId, Loc, SourceMap};
+use crate::suggest;
+
+/// Default action timeout (execution model section 2).
+pub const DEFAULT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub decl: Loc,
+    pub after: Vec<Spanned<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub id: String,
+    pub decl: Loc,
+    pub file: std::path::PathBuf,
+    pub file_loc: Loc,
+    pub args: Vec<String>,
+    pub control: Control,
+    pub timing: Timing,
+    pub timeout_ms: u64,
+    pub rerun: Rerun,
+}
+
+#[derive(Clone, Debug)]
+pub struct Log {
+    pub name: String,
+    pub decl: Loc,
+}
+
+/// A plan tree resolved into one plan.
+#[derive(Debug)]
+pub struct ResolvedPlan {
+    pub root: FileId,
+    /// Every file of the tree, children before parents.
+    pub sources: Vec<FileId>,
+    /// Each file's direct includes, for the summary's tree of child plans.
+    pub includes: IndexMap<FileId, Vec<FileId>>,
+    pub title: Option<Setting>,
+    pub comments: Option<Setting>,
+    pub staging_dir: Option<Setting>,
+    /// The top-level plan's selection; children's are in `ignored_disks`.
+    pub disks: Option<DiskSelection>,
+    pub ignored_disks: Vec<DiskSelection>,
+    /// Every enabled entry with its provenance, in resolved order.
+    pub entries: Vec<KeyedEntry>,
+    /// Entries removed by `enabled: false`.
+    pub dropped: Vec<KeyedEntry>,
+    pub services: Vec<Service>,
+    pub actions: Vec<Action>,
+    pub logs: Vec<Log>,
+}
+
+type Key = (Kind, String);
+
+/// `resolve(P)` of one plan: what its parent combines.
+#[derive(Clone, Default)]
+struct Partial {
+    entries: IndexMap<Key, KeyedEntry>,
+    title: Option<Setting>,
+    comments: Option<Setting>,
+    staging_dir: Option<Setting>,
+}
+
+/// Conflicting definitions found while combining siblings, by entry and field.
+#[derive(Default)]
+struct Conflicts {
+    fields: IndexMap<(Key, &'static str), Vec<Setting>>,
+}
+
+impl Conflicts {
+    fn add(&mut self, key: (Key, &'static str), current: &Setting, other: Setting) {
+        let list = self.fields.entry(key).or_insert_with(|| vec![current.clone()]);
+        if !list.iter().any(|s| s.loc == other.loc) {
+            list.push(other);
+        }
+    }
+}
+
+pub fn resolve(tree: &PlanTree, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
+    let mut memo: Vec<Option<Partial>> = vec![None; tree.plans.len()];
+    for &index in &tree.post_order {
+        let partial = resolve_one(tree, index, &memo, sources, diags);
+        memo[index] = Some(partial);
+    }
+    let root = memo[tree.root].take().unwrap_or_default();
+    finish(tree, root, sources, diags)
+}
+
+fn deeper(setting: &Setting) -> Setting {
+    Setting { depth: setting.depth + 1, ..setting.clone() }
+}
+
+fn resolve_one(tree: &PlanTree, index: usize, memo: &[Option<Partial>], sources: &SourceMap, diags: &mut Diagnostics) -> Partial {
+    let loaded = &tree.plans[index];
+    let mut acc = Partial::default();
+    let mut conflicts = Conflicts::default();
+
+    // combine(resolve(C1), ..., resolve(Cn))
+    for &child in &loaded.children {
+        let Some(child) = memo[child].as_ref() else { continue };
+        for (key, entry) in &child.entries {
+            match acc.entries.get_mut(key) {
+                None => {
+                    let mut entry = entry.clone();
+                    entry.fields.values_mut().for_each(|s| *s = deeper(s));
+                    acc.entries.insert(key.clone(), entry);
+                }
+                Some(existing) => {
+                    for decl in &entry.decls {
+                        if !existing.decls.contains(decl) {
+                            existing.decls.push(*decl);
+                        }
+                    }
+                    for (field, setting) in &entry.fields {
+                        match existing.fields.get(field) {
+                            None => {
+                                existing.fields.insert(field, deeper(setting));
+                            }
+                            Some(current) if current.value == setting.value => {}
+                            Some(current) => conflicts.add((key.clone(), field), current, deeper(setting)),
+                        }
+                    }
+                }
+            }
+        }
+        nearest(&mut acc.title, child.title.as_ref(), None);
+        nearest(&mut acc.comments, child.comments.as_ref(), None);
+        nearest(&mut acc.staging_dir, child.staging_dir.as_ref(), Some(&mut conflicts));
+    }
+
+    // override(..., own(P))
+    let own = &loaded.plan;
+    for entry in &own.entries {
+        let key = (entry.kind, entry.key.clone());
+        let Some(existing) = acc.entries.get_mut(&key) else {
+            acc.entries.insert(key, entry.clone());
+            continue;
+        };
+        existing.decls.push(entry.decl);
+        for (field, setting) in &entry.fields {
+            let mut setting = setting.clone();
+            if let Some(old) = existing.fields.get(field) {
+                setting.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
+                setting.overridden.extend(old.overridden.iter().cloned());
+            }
+            for lost in conflicts.fields.shift_remove(&(key.clone(), *field)).unwrap_or_default() {
+                if !setting.overridden.iter().any(|o| o.loc == lost.loc) {
+                    setting.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
+                }
+            }
+            existing.fields.insert(field, setting);
+        }
+    }
+    for (slot, own, name) in [(&mut acc.title, &own.title, "title"), (&mut acc.comments, &own.comments, "comments"), (&mut acc.staging_dir, &own.staging_dir, "staging_dir")] {
+        if let Some(own) = own {
+            let mut own = own.clone();
+            if let Some(old) = slot.take() {
+                own.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
+                own.overridden.extend(old.overridden);
+            }
+            for lost in conflicts.fields.shift_remove(&((Kind::Log, String::new()), name)).unwrap_or_default() {
+                if !own.overridden.iter().any(|o| o.loc == lost.loc) {
+                    own.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
+                }
+            }
+            *slot = Some(own);
+        }
+    }
+
+    let parent = &sources.get(loaded.file).display;
+    for (((kind, key), field), settings) in conflicts.fields {
+        let (first, rest) = settings.split_first().expect("a conflict has two sides");
+        let what = if key.is_empty() { format!("`logs.{field}`") } else { format!("`{field}` of {} `{key}`", kind.as_str()) };
+        for other in rest {
+            diags.push(Diagnostic::error("duet::nesting::conflict", format!("{what} conflicts between included plans: {} and {}", first.value, other.value))
+                .at(other.loc, format!("set to {} here", other.value))
+                .related(first.loc, format!("set to {} here", first.value))
+                .help(format!("set {what} in `{parent}` to choose; the parent's setting wins")));
+        }
+    }
+    acc
+}
+
+/// "The nearest definition to the top wins": fewer includes away wins, the first included wins
+/// a tie. A tie between different staging directories is a conflict, like any other field.
+fn nearest(slot: &mut Option<Setting>, candidate: Option<&Setting>, conflicts: Option<&mut Conflicts>) {
+    let Some(candidate) = candidate.map(deeper) else { return };
+    match slot {
+        None => *slot = Some(candidate),
+        Some(current) if candidate.depth < current.depth => *slot = Some(candidate),
+        Some(current) if candidate.depth == current.depth && candidate.value != current.value => {
+            if let Some(conflicts) = conflicts {
+                conflicts.add(((Kind::Log, String::new()), "staging_dir"), current, candidate);
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+fn finish(tree: &PlanTree, root: Partial, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
+    let root_plan = &tree.plans[tree.root];
+    let root_name = &sources.get(root_plan.file).display;
+    let mut ignored_disks = Vec::new();
+    for &index in &tree.post_order {
+        let loaded = &tree.plans[index];
+        if index == tree.root {
+            continue;
+        }
+        if let Some(disks) = &loaded.plan.disks {
+            diags.push(Diagnostic::note("duet::nesting::child-disks", format!("the disk selection in included plan `{}` is ignored", sources.get(loaded.file).display))
+                .at(disks.loc, "ignored")
+                .help(format!("only the top-level plan selects disks (guide 3-7); select them in `{root_name}`")));
+            ignored_disks.push(disks.clone());
+        }
+    }
+
+    let (entries, dropped): (Vec<KeyedEntry>, Vec<KeyedEntry>) = root.entries.into_values().partition(KeyedEntry::enabled);
+    for gone in &dropped {
+        let only_disables = gone.decls.len() == 1 && gone.fields.keys().all(|f| *f == "enabled");
+        if only_disables {
+            let kind = gone.kind;
+            let names = entries.iter().chain(&dropped).filter(|e| e.kind == kind && e.key != gone.key).map(|e| e.key.as_str());
+            diags.push(Diagnostic::warning("duet::nesting::disables-nothing", format!("{} `{}` is disabled, but no included plan declares it", kind.as_str(), gone.key))
+                .at(gone.decl, "nothing to disable")
+                .help_opt(suggest::did_you_mean(&gone.key, names).or_else(|| Some("check the name against the included plans".into()))));
+        }
+    }
+
+    let mut services = Vec::new();
+    let mut actions = Vec::new();
+    let mut logs = Vec::new();
+    for entry in &entries {
+        match entry.kind {
+            Kind::Service => services.push(Service {
+                name: entry.key.clone(),
+                decl: entry.decl,
+                after: match entry.fields.get("after").map(|s| &s.value) {
+                    Some(FieldValue::Names(names)) => names.clone(),
+                    _ => Vec::new(),
+                },
+            }),
+            Kind::Action => {
+                if let Some(action) = complete_action(entry, diags) {
+                    actions.push(action);
+                }
+            }
+            Kind::Log => logs.push(Log { name: entry.key.clone(), decl: entry.decl }),
+        }
+    }
+    check_after(&services, &dropped, diags);
+    if let (Some(first), None) = (logs.first(), &root.staging_dir) {
+        diags.push(Diagnostic::error("duet::logs::no-staging-dir", "event logs are named for backup, but no `logs.staging_dir` is set")
+            .at(first.decl, "backed up where?")
+            .help("add `logs: {staging_dir: /path/on/a/data/disk}` to the top-level plan"));
+    }
+
+    ResolvedPlan {
+        root: root_plan.file,
+        sources: tree.post_order.iter().map(|&i| tree.plans[i].file).collect(),
+        includes: tree.post_order.iter().map(|&i| (tree.plans[i].file, tree.plans[i].children.iter().map(|&c| tree.plans[c].file).collect())).collect(),
+        title: root.title,
+        comments: root.comments,
+        staging_dir: root.staging_dir,
+        disks: root_plan.plan.disks.clone(),
+        ignored_disks,
+        entries,
+        dropped,
+        services,
+        actions,
+        logs,
+    }
+}
+
+/// "After resolution every action must have `file` and `control`."
+fn complete_action(entry: &KeyedEntry, diags: &mut Diagnostics) -> Option<Action> {
+    let field = |name| entry.fields.get(name).map(|s| (&s.value, s.loc));
+    let file = match field("file") {
+        Some((FieldValue::Path { resolved, .. }, loc)) => Some((resolved.clone(), loc)),
+        _ => None,
+    };
+    let control = match field("control") {
+        Some((FieldValue::Control(c), _)) => Some(*c),
+        _ => None,
+    };
+    let missing: Vec<&str> = [("file", file.is_none()), ("control", control.is_none())].into_iter().filter(|(_, m)| *m).map(|(n, _)| n).collect();
+    if !missing.is_empty() {
+        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" and ");
+        let mut d = Diagnostic::error("duet::action::incomplete", format!("action `{}` has no {list} after nesting is resolved", entry.key))
+            .at(entry.decl, format!("missing {list}"))
+            .help(format!("set {list} in one of the plans that declare `{}`", entry.key));
+        for decl in entry.decls.iter().skip(1) {
+            d = d.related(*decl, "also declared here");
+        }
+        diags.push(d);
+        return None;
+    }
+    let (file, file_loc) = file?;
+    Some(Action {
+        id: entry.key.clone(),
+        decl: entry.decl,
+        file,
+        file_loc,
+        args: match field("args") {
+            Some((FieldValue::Args(a), _)) => a.clone(),
+            _ => Vec::new(),
+        },
+        control: control?,
+        timing: match field("timing") {
+            Some((FieldValue::Timing(t), _)) => *t,
+            _ => Timing::Default,
+        },
+        timeout_ms: match field("timeout") {
+            Some((FieldValue::Duration { ms, .. }, _)) => *ms,
+            _ => DEFAULT_TIMEOUT_MS,
+        },
+        rerun: match field("rerun") {
+            Some((FieldValue::Rerun(r), _)) => *r,
+            _ => Rerun::Safe,
+        },
+    })
+}
+
+/// `after` must name other services of the plan. A service dropped with `enabled: false` is
+/// not an error: the parent meant to drop it, so the ordering constraint goes with it.
+fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnostics) {
+    for service in services {
+        for dep in &service.after {
+            if dep.value == service.name {
+                diags.push(Diagnostic::error("duet::service::after-self", format!("service `{}` is ordered after itself", service.name)).at(dep.loc, "remove this"));
+            } else if services.iter().any(|s| s.name == dep.value) {
+            } else if dropped.iter().any(|d| d.kind == Kind::Service && d.key == dep.value) {
+                diags.push(Diagnostic::warning("duet::service::after-dropped", format!("service `{}` is ordered after `{}`, which is disabled", service.name, dep.value))
+                    .at(dep.loc, "disabled with `enabled: false`")
+                    .help("the ordering constraint is dropped with the service"));
+            } else {
+                diags.push(Diagnostic::error("duet::service::after-unknown", format!("service `{}` is ordered after `{}`, which is not a service of this plan", service.name, dep.value))
+                    .at(dep.loc, "unknown service")
+                    .help_opt(suggest::did_you_mean(&dep.value, services.iter().map(|s| s.name.as_str())).or_else(|| Some("list the service under `services` too, or remove it from `after`".into()))));
+            }
+        }
+    }
+}

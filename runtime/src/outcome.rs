@@ -1,0 +1,18 @@
+//! How a command ended, and the exit code that says so. Decided here and nowhere else.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done; the plan is valid (warnings allowed).
+    Success,
+    /// The plan is invalid, or the request failed or was refused.
+    Failure,
+}
+
+impl Outcome {
+    pub(crate) fn exit_code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failure => 1,
+        }
+    }
+}
