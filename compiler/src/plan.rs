@@ -217,7 +217,7 @@ impl PlanFile {
     /// Extracts a plan from a tree the plan schema accepted. Anything the schema would have
     /// refused is skipped rather than trusted, so this never panics on a tree it did not check.
     pub fn from_node(root: &Node, source: &SourceFile, file: FileId, out: &mut Vec<Diagnostic>) -> Self {
-        let x = Extractor { source, file };
+        let x = Extractor { source, file, seen: std::cell::RefCell::default() };
         let mut plan = Self::default();
         let Some(entries) = root.as_map() else { return plan };
         for entry in entries {
@@ -260,6 +260,8 @@ impl PlanFile {
 struct Extractor<'a> {
     source: &'a SourceFile,
     file: FileId,
+    /// Index into the entries list of each (kind, key) declared so far in this file.
+    seen: std::cell::RefCell<std::collections::HashMap<(Kind, String), usize>>,
 }
 
 impl Extractor<'_> {
@@ -317,7 +319,8 @@ impl Extractor<'_> {
     }
 
     fn push_unique(&self, entry: KeyedEntry, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
-        if let Some(first) = into.iter().find(|e| e.kind == entry.kind && e.key == entry.key) {
+        let mut seen = self.seen.borrow_mut();
+        if let Some(first) = seen.get(&(entry.kind, entry.key.clone())).map(|&i| &into[i]) {
             let kind = entry.kind.as_str();
             out.push(Diagnostic::error("duet::plan::duplicate", format!("{kind} `{}` is declared twice in this plan", entry.key))
                 .at(entry.decl, "declared again here")
@@ -325,6 +328,7 @@ impl Extractor<'_> {
                 .help(format!("merge the two declarations: each {kind} appears once per plan")));
             return;
         }
+        seen.insert((entry.kind, entry.key.clone()), into.len());
         into.push(entry);
     }
 

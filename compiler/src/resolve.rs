@@ -337,11 +337,12 @@ fn complete_action(entry: &KeyedEntry, diags: &mut Diagnostics) -> Option<Action
 /// `after` must name other services of the plan. A service dropped with `enabled: false` is
 /// not an error: the parent meant to drop it, so the ordering constraint goes with it.
 fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnostics) {
+    let known: std::collections::HashSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
     for service in services {
         for dep in &service.after {
             if dep.value == service.name {
                 diags.push(Diagnostic::error("duet::service::after-self", format!("service `{}` is ordered after itself", service.name)).at(dep.loc, "remove this"));
-            } else if services.iter().any(|s| s.name == dep.value) {
+            } else if known.contains(dep.value.as_str()) {
             } else if dropped.iter().any(|d| d.kind == Kind::Service && d.key == dep.value) {
                 diags.push(Diagnostic::warning("duet::service::after-dropped", format!("service `{}` is ordered after `{}`, which is disabled", service.name, dep.value))
                     .at(dep.loc, "disabled with `enabled: false`")

@@ -43,9 +43,10 @@ pub fn to_mermaid(plan: &CompiledPlan) -> String {
         for (step, id) in request.steps.iter().zip(&ids) {
             let _ = writeln!(out, "    {id}[{}]", mermaid_label(&step.id));
         }
+        let index: std::collections::HashMap<&str, usize> = request.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for (step, id) in request.steps.iter().zip(&ids) {
             for dep in &step.after {
-                if let Some(from) = request.steps.iter().position(|s| &s.id == dep) {
+                if let Some(&from) = index.get(dep.as_str()) {
                     let _ = writeln!(out, "    {} --> {id}", ids[from]);
                 }
             }

@@ -88,7 +88,8 @@ pub fn render(plan: &CompiledPlan, resolved: &ResolvedPlan, sources: &SourceMap,
     let _ = writeln!(out, "\nSteps");
     for (name, request) in &plan.requests {
         let _ = writeln!(out, "  {name} (state {})", request.state.as_str());
-        let position = |id: &str| request.steps.iter().position(|s| s.id == id).map_or(0, |p| p + 1);
+        let positions: std::collections::HashMap<&str, usize> = request.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i + 1)).collect();
+        let position = |id: &str| positions.get(id).copied().unwrap_or(0);
         let rows: Vec<Vec<String>> = request
             .steps
             .iter()
