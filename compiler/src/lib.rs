@@ -23,4 +23,7 @@ pub mod source;
 pub mod suggest;
 pub mod yaml;
 
+#[cfg(test)]
+mod testing;
+
 pub use compile::{Compilation, Options, compile};

@@ -355,3 +355,237 @@ fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnos
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::diagnostic::Severity;
+    use crate::plan::FieldValue;
+    use crate::testing::{Tree, expect_at, expect_clean, found};
+
+    const ACTION: &str = "file: bin/x.sh\n    control: stop";
+
+    #[test]
+    fn includes_must_be_bare_yaml_names_in_the_same_directory() {
+        let t = Tree::new(&[
+            ("root.yaml", "version: 1\ninclude: [sub/child.yaml, ../up.yaml, notes.txt, missing.yaml, chlid.yaml]\n"),
+            ("child.yaml", "version: 1\n"),
+        ]);
+        let c = t.compile("root.yaml");
+        expect_at(&c, "duet::include::path", "root.yaml", 2, 11);
+        expect_at(&c, "duet::include::path", "root.yaml", 2, 27);
+        expect_at(&c, "duet::include::not-yaml", "root.yaml", 2, 39);
+        let missing = expect_at(&c, "duet::file::unreadable", "root.yaml", 2, 50);
+        assert!(missing.contains("missing.yaml") && missing.contains("no such file"), "{missing}");
+        expect_at(&c, "duet::file::unreadable", "root.yaml", 2, 64);
+        let typo = c.diagnostics.iter().find(|d| d.message.contains("chlid.yaml")).unwrap();
+        assert_eq!(typo.help.as_deref(), Some("did you mean `child.yaml`?"));
+        assert!(!c.is_valid());
+    }
+
+    #[test]
+    fn a_cycle_names_every_file_on_it() {
+        let t = Tree::new(&[
+            ("a.yaml", "version: 1\ninclude: [b.yaml]\n"),
+            ("b.yaml", "version: 1\ninclude: [c.yaml]\n"),
+            ("c.yaml", "version: 1\ntitle: c\ninclude: [a.yaml]\n"),
+        ]);
+        let c = t.compile("a.yaml");
+        let message = expect_at(&c, "duet::include::cycle", "c.yaml", 3, 11);
+        let dir = t.dir.path().display().to_string() + "/";
+        assert_eq!(message.replace(&dir, ""), "include cycle: a.yaml -> b.yaml -> c.yaml -> a.yaml");
+        let cycle = c.diagnostics.iter().find(|d| d.code == "duet::include::cycle").unwrap();
+        assert_eq!(cycle.related.len(), 2, "labels on the includes of b.yaml and c.yaml");
+        assert_eq!(found(&c).len(), 1);
+
+        let t = Tree::new(&[("self.yaml", "version: 1\ninclude: [self.yaml]\n")]);
+        let message = expect_at(&t.compile("self.yaml"), "duet::include::cycle", "self.yaml", 2, 11);
+        assert_eq!(message.replace(&(t.dir.path().display().to_string() + "/"), ""), "include cycle: self.yaml -> self.yaml");
+    }
+
+    #[test]
+    fn a_diamond_is_included_once() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [left.yaml, right.yaml]\n"),
+            ("left.yaml", "version: 1\ninclude: [base.yaml]\nservices: [L]\n"),
+            ("right.yaml", "version: 1\ninclude: [base.yaml]\nservices: [R]\n"),
+            ("base.yaml", &format!("version: 1\nservices: [DB]\nactions:\n  - id: a\n    {ACTION}\n    timeout: 1m\n")),
+            ("bin/x.sh", "#!/bin/sh\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.as_ref().unwrap();
+        let names: Vec<&str> = plan.sources.iter().map(|s| s.file.rsplit('/').next().unwrap()).collect();
+        assert_eq!(names, ["base.yaml", "left.yaml", "right.yaml", "top.yaml"], "children first, each file once");
+        let services: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(services, ["DB", "L", "R"], "children first, in include order; DB once");
+        assert_eq!(plan.actions.len(), 1);
+    }
+
+    #[test]
+    fn the_parent_wins_field_by_field_and_keeps_the_first_position() {
+        let t = Tree::new(&[
+            ("site.yaml", "version: 1\ninclude: [vendor.yaml]\nservices: [Mine]\nactions:\n  - id: stop-app\n    timeout: 9m\n    args: [fast]\n"),
+            ("vendor.yaml", &format!("version: 1\nservices: [Theirs]\nactions:\n  - id: first\n    {ACTION}\n  - id: stop-app\n    {ACTION}\n    timeout: 1m\n    args: [slow]\n    timing: late\n")),
+            ("bin/x.sh", "#!/bin/sh\n"),
+        ]);
+        let c = t.compile("site.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.as_ref().unwrap();
+        assert_eq!(plan.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Theirs", "Mine"]);
+        let ids: Vec<&str> = plan.actions.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["first", "stop-app"], "the merged entry keeps its first position");
+        let a = &plan.actions[1];
+        assert_eq!((a.timeout_ms, a.args.as_slice(), a.timing.as_str()), (540_000, &["fast".to_owned()][..], "late"));
+        assert!(a.file.ends_with("bin/x.sh"), "file from the child: {}", a.file);
+        assert_eq!(a.source.file.rsplit('/').next(), Some("vendor.yaml"));
+        let resolved = c.resolved.as_ref().unwrap();
+        let entry = resolved.entries.iter().find(|e| e.key == "stop-app").unwrap();
+        let timeout = &entry.fields["timeout"];
+        assert_eq!(c.sources.describe(timeout.loc).rsplit('/').next(), Some("site.yaml:6"));
+        assert_eq!(timeout.overridden.len(), 1);
+        assert_eq!(c.sources.describe(timeout.overridden[0].loc).rsplit('/').next(), Some("vendor.yaml:10"));
+    }
+
+    #[test]
+    fn enabled_false_drops_a_childs_entry_and_a_grandparent_can_restore_it() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [mid.yaml]\nservices:\n  - {name: B, enabled: true}\n"),
+            ("mid.yaml", "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: A, enabled: false}\n  - {name: B, enabled: false}\n"),
+            ("base.yaml", "version: 1\nservices: [A, B, C]\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let names: Vec<&str> = c.compiled.as_ref().unwrap().services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["B", "C"]);
+        assert_eq!(c.resolved.as_ref().unwrap().dropped.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["A"]);
+    }
+
+    #[test]
+    fn disabling_an_undeclared_entry_warns_with_a_suggestion() {
+        let t = Tree::new(&[("top.yaml", "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: MSSQLSEVER, enabled: false}\n"), ("base.yaml", "version: 1\nservices: [MSSQLSERVER]\n")]);
+        let c = t.compile("top.yaml");
+        expect_at(&c, "duet::nesting::disables-nothing", "top.yaml", 4, 12);
+        assert_eq!(c.diagnostics[0].help.as_deref(), Some("did you mean `MSSQLSERVER`?"));
+        assert!(c.is_valid(), "a warning does not make the plan invalid");
+    }
+
+    #[test]
+    fn sibling_conflicts_are_errors_unless_the_parent_sets_the_field() {
+        let files = |parent: &str| {
+            vec![
+                ("top.yaml".to_owned(), format!("version: 1\ninclude: [a.yaml, b.yaml]\n{parent}")),
+                ("a.yaml".to_owned(), format!("version: 1\nactions:\n  - id: x\n    {ACTION}\n    timeout: 1m\n")),
+                ("b.yaml".to_owned(), "version: 1\nactions:\n  - id: x\n    timeout: 2m\n    timing: early\n".to_owned()),
+                ("bin/x.sh".to_owned(), "#!/bin/sh\n".to_owned()),
+            ]
+        };
+        let owned = files("");
+        let t = Tree::new(&owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
+        let c = t.compile("top.yaml");
+        let message = expect_at(&c, "duet::nesting::conflict", "b.yaml", 4, 14);
+        assert_eq!(message, "`timeout` of action `x` conflicts between included plans: 1m and 2m");
+        let d = c.diagnostics.iter().find(|d| d.code == "duet::nesting::conflict").unwrap();
+        assert_eq!(c.sources.describe(d.related[0].loc).rsplit('/').next(), Some("a.yaml:6"));
+        assert_eq!(found(&c).iter().filter(|f| f.severity == Severity::Error).count(), 1, "timing is set by one sibling only: no conflict");
+
+        let owned = files("actions:\n  - id: x\n    timeout: 3m\n");
+        let t = Tree::new(&owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        assert_eq!(c.compiled.as_ref().unwrap().actions[0].timeout_ms, 180_000);
+        let entry = &c.resolved.as_ref().unwrap().entries[0];
+        assert_eq!(entry.fields["timeout"].overridden.len(), 2, "both siblings' values are shown as overridden");
+    }
+
+    #[test]
+    fn childrens_disks_are_ignored_with_a_note() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [child.yaml]\ndisks: {system: [disk0]}\n"),
+            ("child.yaml", "version: 1\ndisks:\n  system: [disk1]\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        let message = expect_at(&c, "duet::nesting::child-disks", "child.yaml", 2, 1);
+        assert!(message.contains("is ignored"), "{message}");
+        assert_eq!(c.compiled.as_ref().unwrap().disks.system, ["disk0"]);
+    }
+
+    #[test]
+    fn actions_must_be_complete_after_resolution() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [child.yaml]\nactions:\n  - id: only-timeout\n    timeout: 1m\n  - id: has-file\n    file: bin/x.sh\n"),
+            ("child.yaml", "version: 1\nactions:\n  - id: only-timeout\n    timing: late\n"),
+            ("bin/x.sh", "#!/bin/sh\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        let m = expect_at(&c, "duet::action::incomplete", "child.yaml", 3, 9);
+        assert_eq!(m, "action `only-timeout` has no `file` and `control` after nesting is resolved");
+        let m = expect_at(&c, "duet::action::incomplete", "top.yaml", 6, 9);
+        assert_eq!(m, "action `has-file` has no `control` after nesting is resolved");
+    }
+
+    #[test]
+    fn title_comes_from_the_nearest_plan_to_the_top() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [deep.yaml, near.yaml]\n"),
+            ("deep.yaml", "version: 1\ninclude: [deeper.yaml]\n"),
+            ("deeper.yaml", "version: 1\ntitle: Deeper\ncomments: from deeper\n"),
+            ("near.yaml", "version: 1\ntitle: Near\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.as_ref().unwrap();
+        assert_eq!(plan.title.as_deref(), Some("Near"), "one include away beats two");
+        assert_eq!(plan.comments.as_deref(), Some("from deeper"));
+    }
+
+    #[test]
+    fn sibling_staging_dirs_conflict_and_logs_need_one() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [a.yaml, b.yaml]\n"),
+            ("a.yaml", "version: 1\nlogs: {staging_dir: /data/a, backup: [System]}\n"),
+            ("b.yaml", "version: 1\nlogs: {staging_dir: /data/b}\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        let m = expect_at(&c, "duet::nesting::conflict", "b.yaml", 2, 21);
+        assert!(m.starts_with("`logs.staging_dir` conflicts"), "{m}");
+
+        let t = Tree::new(&[("top.yaml", "version: 1\nlogs:\n  backup: [Application]\n")]);
+        expect_at(&t.compile("top.yaml"), "duet::logs::no-staging-dir", "top.yaml", 3, 12);
+        let t = Tree::new(&[("top.yaml", "version: 1\nlogs: {staging_dir: data/logs}\n")]);
+        expect_at(&t.compile("top.yaml"), "duet::logs::staging-relative", "top.yaml", 2, 21);
+    }
+
+    #[test]
+    fn after_must_name_services_of_the_plan() {
+        let t = Tree::new(&[("top.yaml", "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: Web, after: [Databse, Web, Cache]}\n  - {name: Cache, enabled: false}\n"), ("base.yaml", "version: 1\nservices: [Database, Cache]\n")]);
+        let c = t.compile("top.yaml");
+        expect_at(&c, "duet::service::after-unknown", "top.yaml", 4, 25);
+        expect_at(&c, "duet::service::after-self", "top.yaml", 4, 34);
+        expect_at(&c, "duet::service::after-dropped", "top.yaml", 4, 39);
+        let unknown = c.diagnostics.iter().find(|d| d.code == "duet::service::after-unknown").unwrap();
+        assert_eq!(unknown.help.as_deref(), Some("did you mean `Database`?"));
+    }
+
+    #[test]
+    fn duplicates_in_one_file_are_errors() {
+        let t = Tree::new(&[("top.yaml", &format!("version: 1\nservices: [A, B, A]\nactions:\n  - {{id: x, {}}}\n  - id: x\n", "file: bin/x.sh, control: stop"))]);
+        let c = t.compile("top.yaml");
+        expect_at(&c, "duet::plan::duplicate", "top.yaml", 2, 18);
+        expect_at(&c, "duet::plan::duplicate", "top.yaml", 5, 9);
+    }
+
+    #[test]
+    fn default_action_id_is_the_file_stem_and_merges_by_it() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [child.yaml]\nactions:\n  - {file: bin/stop-app.sh, timeout: 7m}\n"),
+            ("child.yaml", "version: 1\nactions:\n  - {file: bin/stop-app.sh, control: stop}\n"),
+            ("bin/stop-app.sh", "#!/bin/sh\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.as_ref().unwrap();
+        assert_eq!((plan.actions.len(), plan.actions[0].id.as_str(), plan.actions[0].timeout_ms), (1, "stop-app", 420_000));
+        let file = &c.resolved.as_ref().unwrap().entries[0].fields["file"];
+        assert!(matches!(&file.value, FieldValue::Path { written, .. } if written == "bin/stop-app.sh"));
+    }
+}
