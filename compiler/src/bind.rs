@@ -172,3 +172,96 @@ fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &s
     let (system, data): (Vec<String>, Vec<String>) = inventory.disks.iter().map(|d| d.id.clone()).partition(|id| system.contains(id));
     DiskClasses { system, data }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Tree, expect_at, expect_clean, found};
+
+    /// disk0 holds `/` (boot); `/boot` is a boot volume on disk1, so disk0 also "holds a mount
+    /// point of such a volume"; volume S spans disk2 and disk3; D is data on disk4; disk5 is
+    /// internal without RDR; disk6 is external.
+    fn inventory(root: &std::path::Path) -> String {
+        let r = root.display();
+        format!(
+            "version: 1\nmodel: Test\ndisks:\n  - {{id: disk0}}\n  - {{id: disk1}}\n  - {{id: disk2}}\n  - {{id: disk3}}\n  - {{id: disk4}}\n  - {{id: disk5, rdr: false}}\n  - {{id: disk6, location: external}}\n\
+             volumes:\n  - {{id: R, mount: /, disks: [disk0]}}\n  - {{id: B, mount: /boot, disks: [disk1], boot: true}}\n  - {{id: S, mount: {r}/sys, disks: [disk2, disk3]}}\n  - {{id: D, mount: {r}/data, disks: [disk4]}}\n\
+             services:\n  - {{name: MSSQLSERVER}}\n  - {{name: W3SVC, startup: manual}}\nevent_logs: [Application, System, Security]\n"
+        )
+    }
+
+    fn tree(plan: &str) -> Tree {
+        let t = Tree::new(&[("plan.yaml", plan), ("sys/bin/ok.sh", "#!/bin/sh\n"), ("data/bin/on-data.sh", "#!/bin/sh\n"), ("sys/bin/not-exec.txt", "")]);
+        std::fs::write(t.path("inv.yaml"), inventory(t.dir.path())).unwrap();
+        t
+    }
+
+    #[test]
+    fn a_plan_that_fits_the_machine_binds_and_classifies_disks() {
+        let t = tree("");
+        let plan = format!("version: 1\ndisks: {{system: [disk2]}}\nservices: [MSSQLSERVER]\nactions:\n  - {{file: sys/bin/ok.sh, control: stop}}\nlogs: {{staging_dir: {}/data/logs, backup: [System]}}\n", t.dir.path().display());
+        std::fs::write(t.path("plan.yaml"), plan).unwrap();
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let notes = found(&c);
+        expect_clean(&c);
+        let disks = &c.compiled.as_ref().unwrap().disks;
+        assert_eq!(disks.system, ["disk0", "disk1", "disk2", "disk3"], "mandatory (disk0, disk1), chosen (disk2) and spanned (disk3)");
+        assert_eq!(disks.data, ["disk4", "disk5", "disk6"]);
+        assert!(notes.iter().any(|n| n.code == "duet::disk::spanned" && n.message == "disk `disk3` is a system disk because volume `S` spans it and system disk `disk2`"), "{notes:#?}");
+    }
+
+    #[test]
+    fn disk_rules() {
+        let t = tree("version: 1\ndisks:\n  system: [disk9, disk6, disk5, disk2]\n  data: [disk0, disk1, disk3, disk2]\n");
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let m = expect_at(&c, "duet::disk::unknown", "plan.yaml", 3, 12);
+        assert!(m.starts_with("disk `disk9` does not exist on"), "{m}");
+        expect_at(&c, "duet::disk::external", "plan.yaml", 3, 19);
+        expect_at(&c, "duet::disk::not-rdr", "plan.yaml", 3, 26);
+        expect_at(&c, "duet::disk::mandatory", "plan.yaml", 4, 10);
+        expect_at(&c, "duet::disk::mandatory", "plan.yaml", 4, 17);
+        expect_at(&c, "duet::disk::spanned", "plan.yaml", 4, 24);
+        expect_at(&c, "duet::disk::both", "plan.yaml", 4, 31);
+        assert!(!c.is_valid());
+    }
+
+    #[test]
+    fn executables_must_exist_on_a_system_disk() {
+        let t = tree("version: 1\ndisks: {system: [disk2]}\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n  - {file: data/bin/on-data.sh, control: stop}\n  - {file: sys/bin/not-exec.txt, control: stop}\n  - {file: sys/bin, control: stop}\n");
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        assert_eq!(expect_at(&c, "duet::action::missing-file", "plan.yaml", 4, 12), "The executable filename does not exist.");
+        let m = expect_at(&c, "duet::action::not-on-system-disk", "plan.yaml", 5, 12);
+        assert!(m.starts_with("The executable file ") && m.ends_with("data/bin/on-data.sh is not on a system disk"), "{m}");
+        expect_at(&c, "duet::action::not-executable", "plan.yaml", 6, 12);
+        expect_at(&c, "duet::action::not-executable", "plan.yaml", 7, 12);
+        assert_eq!(found(&c).iter().filter(|f| f.severity == crate::diagnostic::Severity::Error).count(), 4, "files on the system volume are on a system disk");
+    }
+
+    #[test]
+    fn logs_and_services_must_exist_and_staging_must_be_on_data() {
+        let t = tree("version: 1\nservices: [MSSQLSERVER, W3SVC, MSSQLSERVR]\nlogs:\n  staging_dir: /var/log/duet\n  backup: [Application, Aplication]\n");
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        expect_at(&c, "duet::service::unknown", "plan.yaml", 2, 32);
+        expect_at(&c, "duet::logs::staging-on-system-disk", "plan.yaml", 4, 16);
+        expect_at(&c, "duet::logs::unknown", "plan.yaml", 5, 25);
+        let helps: Vec<_> = c.diagnostics.iter().filter_map(|d| d.help.as_deref()).collect();
+        assert!(helps.contains(&"did you mean `MSSQLSERVER`?") && helps.contains(&"did you mean `Application`?"), "{helps:?}");
+    }
+
+    #[test]
+    fn without_an_inventory_only_platform_independent_checks_run() {
+        let t = tree("version: 1\ndisks: {system: [disk9]}\nservices: [NoSuchService]\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n");
+        let c = t.compile("plan.yaml");
+        expect_clean(&c);
+        assert_eq!(c.compiled.unwrap().inventory, None);
+    }
+
+    #[test]
+    fn inventory_problems_are_reported_in_the_inventory() {
+        let t = Tree::new(&[("plan.yaml", "version: 1\n"), ("inv.yaml", "version: 1\ndisks: [{id: a}, {id: a}]\nvolumes: [{id: V, mount: /, disks: [b]}]\nservices: [{name: S}]\nsimulation:\n  faults: [{service: T, on: stop}]\n")]);
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        expect_at(&c, "duet::inventory::duplicate", "inv.yaml", 2, 23);
+        expect_at(&c, "duet::inventory::unknown-disk", "inv.yaml", 3, 37);
+        expect_at(&c, "duet::inventory::unknown-service", "inv.yaml", 6, 22);
+        assert!(!c.is_valid());
+    }
+}
