@@ -327,3 +327,132 @@ pub fn validate(requests: &IndexMap<RequestName, Request>, diags: &mut Diagnosti
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::compiled::{CompiledPlan, RequestName};
+    use crate::testing::{Tree, expect_at, expect_clean};
+
+    const PLAN: &str = "version: 1
+services:
+  - DB
+  - {name: App, after: [DB]}
+  - {name: Web, after: [App]}
+  - Cache
+actions:
+  - {id: late-adv, file: x.sh, control: advanced, timing: late}
+  - {id: stop1, file: x.sh, control: stop}
+  - {id: early-adv, file: x.sh, control: advanced, timing: early}
+  - {id: check, file: x.sh, control: readiness}
+  - {id: adv, file: x.sh, control: advanced}
+  - {id: start1, file: x.sh, control: start}
+  - {id: bak, file: x.sh, control: backup}
+logs: {staging_dir: /data/logs, backup: [Application]}
+";
+
+    fn compiled() -> CompiledPlan {
+        let t = Tree::new(&[("plan.yaml", PLAN), ("x.sh", "#!/bin/sh\n")]);
+        let c = t.compile("plan.yaml");
+        expect_clean(&c);
+        c.compiled.unwrap()
+    }
+
+    fn ids(plan: &CompiledPlan, request: RequestName) -> Vec<String> {
+        plan.requests[&request].steps.iter().map(|s| s.id.clone()).collect()
+    }
+
+    fn after(plan: &CompiledPlan, request: RequestName, id: &str) -> Vec<String> {
+        plan.requests[&request].steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no step {id}")).after.clone()
+    }
+
+    #[test]
+    fn every_request_runs_the_steps_of_section_4_in_order() {
+        let p = compiled();
+        assert_eq!(ids(&p, RequestName::CheckReadiness), ["probe:readiness", "probe:binding", "action:early-adv@production", "action:check@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(ids(&p, RequestName::PrepareSplit), ["probe:readiness", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(
+            ids(&p, RequestName::ExecuteSplit),
+            [
+                "platform:split", "action:stop1@upgrade",
+                "service:Web@upgrade", "service:App@upgrade", "service:DB@upgrade", "service:Cache@upgrade",
+                "action:early-adv@production", "action:adv@production", "action:late-adv@production",
+                "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade",
+            ]
+        );
+        assert_eq!(ids(&p, RequestName::PrepareMerge)[0], "probe:merge-readiness");
+        assert_eq!(
+            ids(&p, RequestName::ExecuteMerge),
+            [
+                "action:stop1@production",
+                "service:Web@production", "service:App@production", "service:DB@production", "service:Cache@production",
+                "action:bak@production", "logs:backup", "platform:merge",
+                "service:DB@upgrade", "service:App@upgrade", "service:Web@upgrade", "service:Cache@upgrade",
+                "action:start1@upgrade", "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade",
+            ]
+        );
+        assert_eq!(ids(&p, RequestName::Commit), ["platform:commit", "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade"]);
+        assert_eq!(ids(&p, RequestName::AbortFromSplit), ["platform:abort", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(ids(&p, RequestName::AbortFromMerge), ["platform:revert", "action:start1@production", "platform:abort", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(ids(&p, RequestName::Finish), ["platform:finish"]);
+    }
+
+    #[test]
+    fn services_stop_in_reverse_and_start_in_order_and_unrelated_ones_run_concurrently() {
+        let p = compiled();
+        let split = RequestName::ExecuteSplit;
+        assert_eq!(after(&p, split, "service:Web@upgrade"), ["action:stop1@upgrade"]);
+        assert_eq!(after(&p, split, "service:App@upgrade"), ["service:Web@upgrade"]);
+        assert_eq!(after(&p, split, "service:DB@upgrade"), ["service:App@upgrade"]);
+        assert_eq!(after(&p, split, "service:Cache@upgrade"), ["action:stop1@upgrade"], "Cache has no order: it stops alongside Web");
+        assert_eq!(after(&p, split, "action:early-adv@production"), ["service:DB@upgrade", "service:Cache@upgrade"]);
+        assert_eq!(after(&p, split, "action:early-adv@upgrade"), ["service:DB@upgrade", "service:Cache@upgrade"], "the two sides' advanced actions run concurrently");
+        let merge = RequestName::ExecuteMerge;
+        assert_eq!(after(&p, merge, "service:DB@upgrade"), ["platform:merge"]);
+        assert_eq!(after(&p, merge, "service:Web@upgrade"), ["service:App@upgrade"]);
+        assert_eq!(after(&p, merge, "action:start1@upgrade"), ["service:Web@upgrade", "service:Cache@upgrade"]);
+        assert_eq!(p.requests[&split].steps[0].timeout_ms, Some(300_000), "split gives up after 5 minutes");
+        for request in p.requests.values() {
+            assert!(petgraph::algo::toposort(&request.graph(), None).is_ok());
+        }
+    }
+
+    #[test]
+    fn actions_see_the_guides_environment() {
+        let p = compiled();
+        let env = |request, id: &str| {
+            let step = p.requests[&request].steps.iter().find(|s| s.id == id).unwrap();
+            let e = step.env.as_ref().unwrap();
+            [e.side.as_str(), e.state.as_str(), e.request.as_str(), e.hw_split.as_str()].map(str::to_owned)
+        };
+        assert_eq!(env(RequestName::CheckReadiness, "action:check@production"), ["Production", "Idle", "CheckReadiness", "No"]);
+        assert_eq!(env(RequestName::ExecuteSplit, "action:stop1@upgrade"), ["Upgrade", "Split", "Stop", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteSplit, "action:adv@production"), ["Production", "Split", "ExecuteSplit", "Yes"]);
+        assert_eq!(env(RequestName::PrepareMerge, "action:adv@upgrade"), ["Upgrade", "PrepareMerge", "PrepareMerge", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteMerge, "action:stop1@production"), ["Production", "Merge", "Stop", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteMerge, "action:bak@production"), ["Production", "Merge", "Backup", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteMerge, "action:start1@upgrade"), ["Upgrade", "Merge", "Start", "No"]);
+        assert_eq!(env(RequestName::Commit, "action:adv@upgrade"), ["Upgrade", "Commit", "Commit", "No"]);
+        assert_eq!(env(RequestName::AbortFromMerge, "action:start1@production"), ["Production", "Abort", "Start", "No"]);
+        assert_eq!(env(RequestName::AbortFromSplit, "action:adv@production"), ["Production", "Abort", "Abort", "No"]);
+    }
+
+    #[test]
+    fn a_service_cycle_is_reported_as_its_full_path() {
+        let t = Tree::new(&[("plan.yaml", "version: 1\nservices:\n  - {name: A, after: [C]}\n  - {name: B, after: [A]}\n  - {name: C, after: [B]}\n  - {name: D, after: [A]}\n")]);
+        let c = t.compile("plan.yaml");
+        let m = expect_at(&c, "duet::service::cycle", "plan.yaml", 3, 23);
+        assert_eq!(m, "services are ordered in a cycle: A after C after B after A");
+        assert_eq!(c.diagnostics[0].related.len(), 2);
+        assert!(!c.is_valid());
+    }
+
+    #[test]
+    fn the_compiled_plan_round_trips_and_refuses_other_versions() {
+        let p = compiled();
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(CompiledPlan::from_json(&json).unwrap(), p);
+        let newer = json.replacen("\"format_version\":1", "\"format_version\":2", 1);
+        assert_eq!(CompiledPlan::from_json(&newer).unwrap_err(), "compiled plan format version 2 is not supported; this duet reads version 1");
+        assert!(CompiledPlan::from_json("{}").unwrap_err().contains("no `format_version`"));
+    }
+}
