@@ -272,4 +272,64 @@ mod tests {
         let e = errors(Schema::Inventory, "model: x\n");
         assert_eq!(e[0].1, "missing required key `version` in this inventory");
     }
+    fn parse_file(path: &std::path::Path) -> (SourceFile, Node) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let file = SourceFile::new(path.display().to_string(), path.to_path_buf(), text.into());
+        let root = crate::yaml::parse(&file).root.expect("document");
+        (file, root)
+    }
+
+    /// Every plan and inventory shipped under `plans/` is valid against its schema; the
+    /// schema files themselves are what editors load through the `$schema` modeline.
+    #[test]
+    fn schemas_accept_every_shipped_plan_and_inventory() {
+        let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans");
+        let mut checked = 0;
+        for (dir, schema, modeline) in [(plans.clone(), Schema::Plan, "../schemas/plan.v1.schema.json"), (plans.join("machines"), Schema::Inventory, "../../schemas/inventory.v1.schema.json")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "yaml") {
+                    let (file, root) = parse_file(&path);
+                    let errors = schema.validate(&root, FileId(0));
+                    assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+                    assert!(file.text.starts_with(&format!("# yaml-language-server: $schema={modeline}")), "{} lacks the $schema modeline", path.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 4, "expected the shipped plans and an inventory, checked {checked}");
+    }
+
+    #[test]
+    fn schemas_reject_known_bad_documents() {
+        for bad in [
+            "title: no version\n",
+            "version: 1\nunknown: 1\n",
+            "version: 1\ninclude: notalist.yaml\n",
+            "version: 1\nservices: [{after: [x]}]\n",
+            "version: 1\nservices: [{name: a, enabled: maybe}]\n",
+            "version: 1\nactions: [{file: x, control: sometimes}]\n",
+            "version: 1\nactions: [{file: x, timing: soon}]\n",
+            "version: 1\nactions: [{file: x, timeout: 10}]\n",
+            "version: 1\nactions: [{file: x, rerun: never}]\n",
+            "version: 1\nactions: [{id: \"bad id\", file: x}]\n",
+            "version: 1\nactions: [{file: x, args: [[nested]]}]\n",
+            "version: 1\ndisks: {system: disk0}\n",
+            "version: 1\nlogs: {backup: [{name: System, extra: 1}]}\n",
+        ] {
+            assert!(!errors(Schema::Plan, bad).is_empty(), "plan schema accepted {bad:?}");
+        }
+        for bad in [
+            "model: x\n",
+            "version: 1\ndisks: [{id: d, location: nearby}]\n",
+            "version: 1\nvolumes: [{id: V, mount: relative, disks: [d]}]\n",
+            "version: 1\nvolumes: [{id: V, mount: /, disks: []}]\n",
+            "version: 1\nservices: [{name: S, startup: sometimes}]\n",
+            "version: 1\nsimulation: {faults: [{op: explode, fail_times: 1}]}\n",
+            "version: 1\nsimulation: {faults: [{service: S}]}\n",
+            "version: 1\nsimulation: {durations: {split: fast}}\n",
+        ] {
+            assert!(!errors(Schema::Inventory, bad).is_empty(), "inventory schema accepted {bad:?}");
+        }
+    }
 }
