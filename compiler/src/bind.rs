@@ -26,9 +26,18 @@ pub struct BoundPlan {
     pub disks: DiskClasses,
 }
 
-pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) -> BoundPlan {
+pub fn bind(
+    plan: &ResolvedPlan,
+    inventory: &Inventory,
+    inventory_name: &str,
+    diags: &mut Diagnostics,
+) -> BoundPlan {
     let disks = classify_disks(plan, inventory, inventory_name, diags);
-    let on_system = |path: &Path| inventory.volume_of(path).map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))));
+    let on_system = |path: &Path| {
+        inventory
+            .volume_of(path)
+            .map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))))
+    };
 
     for action in &plan.actions {
         let file = &action.file;
@@ -66,9 +75,28 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
     }
     for log in &plan.logs {
         if !inventory.event_logs.contains(&log.name) {
-            diags.push(Diagnostic::error("duet::logs::unknown", format!("event log `{}` does not exist on {inventory_name}", log.name))
+            diags.push(
+                Diagnostic::error(
+                    "duet::logs::unknown",
+                    format!(
+                        "event log `{}` does not exist on {inventory_name}",
+                        log.name
+                    ),
+                )
                 .at(log.decl, "unknown event log")
-                .help_opt(suggest::did_you_mean(&log.name, inventory.event_logs.iter().map(String::as_str)).or_else(|| Some(format!("event logs there: {}", inventory.event_logs.join(", "))))));
+                .help_opt(
+                    suggest::did_you_mean(
+                        &log.name,
+                        inventory.event_logs.iter().map(String::as_str),
+                    )
+                    .or_else(|| {
+                        Some(format!(
+                            "event logs there: {}",
+                            inventory.event_logs.join(", ")
+                        ))
+                    }),
+                ),
+            );
         }
     }
     for service in &plan.services {
@@ -82,28 +110,70 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
 }
 
 fn no_volume(loc: Loc, path: &str, inventory_name: &str) -> Diagnostic {
-    Diagnostic::error("duet::inventory::no-volume", format!("{path} is not on any volume of {inventory_name}"))
-        .at(loc, "no volume mounts this path")
-        .help("use a path under one of the inventory's volume mounts")
+    Diagnostic::error(
+        "duet::inventory::no-volume",
+        format!("{path} is not on any volume of {inventory_name}"),
+    )
+    .at(loc, "no volume mounts this path")
+    .help("use a path under one of the inventory's volume mounts")
 }
 
-fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) -> DiskClasses {
+fn classify_disks(
+    plan: &ResolvedPlan,
+    inventory: &Inventory,
+    inventory_name: &str,
+    diags: &mut Diagnostics,
+) -> DiskClasses {
     let selection = plan.disks.as_ref();
-    let listed = |pick: fn(&crate::plan::DiskSelection) -> &Vec<Spanned<String>>| selection.map(pick).cloned().unwrap_or_default();
+    let listed = |pick: fn(&crate::plan::DiskSelection) -> &Vec<Spanned<String>>| {
+        selection.map(pick).cloned().unwrap_or_default()
+    };
     let (system_listed, data_listed) = (listed(|s| &s.system), listed(|s| &s.data));
     let mut system: BTreeSet<String> = BTreeSet::new();
     let data_named: Vec<&Spanned<String>> = data_listed.iter().collect();
 
-    for (name, as_system) in system_listed.iter().map(|n| (n, true)).chain(data_listed.iter().map(|n| (n, false))) {
+    for (name, as_system) in system_listed
+        .iter()
+        .map(|n| (n, true))
+        .chain(data_listed.iter().map(|n| (n, false)))
+    {
         let Some(disk) = inventory.disk(&name.value) else {
-            diags.push(Diagnostic::error("duet::disk::unknown", format!("disk `{}` does not exist on {inventory_name}", name.value))
+            diags.push(
+                Diagnostic::error(
+                    "duet::disk::unknown",
+                    format!("disk `{}` does not exist on {inventory_name}", name.value),
+                )
                 .at(name.loc, "unknown disk")
-                .help_opt(suggest::did_you_mean(&name.value, inventory.disks.iter().map(|d| d.id.as_str())).or_else(|| Some(format!("disks there: {}", inventory.disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>().join(", "))))));
+                .help_opt(
+                    suggest::did_you_mean(
+                        &name.value,
+                        inventory.disks.iter().map(|d| d.id.as_str()),
+                    )
+                    .or_else(|| {
+                        Some(format!(
+                            "disks there: {}",
+                            inventory
+                                .disks
+                                .iter()
+                                .map(|d| d.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))
+                    }),
+                ),
+            );
             continue;
         };
         if as_system {
             if let Some(other) = data_listed.iter().find(|d| d.value == name.value) {
-                diags.push(Diagnostic::error("duet::disk::both", format!("disk `{}` is listed as both system and data", name.value)).at(other.loc, "listed as data").related(name.loc, "listed as system"));
+                diags.push(
+                    Diagnostic::error(
+                        "duet::disk::both",
+                        format!("disk `{}` is listed as both system and data", name.value),
+                    )
+                    .at(other.loc, "listed as data")
+                    .related(name.loc, "listed as system"),
+                );
             }
         }
         match (disk.location, disk.rdr, as_system) {
@@ -125,7 +195,18 @@ fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &s
     let mut mandatory: Vec<(String, String)> = Vec::new();
     for volume in &inventory.volumes {
         let holds_mount = inventory.volumes.iter().any(|w| {
-            (w.boot || w.paging) && w.id != volume.id && Path::new(&w.mount).parent().and_then(|p| inventory.volumes.iter().filter(|v| v.id != w.id && p.starts_with(&v.mount)).max_by_key(|v| v.mount.len())).is_some_and(|v| v.id == volume.id)
+            (w.boot || w.paging)
+                && w.id != volume.id
+                && Path::new(&w.mount)
+                    .parent()
+                    .and_then(|p| {
+                        inventory
+                            .volumes
+                            .iter()
+                            .filter(|v| v.id != w.id && p.starts_with(&v.mount))
+                            .max_by_key(|v| v.mount.len())
+                    })
+                    .is_some_and(|v| v.id == volume.id)
         });
         if volume.boot || volume.paging || holds_mount {
             for disk in &volume.disks {
@@ -146,20 +227,30 @@ fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &s
     loop {
         let mut grew = false;
         for volume in &inventory.volumes {
-            let Some(anchor) = volume.disks.iter().find(|d| system.contains(*d)).cloned() else { continue };
+            let Some(anchor) = volume.disks.iter().find(|d| system.contains(*d)).cloned() else {
+                continue;
+            };
             for disk in &volume.disks {
                 if system.insert(disk.clone()) {
                     grew = true;
-                    let message = format!("disk `{disk}` is a system disk because volume `{}` spans it and system disk `{anchor}`", volume.id);
-                    match data_named.iter().find(|n| &n.value == disk) {
-                        Some(named) => diags.push(Diagnostic::error("duet::disk::spanned", message).at(named.loc, "listed as data").help("a volume is upgraded whole: remove the disk from `disks.data`")),
-                        None => {
-                            let d = Diagnostic::note("duet::disk::spanned", message);
-                            diags.push(match selection {
-                                Some(s) => d.at(s.loc, "disk selection"),
-                                None => d.in_file(inventory_name),
-                            });
-                        }
+                    let message = format!(
+                        "disk `{disk}` is a system disk because volume `{}` spans it and system disk `{anchor}`",
+                        volume.id
+                    );
+                    if let Some(named) = data_named.iter().find(|n| &n.value == disk) {
+                        diags.push(
+                            Diagnostic::error("duet::disk::spanned", message)
+                                .at(named.loc, "listed as data")
+                                .help(
+                                    "a volume is upgraded whole: remove the disk from `disks.data`",
+                                ),
+                        );
+                    } else {
+                        let d = Diagnostic::note("duet::disk::spanned", message);
+                        diags.push(match selection {
+                            Some(s) => d.at(s.loc, "disk selection"),
+                            None => d.in_file(inventory_name),
+                        });
                     }
                 }
             }
@@ -169,7 +260,11 @@ fn classify_disks(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &s
         }
     }
 
-    let (system, data): (Vec<String>, Vec<String>) = inventory.disks.iter().map(|d| d.id.clone()).partition(|id| system.contains(id));
+    let (system, data): (Vec<String>, Vec<String>) = inventory
+        .disks
+        .iter()
+        .map(|d| d.id.clone())
+        .partition(|id| system.contains(id));
     DiskClasses { system, data }
 }
 
@@ -190,7 +285,12 @@ mod tests {
     }
 
     fn tree(plan: &str) -> Tree {
-        let t = Tree::new(&[("plan.yaml", plan), ("sys/bin/ok.sh", "#!/bin/sh\n"), ("data/bin/on-data.sh", "#!/bin/sh\n"), ("sys/bin/not-exec.txt", "")]);
+        let t = Tree::new(&[
+            ("plan.yaml", plan),
+            ("sys/bin/ok.sh", "#!/bin/sh\n"),
+            ("data/bin/on-data.sh", "#!/bin/sh\n"),
+            ("sys/bin/not-exec.txt", ""),
+        ]);
         std::fs::write(t.path("inv.yaml"), inventory(t.dir.path())).unwrap();
         t
     }
@@ -198,20 +298,29 @@ mod tests {
     #[test]
     fn a_plan_that_fits_the_machine_binds_and_classifies_disks() {
         let t = tree("");
-        let plan = format!("version: 1\ndisks: {{system: [disk2]}}\nservices: [MSSQLSERVER]\nactions:\n  - {{file: sys/bin/ok.sh, control: stop}}\nlogs: {{staging_dir: {}/data/logs, backup: [System]}}\n", t.dir.path().display());
+        let plan = format!(
+            "version: 1\ndisks: {{system: [disk2]}}\nservices: [MSSQLSERVER]\nactions:\n  - {{file: sys/bin/ok.sh, control: stop}}\nlogs: {{staging_dir: {}/data/logs, backup: [System]}}\n",
+            t.dir.path().display()
+        );
         std::fs::write(t.path("plan.yaml"), plan).unwrap();
         let c = t.compile_with("plan.yaml", "inv.yaml");
         let notes = found(&c);
         expect_clean(&c);
         let disks = &c.compiled.as_ref().unwrap().disks;
-        assert_eq!(disks.system, ["disk0", "disk1", "disk2", "disk3"], "mandatory (disk0, disk1), chosen (disk2) and spanned (disk3)");
+        assert_eq!(
+            disks.system,
+            ["disk0", "disk1", "disk2", "disk3"],
+            "mandatory (disk0, disk1), chosen (disk2) and spanned (disk3)"
+        );
         assert_eq!(disks.data, ["disk4", "disk5", "disk6"]);
         assert!(notes.iter().any(|n| n.code == "duet::disk::spanned" && n.message == "disk `disk3` is a system disk because volume `S` spans it and system disk `disk2`"), "{notes:#?}");
     }
 
     #[test]
     fn disk_rules() {
-        let t = tree("version: 1\ndisks:\n  system: [disk9, disk6, disk5, disk2]\n  data: [disk0, disk1, disk3, disk2]\n");
+        let t = tree(
+            "version: 1\ndisks:\n  system: [disk9, disk6, disk5, disk2]\n  data: [disk0, disk1, disk3, disk2]\n",
+        );
         let c = t.compile_with("plan.yaml", "inv.yaml");
         let m = expect_at(&c, "duet::disk::unknown", "plan.yaml", 3, 12);
         assert!(m.starts_with("disk `disk9` does not exist on"), "{m}");
@@ -226,30 +335,58 @@ mod tests {
 
     #[test]
     fn executables_must_exist_on_a_system_disk() {
-        let t = tree("version: 1\ndisks: {system: [disk2]}\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n  - {file: data/bin/on-data.sh, control: stop}\n  - {file: sys/bin/not-exec.txt, control: stop}\n  - {file: sys/bin, control: stop}\n");
+        let t = tree(
+            "version: 1\ndisks: {system: [disk2]}\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n  - {file: data/bin/on-data.sh, control: stop}\n  - {file: sys/bin/not-exec.txt, control: stop}\n  - {file: sys/bin, control: stop}\n",
+        );
         let c = t.compile_with("plan.yaml", "inv.yaml");
-        assert_eq!(expect_at(&c, "duet::action::missing-file", "plan.yaml", 4, 12), "The executable filename does not exist.");
+        assert_eq!(
+            expect_at(&c, "duet::action::missing-file", "plan.yaml", 4, 12),
+            "The executable filename does not exist."
+        );
         let m = expect_at(&c, "duet::action::not-on-system-disk", "plan.yaml", 5, 12);
-        assert!(m.starts_with("The executable file ") && m.ends_with("data/bin/on-data.sh is not on a system disk"), "{m}");
+        assert!(
+            m.starts_with("The executable file ")
+                && m.ends_with("data/bin/on-data.sh is not on a system disk"),
+            "{m}"
+        );
         expect_at(&c, "duet::action::not-executable", "plan.yaml", 6, 12);
         expect_at(&c, "duet::action::not-executable", "plan.yaml", 7, 12);
-        assert_eq!(found(&c).iter().filter(|f| f.severity == crate::diagnostic::Severity::Error).count(), 4, "files on the system volume are on a system disk");
+        assert_eq!(
+            found(&c)
+                .iter()
+                .filter(|f| f.severity == crate::diagnostic::Severity::Error)
+                .count(),
+            4,
+            "files on the system volume are on a system disk"
+        );
     }
 
     #[test]
     fn logs_and_services_must_exist_and_staging_must_be_on_data() {
-        let t = tree("version: 1\nservices: [MSSQLSERVER, W3SVC, MSSQLSERVR]\nlogs:\n  staging_dir: /var/log/duet\n  backup: [Application, Aplication]\n");
+        let t = tree(
+            "version: 1\nservices: [MSSQLSERVER, W3SVC, MSSQLSERVR]\nlogs:\n  staging_dir: /var/log/duet\n  backup: [Application, Aplication]\n",
+        );
         let c = t.compile_with("plan.yaml", "inv.yaml");
         expect_at(&c, "duet::service::unknown", "plan.yaml", 2, 32);
         expect_at(&c, "duet::logs::staging-on-system-disk", "plan.yaml", 4, 16);
         expect_at(&c, "duet::logs::unknown", "plan.yaml", 5, 25);
-        let helps: Vec<_> = c.diagnostics.iter().filter_map(|d| d.help.as_deref()).collect();
-        assert!(helps.contains(&"did you mean `MSSQLSERVER`?") && helps.contains(&"did you mean `Application`?"), "{helps:?}");
+        let helps: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter_map(|d| d.help.as_deref())
+            .collect();
+        assert!(
+            helps.contains(&"did you mean `MSSQLSERVER`?")
+                && helps.contains(&"did you mean `Application`?"),
+            "{helps:?}"
+        );
     }
 
     #[test]
     fn without_an_inventory_only_platform_independent_checks_run() {
-        let t = tree("version: 1\ndisks: {system: [disk9]}\nservices: [NoSuchService]\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n");
+        let t = tree(
+            "version: 1\ndisks: {system: [disk9]}\nservices: [NoSuchService]\nactions:\n  - {file: sys/bin/missing.sh, control: stop}\n",
+        );
         let c = t.compile("plan.yaml");
         expect_clean(&c);
         assert_eq!(c.compiled.unwrap().inventory, None);
@@ -257,7 +394,13 @@ mod tests {
 
     #[test]
     fn inventory_problems_are_reported_in_the_inventory() {
-        let t = Tree::new(&[("plan.yaml", "version: 1\n"), ("inv.yaml", "version: 1\ndisks: [{id: a}, {id: a}]\nvolumes: [{id: V, mount: /, disks: [b]}]\nservices: [{name: S}]\nsimulation:\n  faults: [{service: T, on: stop}]\n")]);
+        let t = Tree::new(&[
+            ("plan.yaml", "version: 1\n"),
+            (
+                "inv.yaml",
+                "version: 1\ndisks: [{id: a}, {id: a}]\nvolumes: [{id: V, mount: /, disks: [b]}]\nservices: [{name: S}]\nsimulation:\n  faults: [{service: T, on: stop}]\n",
+            ),
+        ]);
         let c = t.compile_with("plan.yaml", "inv.yaml");
         expect_at(&c, "duet::inventory::duplicate", "inv.yaml", 2, 23);
         expect_at(&c, "duet::inventory::unknown-disk", "inv.yaml", 3, 37);

@@ -40,14 +40,20 @@ impl Compilation {
     }
 
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
 }
 
 pub fn compile(options: &Options) -> Compilation {
     let mut sources = SourceMap::default();
     let mut diags = Diagnostics::default();
-    let inventory = options.inventory.as_ref().and_then(|path| Inventory::load(path, &mut sources, &mut diags));
+    let inventory = options
+        .inventory
+        .as_ref()
+        .and_then(|path| Inventory::load(path, &mut sources, &mut diags));
     let inventory_failed = options.inventory.is_some() && inventory.is_none();
 
     let errors_before = diags.count(Severity::Error);
@@ -58,17 +64,32 @@ pub fn compile(options: &Options) -> Compilation {
         let plan = resolve::resolve(&tree, &sources, &mut diags);
         let acyclic = dag::check_service_cycles(&plan.services, &mut diags);
         let inventory_name = options.inventory.as_ref().map(|p| p.display().to_string());
-        let bound = inventory.as_ref().zip(inventory_name.as_deref()).map(|(inv, name)| bind::bind(&plan, inv, name, &mut diags));
+        let bound = inventory
+            .as_ref()
+            .zip(inventory_name.as_deref())
+            .map(|(inv, name)| bind::bind(&plan, inv, name, &mut diags));
         if acyclic && !diags.has_errors() && !inventory_failed {
             let requests = dag::build_requests(&plan);
             dag::validate(&requests, &mut diags);
             if !diags.has_errors() {
-                compiled = Some(assemble(&plan, bound.as_ref(), inventory_name, requests, &sources));
+                compiled = Some(assemble(
+                    &plan,
+                    bound.as_ref(),
+                    inventory_name,
+                    requests,
+                    &sources,
+                ));
             }
         }
         resolved = Some(plan);
     }
-    Compilation { diagnostics: diags.into_sorted(), sources, resolved, inventory, compiled }
+    Compilation {
+        diagnostics: diags.into_sorted(),
+        sources,
+        resolved,
+        inventory,
+        compiled,
+    }
 }
 
 fn text(setting: Option<&Setting>) -> Option<String> {
@@ -80,23 +101,58 @@ fn text(setting: Option<&Setting>) -> Option<String> {
 
 fn source(loc: Loc, sources: &SourceMap) -> compiled::Source {
     let file = sources.get(loc.file);
-    compiled::Source { file: file.display.clone(), line: file.line_col(loc.span.start).0 }
+    compiled::Source {
+        file: file.display.clone(),
+        line: file.line_col(loc.span.start).0,
+    }
 }
 
-fn assemble(plan: &ResolvedPlan, bound: Option<&BoundPlan>, inventory: Option<String>, requests: indexmap::IndexMap<compiled::RequestName, compiled::Request>, sources: &SourceMap) -> CompiledPlan {
-    let names = |pick: fn(&crate::plan::DiskSelection) -> &Vec<crate::plan::Spanned<String>>| plan.disks.as_ref().map(|d| pick(d).iter().map(|n| n.value.clone()).collect()).unwrap_or_default();
+fn assemble(
+    plan: &ResolvedPlan,
+    bound: Option<&BoundPlan>,
+    inventory: Option<String>,
+    requests: indexmap::IndexMap<compiled::RequestName, compiled::Request>,
+    sources: &SourceMap,
+) -> CompiledPlan {
+    let names = |pick: fn(&crate::plan::DiskSelection) -> &Vec<crate::plan::Spanned<String>>| {
+        plan.disks
+            .as_ref()
+            .map(|d| pick(d).iter().map(|n| n.value.clone()).collect())
+            .unwrap_or_default()
+    };
     let disks = match bound {
-        Some(b) => compiled::Disks { system: b.disks.system.clone(), data: b.disks.data.clone() },
-        None => compiled::Disks { system: names(|d| &d.system), data: names(|d| &d.data) },
+        Some(b) => compiled::Disks {
+            system: b.disks.system.clone(),
+            data: b.disks.data.clone(),
+        },
+        None => compiled::Disks {
+            system: names(|d| &d.system),
+            data: names(|d| &d.data),
+        },
     };
     CompiledPlan {
         format_version: FORMAT_VERSION,
         title: text(plan.title.as_ref()),
         comments: text(plan.comments.as_ref()),
-        sources: plan.sources.iter().map(|&f| compiled::SourceRef { file: sources.get(f).display.clone(), path: sources.get(f).canonical.display().to_string() }).collect(),
+        sources: plan
+            .sources
+            .iter()
+            .map(|&f| compiled::SourceRef {
+                file: sources.get(f).display.clone(),
+                path: sources.get(f).canonical.display().to_string(),
+            })
+            .collect(),
         inventory,
         disks,
-        services: plan.services.iter().map(|s| compiled::Service { name: s.name.clone(), after: s.after.iter().map(|a| a.value.clone()).collect(), source: source(s.decl, sources) }).collect(),
+        services: plan
+            .services
+            .iter()
+            .map(|s| compiled::Service {
+                name: s.name.clone(),
+                after: s.after.iter().map(|a| a.value.clone()).collect(),
+                source: source(s.decl, sources),
+            })
+            .collect(),
         actions: plan
             .actions
             .iter()
@@ -111,7 +167,10 @@ fn assemble(plan: &ResolvedPlan, bound: Option<&BoundPlan>, inventory: Option<St
                 source: source(a.decl, sources),
             })
             .collect(),
-        logs: compiled::Logs { staging_dir: text(plan.staging_dir.as_ref()), backup: plan.logs.iter().map(|l| l.name.clone()).collect() },
+        logs: compiled::Logs {
+            staging_dir: text(plan.staging_dir.as_ref()),
+            backup: plan.logs.iter().map(|l| l.name.clone()).collect(),
+        },
         requests,
     }
 }

@@ -90,7 +90,17 @@ pub enum RequestName {
 }
 
 impl RequestName {
-    pub const ALL: [Self; 9] = [Self::CheckReadiness, Self::PrepareSplit, Self::ExecuteSplit, Self::PrepareMerge, Self::ExecuteMerge, Self::Commit, Self::AbortFromSplit, Self::AbortFromMerge, Self::Finish];
+    pub const ALL: [Self; 9] = [
+        Self::CheckReadiness,
+        Self::PrepareSplit,
+        Self::ExecuteSplit,
+        Self::PrepareMerge,
+        Self::ExecuteMerge,
+        Self::Commit,
+        Self::AbortFromSplit,
+        Self::AbortFromMerge,
+        Self::Finish,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -263,7 +273,11 @@ impl Request {
     /// The request as a petgraph DAG, edges from a dependency to its dependent.
     pub fn graph(&self) -> DiGraph<&Step, ()> {
         let mut graph = DiGraph::with_capacity(self.steps.len(), self.steps.len());
-        let index: IndexMap<&str, NodeIndex> = self.steps.iter().map(|s| (s.id.as_str(), graph.add_node(s))).collect();
+        let index: IndexMap<&str, NodeIndex> = self
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), graph.add_node(s)))
+            .collect();
         for step in &self.steps {
             for dep in &step.after {
                 if let Some(&from) = index.get(dep.as_str()) {
@@ -278,10 +292,18 @@ impl Request {
 impl CompiledPlan {
     /// Reads a compiled plan, refusing a format version this build does not understand.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
-        match value.get("format_version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(FORMAT_VERSION) => serde_json::from_value(value).map_err(|e| format!("malformed compiled plan: {e}")),
-            Some(v) => Err(format!("compiled plan format version {v} is not supported; this duet reads version {FORMAT_VERSION}")),
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
+        match value
+            .get("format_version")
+            .and_then(serde_json::Value::as_u64)
+        {
+            Some(v) if v == u64::from(FORMAT_VERSION) => {
+                serde_json::from_value(value).map_err(|e| format!("malformed compiled plan: {e}"))
+            }
+            Some(v) => Err(format!(
+                "compiled plan format version {v} is not supported; this duet reads version {FORMAT_VERSION}"
+            )),
             None => Err("not a compiled plan: no `format_version`".into()),
         }
     }

@@ -18,7 +18,11 @@ pub const SPLIT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// Reports every cycle among services' `after` lists as its full path. Returns whether there
 /// was none (the DAGs can only be built without).
 pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bool {
-    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
     let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
     for (i, service) in services.iter().enumerate() {
         graph.add_node(i);
@@ -31,7 +35,10 @@ pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bo
         }
     }
     let mut clean = true;
-    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph).into_iter().filter(|c| c.len() > 1).collect();
+    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .collect();
     for scc in &mut sccs {
         scc.sort_unstable();
     }
@@ -46,7 +53,11 @@ pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bo
             let (from, to) = (&services[pair[0]], &services[pair[1]]);
             if let Some(entry) = from.after.iter().find(|a| a.value == to.name) {
                 let text = format!("`{}` after `{}`", from.name, to.name);
-                d = if d.primary.is_none() { d.at(entry.loc, text) } else { d.related(entry.loc, text) };
+                d = if d.primary.is_none() {
+                    d.at(entry.loc, text)
+                } else {
+                    d.related(entry.loc, text)
+                };
             }
         }
         diags.push(d);
@@ -94,7 +105,14 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(request: RequestName, state: State, plan: &'a ResolvedPlan) -> Self {
-        Self { request, state, steps: Vec::new(), frontier: Vec::new(), actions: &plan.actions, services: &plan.services }
+        Self {
+            request,
+            state,
+            steps: Vec::new(),
+            frontier: Vec::new(),
+            actions: &plan.actions,
+            services: &plan.services,
+        }
     }
 
     fn push(&mut self, mut step: Step, deps: &[usize]) -> usize {
@@ -104,7 +122,18 @@ impl<'a> Builder<'a> {
     }
 
     fn step(id: String, kind: StepKind, side: Side, op: Op) -> Step {
-        Step { id, kind, side, op, after: Vec::new(), action: None, service: None, env: None, timeout_ms: None, logs: Vec::new() }
+        Step {
+            id,
+            kind,
+            side,
+            op,
+            after: Vec::new(),
+            action: None,
+            service: None,
+            env: None,
+            timeout_ms: None,
+            logs: Vec::new(),
+        }
     }
 
     /// A step after everything so far; it becomes the frontier.
@@ -115,11 +144,21 @@ impl<'a> Builder<'a> {
     }
 
     fn probe(&mut self, op: Op, name: &str) {
-        self.then(Self::step(format!("probe:{name}"), StepKind::Probe, Side::Production, op));
+        self.then(Self::step(
+            format!("probe:{name}"),
+            StepKind::Probe,
+            Side::Production,
+            op,
+        ));
     }
 
     fn platform(&mut self, op: Op, name: &str, timeout_ms: Option<u64>) {
-        let mut step = Self::step(format!("platform:{name}"), StepKind::Platform, Side::Production, op);
+        let mut step = Self::step(
+            format!("platform:{name}"),
+            StepKind::Platform,
+            Side::Production,
+            op,
+        );
         step.timeout_ms = timeout_ms;
         self.then(step);
     }
@@ -127,10 +166,19 @@ impl<'a> Builder<'a> {
     /// actions(C): the enabled actions whose control is in C, by timing then resolved order,
     /// one after another on one side.
     fn actions(&mut self, controls: &[Control], side: Side, request_env: &str, hw_split: bool) {
-        let mut chosen: Vec<&Action> = self.actions.iter().filter(|a| controls.contains(&a.control)).collect();
+        let mut chosen: Vec<&Action> = self
+            .actions
+            .iter()
+            .filter(|a| controls.contains(&a.control))
+            .collect();
         chosen.sort_by_key(|a| a.timing);
         for action in chosen {
-            let mut step = Self::step(format!("action:{}@{}", action.id, side.as_str()), StepKind::Action, side, Op::Run);
+            let mut step = Self::step(
+                format!("action:{}@{}", action.id, side.as_str()),
+                StepKind::Action,
+                side,
+                Op::Run,
+            );
             step.action = Some(action.id.clone());
             step.timeout_ms = Some(action.timeout_ms);
             step.env = Some(ActionEnv {
@@ -150,35 +198,44 @@ impl<'a> Builder<'a> {
             return;
         }
         let start = std::mem::take(&mut self.frontier);
-        let names: HashMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let names: HashMap<&str, usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect();
         // deps[i]: services whose step must finish before service i's.
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
         for (i, service) in self.services.iter().enumerate() {
             for dep in &service.after {
                 if let Some(&j) = names.get(dep.value.as_str()) {
-                    if reverse { deps[j].push(i) } else { deps[i].push(j) }
+                    if reverse {
+                        deps[j].push(i)
+                    } else {
+                        deps[i].push(j)
+                    }
                 }
             }
         }
-        // Order the group topologically (services are acyclic: checked before building).
-        let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
-        for i in 0..self.services.len() {
-            graph.add_node(i);
-            for &d in &deps[i] {
-                graph.add_edge(d, i, ());
-            }
-        }
-        let mut order = toposort(&graph, None).unwrap_or_else(|_| (0..self.services.len()).collect());
-        // Stable, readable order: a service comes as early as its dependencies allow.
-        stable_topo(&mut order, &deps);
+        // Services are acyclic (checked before building); the order is stable and readable.
+        let order = stable_topo(&deps);
         let mut step_of: Vec<usize> = vec![usize::MAX; self.services.len()];
         let mut has_dependents = vec![false; self.services.len()];
         for &i in &order {
             let service = &self.services[i];
-            let mut step = Self::step(format!("service:{}@{}", service.name, side.as_str()), StepKind::Service, side, op);
+            let mut step = Self::step(
+                format!("service:{}@{}", service.name, side.as_str()),
+                StepKind::Service,
+                side,
+                op,
+            );
             step.service = Some(service.name.clone());
             // A service waiting for another already waits for what that one waits for.
-            let mut step_deps = if deps[i].is_empty() { start.clone() } else { Vec::new() };
+            let mut step_deps = if deps[i].is_empty() {
+                start.clone()
+            } else {
+                Vec::new()
+            };
             for &d in &deps[i] {
                 step_deps.push(step_of[d]);
                 has_dependents[d] = true;
@@ -186,7 +243,11 @@ impl<'a> Builder<'a> {
             step_deps.sort_unstable();
             step_of[i] = self.push(step, &step_deps);
         }
-        self.frontier = order.iter().filter(|&&i| !has_dependents[i]).map(|&i| step_of[i]).collect();
+        self.frontier = order
+            .iter()
+            .filter(|&&i| !has_dependents[i])
+            .map(|&i| step_of[i])
+            .collect();
         self.frontier.sort_unstable();
     }
 
@@ -208,19 +269,31 @@ impl<'a> Builder<'a> {
         if logs.is_empty() {
             return;
         }
-        let mut step = Self::step("logs:backup".into(), StepKind::LogBackup, Side::Production, Op::Backup);
+        let mut step = Self::step(
+            "logs:backup".into(),
+            StepKind::LogBackup,
+            Side::Production,
+            Op::Backup,
+        );
         step.logs = logs.to_vec();
         self.then(step);
     }
 
     fn finish(self) -> (RequestName, Request) {
-        (self.request, Request { state: self.state, steps: self.steps })
+        (
+            self.request,
+            Request {
+                state: self.state,
+                steps: self.steps,
+            },
+        )
     }
 }
 
 /// Kahn's algorithm picking the lowest declared index first: the declared order wherever the
-/// dependencies allow it, so outputs read in the order the plan was written.
-fn stable_topo(order: &mut Vec<usize>, deps: &[Vec<usize>]) {
+/// dependencies allow it, so outputs read in the order the plan was written. (A cycle, which
+/// the compiler refuses before this runs, would fall back to the declared order.)
+fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
     let n = deps.len();
     let mut remaining: Vec<usize> = deps.iter().map(Vec::len).collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -229,7 +302,8 @@ fn stable_topo(order: &mut Vec<usize>, deps: &[Vec<usize>]) {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut out = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         out.push(i);
@@ -241,7 +315,9 @@ fn stable_topo(order: &mut Vec<usize>, deps: &[Vec<usize>]) {
         }
     }
     if out.len() == n {
-        *order = out;
+        out
+    } else {
+        (0..n).collect()
     }
 }
 
@@ -319,11 +395,29 @@ pub fn validate(requests: &IndexMap<RequestName, Request>, diags: &mut Diagnosti
             if !seen.insert(s.id.as_str()) {
                 return Some(format!("step id `{}` is used twice", s.id));
             }
-            s.after.iter().find(|d| !seen.contains(d.as_str())).map(|d| format!("step `{}` depends on `{d}`, which does not come before it", s.id))
+            s.after
+                .iter()
+                .find(|d| !seen.contains(d.as_str()))
+                .map(|d| {
+                    format!(
+                        "step `{}` depends on `{d}`, which does not come before it",
+                        s.id
+                    )
+                })
         });
-        let problem = problem.or_else(|| toposort(&request.graph(), None).err().map(|c| format!("cycle through step `{}`", request.graph()[c.node_id()].id)));
+        let problem = problem.or_else(|| {
+            toposort(&request.graph(), None)
+                .err()
+                .map(|c| format!("cycle through step `{}`", request.graph()[c.node_id()].id))
+        });
         if let Some(problem) = problem {
-            diags.push(Diagnostic::error("duet::internal::dag", format!("request {name} compiled to an invalid DAG: {problem}")).help("this is a bug in duet; please report it with the plan"));
+            diags.push(
+                Diagnostic::error(
+                    "duet::internal::dag",
+                    format!("request {name} compiled to an invalid DAG: {problem}"),
+                )
+                .help("this is a bug in duet; please report it with the plan"),
+            );
         }
     }
 }
@@ -358,41 +452,117 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     }
 
     fn ids(plan: &CompiledPlan, request: RequestName) -> Vec<String> {
-        plan.requests[&request].steps.iter().map(|s| s.id.clone()).collect()
+        plan.requests[&request]
+            .steps
+            .iter()
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     fn after(plan: &CompiledPlan, request: RequestName, id: &str) -> Vec<String> {
-        plan.requests[&request].steps.iter().find(|s| s.id == id).unwrap_or_else(|| panic!("no step {id}")).after.clone()
+        plan.requests[&request]
+            .steps
+            .iter()
+            .find(|s| s.id == id)
+            .unwrap_or_else(|| panic!("no step {id}"))
+            .after
+            .clone()
     }
 
     #[test]
     fn every_request_runs_the_steps_of_section_4_in_order() {
         let p = compiled();
-        assert_eq!(ids(&p, RequestName::CheckReadiness), ["probe:readiness", "probe:binding", "action:early-adv@production", "action:check@production", "action:adv@production", "action:late-adv@production"]);
-        assert_eq!(ids(&p, RequestName::PrepareSplit), ["probe:readiness", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(
+            ids(&p, RequestName::CheckReadiness),
+            [
+                "probe:readiness",
+                "probe:binding",
+                "action:early-adv@production",
+                "action:check@production",
+                "action:adv@production",
+                "action:late-adv@production"
+            ]
+        );
+        assert_eq!(
+            ids(&p, RequestName::PrepareSplit),
+            [
+                "probe:readiness",
+                "action:early-adv@production",
+                "action:adv@production",
+                "action:late-adv@production"
+            ]
+        );
         assert_eq!(
             ids(&p, RequestName::ExecuteSplit),
             [
-                "platform:split", "action:stop1@upgrade",
-                "service:Web@upgrade", "service:App@upgrade", "service:DB@upgrade", "service:Cache@upgrade",
-                "action:early-adv@production", "action:adv@production", "action:late-adv@production",
-                "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade",
+                "platform:split",
+                "action:stop1@upgrade",
+                "service:Web@upgrade",
+                "service:App@upgrade",
+                "service:DB@upgrade",
+                "service:Cache@upgrade",
+                "action:early-adv@production",
+                "action:adv@production",
+                "action:late-adv@production",
+                "action:early-adv@upgrade",
+                "action:adv@upgrade",
+                "action:late-adv@upgrade",
             ]
         );
-        assert_eq!(ids(&p, RequestName::PrepareMerge)[0], "probe:merge-readiness");
+        assert_eq!(
+            ids(&p, RequestName::PrepareMerge)[0],
+            "probe:merge-readiness"
+        );
         assert_eq!(
             ids(&p, RequestName::ExecuteMerge),
             [
                 "action:stop1@production",
-                "service:Web@production", "service:App@production", "service:DB@production", "service:Cache@production",
-                "action:bak@production", "logs:backup", "platform:merge",
-                "service:DB@upgrade", "service:App@upgrade", "service:Web@upgrade", "service:Cache@upgrade",
-                "action:start1@upgrade", "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade",
+                "service:Web@production",
+                "service:App@production",
+                "service:DB@production",
+                "service:Cache@production",
+                "action:bak@production",
+                "logs:backup",
+                "platform:merge",
+                "service:DB@upgrade",
+                "service:App@upgrade",
+                "service:Web@upgrade",
+                "service:Cache@upgrade",
+                "action:start1@upgrade",
+                "action:early-adv@upgrade",
+                "action:adv@upgrade",
+                "action:late-adv@upgrade",
             ]
         );
-        assert_eq!(ids(&p, RequestName::Commit), ["platform:commit", "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade"]);
-        assert_eq!(ids(&p, RequestName::AbortFromSplit), ["platform:abort", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
-        assert_eq!(ids(&p, RequestName::AbortFromMerge), ["platform:revert", "action:start1@production", "platform:abort", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]);
+        assert_eq!(
+            ids(&p, RequestName::Commit),
+            [
+                "platform:commit",
+                "action:early-adv@upgrade",
+                "action:adv@upgrade",
+                "action:late-adv@upgrade"
+            ]
+        );
+        assert_eq!(
+            ids(&p, RequestName::AbortFromSplit),
+            [
+                "platform:abort",
+                "action:early-adv@production",
+                "action:adv@production",
+                "action:late-adv@production"
+            ]
+        );
+        assert_eq!(
+            ids(&p, RequestName::AbortFromMerge),
+            [
+                "platform:revert",
+                "action:start1@production",
+                "platform:abort",
+                "action:early-adv@production",
+                "action:adv@production",
+                "action:late-adv@production"
+            ]
+        );
         assert_eq!(ids(&p, RequestName::Finish), ["platform:finish"]);
     }
 
@@ -400,17 +570,47 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     fn services_stop_in_reverse_and_start_in_order_and_unrelated_ones_run_concurrently() {
         let p = compiled();
         let split = RequestName::ExecuteSplit;
-        assert_eq!(after(&p, split, "service:Web@upgrade"), ["action:stop1@upgrade"]);
-        assert_eq!(after(&p, split, "service:App@upgrade"), ["service:Web@upgrade"]);
-        assert_eq!(after(&p, split, "service:DB@upgrade"), ["service:App@upgrade"]);
-        assert_eq!(after(&p, split, "service:Cache@upgrade"), ["action:stop1@upgrade"], "Cache has no order: it stops alongside Web");
-        assert_eq!(after(&p, split, "action:early-adv@production"), ["service:DB@upgrade", "service:Cache@upgrade"]);
-        assert_eq!(after(&p, split, "action:early-adv@upgrade"), ["service:DB@upgrade", "service:Cache@upgrade"], "the two sides' advanced actions run concurrently");
+        assert_eq!(
+            after(&p, split, "service:Web@upgrade"),
+            ["action:stop1@upgrade"]
+        );
+        assert_eq!(
+            after(&p, split, "service:App@upgrade"),
+            ["service:Web@upgrade"]
+        );
+        assert_eq!(
+            after(&p, split, "service:DB@upgrade"),
+            ["service:App@upgrade"]
+        );
+        assert_eq!(
+            after(&p, split, "service:Cache@upgrade"),
+            ["action:stop1@upgrade"],
+            "Cache has no order: it stops alongside Web"
+        );
+        assert_eq!(
+            after(&p, split, "action:early-adv@production"),
+            ["service:DB@upgrade", "service:Cache@upgrade"]
+        );
+        assert_eq!(
+            after(&p, split, "action:early-adv@upgrade"),
+            ["service:DB@upgrade", "service:Cache@upgrade"],
+            "the two sides' advanced actions run concurrently"
+        );
         let merge = RequestName::ExecuteMerge;
         assert_eq!(after(&p, merge, "service:DB@upgrade"), ["platform:merge"]);
-        assert_eq!(after(&p, merge, "service:Web@upgrade"), ["service:App@upgrade"]);
-        assert_eq!(after(&p, merge, "action:start1@upgrade"), ["service:Web@upgrade", "service:Cache@upgrade"]);
-        assert_eq!(p.requests[&split].steps[0].timeout_ms, Some(300_000), "split gives up after 5 minutes");
+        assert_eq!(
+            after(&p, merge, "service:Web@upgrade"),
+            ["service:App@upgrade"]
+        );
+        assert_eq!(
+            after(&p, merge, "action:start1@upgrade"),
+            ["service:Web@upgrade", "service:Cache@upgrade"]
+        );
+        assert_eq!(
+            p.requests[&split].steps[0].timeout_ms,
+            Some(300_000),
+            "split gives up after 5 minutes"
+        );
         for request in p.requests.values() {
             assert!(petgraph::algo::toposort(&request.graph(), None).is_ok());
         }
@@ -420,28 +620,74 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     fn actions_see_the_guides_environment() {
         let p = compiled();
         let env = |request, id: &str| {
-            let step = p.requests[&request].steps.iter().find(|s| s.id == id).unwrap();
+            let step = p.requests[&request]
+                .steps
+                .iter()
+                .find(|s| s.id == id)
+                .unwrap();
             let e = step.env.as_ref().unwrap();
-            [e.side.as_str(), e.state.as_str(), e.request.as_str(), e.hw_split.as_str()].map(str::to_owned)
+            [
+                e.side.as_str(),
+                e.state.as_str(),
+                e.request.as_str(),
+                e.hw_split.as_str(),
+            ]
+            .map(str::to_owned)
         };
-        assert_eq!(env(RequestName::CheckReadiness, "action:check@production"), ["Production", "Idle", "CheckReadiness", "No"]);
-        assert_eq!(env(RequestName::ExecuteSplit, "action:stop1@upgrade"), ["Upgrade", "Split", "Stop", "Yes"]);
-        assert_eq!(env(RequestName::ExecuteSplit, "action:adv@production"), ["Production", "Split", "ExecuteSplit", "Yes"]);
-        assert_eq!(env(RequestName::PrepareMerge, "action:adv@upgrade"), ["Upgrade", "PrepareMerge", "PrepareMerge", "Yes"]);
-        assert_eq!(env(RequestName::ExecuteMerge, "action:stop1@production"), ["Production", "Merge", "Stop", "Yes"]);
-        assert_eq!(env(RequestName::ExecuteMerge, "action:bak@production"), ["Production", "Merge", "Backup", "Yes"]);
-        assert_eq!(env(RequestName::ExecuteMerge, "action:start1@upgrade"), ["Upgrade", "Merge", "Start", "No"]);
-        assert_eq!(env(RequestName::Commit, "action:adv@upgrade"), ["Upgrade", "Commit", "Commit", "No"]);
-        assert_eq!(env(RequestName::AbortFromMerge, "action:start1@production"), ["Production", "Abort", "Start", "No"]);
-        assert_eq!(env(RequestName::AbortFromSplit, "action:adv@production"), ["Production", "Abort", "Abort", "No"]);
+        assert_eq!(
+            env(RequestName::CheckReadiness, "action:check@production"),
+            ["Production", "Idle", "CheckReadiness", "No"]
+        );
+        assert_eq!(
+            env(RequestName::ExecuteSplit, "action:stop1@upgrade"),
+            ["Upgrade", "Split", "Stop", "Yes"]
+        );
+        assert_eq!(
+            env(RequestName::ExecuteSplit, "action:adv@production"),
+            ["Production", "Split", "ExecuteSplit", "Yes"]
+        );
+        assert_eq!(
+            env(RequestName::PrepareMerge, "action:adv@upgrade"),
+            ["Upgrade", "PrepareMerge", "PrepareMerge", "Yes"]
+        );
+        assert_eq!(
+            env(RequestName::ExecuteMerge, "action:stop1@production"),
+            ["Production", "Merge", "Stop", "Yes"]
+        );
+        assert_eq!(
+            env(RequestName::ExecuteMerge, "action:bak@production"),
+            ["Production", "Merge", "Backup", "Yes"]
+        );
+        assert_eq!(
+            env(RequestName::ExecuteMerge, "action:start1@upgrade"),
+            ["Upgrade", "Merge", "Start", "No"]
+        );
+        assert_eq!(
+            env(RequestName::Commit, "action:adv@upgrade"),
+            ["Upgrade", "Commit", "Commit", "No"]
+        );
+        assert_eq!(
+            env(RequestName::AbortFromMerge, "action:start1@production"),
+            ["Production", "Abort", "Start", "No"]
+        );
+        assert_eq!(
+            env(RequestName::AbortFromSplit, "action:adv@production"),
+            ["Production", "Abort", "Abort", "No"]
+        );
     }
 
     #[test]
     fn a_service_cycle_is_reported_as_its_full_path() {
-        let t = Tree::new(&[("plan.yaml", "version: 1\nservices:\n  - {name: A, after: [C]}\n  - {name: B, after: [A]}\n  - {name: C, after: [B]}\n  - {name: D, after: [A]}\n")]);
+        let t = Tree::new(&[(
+            "plan.yaml",
+            "version: 1\nservices:\n  - {name: A, after: [C]}\n  - {name: B, after: [A]}\n  - {name: C, after: [B]}\n  - {name: D, after: [A]}\n",
+        )]);
         let c = t.compile("plan.yaml");
         let m = expect_at(&c, "duet::service::cycle", "plan.yaml", 3, 23);
-        assert_eq!(m, "services are ordered in a cycle: A after C after B after A");
+        assert_eq!(
+            m,
+            "services are ordered in a cycle: A after C after B after A"
+        );
         assert_eq!(c.diagnostics[0].related.len(), 2);
         assert!(!c.is_valid());
     }
@@ -452,7 +698,14 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         let json = serde_json::to_string(&p).unwrap();
         assert_eq!(CompiledPlan::from_json(&json).unwrap(), p);
         let newer = json.replacen("\"format_version\":1", "\"format_version\":2", 1);
-        assert_eq!(CompiledPlan::from_json(&newer).unwrap_err(), "compiled plan format version 2 is not supported; this duet reads version 1");
-        assert!(CompiledPlan::from_json("{}").unwrap_err().contains("no `format_version`"));
+        assert_eq!(
+            CompiledPlan::from_json(&newer).unwrap_err(),
+            "compiled plan format version 2 is not supported; this duet reads version 1"
+        );
+        assert!(
+            CompiledPlan::from_json("{}")
+                .unwrap_err()
+                .contains("no `format_version`")
+        );
     }
 }

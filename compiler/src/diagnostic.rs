@@ -62,7 +62,10 @@ impl Diagnostic {
 
     #[must_use]
     pub fn at(mut self, loc: Loc, label: impl Into<String>) -> Self {
-        self.primary = Some(Label { loc, text: label.into() });
+        self.primary = Some(Label {
+            loc,
+            text: label.into(),
+        });
         self
     }
 
@@ -74,7 +77,10 @@ impl Diagnostic {
 
     #[must_use]
     pub fn related(mut self, loc: Loc, text: impl Into<String>) -> Self {
-        self.related.push(Label { loc, text: text.into() });
+        self.related.push(Label {
+            loc,
+            text: text.into(),
+        });
         self
     }
 
@@ -128,7 +134,9 @@ impl Diagnostics {
     /// stages found them in.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
         self.items.sort_by_key(|d| {
-            d.primary.as_ref().map(|l| (l.loc.file, l.loc.span.start, l.loc.span.end))
+            d.primary
+                .as_ref()
+                .map(|l| (l.loc.file, l.loc.span.start, l.loc.span.end))
         });
         self.items
     }

@@ -90,7 +90,11 @@ pub enum Fault {
     /// A platform operation (`split`, `merge`, ...) fails `fail_times` times, then succeeds.
     Operation { op: String, fail_times: u32 },
     /// A service misbehaves when stopped or started.
-    Service { service: String, on: String, hang: bool },
+    Service {
+        service: String,
+        on: String,
+        hang: bool,
+    },
     /// A side reports this partner state (guide table 4-6), e.g. `Hung: OS Booting`.
     Partner { side: String, partner_state: String },
 }
@@ -121,7 +125,8 @@ impl Inventory {
     pub fn load(path: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<Self> {
         let display = path.display().to_string();
         let errors_before = diags.count(crate::diagnostic::Severity::Error);
-        let (file, root) = loader::read_document(path, &display, None, Schema::Inventory, sources, diags)?;
+        let (file, root) =
+            loader::read_document(path, &display, None, Schema::Inventory, sources, diags)?;
         if diags.count(crate::diagnostic::Severity::Error) > errors_before {
             return None;
         }
@@ -144,12 +149,25 @@ impl Inventory {
     /// Extracts an inventory from a schema-valid tree and checks its cross references.
     fn from_node(root: &Node, file: FileId, diags: &mut Diagnostics) -> Self {
         let at = |n: &Node| Loc { file, span: n.span };
-        let items = |key: &str| root.get(key).and_then(|e| e.value.as_seq()).unwrap_or_default();
+        let items = |key: &str| {
+            root.get(key)
+                .and_then(|e| e.value.as_seq())
+                .unwrap_or_default()
+        };
         let disks: Vec<Disk> = items("disks")
             .iter()
             .map(|d| {
-                let location = if text(d, "location").as_deref() == Some("external") { DiskLocation::External } else { DiskLocation::Internal };
-                Disk { id: text(d, "id").unwrap_or_default(), location, rdr: flag(d, "rdr", location == DiskLocation::Internal), synced: flag(d, "synced", true) }
+                let location = if text(d, "location").as_deref() == Some("external") {
+                    DiskLocation::External
+                } else {
+                    DiskLocation::Internal
+                };
+                Disk {
+                    id: text(d, "id").unwrap_or_default(),
+                    location,
+                    rdr: flag(d, "rdr", location == DiskLocation::Internal),
+                    synced: flag(d, "synced", true),
+                }
             })
             .collect();
         let volumes: Vec<Volume> = items("volumes")
@@ -171,7 +189,16 @@ impl Inventory {
             .map(|t| Team {
                 name: text(t, "name").unwrap_or_default(),
                 embedded: flag(t, "embedded", false),
-                adapters: t.get("adapters").and_then(|a| a.value.as_seq()).unwrap_or_default().iter().map(|a| Adapter { enclosure: number(a, "enclosure"), link: flag(a, "link", true) }).collect(),
+                adapters: t
+                    .get("adapters")
+                    .and_then(|a| a.value.as_seq())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|a| Adapter {
+                        enclosure: number(a, "enclosure"),
+                        link: flag(a, "link", true),
+                    })
+                    .collect(),
                 address: text(t, "address"),
                 dhcp: flag(t, "dhcp", false),
             })
@@ -188,24 +215,47 @@ impl Inventory {
                 running: flag(s, "running", true),
             })
             .collect();
-        let simulation = root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default();
+        let simulation = root
+            .get("simulation")
+            .map(|s| simulation(&s.value))
+            .unwrap_or_default();
 
         // Cross references, each reported at the node that makes them.
-        for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service")] {
+        for (key, what) in [
+            ("disks", "disk"),
+            ("volumes", "volume"),
+            ("services", "service"),
+        ] {
             unique(items(key), "id", what, file, diags);
             unique(items(key), "name", what, file, diags);
         }
         for v in items("volumes") {
-            for d in v.get("disks").and_then(|e| e.value.as_seq()).unwrap_or_default() {
+            for d in v
+                .get("disks")
+                .and_then(|e| e.value.as_seq())
+                .unwrap_or_default()
+            {
                 let id = d.as_str().unwrap_or_default();
                 if !disks.iter().any(|x| x.id == id) {
-                    diags.push(Diagnostic::error("duet::inventory::unknown-disk", format!("volume uses disk `{id}`, which is not listed under `disks`"))
+                    diags.push(
+                        Diagnostic::error(
+                            "duet::inventory::unknown-disk",
+                            format!("volume uses disk `{id}`, which is not listed under `disks`"),
+                        )
                         .at(at(d), "unknown disk")
-                        .help_opt(suggest::did_you_mean(id, disks.iter().map(|x| x.id.as_str()))));
+                        .help_opt(suggest::did_you_mean(
+                            id,
+                            disks.iter().map(|x| x.id.as_str()),
+                        )),
+                    );
                 }
             }
         }
-        if let Some(faults) = root.get("simulation").and_then(|s| s.value.get("faults")).and_then(|f| f.value.as_seq()) {
+        if let Some(faults) = root
+            .get("simulation")
+            .and_then(|s| s.value.get("faults"))
+            .and_then(|f| f.value.as_seq())
+        {
             for f in faults {
                 if let Some(entry) = f.get("service") {
                     let name = entry.value.as_str().unwrap_or_default();
@@ -224,7 +274,13 @@ impl Inventory {
             disks,
             volumes,
             teams,
-            vtms: items("vtms").iter().map(|v| Vtm { enclosure: number(v, "enclosure"), configured: flag(v, "configured", true) }).collect(),
+            vtms: items("vtms")
+                .iter()
+                .map(|v| Vtm {
+                    enclosure: number(v, "enclosure"),
+                    configured: flag(v, "configured", true),
+                })
+                .collect(),
             remote_desktop: flag(root, "remote_desktop", true),
             services,
             event_logs: names(root, "event_logs"),
@@ -234,30 +290,62 @@ impl Inventory {
 }
 
 fn text(node: &Node, key: &str) -> Option<String> {
-    node.get(key).and_then(|e| e.value.as_str()).map(str::to_owned)
+    node.get(key)
+        .and_then(|e| e.value.as_str())
+        .map(str::to_owned)
 }
 
 fn flag(node: &Node, key: &str, default: bool) -> bool {
-    node.get(key).and_then(|e| e.value.as_bool()).unwrap_or(default)
+    node.get(key)
+        .and_then(|e| e.value.as_bool())
+        .unwrap_or(default)
 }
 
 fn number(node: &Node, key: &str) -> u32 {
-    node.get(key).and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or_default()
+    node.get(key)
+        .and_then(|e| e.value.as_int())
+        .and_then(|i| u32::try_from(i).ok())
+        .unwrap_or_default()
 }
 
 fn names(node: &Node, key: &str) -> Vec<String> {
-    node.get(key).and_then(|e| e.value.as_seq()).unwrap_or_default().iter().filter_map(Node::as_str).map(str::to_owned).collect()
+    node.get(key)
+        .and_then(|e| e.value.as_seq())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Node::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagnostics) {
     let mut seen: Vec<(&str, &Node)> = Vec::new();
     for item in items {
         let Some(entry) = item.get(key) else { continue };
-        let Some(name) = entry.value.as_str() else { continue };
+        let Some(name) = entry.value.as_str() else {
+            continue;
+        };
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
-            diags.push(Diagnostic::error("duet::inventory::duplicate", format!("{what} `{name}` is listed twice"))
-                .at(Loc { file, span: entry.value.span }, "listed again here")
-                .related(Loc { file, span: first.span }, "first listed here"));
+            diags.push(
+                Diagnostic::error(
+                    "duet::inventory::duplicate",
+                    format!("{what} `{name}` is listed twice"),
+                )
+                .at(
+                    Loc {
+                        file,
+                        span: entry.value.span,
+                    },
+                    "listed again here",
+                )
+                .related(
+                    Loc {
+                        file,
+                        span: first.span,
+                    },
+                    "first listed here",
+                ),
+            );
         } else {
             seen.push((name, &entry.value));
         }
@@ -265,7 +353,12 @@ fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagn
 }
 
 fn simulation(node: &Node) -> Simulation {
-    let ms = |key: &str| node.get("durations").and_then(|d| d.value.get(key)).and_then(|e| e.value.as_str()).and_then(|s| duration::parse(s).ok());
+    let ms = |key: &str| {
+        node.get("durations")
+            .and_then(|d| d.value.get(key))
+            .and_then(|e| e.value.as_str())
+            .and_then(|s| duration::parse(s).ok())
+    };
     let faults = node
         .get("faults")
         .and_then(|f| f.value.as_seq())
@@ -273,17 +366,35 @@ fn simulation(node: &Node) -> Simulation {
         .iter()
         .filter_map(|f| {
             if let Some(op) = text(f, "op") {
-                let fail_times = f.get("fail_times").and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or(1);
+                let fail_times = f
+                    .get("fail_times")
+                    .and_then(|e| e.value.as_int())
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(1);
                 Some(Fault::Operation { op, fail_times })
             } else if let Some(service) = text(f, "service") {
-                Some(Fault::Service { service, on: text(f, "on").unwrap_or_default(), hang: flag(f, "hang", false) })
+                Some(Fault::Service {
+                    service,
+                    on: text(f, "on").unwrap_or_default(),
+                    hang: flag(f, "hang", false),
+                })
             } else {
-                Some(Fault::Partner { side: text(f, "side")?, partner_state: text(f, "partner_state")? })
+                Some(Fault::Partner {
+                    side: text(f, "side")?,
+                    partner_state: text(f, "partner_state")?,
+                })
             }
         })
         .collect();
     Simulation {
-        durations: Durations { split: ms("split"), merge: ms("merge"), commit: ms("commit"), abort: ms("abort"), finish: ms("finish"), resync: ms("resync") },
+        durations: Durations {
+            split: ms("split"),
+            merge: ms("merge"),
+            commit: ms("commit"),
+            abort: ms("abort"),
+            finish: ms("finish"),
+            resync: ms("resync"),
+        },
         faults,
     }
 }

@@ -37,7 +37,14 @@ pub struct PlanTree {
 /// Reads, parses and schema-checks one YAML document. `via` is the include entry (or command
 /// line flag) that named it, where an unreadable file is reported. Returns the file and its
 /// tree when it could be parsed; schema errors are reported but do not withhold the tree.
-pub fn read_document(path: &Path, display: &str, via: Option<Loc>, schema: Schema, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<(FileId, Node)> {
+pub fn read_document(
+    path: &Path,
+    display: &str,
+    via: Option<Loc>,
+    schema: Schema,
+    sources: &mut SourceMap,
+    diags: &mut Diagnostics,
+) -> Option<(FileId, Node)> {
     let what = match schema {
         Schema::Plan if via.is_some() => "included plan",
         Schema::Plan => "plan",
@@ -46,7 +53,10 @@ pub fn read_document(path: &Path, display: &str, via: Option<Loc>, schema: Schem
     let (canonical, text) = match source::read_text(path) {
         Ok(ok) => ok,
         Err(e) => {
-            let mut d = Diagnostic::error("duet::file::unreadable", format!("cannot read {what} `{display}`: {e}"));
+            let mut d = Diagnostic::error(
+                "duet::file::unreadable",
+                format!("cannot read {what} `{display}`: {e}"),
+            );
             d = match via {
                 Some(loc) => d.at(loc, "named here"),
                 None => d.in_file(display),
@@ -66,9 +76,17 @@ pub fn read_document(path: &Path, display: &str, via: Option<Loc>, schema: Schem
         return None;
     }
     let Some(root) = parsed.root else {
-        diags.push(Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
-            .at(Loc { file, span: Span::new(0, 0) }, "no YAML document here")
-            .help("a plan or inventory starts with `version: 1`"));
+        diags.push(
+            Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
+                .at(
+                    Loc {
+                        file,
+                        span: Span::new(0, 0),
+                    },
+                    "no YAML document here",
+                )
+                .help("a plan or inventory starts with `version: 1`"),
+        );
         return None;
     };
     diags.extend(schema.validate(&root, file));
@@ -78,11 +96,14 @@ pub fn read_document(path: &Path, display: &str, via: Option<Loc>, schema: Schem
 /// "did you mean `vendor.yaml`?" from the YAML files next to a missing one.
 fn sibling_hint(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut siblings: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .filter(|n| crate::plan::is_yaml_name(n))
         .collect();
     siblings.sort();
     suggest::did_you_mean(name, siblings.iter().map(String::as_str))
@@ -105,10 +126,21 @@ struct Loader<'a> {
 
 /// Loads the tree rooted at `root`. `None` when the root itself could not be read or parsed.
 pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<PlanTree> {
-    let mut loader = Loader { sources, diags, plans: Vec::new(), by_canonical: HashMap::new(), stack: Vec::new(), post_order: Vec::new() };
+    let mut loader = Loader {
+        sources,
+        diags,
+        plans: Vec::new(),
+        by_canonical: HashMap::new(),
+        stack: Vec::new(),
+        post_order: Vec::new(),
+    };
     let display = root.display().to_string();
     let root = loader.visit(root, display, None)?;
-    Some(PlanTree { plans: loader.plans, root, post_order: loader.post_order })
+    Some(PlanTree {
+        plans: loader.plans,
+        root,
+        post_order: loader.post_order,
+    })
 }
 
 impl Loader<'_> {
@@ -124,17 +156,29 @@ impl Loader<'_> {
         }
         if let Some(via) = via {
             if self.stack.len() >= MAX_INCLUDE_DEPTH {
-                self.diags.push(Diagnostic::error("duet::include::too-deep", format!("includes are nested more than {MAX_INCLUDE_DEPTH} levels deep"))
+                self.diags.push(
+                    Diagnostic::error(
+                        "duet::include::too-deep",
+                        format!("includes are nested more than {MAX_INCLUDE_DEPTH} levels deep"),
+                    )
                     .at(via, "too deep")
-                    .help("flatten the include chain"));
+                    .help("flatten the include chain"),
+                );
                 return None;
             }
             if self.plans.len() >= MAX_FILES {
-                self.diags.push(Diagnostic::error("duet::include::too-many", format!("the plan tree has more than {MAX_FILES} files")).at(via, "limit reached here"));
+                self.diags.push(
+                    Diagnostic::error(
+                        "duet::include::too-many",
+                        format!("the plan tree has more than {MAX_FILES} files"),
+                    )
+                    .at(via, "limit reached here"),
+                );
                 return None;
             }
         }
-        let (file, root) = read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
+        let (file, root) =
+            read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
         let mut found = Vec::new();
         let plan = PlanFile::from_node(&root, self.sources.get(file), file, &mut found);
         self.diags.extend(found);
@@ -142,14 +186,27 @@ impl Loader<'_> {
         let index = self.plans.len();
         self.by_canonical.insert(canonical.clone(), index);
         let includes = plan.includes.clone();
-        self.plans.push(LoadedPlan { file, plan, children: Vec::new() });
+        self.plans.push(LoadedPlan {
+            file,
+            plan,
+            children: Vec::new(),
+        });
 
         let dir = self.sources.get(file).dir().to_path_buf();
-        let display_dir = Path::new(&display).parent().map(Path::to_path_buf).unwrap_or_default();
-        self.stack.push(Frame { canonical, display, via });
+        let display_dir = Path::new(&display)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        self.stack.push(Frame {
+            canonical,
+            display,
+            via,
+        });
         for include in includes {
             let child_display = display_dir.join(&include.value).display().to_string();
-            if let Some(child) = self.visit(&dir.join(&include.value), child_display, Some(include.loc)) {
+            if let Some(child) =
+                self.visit(&dir.join(&include.value), child_display, Some(include.loc))
+            {
                 if !self.plans[index].children.contains(&child) {
                     self.plans[index].children.push(child);
                 }
@@ -161,7 +218,10 @@ impl Loader<'_> {
     }
 
     fn report_cycle(&mut self, start: usize, display: &str, via: Option<Loc>) {
-        let mut names: Vec<&str> = self.stack[start..].iter().map(|f| f.display.as_str()).collect();
+        let mut names: Vec<&str> = self.stack[start..]
+            .iter()
+            .map(|f| f.display.as_str())
+            .collect();
         names.push(display);
         let mut d = Diagnostic::error("duet::include::cycle", format!("include cycle: {}", names.join(" -> ")))
             .help("a plan cannot include itself, directly or through other plans; remove one include on the cycle");

@@ -44,7 +44,9 @@ impl miette::Diagnostic for Report {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -52,11 +54,15 @@ impl miette::Diagnostic for Report {
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        (!self.labels.is_empty()).then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
+        (!self.labels.is_empty())
+            .then(|| Box::new(self.labels.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        (!self.related.is_empty()).then(|| Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)) as Box<dyn Iterator<Item = &dyn miette::Diagnostic>>)
+        (!self.related.is_empty()).then(|| {
+            Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic))
+                as Box<dyn Iterator<Item = &dyn miette::Diagnostic>>
+        })
     }
 }
 
@@ -67,7 +73,11 @@ fn named(sources: &SourceMap, file: FileId) -> NamedSource<Arc<str>> {
 
 fn labeled(label: &Label, primary: bool) -> LabeledSpan {
     let span = SourceSpan::new(label.loc.span.start.into(), label.loc.span.len());
-    if primary { LabeledSpan::new_primary_with_span(Some(label.text.clone()), span) } else { LabeledSpan::new_with_span(Some(label.text.clone()), span) }
+    if primary {
+        LabeledSpan::new_primary_with_span(Some(label.text.clone()), span)
+    } else {
+        LabeledSpan::new_with_span(Some(label.text.clone()), span)
+    }
 }
 
 fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
@@ -93,14 +103,28 @@ fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
         (Some(path), None) => format!("{path}: {}", d.message),
         _ => d.message.clone(),
     };
-    Report { severity: d.severity, code: Some(d.code), message, help: d.help.clone(), source: file.map(|f| named(sources, f)), labels, related }
+    Report {
+        severity: d.severity,
+        code: Some(d.code),
+        message,
+        help: d.help.clone(),
+        source: file.map(|f| named(sources, f)),
+        labels,
+        related,
+    }
 }
 
 /// The graphical rendering of every diagnostic, as `duet check` prints it. Width and theme are
 /// fixed when `color` is off, so output is identical on every machine.
 pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
-    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme)
+        .with_width(100)
+        .with_links(false);
     let mut out = String::new();
     for d in diags {
         // Rendering into a String cannot fail.
@@ -150,7 +174,12 @@ pub fn to_json(diags: &[Diagnostic], sources: &SourceMap) -> Vec<JsonDiagnostic>
                     .map(|l| {
                         let f = sources.get(l.loc.file);
                         let (line, column) = f.line_col(l.loc.span.start);
-                        JsonRelated { message: l.text.clone(), file: f.display.clone(), line, column }
+                        JsonRelated {
+                            message: l.text.clone(),
+                            file: f.display.clone(),
+                            line,
+                            column,
+                        }
                     })
                     .collect(),
             }

@@ -85,7 +85,9 @@ impl Node {
     pub fn head(&self) -> Span {
         match &self.value {
             Value::Map(entries) => entries.first().map_or(self.span, |e| e.key_span),
-            Value::Seq(items) => items.first().map_or(self.span, |n| Span::new(self.span.start, n.span.start.max(self.span.start + 1))),
+            Value::Seq(items) => items.first().map_or(self.span, |n| {
+                Span::new(self.span.start, n.span.start.max(self.span.start + 1))
+            }),
             _ => self.span,
         }
     }
@@ -113,9 +115,12 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect())
-            }
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.to_json()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -133,7 +138,14 @@ pub struct YamlError {
 
 impl YamlError {
     fn new(code: &'static str, message: impl Into<String>, span: Span, label: &str) -> Self {
-        Self { code, message: message.into(), span, label: label.into(), related: None, help: None }
+        Self {
+            code,
+            message: message.into(),
+            span,
+            label: label.into(),
+            related: None,
+            help: None,
+        }
     }
 }
 
@@ -146,8 +158,20 @@ pub struct Parsed {
 }
 
 enum Frame {
-    Seq { start: usize, anchor: usize, items: Vec<Node>, weight: usize },
-    Map { start: usize, anchor: usize, entries: Vec<Entry>, key: Option<(String, Span)>, seen: HashMap<String, Span>, weight: usize },
+    Seq {
+        start: usize,
+        anchor: usize,
+        items: Vec<Node>,
+        weight: usize,
+    },
+    Map {
+        start: usize,
+        anchor: usize,
+        entries: Vec<Entry>,
+        key: Option<(String, Span)>,
+        seen: HashMap<String, Span>,
+        weight: usize,
+    },
 }
 
 struct Builder<'a> {
@@ -177,82 +201,175 @@ pub fn parse(file: &SourceFile) -> Parsed {
         match event {
             Ok((event, span)) => {
                 if let Err(e) = b.event(event, span) {
-                    b.errors.push(e);
+                    b.errors.push(*e);
                     break;
                 }
             }
             Err(e) => {
                 let at = b.offset(*e.marker());
-                let mut err = YamlError::new("duet::yaml::syntax", format!("invalid YAML: {}", e.info()), Span::new(at, at + 1), "here");
+                let mut err = YamlError::new(
+                    "duet::yaml::syntax",
+                    format!("invalid YAML: {}", e.info()),
+                    Span::new(at, at + 1),
+                    "here",
+                );
                 if e.info().contains("tab") {
-                    err.help = Some("YAML indentation must use spaces; replace the tab characters with spaces".into());
+                    err.help = Some(
+                        "YAML indentation must use spaces; replace the tab characters with spaces"
+                            .into(),
+                    );
                 }
                 b.errors.push(err);
                 break;
             }
         }
     }
-    Parsed { root: b.root, errors: b.errors }
+    Parsed {
+        root: b.root,
+        errors: b.errors,
+    }
 }
 
 impl Builder<'_> {
     fn offset(&self, m: Marker) -> usize {
-        if self.ascii { m.index().min(self.file.text.len()) } else { self.file.offset_of(m.line(), m.col()) }
+        if self.ascii {
+            m.index().min(self.file.text.len())
+        } else {
+            self.file.offset_of(m.line(), m.col())
+        }
     }
 
     fn span(&self, s: YSpan) -> Span {
         Span::new(self.offset(s.start), self.offset(s.end))
     }
 
-    fn event(&mut self, event: Event<'_>, yspan: YSpan) -> Result<(), YamlError> {
+    fn event(&mut self, event: Event<'_>, yspan: YSpan) -> Result<(), Box<YamlError>> {
         let span = self.span(yspan);
         match event {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return Err(YamlError::new("duet::yaml::multiple-documents", "a plan file holds one YAML document, but this file has more", Span::new(span.start, span.start + 3), "second document starts here")
-                        .with_help("split the documents into separate files and list them under `include`"));
+                    return Err(Box::new(
+                        YamlError::new(
+                            "duet::yaml::multiple-documents",
+                            "a plan file holds one YAML document, but this file has more",
+                            Span::new(span.start, span.start + 3),
+                            "second document starts here",
+                        )
+                        .with_help(
+                            "split the documents into separate files and list them under `include`",
+                        ),
+                    ));
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
                 let forced_str = match tag.as_deref() {
                     None => false,
                     Some(t) if t.suffix == "str" => true,
-                    Some(t) if ["int", "float", "bool", "null", "map", "seq"].contains(&t.suffix.as_str()) => false,
+                    Some(t)
+                        if ["int", "float", "bool", "null", "map", "seq"]
+                            .contains(&t.suffix.as_str()) =>
+                    {
+                        false
+                    }
                     Some(t) => {
-                        return Err(YamlError::new("duet::yaml::tag", format!("unsupported YAML tag `{}{}`", t.handle, t.suffix), span, "tag not supported")
-                            .with_help("plans use plain YAML values; remove the tag"));
+                        return Err(Box::new(
+                            YamlError::new(
+                                "duet::yaml::tag",
+                                format!("unsupported YAML tag `{}{}`", t.handle, t.suffix),
+                                span,
+                                "tag not supported",
+                            )
+                            .with_help("plans use plain YAML values; remove the tag"),
+                        ));
                     }
                 };
-                let value = if forced_str || style != ScalarStyle::Plain { Value::Str(text.into_owned()) } else { resolve_plain(&text) };
+                let value = if forced_str || style != ScalarStyle::Plain {
+                    Value::Str(text.into_owned())
+                } else {
+                    resolve_plain(&text)
+                };
                 self.complete(Node { span, value }, anchor, 1)?;
             }
             Event::SequenceStart(anchor, _) => {
                 self.open(span)?;
-                self.stack.push(Frame::Seq { start: span.start, anchor, items: Vec::new(), weight: 1 });
+                self.stack.push(Frame::Seq {
+                    start: span.start,
+                    anchor,
+                    items: Vec::new(),
+                    weight: 1,
+                });
             }
             Event::MappingStart(anchor, _) => {
                 self.open(span)?;
-                self.stack.push(Frame::Map { start: span.start, anchor, entries: Vec::new(), key: None, seen: HashMap::new(), weight: 1 });
+                self.stack.push(Frame::Map {
+                    start: span.start,
+                    anchor,
+                    entries: Vec::new(),
+                    key: None,
+                    seen: HashMap::new(),
+                    weight: 1,
+                });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = self.stack.pop().expect("parser balances start and end events");
+                let frame = self
+                    .stack
+                    .pop()
+                    .expect("parser balances start and end events");
                 let (node, anchor, weight) = match frame {
-                    Frame::Seq { start, anchor, items, weight } => {
+                    Frame::Seq {
+                        start,
+                        anchor,
+                        items,
+                        weight,
+                    } => {
                         let end = items.last().map_or(span.end, |n| n.span.end).max(start);
-                        (Node { span: Span::new(start, end), value: Value::Seq(items) }, anchor, weight)
+                        (
+                            Node {
+                                span: Span::new(start, end),
+                                value: Value::Seq(items),
+                            },
+                            anchor,
+                            weight,
+                        )
                     }
-                    Frame::Map { start, anchor, entries, weight, .. } => {
-                        let end = entries.last().map_or(span.end, |e| e.value.span.end).max(start);
-                        (Node { span: Span::new(start, end), value: Value::Map(entries) }, anchor, weight)
+                    Frame::Map {
+                        start,
+                        anchor,
+                        entries,
+                        weight,
+                        ..
+                    } => {
+                        let end = entries
+                            .last()
+                            .map_or(span.end, |e| e.value.span.end)
+                            .max(start);
+                        (
+                            Node {
+                                span: Span::new(start, end),
+                                value: Value::Map(entries),
+                            },
+                            anchor,
+                            weight,
+                        )
                     }
                 };
                 self.complete(node, anchor, weight)?;
             }
             Event::Alias(id) => {
-                let (node, weight) = self.anchors.get(&id).cloned().ok_or_else(|| YamlError::new("duet::yaml::alias", "alias refers to an unknown anchor", span, "unknown anchor"))?;
+                let (node, weight) = self.anchors.get(&id).cloned().ok_or_else(|| {
+                    Box::new(YamlError::new(
+                        "duet::yaml::alias",
+                        "alias refers to an unknown anchor",
+                        span,
+                        "unknown anchor",
+                    ))
+                })?;
                 // The alias is shown where it is used, not where its anchor was defined.
-                let node = Node { span, value: node.value };
+                let node = Node {
+                    span,
+                    value: node.value,
+                };
                 self.complete(node, 0, weight)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
@@ -260,46 +377,79 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn open(&self, span: Span) -> Result<(), YamlError> {
+    fn open(&self, span: Span) -> Result<(), Box<YamlError>> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(YamlError::new("duet::yaml::too-deep", format!("YAML is nested more than {MAX_DEPTH} levels deep"), Span::new(span.start, span.start + 1), "too deep")
-                .with_help("plans need only a few levels of nesting; this file is probably not a plan"));
+            return Err(Box::new(
+                YamlError::new(
+                    "duet::yaml::too-deep",
+                    format!("YAML is nested more than {MAX_DEPTH} levels deep"),
+                    Span::new(span.start, span.start + 1),
+                    "too deep",
+                )
+                .with_help(
+                    "plans need only a few levels of nesting; this file is probably not a plan",
+                ),
+            ));
         }
         Ok(())
     }
 
-    fn complete(&mut self, node: Node, anchor: usize, weight: usize) -> Result<(), YamlError> {
+    fn complete(&mut self, node: Node, anchor: usize, weight: usize) -> Result<(), Box<YamlError>> {
         self.nodes = self.nodes.saturating_add(weight);
         if self.nodes > MAX_NODES {
-            return Err(YamlError::new("duet::yaml::too-large", format!("YAML expands to more than {MAX_NODES} nodes"), node.span, "expansion limit reached here")
-                .with_help("aliases (`*name`) copy whole subtrees; a file this large is not a plan (a YAML alias bomb looks like this)"));
+            return Err(Box::new(YamlError::new("duet::yaml::too-large", format!("YAML expands to more than {MAX_NODES} nodes"), node.span, "expansion limit reached here")
+                .with_help("aliases (`*name`) copy whole subtrees; a file this large is not a plan (a YAML alias bomb looks like this)")));
         }
         if anchor != 0 {
             self.anchors.insert(anchor, (node.clone(), weight));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq { items, weight: w, .. }) => {
+            Some(Frame::Seq {
+                items, weight: w, ..
+            }) => {
                 *w += weight;
                 items.push(node);
             }
-            Some(Frame::Map { entries, key, seen, weight: w, .. }) => {
+            Some(Frame::Map {
+                entries,
+                key,
+                seen,
+                weight: w,
+                ..
+            }) => {
                 *w += weight;
-                match key.take() {
-                    Some((key, key_span)) => entries.push(Entry { key, key_span, value: node }),
-                    None => {
+                if let Some((key, key_span)) = key.take() {
+                    entries.push(Entry {
+                        key,
+                        key_span,
+                        value: node,
+                    });
+                } else {
+                    {
                         let name = match node.value {
                             Value::Str(s) => s,
                             Value::Null => String::new(),
-                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
-                                self.file.text[node.span.start..node.span.end].trim().to_owned()
-                            }
+                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => self.file.text
+                                [node.span.start..node.span.end]
+                                .trim()
+                                .to_owned(),
                             Value::Seq(_) | Value::Map(_) => {
-                                return Err(YamlError::new("duet::yaml::complex-key", "mapping keys must be plain names, not lists or mappings", node.span, "complex key"));
+                                return Err(Box::new(YamlError::new(
+                                    "duet::yaml::complex-key",
+                                    "mapping keys must be plain names, not lists or mappings",
+                                    node.span,
+                                    "complex key",
+                                )));
                             }
                         };
                         if let Some(&first) = seen.get(&name) {
-                            let mut e = YamlError::new("duet::yaml::duplicate-key", format!("duplicate key `{name}`"), node.span, "defined again here");
+                            let mut e = YamlError::new(
+                                "duet::yaml::duplicate-key",
+                                format!("duplicate key `{name}`"),
+                                node.span,
+                                "defined again here",
+                            );
                             e.related = Some((first, "first defined here".into()));
                             e.help = Some("YAML keys must be unique in a mapping; remove or merge one of them".into());
                             self.errors.push(e);
@@ -323,7 +473,9 @@ impl YamlError {
 
     pub fn into_diagnostic(self, file: crate::source::FileId) -> crate::diagnostic::Diagnostic {
         let at = |span| crate::source::Loc { file, span };
-        let mut d = crate::diagnostic::Diagnostic::error(self.code, self.message).at(at(self.span), self.label).help_opt(self.help);
+        let mut d = crate::diagnostic::Diagnostic::error(self.code, self.message)
+            .at(at(self.span), self.label)
+            .help_opt(self.help);
         if let Some((span, text)) = self.related {
             d = d.related(at(span), text);
         }
@@ -337,14 +489,18 @@ fn resolve_plain(s: &str) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse::<i64>().map_or_else(|_| Value::Float(s.parse().unwrap_or(f64::NAN)), Value::Int);
+        return s
+            .parse::<i64>()
+            .map_or_else(|_| Value::Float(s.parse().unwrap_or(f64::NAN)), Value::Int);
     }
     if let Some(hex) = s.strip_prefix("0x") {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -371,7 +527,10 @@ fn is_float(s: &str) -> bool {
         None => (s, None),
     };
     let mantissa_ok = match mantissa.split_once('.') {
-        Some((int, frac)) => (!int.is_empty() || !frac.is_empty()) && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) && !(int.is_empty() && frac.is_empty()),
+        Some((int, frac)) => {
+            !(int.is_empty() && frac.is_empty())
+                && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+        }
         None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
     };
     let exponent_ok = exponent.is_none_or(|e| {
@@ -383,6 +542,7 @@ fn is_float(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
     use std::path::PathBuf;
 
     use super::*;
@@ -395,13 +555,17 @@ mod tests {
 
     fn first_error(text: &str) -> (&'static str, (usize, usize)) {
         let (file, parsed) = parse_str(text);
-        let e = parsed.errors.first().unwrap_or_else(|| panic!("expected an error for {text:?}"));
+        let e = parsed
+            .errors
+            .first()
+            .unwrap_or_else(|| panic!("expected an error for {text:?}"));
         (e.code, file.line_col(e.span.start))
     }
 
     #[test]
     fn spans_point_at_nodes() {
-        let (file, parsed) = parse_str("version: 1\nservices:\n  - name: café\n    after: [a, \"b\"]\n");
+        let (file, parsed) =
+            parse_str("version: 1\nservices:\n  - name: café\n    after: [a, \"b\"]\n");
         assert!(parsed.errors.is_empty());
         let root = parsed.root.unwrap();
         let services = &root.get("services").unwrap().value;
@@ -453,18 +617,27 @@ mod tests {
     fn hostile_yaml_gets_errors_not_crashes() {
         assert_eq!(first_error("a:\n\tb: 1\n").0, "duet::yaml::syntax");
         assert_eq!(first_error("a: [1, 2\n").0, "duet::yaml::syntax");
-        assert_eq!(first_error("a: 1\n---\nb: 2\n"), ("duet::yaml::multiple-documents", (2, 1)));
+        assert_eq!(
+            first_error("a: 1\n---\nb: 2\n"),
+            ("duet::yaml::multiple-documents", (2, 1))
+        );
         assert_eq!(first_error("a: !custom x\n").0, "duet::yaml::tag");
         assert_eq!(first_error("? [a]\n: 1\n").0, "duet::yaml::complex-key");
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         // The parser itself limits flow nesting; either way it is an error, never a crash.
         assert!(first_error(&deep).0.starts_with("duet::yaml::"));
-        let block: String = (0..200).map(|i| format!("{}k{i}:\n", "  ".repeat(i))).collect();
+        let block: String = (0..200).fold(String::new(), |mut s, i| {
+            let _ = writeln!(s, "{}k{i}:", "  ".repeat(i));
+            s
+        });
         assert_eq!(first_error(&block), ("duet::yaml::too-deep", (65, 129)));
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let p = i - 1;
-            bomb.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+            let _ = writeln!(
+                bomb,
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]"
+            );
         }
         assert_eq!(first_error(&bomb).0, "duet::yaml::too-large");
     }
@@ -474,7 +647,10 @@ mod tests {
         let (_, parsed) = parse_str("base: &b {x: 1}\ncopy: *b\n");
         assert!(parsed.errors.is_empty());
         let root = parsed.root.unwrap();
-        assert_eq!(root.get("copy").unwrap().value.to_json(), serde_json::json!({"x": 1}));
+        assert_eq!(
+            root.get("copy").unwrap().value.to_json(),
+            serde_json::json!({"x": 1})
+        );
     }
 
     #[test]

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "duet", version, about = "Declarative, checkable, interruptible online server upgrades", propagate_version = true)]
+#[command(
+    name = "duet",
+    version,
+    about = "Declarative, checkable, interruptible online server upgrades",
+    propagate_version = true
+)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -34,7 +39,7 @@ pub(crate) enum Command {
     /// Show which file and line set each resolved setting, and what it overrode.
     Explain {
         plan: PathBuf,
-        /// One setting: title, comments, disks, logs.staging_dir, service:NAME, action:ID, log:NAME.
+        /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `service:NAME`, `action:ID`, `log:NAME`.
         key: Option<String>,
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,

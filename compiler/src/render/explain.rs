@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::table;
-use crate::plan::{Kind, KeyedEntry, Setting};
+use crate::plan::{KeyedEntry, Kind, Setting};
 use crate::resolve::ResolvedPlan;
 use crate::source::SourceMap;
 use crate::suggest;
@@ -13,24 +13,44 @@ use crate::suggest;
 fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
     match kind {
         Kind::Service => &[("after", Some("[]")), ("enabled", Some("true"))],
-        Kind::Action => &[("file", None), ("args", Some("[]")), ("control", None), ("timing", Some("default")), ("timeout", Some("10m")), ("rerun", Some("safe")), ("enabled", Some("true"))],
+        Kind::Action => &[
+            ("file", None),
+            ("args", Some("[]")),
+            ("control", None),
+            ("timing", Some("default")),
+            ("timeout", Some("10m")),
+            ("rerun", Some("safe")),
+            ("enabled", Some("true")),
+        ],
         Kind::Log => &[("enabled", Some("true"))],
     }
 }
 
 /// Every key `explain` accepts for this plan, in output order.
 pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
-    let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"].map(String::from).to_vec();
-    keys.extend(plan.entries.iter().chain(&plan.dropped).map(|e| format!("{}:{}", e.kind.as_str(), e.key)));
+    let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"]
+        .map(String::from)
+        .to_vec();
+    keys.extend(
+        plan.entries
+            .iter()
+            .chain(&plan.dropped)
+            .map(|e| format!("{}:{}", e.kind.as_str(), e.key)),
+    );
     keys
 }
 
 /// The provenance of one key, or of all when `key` is `None`. `Err` names the unknown key.
-pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Result<String, String> {
+pub fn render(
+    plan: &ResolvedPlan,
+    sources: &SourceMap,
+    key: Option<&str>,
+) -> Result<String, String> {
     let all = keys(plan);
     if let Some(key) = key {
         if !all.iter().any(|k| k == key) {
-            let hint = suggest::did_you_mean(key, all.iter().map(String::as_str)).unwrap_or_else(|| format!("known keys: {}", all.join(", ")));
+            let hint = suggest::did_you_mean(key, all.iter().map(String::as_str))
+                .unwrap_or_else(|| format!("known keys: {}", all.join(", ")));
             return Err(format!("`{key}` is not a setting of this plan; {hint}"));
         }
     }
@@ -38,14 +58,25 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
     let at = |setting: &Setting| sources.describe(setting.loc);
     let mut out = String::new();
 
-    for (name, setting) in [("title", &plan.title), ("comments", &plan.comments), ("logs.staging_dir", &plan.staging_dir)] {
+    for (name, setting) in [
+        ("title", &plan.title),
+        ("comments", &plan.comments),
+        ("logs.staging_dir", &plan.staging_dir),
+    ] {
         if !wanted(name) {
             continue;
         }
         match setting {
             Some(s) => {
                 let value = s.value.to_string();
-                let shown = if value.contains("\\n") { format!("{}...\"", &value[..value.find("\\n").unwrap_or(value.len())]) } else { value };
+                let shown = if value.contains("\\n") {
+                    format!(
+                        "{}...\"",
+                        &value[..value.find("\\n").unwrap_or(value.len())]
+                    )
+                } else {
+                    value
+                };
                 let _ = writeln!(out, "{name} = {shown}\n  set at {}", at(s));
                 for o in &s.overridden {
                     let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
@@ -61,15 +92,33 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
     if wanted("disks") {
         match &plan.disks {
             Some(d) => {
-                let names = |list: &[crate::plan::Spanned<String>]| list.iter().map(|n| n.value.as_str()).collect::<Vec<_>>().join(", ");
-                let _ = writeln!(out, "disks\n  set at {}\n  system = [{}]\n  data = [{}]", sources.describe(d.loc), names(&d.system), names(&d.data));
+                let names = |list: &[crate::plan::Spanned<String>]| {
+                    list.iter()
+                        .map(|n| n.value.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    out,
+                    "disks\n  set at {}\n  system = [{}]\n  data = [{}]",
+                    sources.describe(d.loc),
+                    names(&d.system),
+                    names(&d.data)
+                );
             }
             None => {
-                let _ = writeln!(out, "disks: not selected by the top-level plan (mandatory system disks only)");
+                let _ = writeln!(
+                    out,
+                    "disks: not selected by the top-level plan (mandatory system disks only)"
+                );
             }
         }
         for ignored in &plan.ignored_disks {
-            let _ = writeln!(out, "  ignored: {} (included plans' disk selections are ignored)", sources.describe(ignored.loc));
+            let _ = writeln!(
+                out,
+                "  ignored: {} (included plans' disk selections are ignored)",
+                sources.describe(ignored.loc)
+            );
         }
         out.push('\n');
     }
@@ -85,7 +134,11 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
 
 fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &SourceMap) {
     let decls: Vec<String> = entry.decls.iter().map(|&d| sources.describe(d)).collect();
-    let state = if entry.enabled() { "" } else { "  (disabled: dropped from the plan)" };
+    let state = if entry.enabled() {
+        ""
+    } else {
+        "  (disabled: dropped from the plan)"
+    };
     let _ = writeln!(out, "{name}{state}\n  declared at {}", decls.join(", "));
     let mut rows = Vec::new();
     for (field, default) in fields(entry.kind) {
@@ -93,11 +146,20 @@ fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &Sourc
             Some(s) => {
                 let mut from = format!("set at {}", sources.describe(s.loc));
                 for o in &s.overridden {
-                    let _ = write!(from, "; overrides {} ({})", sources.describe(o.loc), o.value);
+                    let _ = write!(
+                        from,
+                        "; overrides {} ({})",
+                        sources.describe(o.loc),
+                        o.value
+                    );
                 }
                 rows.push(vec![(*field).to_owned(), format!("= {}", s.value), from]);
             }
-            None => rows.push(vec![(*field).to_owned(), format!("= {}", default.unwrap_or("(missing)")), "default".to_owned()]),
+            None => rows.push(vec![
+                (*field).to_owned(),
+                format!("= {}", default.unwrap_or("(missing)")),
+                "default".to_owned(),
+            ]),
         }
     }
     out.push_str(&table(&rows, "  "));

@@ -5,10 +5,20 @@ pub mod explain;
 pub mod graph;
 pub mod summary;
 
+use std::fmt::Write;
+
 /// Left-aligned columns; the last column is not padded.
 fn table(rows: &[Vec<String>], indent: &str) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let mut line = String::from(indent);
@@ -16,7 +26,7 @@ fn table(rows: &[Vec<String>], indent: &str) -> String {
             if c + 1 == row.len() {
                 line.push_str(cell);
             } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
             }
         }
         out.push_str(line.trim_end());
