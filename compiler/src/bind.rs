@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::inventory::{DiskLocation, Inventory};
-use crate::plan::{FieldValue, Spanned};
+use crate::plan::{DiskSelection, FieldValue, Spanned};
 use crate::resolve::ResolvedPlan;
 use crate::source::Loc;
 use crate::suggest;
@@ -26,18 +26,10 @@ pub struct BoundPlan {
     pub disks: DiskClasses,
 }
 
-pub fn bind(
-    plan: &ResolvedPlan,
-    inventory: &Inventory,
-    inventory_name: &str,
-    diags: &mut Diagnostics,
-) -> BoundPlan {
+pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) -> BoundPlan {
     let disks = classify_disks(plan, inventory, inventory_name, diags);
-    let on_system = |path: &Path| {
-        inventory
-            .volume_of(path)
-            .map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))))
-    };
+    let on_system =
+        |path: &Path| inventory.volume_of(path).map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))));
 
     for action in &plan.actions {
         let file = &action.file;
@@ -55,9 +47,14 @@ pub fn bind(
         }
         match on_system(file) {
             None => diags.push(no_volume(action.file_loc, &shown.to_string(), inventory_name)),
-            Some((volume, false)) => diags.push(Diagnostic::error("duet::action::not-on-system-disk", format!("The executable file {shown} is not on a system disk"))
+            Some((volume, false)) => diags.push(
+                Diagnostic::error(
+                    "duet::action::not-on-system-disk",
+                    format!("The executable file {shown} is not on a system disk"),
+                )
                 .at(action.file_loc, format!("on volume `{}` (data)", volume.id))
-                .help("the Upgrade Side cannot reach data disks while split; move the executable to a system disk")),
+                .help("the Upgrade Side cannot reach data disks while split; move the executable to a system disk"),
+            ),
             Some(_) => {}
         }
     }
@@ -78,44 +75,49 @@ pub fn bind(
             diags.push(
                 Diagnostic::error(
                     "duet::logs::unknown",
-                    format!(
-                        "event log `{}` does not exist on {inventory_name}",
-                        log.name
-                    ),
+                    format!("event log `{}` does not exist on {inventory_name}", log.name),
                 )
                 .at(log.decl, "unknown event log")
                 .help_opt(
-                    suggest::did_you_mean(
-                        &log.name,
-                        inventory.event_logs.iter().map(String::as_str),
-                    )
-                    .or_else(|| {
-                        Some(format!(
-                            "event logs there: {}",
-                            inventory.event_logs.join(", ")
-                        ))
-                    }),
+                    suggest::did_you_mean(&log.name, inventory.event_logs.iter().map(String::as_str))
+                        .or_else(|| Some(format!("event logs there: {}", inventory.event_logs.join(", ")))),
                 ),
             );
         }
     }
     for service in &plan.services {
         if !inventory.services.iter().any(|s| s.name == service.name) {
-            diags.push(Diagnostic::error("duet::service::unknown", format!("service `{}` does not exist on {inventory_name}", service.name))
+            diags.push(
+                Diagnostic::error(
+                    "duet::service::unknown",
+                    format!("service `{}` does not exist on {inventory_name}", service.name),
+                )
                 .at(service.decl, "unknown service")
-                .help_opt(suggest::did_you_mean(&service.name, inventory.services.iter().map(|s| s.name.as_str())).or_else(|| Some("check the service name, or install the service before checking the plan".into()))));
+                .help_opt(
+                    suggest::did_you_mean(&service.name, inventory.services.iter().map(|s| s.name.as_str())).or_else(
+                        || Some("check the service name, or install the service before checking the plan".into()),
+                    ),
+                ),
+            );
         }
     }
     BoundPlan { disks }
 }
 
 fn no_volume(loc: Loc, path: &str, inventory_name: &str) -> Diagnostic {
-    Diagnostic::error(
-        "duet::inventory::no-volume",
-        format!("{path} is not on any volume of {inventory_name}"),
-    )
-    .at(loc, "no volume mounts this path")
-    .help("use a path under one of the inventory's volume mounts")
+    Diagnostic::error("duet::inventory::no-volume", format!("{path} is not on any volume of {inventory_name}"))
+        .at(loc, "no volume mounts this path")
+        .help("use a path under one of the inventory's volume mounts")
+}
+
+/// Classifies every disk of the machine in three passes over one growing set of system disks:
+/// the plan's selection, the mandatory system disks, and volumes spanning several disks.
+struct DiskClassifier<'a> {
+    inventory: &'a Inventory,
+    inventory_name: &'a str,
+    selection: Option<&'a DiskSelection>,
+    system: BTreeSet<String>,
+    diags: &'a mut Diagnostics,
 }
 
 fn classify_disks(
@@ -124,49 +126,41 @@ fn classify_disks(
     inventory_name: &str,
     diags: &mut Diagnostics,
 ) -> DiskClasses {
-    let selection = plan.disks.as_ref();
-    let listed = |pick: fn(&crate::plan::DiskSelection) -> &Vec<Spanned<String>>| {
-        selection.map(pick).cloned().unwrap_or_default()
-    };
-    let (system_listed, data_listed) = (listed(|s| &s.system), listed(|s| &s.data));
-    let mut system: BTreeSet<String> = BTreeSet::new();
-    let data_named: Vec<&Spanned<String>> = data_listed.iter().collect();
+    let mut c =
+        DiskClassifier { inventory, inventory_name, selection: plan.disks.as_ref(), system: BTreeSet::new(), diags };
+    c.selected();
+    c.mandatory();
+    c.spanning();
+    let (system, data) = inventory.disks.iter().map(|d| d.id.clone()).partition(|id| c.system.contains(id));
+    DiskClasses { system, data }
+}
 
-    for (name, as_system) in system_listed
-        .iter()
-        .map(|n| (n, true))
-        .chain(data_listed.iter().map(|n| (n, false)))
-    {
-        let Some(disk) = inventory.disk(&name.value) else {
-            diags.push(
-                Diagnostic::error(
-                    "duet::disk::unknown",
-                    format!("disk `{}` does not exist on {inventory_name}", name.value),
-                )
-                .at(name.loc, "unknown disk")
-                .help_opt(
-                    suggest::did_you_mean(
-                        &name.value,
-                        inventory.disks.iter().map(|d| d.id.as_str()),
+impl DiskClassifier<'_> {
+    fn listed_as_data(&self, disk: &str) -> Option<&Spanned<String>> {
+        self.selection.and_then(|s| s.data.iter().find(|n| n.value == disk))
+    }
+
+    /// Only internal RDR disks can be selected; external disks are always data.
+    fn selected(&mut self) {
+        let Some(selection) = self.selection else { return };
+        let named = selection.system.iter().map(|n| (n, true)).chain(selection.data.iter().map(|n| (n, false)));
+        for (name, as_system) in named {
+            let Some(disk) = self.inventory.disk(&name.value) else {
+                let ids = self.inventory.disks.iter().map(|d| d.id.as_str());
+                let hint = suggest::did_you_mean(&name.value, ids.clone())
+                    .unwrap_or_else(|| format!("disks there: {}", ids.collect::<Vec<_>>().join(", ")));
+                self.diags.push(
+                    Diagnostic::error(
+                        "duet::disk::unknown",
+                        format!("disk `{}` does not exist on {}", name.value, self.inventory_name),
                     )
-                    .or_else(|| {
-                        Some(format!(
-                            "disks there: {}",
-                            inventory
-                                .disks
-                                .iter()
-                                .map(|d| d.id.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ))
-                    }),
-                ),
-            );
-            continue;
-        };
-        if as_system {
-            if let Some(other) = data_listed.iter().find(|d| d.value == name.value) {
-                diags.push(
+                    .at(name.loc, "unknown disk")
+                    .help(hint),
+                );
+                continue;
+            };
+            if let Some(other) = self.listed_as_data(&name.value).filter(|_| as_system) {
+                self.diags.push(
                     Diagnostic::error(
                         "duet::disk::both",
                         format!("disk `{}` is listed as both system and data", name.value),
@@ -175,97 +169,97 @@ fn classify_disks(
                     .related(name.loc, "listed as system"),
                 );
             }
-        }
-        match (disk.location, disk.rdr, as_system) {
-            (DiskLocation::External, _, true) => diags.push(Diagnostic::error("duet::disk::external", format!("disk `{}` is an external disk; external disks are always data disks", name.value))
+            let id = &name.value;
+            let problem = match (disk.location, disk.rdr, as_system) {
+                (DiskLocation::External, _, true) => Diagnostic::error(
+                    "duet::disk::external",
+                    format!("disk `{id}` is an external disk; external disks are always data disks"),
+                )
                 .at(name.loc, "external disk")
-                .help("only internal disks mirrored with RDR can be system disks")),
-            (DiskLocation::External, _, false) => diags.push(Diagnostic::warning("duet::disk::external", format!("disk `{}` is an external disk, which is always a data disk; listing it changes nothing", name.value)).at(name.loc, "external disk")),
-            (DiskLocation::Internal, false, _) => diags.push(Diagnostic::error("duet::disk::not-rdr", format!("disk `{}` is not mirrored with RDR; only internal RDR disks can be selected", name.value))
+                .help("only internal disks mirrored with RDR can be system disks"),
+                (DiskLocation::External, _, false) => Diagnostic::warning(
+                    "duet::disk::external",
+                    format!("disk `{id}` is an external disk, which is always a data disk; listing it changes nothing"),
+                )
+                .at(name.loc, "external disk"),
+                (DiskLocation::Internal, false, _) => Diagnostic::error(
+                    "duet::disk::not-rdr",
+                    format!("disk `{id}` is not mirrored with RDR; only internal RDR disks can be selected"),
+                )
                 .at(name.loc, "not an RDR disk")
-                .help("mirror the disk with RDR, or remove it from the selection")),
-            (DiskLocation::Internal, true, true) => {
-                system.insert(name.value.clone());
-            }
-            (DiskLocation::Internal, true, false) => {}
-        }
-    }
-
-    // Mandatory system disks: a volume on them is boot or paging, or holds a mount point of one.
-    let mut mandatory: Vec<(String, String)> = Vec::new();
-    for volume in &inventory.volumes {
-        let holds_mount = inventory.volumes.iter().any(|w| {
-            (w.boot || w.paging)
-                && w.id != volume.id
-                && Path::new(&w.mount)
-                    .parent()
-                    .and_then(|p| {
-                        inventory
-                            .volumes
-                            .iter()
-                            .filter(|v| v.id != w.id && p.starts_with(&v.mount))
-                            .max_by_key(|v| v.mount.len())
-                    })
-                    .is_some_and(|v| v.id == volume.id)
-        });
-        if volume.boot || volume.paging || holds_mount {
-            for disk in &volume.disks {
-                mandatory.push((disk.clone(), volume.id.clone()));
-            }
-        }
-    }
-    for (disk, volume) in &mandatory {
-        if let Some(named) = data_named.iter().find(|n| &n.value == disk) {
-            diags.push(Diagnostic::error("duet::disk::mandatory", format!("disk `{disk}` is a mandatory system disk and cannot be a data disk"))
-                .at(named.loc, format!("volume `{volume}` on it holds boot or paging files"))
-                .help("remove it from `disks.data`; mandatory system disks are always upgraded as system disks"));
-        }
-        system.insert(disk.clone());
-    }
-
-    // A volume spanning several disks makes all of them system when one is.
-    loop {
-        let mut grew = false;
-        for volume in &inventory.volumes {
-            let Some(anchor) = volume.disks.iter().find(|d| system.contains(*d)).cloned() else {
-                continue;
+                .help("mirror the disk with RDR, or remove it from the selection"),
+                (DiskLocation::Internal, true, true) => {
+                    self.system.insert(id.clone());
+                    continue;
+                }
+                (DiskLocation::Internal, true, false) => continue,
             };
+            self.diags.push(problem);
+        }
+    }
+
+    /// Mandatory system disks: a volume on them is boot or paging, or holds the mount point of
+    /// such a volume (the volume that contains the directory it is mounted on).
+    fn mandatory(&mut self) {
+        let volumes = &self.inventory.volumes;
+        let host_of = |w: &crate::inventory::Volume| {
+            let parent = Path::new(&w.mount).parent()?;
+            volumes.iter().filter(|v| v.id != w.id && parent.starts_with(&v.mount)).max_by_key(|v| v.mount.len())
+        };
+        for volume in volumes {
+            let holds_mount =
+                volumes.iter().any(|w| (w.boot || w.paging) && host_of(w).is_some_and(|h| h.id == volume.id));
+            if !(volume.boot || volume.paging || holds_mount) {
+                continue;
+            }
             for disk in &volume.disks {
-                if system.insert(disk.clone()) {
+                if let Some(named) = self.listed_as_data(disk) {
+                    self.diags.push(
+                        Diagnostic::error(
+                            "duet::disk::mandatory",
+                            format!("disk `{disk}` is a mandatory system disk and cannot be a data disk"),
+                        )
+                        .at(named.loc, format!("volume `{}` on it holds boot or paging files", volume.id))
+                        .help(
+                            "remove it from `disks.data`; mandatory system disks are always upgraded as system disks",
+                        ),
+                    );
+                }
+                self.system.insert(disk.clone());
+            }
+        }
+    }
+
+    /// A volume spanning several disks makes all of them system when one is, until nothing grows.
+    fn spanning(&mut self) {
+        loop {
+            let mut grew = false;
+            for volume in &self.inventory.volumes {
+                let Some(anchor) = volume.disks.iter().find(|d| self.system.contains(*d)).cloned() else { continue };
+                for disk in &volume.disks {
+                    if !self.system.insert(disk.clone()) {
+                        continue;
+                    }
                     grew = true;
                     let message = format!(
                         "disk `{disk}` is a system disk because volume `{}` spans it and system disk `{anchor}`",
                         volume.id
                     );
-                    if let Some(named) = data_named.iter().find(|n| &n.value == disk) {
-                        diags.push(
-                            Diagnostic::error("duet::disk::spanned", message)
-                                .at(named.loc, "listed as data")
-                                .help(
-                                    "a volume is upgraded whole: remove the disk from `disks.data`",
-                                ),
-                        );
-                    } else {
-                        let d = Diagnostic::note("duet::disk::spanned", message);
-                        diags.push(match selection {
-                            Some(s) => d.at(s.loc, "disk selection"),
-                            None => d.in_file(inventory_name),
-                        });
-                    }
+                    let d = match (self.listed_as_data(disk), self.selection) {
+                        (Some(named), _) => Diagnostic::error("duet::disk::spanned", message)
+                            .at(named.loc, "listed as data")
+                            .help("a volume is upgraded whole: remove the disk from `disks.data`"),
+                        (None, Some(s)) => Diagnostic::note("duet::disk::spanned", message).at(s.loc, "disk selection"),
+                        (None, None) => Diagnostic::note("duet::disk::spanned", message).in_file(self.inventory_name),
+                    };
+                    self.diags.push(d);
                 }
             }
-        }
-        if !grew {
-            break;
+            if !grew {
+                break;
+            }
         }
     }
-
-    let (system, data): (Vec<String>, Vec<String>) = inventory
-        .disks
-        .iter()
-        .map(|d| d.id.clone())
-        .partition(|id| system.contains(id));
-    DiskClasses { system, data }
 }
 
 #[cfg(test)]
@@ -313,14 +307,17 @@ mod tests {
             "mandatory (disk0, disk1), chosen (disk2) and spanned (disk3)"
         );
         assert_eq!(disks.data, ["disk4", "disk5", "disk6"]);
-        assert!(notes.iter().any(|n| n.code == "duet::disk::spanned" && n.message == "disk `disk3` is a system disk because volume `S` spans it and system disk `disk2`"), "{notes:#?}");
+        assert!(
+            notes.iter().any(|n| n.code == "duet::disk::spanned"
+                && n.message == "disk `disk3` is a system disk because volume `S` spans it and system disk `disk2`"),
+            "{notes:#?}"
+        );
     }
 
     #[test]
     fn disk_rules() {
-        let t = tree(
-            "version: 1\ndisks:\n  system: [disk9, disk6, disk5, disk2]\n  data: [disk0, disk1, disk3, disk2]\n",
-        );
+        let t =
+            tree("version: 1\ndisks:\n  system: [disk9, disk6, disk5, disk2]\n  data: [disk0, disk1, disk3, disk2]\n");
         let c = t.compile_with("plan.yaml", "inv.yaml");
         let m = expect_at(&c, "duet::disk::unknown", "plan.yaml", 3, 12);
         assert!(m.starts_with("disk `disk9` does not exist on"), "{m}");
@@ -345,17 +342,13 @@ mod tests {
         );
         let m = expect_at(&c, "duet::action::not-on-system-disk", "plan.yaml", 5, 12);
         assert!(
-            m.starts_with("The executable file ")
-                && m.ends_with("data/bin/on-data.sh is not on a system disk"),
+            m.starts_with("The executable file ") && m.ends_with("data/bin/on-data.sh is not on a system disk"),
             "{m}"
         );
         expect_at(&c, "duet::action::not-executable", "plan.yaml", 6, 12);
         expect_at(&c, "duet::action::not-executable", "plan.yaml", 7, 12);
         assert_eq!(
-            found(&c)
-                .iter()
-                .filter(|f| f.severity == crate::diagnostic::Severity::Error)
-                .count(),
+            found(&c).iter().filter(|f| f.severity == crate::diagnostic::Severity::Error).count(),
             4,
             "files on the system volume are on a system disk"
         );
@@ -370,14 +363,9 @@ mod tests {
         expect_at(&c, "duet::service::unknown", "plan.yaml", 2, 32);
         expect_at(&c, "duet::logs::staging-on-system-disk", "plan.yaml", 4, 16);
         expect_at(&c, "duet::logs::unknown", "plan.yaml", 5, 25);
-        let helps: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter_map(|d| d.help.as_deref())
-            .collect();
+        let helps: Vec<_> = c.diagnostics.iter().filter_map(|d| d.help.as_deref()).collect();
         assert!(
-            helps.contains(&"did you mean `MSSQLSERVER`?")
-                && helps.contains(&"did you mean `Application`?"),
+            helps.contains(&"did you mean `MSSQLSERVER`?") && helps.contains(&"did you mean `Application`?"),
             "{helps:?}"
         );
     }

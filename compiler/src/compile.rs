@@ -40,20 +40,14 @@ impl Compilation {
     }
 
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == severity)
-            .count()
+        self.diagnostics.iter().filter(|d| d.severity == severity).count()
     }
 }
 
 pub fn compile(options: &Options) -> Compilation {
     let mut sources = SourceMap::default();
     let mut diags = Diagnostics::default();
-    let inventory = options
-        .inventory
-        .as_ref()
-        .and_then(|path| Inventory::load(path, &mut sources, &mut diags));
+    let inventory = options.inventory.as_ref().and_then(|path| Inventory::load(path, &mut sources, &mut diags));
     let inventory_failed = options.inventory.is_some() && inventory.is_none();
 
     let errors_before = diags.count(Severity::Error);
@@ -72,24 +66,12 @@ pub fn compile(options: &Options) -> Compilation {
             let requests = dag::build_requests(&plan);
             dag::validate(&requests, &mut diags);
             if !diags.has_errors() {
-                compiled = Some(assemble(
-                    &plan,
-                    bound.as_ref(),
-                    inventory_name,
-                    requests,
-                    &sources,
-                ));
+                compiled = Some(assemble(&plan, bound.as_ref(), inventory_name, requests, &sources));
             }
         }
         resolved = Some(plan);
     }
-    Compilation {
-        diagnostics: diags.into_sorted(),
-        sources,
-        resolved,
-        inventory,
-        compiled,
-    }
+    Compilation { diagnostics: diags.into_sorted(), sources, resolved, inventory, compiled }
 }
 
 fn text(setting: Option<&Setting>) -> Option<String> {
@@ -101,10 +83,7 @@ fn text(setting: Option<&Setting>) -> Option<String> {
 
 fn source(loc: Loc, sources: &SourceMap) -> compiled::Source {
     let file = sources.get(loc.file);
-    compiled::Source {
-        file: file.display.clone(),
-        line: file.line_col(loc.span.start).0,
-    }
+    compiled::Source { file: file.display.clone(), line: file.line_col(loc.span.start).0 }
 }
 
 fn assemble(
@@ -115,20 +94,11 @@ fn assemble(
     sources: &SourceMap,
 ) -> CompiledPlan {
     let names = |pick: fn(&crate::plan::DiskSelection) -> &Vec<crate::plan::Spanned<String>>| {
-        plan.disks
-            .as_ref()
-            .map(|d| pick(d).iter().map(|n| n.value.clone()).collect())
-            .unwrap_or_default()
+        plan.disks.as_ref().map(|d| pick(d).iter().map(|n| n.value.clone()).collect()).unwrap_or_default()
     };
     let disks = match bound {
-        Some(b) => compiled::Disks {
-            system: b.disks.system.clone(),
-            data: b.disks.data.clone(),
-        },
-        None => compiled::Disks {
-            system: names(|d| &d.system),
-            data: names(|d| &d.data),
-        },
+        Some(b) => compiled::Disks { system: b.disks.system.clone(), data: b.disks.data.clone() },
+        None => compiled::Disks { system: names(|d| &d.system), data: names(|d| &d.data) },
     };
     CompiledPlan {
         format_version: FORMAT_VERSION,

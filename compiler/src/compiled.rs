@@ -273,11 +273,7 @@ impl Request {
     /// The request as a petgraph DAG, edges from a dependency to its dependent.
     pub fn graph(&self) -> DiGraph<&Step, ()> {
         let mut graph = DiGraph::with_capacity(self.steps.len(), self.steps.len());
-        let index: IndexMap<&str, NodeIndex> = self
-            .steps
-            .iter()
-            .map(|s| (s.id.as_str(), graph.add_node(s)))
-            .collect();
+        let index: IndexMap<&str, NodeIndex> = self.steps.iter().map(|s| (s.id.as_str(), graph.add_node(s))).collect();
         for step in &self.steps {
             for dep in &step.after {
                 if let Some(&from) = index.get(dep.as_str()) {
@@ -292,12 +288,8 @@ impl Request {
 impl CompiledPlan {
     /// Reads a compiled plan, refusing a format version this build does not understand.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
-        match value
-            .get("format_version")
-            .and_then(serde_json::Value::as_u64)
-        {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
+        match value.get("format_version").and_then(serde_json::Value::as_u64) {
             Some(v) if v == u64::from(FORMAT_VERSION) => {
                 serde_json::from_value(value).map_err(|e| format!("malformed compiled plan: {e}"))
             }

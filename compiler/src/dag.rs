@@ -18,11 +18,7 @@ pub const SPLIT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// Reports every cycle among services' `after` lists as its full path. Returns whether there
 /// was none (the DAGs can only be built without).
 pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bool {
-    let index: HashMap<&str, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
+    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
     for (i, service) in services.iter().enumerate() {
         graph.add_node(i);
@@ -35,10 +31,7 @@ pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bo
         }
     }
     let mut clean = true;
-    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph)
-        .into_iter()
-        .filter(|c| c.len() > 1)
-        .collect();
+    let mut sccs: Vec<Vec<usize>> = tarjan_scc(&graph).into_iter().filter(|c| c.len() > 1).collect();
     for scc in &mut sccs {
         scc.sort_unstable();
     }
@@ -47,17 +40,16 @@ pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bo
         clean = false;
         let path = cycle_path(&graph, &scc);
         let names: Vec<&str> = path.iter().map(|&i| services[i].name.as_str()).collect();
-        let mut d = Diagnostic::error("duet::service::cycle", format!("services are ordered in a cycle: {}", names.join(" after ")))
-            .help("services start in `after` order and stop in reverse; remove one `after` entry on the cycle");
+        let mut d = Diagnostic::error(
+            "duet::service::cycle",
+            format!("services are ordered in a cycle: {}", names.join(" after ")),
+        )
+        .help("services start in `after` order and stop in reverse; remove one `after` entry on the cycle");
         for pair in path.windows(2) {
             let (from, to) = (&services[pair[0]], &services[pair[1]]);
             if let Some(entry) = from.after.iter().find(|a| a.value == to.name) {
                 let text = format!("`{}` after `{}`", from.name, to.name);
-                d = if d.primary.is_none() {
-                    d.at(entry.loc, text)
-                } else {
-                    d.related(entry.loc, text)
-                };
+                d = if d.primary.is_none() { d.at(entry.loc, text) } else { d.related(entry.loc, text) };
             }
         }
         diags.push(d);
@@ -144,21 +136,11 @@ impl<'a> Builder<'a> {
     }
 
     fn probe(&mut self, op: Op, name: &str) {
-        self.then(Self::step(
-            format!("probe:{name}"),
-            StepKind::Probe,
-            Side::Production,
-            op,
-        ));
+        self.then(Self::step(format!("probe:{name}"), StepKind::Probe, Side::Production, op));
     }
 
     fn platform(&mut self, op: Op, name: &str, timeout_ms: Option<u64>) {
-        let mut step = Self::step(
-            format!("platform:{name}"),
-            StepKind::Platform,
-            Side::Production,
-            op,
-        );
+        let mut step = Self::step(format!("platform:{name}"), StepKind::Platform, Side::Production, op);
         step.timeout_ms = timeout_ms;
         self.then(step);
     }
@@ -166,19 +148,11 @@ impl<'a> Builder<'a> {
     /// actions(C): the enabled actions whose control is in C, by timing then resolved order,
     /// one after another on one side.
     fn actions(&mut self, controls: &[Control], side: Side, request_env: &str, hw_split: bool) {
-        let mut chosen: Vec<&Action> = self
-            .actions
-            .iter()
-            .filter(|a| controls.contains(&a.control))
-            .collect();
+        let mut chosen: Vec<&Action> = self.actions.iter().filter(|a| controls.contains(&a.control)).collect();
         chosen.sort_by_key(|a| a.timing);
         for action in chosen {
-            let mut step = Self::step(
-                format!("action:{}@{}", action.id, side.as_str()),
-                StepKind::Action,
-                side,
-                Op::Run,
-            );
+            let mut step =
+                Self::step(format!("action:{}@{}", action.id, side.as_str()), StepKind::Action, side, Op::Run);
             step.action = Some(action.id.clone());
             step.timeout_ms = Some(action.timeout_ms);
             step.env = Some(ActionEnv {
@@ -198,22 +172,13 @@ impl<'a> Builder<'a> {
             return;
         }
         let start = std::mem::take(&mut self.frontier);
-        let names: HashMap<&str, usize> = self
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.name.as_str(), i))
-            .collect();
+        let names: HashMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         // deps[i]: services whose step must finish before service i's.
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
         for (i, service) in self.services.iter().enumerate() {
             for dep in &service.after {
                 if let Some(&j) = names.get(dep.value.as_str()) {
-                    if reverse {
-                        deps[j].push(i)
-                    } else {
-                        deps[i].push(j)
-                    }
+                    if reverse { deps[j].push(i) } else { deps[i].push(j) }
                 }
             }
         }
@@ -223,19 +188,11 @@ impl<'a> Builder<'a> {
         let mut has_dependents = vec![false; self.services.len()];
         for &i in &order {
             let service = &self.services[i];
-            let mut step = Self::step(
-                format!("service:{}@{}", service.name, side.as_str()),
-                StepKind::Service,
-                side,
-                op,
-            );
+            let mut step =
+                Self::step(format!("service:{}@{}", service.name, side.as_str()), StepKind::Service, side, op);
             step.service = Some(service.name.clone());
             // A service waiting for another already waits for what that one waits for.
-            let mut step_deps = if deps[i].is_empty() {
-                start.clone()
-            } else {
-                Vec::new()
-            };
+            let mut step_deps = if deps[i].is_empty() { start.clone() } else { Vec::new() };
             for &d in &deps[i] {
                 step_deps.push(step_of[d]);
                 has_dependents[d] = true;
@@ -243,11 +200,7 @@ impl<'a> Builder<'a> {
             step_deps.sort_unstable();
             step_of[i] = self.push(step, &step_deps);
         }
-        self.frontier = order
-            .iter()
-            .filter(|&&i| !has_dependents[i])
-            .map(|&i| step_of[i])
-            .collect();
+        self.frontier = order.iter().filter(|&&i| !has_dependents[i]).map(|&i| step_of[i]).collect();
         self.frontier.sort_unstable();
     }
 
@@ -269,24 +222,13 @@ impl<'a> Builder<'a> {
         if logs.is_empty() {
             return;
         }
-        let mut step = Self::step(
-            "logs:backup".into(),
-            StepKind::LogBackup,
-            Side::Production,
-            Op::Backup,
-        );
+        let mut step = Self::step("logs:backup".into(), StepKind::LogBackup, Side::Production, Op::Backup);
         step.logs = logs.to_vec();
         self.then(step);
     }
 
     fn finish(self) -> (RequestName, Request) {
-        (
-            self.request,
-            Request {
-                state: self.state,
-                steps: self.steps,
-            },
-        )
+        (self.request, Request { state: self.state, steps: self.steps })
     }
 }
 
@@ -302,8 +244,7 @@ fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> =
-        (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut out = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         out.push(i);
@@ -314,11 +255,7 @@ fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
             }
         }
     }
-    if out.len() == n {
-        out
-    } else {
-        (0..n).collect()
-    }
+    if out.len() == n { out } else { (0..n).collect() }
 }
 
 /// Every request's steps, in the order of [`RequestName::ALL`].
@@ -398,12 +335,7 @@ pub fn validate(requests: &IndexMap<RequestName, Request>, diags: &mut Diagnosti
             s.after
                 .iter()
                 .find(|d| !seen.contains(d.as_str()))
-                .map(|d| {
-                    format!(
-                        "step `{}` depends on `{d}`, which does not come before it",
-                        s.id
-                    )
-                })
+                .map(|d| format!("step `{}` depends on `{d}`, which does not come before it", s.id))
         });
         let problem = problem.or_else(|| {
             toposort(&request.graph(), None)
@@ -452,11 +384,7 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     }
 
     fn ids(plan: &CompiledPlan, request: RequestName) -> Vec<String> {
-        plan.requests[&request]
-            .steps
-            .iter()
-            .map(|s| s.id.clone())
-            .collect()
+        plan.requests[&request].steps.iter().map(|s| s.id.clone()).collect()
     }
 
     fn after(plan: &CompiledPlan, request: RequestName, id: &str) -> Vec<String> {
@@ -485,12 +413,7 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         );
         assert_eq!(
             ids(&p, RequestName::PrepareSplit),
-            [
-                "probe:readiness",
-                "action:early-adv@production",
-                "action:adv@production",
-                "action:late-adv@production"
-            ]
+            ["probe:readiness", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]
         );
         assert_eq!(
             ids(&p, RequestName::ExecuteSplit),
@@ -509,10 +432,7 @@ logs: {staging_dir: /data/logs, backup: [Application]}
                 "action:late-adv@upgrade",
             ]
         );
-        assert_eq!(
-            ids(&p, RequestName::PrepareMerge)[0],
-            "probe:merge-readiness"
-        );
+        assert_eq!(ids(&p, RequestName::PrepareMerge)[0], "probe:merge-readiness");
         assert_eq!(
             ids(&p, RequestName::ExecuteMerge),
             [
@@ -536,21 +456,11 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         );
         assert_eq!(
             ids(&p, RequestName::Commit),
-            [
-                "platform:commit",
-                "action:early-adv@upgrade",
-                "action:adv@upgrade",
-                "action:late-adv@upgrade"
-            ]
+            ["platform:commit", "action:early-adv@upgrade", "action:adv@upgrade", "action:late-adv@upgrade"]
         );
         assert_eq!(
             ids(&p, RequestName::AbortFromSplit),
-            [
-                "platform:abort",
-                "action:early-adv@production",
-                "action:adv@production",
-                "action:late-adv@production"
-            ]
+            ["platform:abort", "action:early-adv@production", "action:adv@production", "action:late-adv@production"]
         );
         assert_eq!(
             ids(&p, RequestName::AbortFromMerge),
@@ -570,27 +480,15 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     fn services_stop_in_reverse_and_start_in_order_and_unrelated_ones_run_concurrently() {
         let p = compiled();
         let split = RequestName::ExecuteSplit;
-        assert_eq!(
-            after(&p, split, "service:Web@upgrade"),
-            ["action:stop1@upgrade"]
-        );
-        assert_eq!(
-            after(&p, split, "service:App@upgrade"),
-            ["service:Web@upgrade"]
-        );
-        assert_eq!(
-            after(&p, split, "service:DB@upgrade"),
-            ["service:App@upgrade"]
-        );
+        assert_eq!(after(&p, split, "service:Web@upgrade"), ["action:stop1@upgrade"]);
+        assert_eq!(after(&p, split, "service:App@upgrade"), ["service:Web@upgrade"]);
+        assert_eq!(after(&p, split, "service:DB@upgrade"), ["service:App@upgrade"]);
         assert_eq!(
             after(&p, split, "service:Cache@upgrade"),
             ["action:stop1@upgrade"],
             "Cache has no order: it stops alongside Web"
         );
-        assert_eq!(
-            after(&p, split, "action:early-adv@production"),
-            ["service:DB@upgrade", "service:Cache@upgrade"]
-        );
+        assert_eq!(after(&p, split, "action:early-adv@production"), ["service:DB@upgrade", "service:Cache@upgrade"]);
         assert_eq!(
             after(&p, split, "action:early-adv@upgrade"),
             ["service:DB@upgrade", "service:Cache@upgrade"],
@@ -598,19 +496,9 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         );
         let merge = RequestName::ExecuteMerge;
         assert_eq!(after(&p, merge, "service:DB@upgrade"), ["platform:merge"]);
-        assert_eq!(
-            after(&p, merge, "service:Web@upgrade"),
-            ["service:App@upgrade"]
-        );
-        assert_eq!(
-            after(&p, merge, "action:start1@upgrade"),
-            ["service:Web@upgrade", "service:Cache@upgrade"]
-        );
-        assert_eq!(
-            p.requests[&split].steps[0].timeout_ms,
-            Some(300_000),
-            "split gives up after 5 minutes"
-        );
+        assert_eq!(after(&p, merge, "service:Web@upgrade"), ["service:App@upgrade"]);
+        assert_eq!(after(&p, merge, "action:start1@upgrade"), ["service:Web@upgrade", "service:Cache@upgrade"]);
+        assert_eq!(p.requests[&split].steps[0].timeout_ms, Some(300_000), "split gives up after 5 minutes");
         for request in p.requests.values() {
             assert!(petgraph::algo::toposort(&request.graph(), None).is_ok());
         }
@@ -620,28 +508,15 @@ logs: {staging_dir: /data/logs, backup: [Application]}
     fn actions_see_the_guides_environment() {
         let p = compiled();
         let env = |request, id: &str| {
-            let step = p.requests[&request]
-                .steps
-                .iter()
-                .find(|s| s.id == id)
-                .unwrap();
+            let step = p.requests[&request].steps.iter().find(|s| s.id == id).unwrap();
             let e = step.env.as_ref().unwrap();
-            [
-                e.side.as_str(),
-                e.state.as_str(),
-                e.request.as_str(),
-                e.hw_split.as_str(),
-            ]
-            .map(str::to_owned)
+            [e.side.as_str(), e.state.as_str(), e.request.as_str(), e.hw_split.as_str()].map(str::to_owned)
         };
         assert_eq!(
             env(RequestName::CheckReadiness, "action:check@production"),
             ["Production", "Idle", "CheckReadiness", "No"]
         );
-        assert_eq!(
-            env(RequestName::ExecuteSplit, "action:stop1@upgrade"),
-            ["Upgrade", "Split", "Stop", "Yes"]
-        );
+        assert_eq!(env(RequestName::ExecuteSplit, "action:stop1@upgrade"), ["Upgrade", "Split", "Stop", "Yes"]);
         assert_eq!(
             env(RequestName::ExecuteSplit, "action:adv@production"),
             ["Production", "Split", "ExecuteSplit", "Yes"]
@@ -650,30 +525,15 @@ logs: {staging_dir: /data/logs, backup: [Application]}
             env(RequestName::PrepareMerge, "action:adv@upgrade"),
             ["Upgrade", "PrepareMerge", "PrepareMerge", "Yes"]
         );
-        assert_eq!(
-            env(RequestName::ExecuteMerge, "action:stop1@production"),
-            ["Production", "Merge", "Stop", "Yes"]
-        );
-        assert_eq!(
-            env(RequestName::ExecuteMerge, "action:bak@production"),
-            ["Production", "Merge", "Backup", "Yes"]
-        );
-        assert_eq!(
-            env(RequestName::ExecuteMerge, "action:start1@upgrade"),
-            ["Upgrade", "Merge", "Start", "No"]
-        );
-        assert_eq!(
-            env(RequestName::Commit, "action:adv@upgrade"),
-            ["Upgrade", "Commit", "Commit", "No"]
-        );
+        assert_eq!(env(RequestName::ExecuteMerge, "action:stop1@production"), ["Production", "Merge", "Stop", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteMerge, "action:bak@production"), ["Production", "Merge", "Backup", "Yes"]);
+        assert_eq!(env(RequestName::ExecuteMerge, "action:start1@upgrade"), ["Upgrade", "Merge", "Start", "No"]);
+        assert_eq!(env(RequestName::Commit, "action:adv@upgrade"), ["Upgrade", "Commit", "Commit", "No"]);
         assert_eq!(
             env(RequestName::AbortFromMerge, "action:start1@production"),
             ["Production", "Abort", "Start", "No"]
         );
-        assert_eq!(
-            env(RequestName::AbortFromSplit, "action:adv@production"),
-            ["Production", "Abort", "Abort", "No"]
-        );
+        assert_eq!(env(RequestName::AbortFromSplit, "action:adv@production"), ["Production", "Abort", "Abort", "No"]);
     }
 
     #[test]
@@ -684,10 +544,7 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         )]);
         let c = t.compile("plan.yaml");
         let m = expect_at(&c, "duet::service::cycle", "plan.yaml", 3, 23);
-        assert_eq!(
-            m,
-            "services are ordered in a cycle: A after C after B after A"
-        );
+        assert_eq!(m, "services are ordered in a cycle: A after C after B after A");
         assert_eq!(c.diagnostics[0].related.len(), 2);
         assert!(!c.is_valid());
     }
@@ -702,10 +559,6 @@ logs: {staging_dir: /data/logs, backup: [Application]}
             CompiledPlan::from_json(&newer).unwrap_err(),
             "compiled plan format version 2 is not supported; this duet reads version 1"
         );
-        assert!(
-            CompiledPlan::from_json("{}")
-                .unwrap_err()
-                .contains("no `format_version`")
-        );
+        assert!(CompiledPlan::from_json("{}").unwrap_err().contains("no `format_version`"));
     }
 }

@@ -37,15 +37,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     fn new(severity: Severity, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            severity,
-            code,
-            message: message.into(),
-            primary: None,
-            path: None,
-            related: Vec::new(),
-            help: None,
-        }
+        Self { severity, code, message: message.into(), primary: None, path: None, related: Vec::new(), help: None }
     }
 
     pub fn error(code: &'static str, message: impl Into<String>) -> Self {
@@ -62,10 +54,7 @@ impl Diagnostic {
 
     #[must_use]
     pub fn at(mut self, loc: Loc, label: impl Into<String>) -> Self {
-        self.primary = Some(Label {
-            loc,
-            text: label.into(),
-        });
+        self.primary = Some(Label { loc, text: label.into() });
         self
     }
 
@@ -77,10 +66,7 @@ impl Diagnostic {
 
     #[must_use]
     pub fn related(mut self, loc: Loc, text: impl Into<String>) -> Self {
-        self.related.push(Label {
-            loc,
-            text: text.into(),
-        });
+        self.related.push(Label { loc, text: text.into() });
         self
     }
 
@@ -133,11 +119,7 @@ impl Diagnostics {
     /// Sorted by file (in load order), then position, then code: stable whatever order the
     /// stages found them in.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by_key(|d| {
-            d.primary
-                .as_ref()
-                .map(|l| (l.loc.file, l.loc.span.start, l.loc.span.end))
-        });
+        self.items.sort_by_key(|d| d.primary.as_ref().map(|l| (l.loc.file, l.loc.span.start, l.loc.span.end)));
         self.items
     }
 

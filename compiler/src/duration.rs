@@ -6,9 +6,7 @@ pub const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Milliseconds of a duration such as `30s`, or why it is not one.
 pub fn parse(text: &str) -> Result<u64, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let scale: u64 = match unit {
         "ms" => 1,
@@ -16,22 +14,18 @@ pub fn parse(text: &str) -> Result<u64, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         _ => {
-            return Err(format!(
-                "`{text}` is not a duration; write a whole number and a unit: 500ms, 30s, 2m or 1h"
-            ));
+            return Err(format!("`{text}` is not a duration; write a whole number and a unit: 500ms, 30s, 2m or 1h"));
         }
     };
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("`{text}` is not a duration; write a whole number and a unit: 500ms, 30s, 2m or 1h")
-    })?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write a whole number and a unit: 500ms, 30s, 2m or 1h"))?;
     let ms = n
         .checked_mul(scale)
         .filter(|&ms| ms <= MAX_MS)
         .ok_or_else(|| format!("`{text}` is longer than the 7-day maximum"))?;
     if ms == 0 {
-        return Err(format!(
-            "`{text}` is zero; a timeout must be longer than that"
-        ));
+        return Err(format!("`{text}` is zero; a timeout must be longer than that"));
     }
     Ok(ms)
 }

@@ -90,11 +90,7 @@ pub enum Fault {
     /// A platform operation (`split`, `merge`, ...) fails `fail_times` times, then succeeds.
     Operation { op: String, fail_times: u32 },
     /// A service misbehaves when stopped or started.
-    Service {
-        service: String,
-        on: String,
-        hang: bool,
-    },
+    Service { service: String, on: String, hang: bool },
     /// A side reports this partner state (guide table 4-6), e.g. `Hung: OS Booting`.
     Partner { side: String, partner_state: String },
 }
@@ -125,8 +121,7 @@ impl Inventory {
     pub fn load(path: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<Self> {
         let display = path.display().to_string();
         let errors_before = diags.count(crate::diagnostic::Severity::Error);
-        let (file, root) =
-            loader::read_document(path, &display, None, Schema::Inventory, sources, diags)?;
+        let (file, root) = loader::read_document(path, &display, None, Schema::Inventory, sources, diags)?;
         if diags.count(crate::diagnostic::Severity::Error) > errors_before {
             return None;
         }
@@ -148,164 +143,133 @@ impl Inventory {
 
     /// Extracts an inventory from a schema-valid tree and checks its cross references.
     fn from_node(root: &Node, file: FileId, diags: &mut Diagnostics) -> Self {
-        let at = |n: &Node| Loc { file, span: n.span };
-        let items = |key: &str| {
-            root.get(key)
-                .and_then(|e| e.value.as_seq())
-                .unwrap_or_default()
-        };
-        let disks: Vec<Disk> = items("disks")
-            .iter()
-            .map(|d| {
-                let location = if text(d, "location").as_deref() == Some("external") {
-                    DiskLocation::External
-                } else {
-                    DiskLocation::Internal
-                };
-                Disk {
-                    id: text(d, "id").unwrap_or_default(),
-                    location,
-                    rdr: flag(d, "rdr", location == DiskLocation::Internal),
-                    synced: flag(d, "synced", true),
-                }
-            })
-            .collect();
-        let volumes: Vec<Volume> = items("volumes")
-            .iter()
-            .map(|v| Volume {
-                id: text(v, "id").unwrap_or_default(),
-                mount: text(v, "mount").unwrap_or_default(),
-                disks: names(v, "disks"),
-                boot: flag(v, "boot", false),
-                paging: flag(v, "paging", false),
-            })
-            .collect();
-        let teams = root
-            .get("network")
-            .and_then(|n| n.value.get("teams"))
-            .and_then(|t| t.value.as_seq())
-            .unwrap_or_default()
-            .iter()
-            .map(|t| Team {
-                name: text(t, "name").unwrap_or_default(),
-                embedded: flag(t, "embedded", false),
-                adapters: t
-                    .get("adapters")
-                    .and_then(|a| a.value.as_seq())
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|a| Adapter {
-                        enclosure: number(a, "enclosure"),
-                        link: flag(a, "link", true),
-                    })
-                    .collect(),
-                address: text(t, "address"),
-                dhcp: flag(t, "dhcp", false),
-            })
-            .collect();
-        let services: Vec<InventoryService> = items("services")
-            .iter()
-            .map(|s| InventoryService {
-                name: text(s, "name").unwrap_or_default(),
-                startup: match text(s, "startup").as_deref() {
-                    Some("manual") => Startup::Manual,
-                    Some("disabled") => Startup::Disabled,
-                    _ => Startup::Automatic,
-                },
-                running: flag(s, "running", true),
-            })
-            .collect();
-        let simulation = root
-            .get("simulation")
-            .map(|s| simulation(&s.value))
-            .unwrap_or_default();
-
-        // Cross references, each reported at the node that makes them.
-        for (key, what) in [
-            ("disks", "disk"),
-            ("volumes", "volume"),
-            ("services", "service"),
-        ] {
-            unique(items(key), "id", what, file, diags);
-            unique(items(key), "name", what, file, diags);
-        }
-        for v in items("volumes") {
-            for d in v
-                .get("disks")
-                .and_then(|e| e.value.as_seq())
-                .unwrap_or_default()
-            {
-                let id = d.as_str().unwrap_or_default();
-                if !disks.iter().any(|x| x.id == id) {
-                    diags.push(
-                        Diagnostic::error(
-                            "duet::inventory::unknown-disk",
-                            format!("volume uses disk `{id}`, which is not listed under `disks`"),
-                        )
-                        .at(at(d), "unknown disk")
-                        .help_opt(suggest::did_you_mean(
-                            id,
-                            disks.iter().map(|x| x.id.as_str()),
-                        )),
-                    );
-                }
-            }
-        }
-        if let Some(faults) = root
-            .get("simulation")
-            .and_then(|s| s.value.get("faults"))
-            .and_then(|f| f.value.as_seq())
-        {
-            for f in faults {
-                if let Some(entry) = f.get("service") {
-                    let name = entry.value.as_str().unwrap_or_default();
-                    if !services.iter().any(|s| s.name == name) {
-                        diags.push(Diagnostic::error("duet::inventory::unknown-service", format!("fault names service `{name}`, which is not listed under `services`"))
-                            .at(at(&entry.value), "unknown service")
-                            .help_opt(suggest::did_you_mean(name, services.iter().map(|s| s.name.as_str()))));
-                    }
-                }
-            }
-        }
-
-        Self {
+        let inventory = Self {
             model: text(root, "model").unwrap_or_default(),
             duplex: flag(root, "duplex", true),
-            disks,
-            volumes,
-            teams,
-            vtms: items("vtms")
+            disks: items(root, "disks").iter().map(disk).collect(),
+            volumes: items(root, "volumes").iter().map(volume).collect(),
+            teams: root.get("network").map(|n| items(&n.value, "teams").iter().map(team).collect()).unwrap_or_default(),
+            vtms: items(root, "vtms")
                 .iter()
-                .map(|v| Vtm {
-                    enclosure: number(v, "enclosure"),
-                    configured: flag(v, "configured", true),
-                })
+                .map(|v| Vtm { enclosure: number(v, "enclosure"), configured: flag(v, "configured", true) })
                 .collect(),
             remote_desktop: flag(root, "remote_desktop", true),
-            services,
+            services: items(root, "services").iter().map(service).collect(),
             event_logs: names(root, "event_logs"),
-            simulation,
+            simulation: root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default(),
+        };
+        inventory.check_references(root, file, diags);
+        inventory
+    }
+
+    /// Unique ids and names; volumes name listed disks; faults name listed services. Each
+    /// problem is reported at the node that makes it.
+    fn check_references(&self, root: &Node, file: FileId, diags: &mut Diagnostics) {
+        let at = |n: &Node| Loc { file, span: n.span };
+        for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service")] {
+            unique(items(root, key), "id", what, file, diags);
+            unique(items(root, key), "name", what, file, diags);
+        }
+        let disk_ids = || self.disks.iter().map(|x| x.id.as_str());
+        for d in
+            items(root, "volumes").iter().flat_map(|v| v.get("disks").map(|e| items_of(&e.value)).unwrap_or_default())
+        {
+            let id = d.as_str().unwrap_or_default();
+            if !disk_ids().any(|x| x == id) {
+                diags.push(
+                    Diagnostic::error(
+                        "duet::inventory::unknown-disk",
+                        format!("volume uses disk `{id}`, which is not listed under `disks`"),
+                    )
+                    .at(at(d), "unknown disk")
+                    .help_opt(suggest::did_you_mean(id, disk_ids())),
+                );
+            }
+        }
+        let faults = root.get("simulation").map(|s| items(&s.value, "faults")).unwrap_or_default();
+        for entry in faults.iter().filter_map(|f| f.get("service")) {
+            let name = entry.value.as_str().unwrap_or_default();
+            if !self.services.iter().any(|s| s.name == name) {
+                diags.push(
+                    Diagnostic::error(
+                        "duet::inventory::unknown-service",
+                        format!("fault names service `{name}`, which is not listed under `services`"),
+                    )
+                    .at(at(&entry.value), "unknown service")
+                    .help_opt(suggest::did_you_mean(name, self.services.iter().map(|s| s.name.as_str()))),
+                );
+            }
         }
     }
 }
 
+fn disk(d: &Node) -> Disk {
+    let location = if text(d, "location").as_deref() == Some("external") {
+        DiskLocation::External
+    } else {
+        DiskLocation::Internal
+    };
+    Disk {
+        id: text(d, "id").unwrap_or_default(),
+        location,
+        rdr: flag(d, "rdr", location == DiskLocation::Internal),
+        synced: flag(d, "synced", true),
+    }
+}
+
+fn volume(v: &Node) -> Volume {
+    Volume {
+        id: text(v, "id").unwrap_or_default(),
+        mount: text(v, "mount").unwrap_or_default(),
+        disks: names(v, "disks"),
+        boot: flag(v, "boot", false),
+        paging: flag(v, "paging", false),
+    }
+}
+
+fn team(t: &Node) -> Team {
+    Team {
+        name: text(t, "name").unwrap_or_default(),
+        embedded: flag(t, "embedded", false),
+        adapters: items(t, "adapters")
+            .iter()
+            .map(|a| Adapter { enclosure: number(a, "enclosure"), link: flag(a, "link", true) })
+            .collect(),
+        address: text(t, "address"),
+        dhcp: flag(t, "dhcp", false),
+    }
+}
+
+fn service(s: &Node) -> InventoryService {
+    InventoryService {
+        name: text(s, "name").unwrap_or_default(),
+        startup: match text(s, "startup").as_deref() {
+            Some("manual") => Startup::Manual,
+            Some("disabled") => Startup::Disabled,
+            _ => Startup::Automatic,
+        },
+        running: flag(s, "running", true),
+    }
+}
+
+fn items<'a>(node: &'a Node, key: &str) -> &'a [Node] {
+    node.get(key).map(|e| items_of(&e.value)).unwrap_or_default()
+}
+
+fn items_of(node: &Node) -> &[Node] {
+    node.as_seq().unwrap_or_default()
+}
+
 fn text(node: &Node, key: &str) -> Option<String> {
-    node.get(key)
-        .and_then(|e| e.value.as_str())
-        .map(str::to_owned)
+    node.get(key).and_then(|e| e.value.as_str()).map(str::to_owned)
 }
 
 fn flag(node: &Node, key: &str, default: bool) -> bool {
-    node.get(key)
-        .and_then(|e| e.value.as_bool())
-        .unwrap_or(default)
+    node.get(key).and_then(|e| e.value.as_bool()).unwrap_or(default)
 }
 
 fn number(node: &Node, key: &str) -> u32 {
-    node.get(key)
-        .and_then(|e| e.value.as_int())
-        .and_then(|i| u32::try_from(i).ok())
-        .unwrap_or_default()
+    node.get(key).and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or_default()
 }
 
 fn names(node: &Node, key: &str) -> Vec<String> {
@@ -327,24 +291,9 @@ fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagn
         };
         if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
             diags.push(
-                Diagnostic::error(
-                    "duet::inventory::duplicate",
-                    format!("{what} `{name}` is listed twice"),
-                )
-                .at(
-                    Loc {
-                        file,
-                        span: entry.value.span,
-                    },
-                    "listed again here",
-                )
-                .related(
-                    Loc {
-                        file,
-                        span: first.span,
-                    },
-                    "first listed here",
-                ),
+                Diagnostic::error("duet::inventory::duplicate", format!("{what} `{name}` is listed twice"))
+                    .at(Loc { file, span: entry.value.span }, "listed again here")
+                    .related(Loc { file, span: first.span }, "first listed here"),
             );
         } else {
             seen.push((name, &entry.value));
@@ -366,23 +315,13 @@ fn simulation(node: &Node) -> Simulation {
         .iter()
         .filter_map(|f| {
             if let Some(op) = text(f, "op") {
-                let fail_times = f
-                    .get("fail_times")
-                    .and_then(|e| e.value.as_int())
-                    .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(1);
+                let fail_times =
+                    f.get("fail_times").and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or(1);
                 Some(Fault::Operation { op, fail_times })
             } else if let Some(service) = text(f, "service") {
-                Some(Fault::Service {
-                    service,
-                    on: text(f, "on").unwrap_or_default(),
-                    hang: flag(f, "hang", false),
-                })
+                Some(Fault::Service { service, on: text(f, "on").unwrap_or_default(), hang: flag(f, "hang", false) })
             } else {
-                Some(Fault::Partner {
-                    side: text(f, "side")?,
-                    partner_state: text(f, "partner_state")?,
-                })
+                Some(Fault::Partner { side: text(f, "side")?, partner_state: text(f, "partner_state")? })
             }
         })
         .collect();

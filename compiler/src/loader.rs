@@ -53,10 +53,7 @@ pub fn read_document(
     let (canonical, text) = match source::read_text(path) {
         Ok(ok) => ok,
         Err(e) => {
-            let mut d = Diagnostic::error(
-                "duet::file::unreadable",
-                format!("cannot read {what} `{display}`: {e}"),
-            );
+            let mut d = Diagnostic::error("duet::file::unreadable", format!("cannot read {what} `{display}`: {e}"));
             d = match via {
                 Some(loc) => d.at(loc, "named here"),
                 None => d.in_file(display),
@@ -78,13 +75,7 @@ pub fn read_document(
     let Some(root) = parsed.root else {
         diags.push(
             Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
-                .at(
-                    Loc {
-                        file,
-                        span: Span::new(0, 0),
-                    },
-                    "no YAML document here",
-                )
+                .at(Loc { file, span: Span::new(0, 0) }, "no YAML document here")
                 .help("a plan or inventory starts with `version: 1`"),
         );
         return None;
@@ -96,10 +87,7 @@ pub fn read_document(
 /// "did you mean `vendor.yaml`?" from the YAML files next to a missing one.
 fn sibling_hint(path: &Path) -> Option<String> {
     let name = path.file_name()?.to_str()?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut siblings: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -136,11 +124,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Op
     };
     let display = root.display().to_string();
     let root = loader.visit(root, display, None)?;
-    Some(PlanTree {
-        plans: loader.plans,
-        root,
-        post_order: loader.post_order,
-    })
+    Some(PlanTree { plans: loader.plans, root, post_order: loader.post_order })
 }
 
 impl Loader<'_> {
@@ -177,8 +161,7 @@ impl Loader<'_> {
                 return None;
             }
         }
-        let (file, root) =
-            read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
+        let (file, root) = read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
         let mut found = Vec::new();
         let plan = PlanFile::from_node(&root, self.sources.get(file), file, &mut found);
         self.diags.extend(found);
@@ -186,27 +169,14 @@ impl Loader<'_> {
         let index = self.plans.len();
         self.by_canonical.insert(canonical.clone(), index);
         let includes = plan.includes.clone();
-        self.plans.push(LoadedPlan {
-            file,
-            plan,
-            children: Vec::new(),
-        });
+        self.plans.push(LoadedPlan { file, plan, children: Vec::new() });
 
         let dir = self.sources.get(file).dir().to_path_buf();
-        let display_dir = Path::new(&display)
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        self.stack.push(Frame {
-            canonical,
-            display,
-            via,
-        });
+        let display_dir = Path::new(&display).parent().map(Path::to_path_buf).unwrap_or_default();
+        self.stack.push(Frame { canonical, display, via });
         for include in includes {
             let child_display = display_dir.join(&include.value).display().to_string();
-            if let Some(child) =
-                self.visit(&dir.join(&include.value), child_display, Some(include.loc))
-            {
+            if let Some(child) = self.visit(&dir.join(&include.value), child_display, Some(include.loc)) {
                 if !self.plans[index].children.contains(&child) {
                     self.plans[index].children.push(child);
                 }
@@ -218,10 +188,7 @@ impl Loader<'_> {
     }
 
     fn report_cycle(&mut self, start: usize, display: &str, via: Option<Loc>) {
-        let mut names: Vec<&str> = self.stack[start..]
-            .iter()
-            .map(|f| f.display.as_str())
-            .collect();
+        let mut names: Vec<&str> = self.stack[start..].iter().map(|f| f.display.as_str()).collect();
         names.push(display);
         let mut d = Diagnostic::error("duet::include::cycle", format!("include cycle: {}", names.join(" -> ")))
             .help("a plan cannot include itself, directly or through other plans; remove one include on the cycle");

@@ -34,9 +34,7 @@ pub enum Control {
 }
 
 /// Order among the actions of one step (guide table 3-4).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Timing {
     Early,
@@ -123,9 +121,7 @@ impl PartialEq for FieldValue {
         match (self, other) {
             (Self::Text(a), Self::Text(b)) => a == b,
             (Self::Path { resolved: a, .. }, Self::Path { resolved: b, .. }) => a == b,
-            (Self::Names(a), Self::Names(b)) => {
-                a.iter().map(|n| &n.value).eq(b.iter().map(|n| &n.value))
-            }
+            (Self::Names(a), Self::Names(b)) => a.iter().map(|n| &n.value).eq(b.iter().map(|n| &n.value)),
             (Self::Args(a), Self::Args(b)) => a == b,
             (Self::Bool(a), Self::Bool(b)) => a == b,
             (Self::Control(a), Self::Control(b)) => a == b,
@@ -175,12 +171,7 @@ pub struct Setting {
 
 impl Setting {
     pub fn new(value: FieldValue, loc: Loc) -> Self {
-        Self {
-            value,
-            loc,
-            depth: 0,
-            overridden: Vec::new(),
-        }
+        Self { value, loc, depth: 0, overridden: Vec::new() }
     }
 }
 
@@ -205,10 +196,7 @@ impl KeyedEntry {
     }
 
     pub fn enabled(&self) -> bool {
-        !matches!(
-            self.fields.get("enabled").map(|s| &s.value),
-            Some(FieldValue::Bool(false))
-        )
+        !matches!(self.fields.get("enabled").map(|s| &s.value), Some(FieldValue::Bool(false)))
     }
 }
 
@@ -234,17 +222,8 @@ pub struct PlanFile {
 impl PlanFile {
     /// Extracts a plan from a tree the plan schema accepted. Anything the schema would have
     /// refused is skipped rather than trusted, so this never panics on a tree it did not check.
-    pub fn from_node(
-        root: &Node,
-        source: &SourceFile,
-        file: FileId,
-        out: &mut Vec<Diagnostic>,
-    ) -> Self {
-        let x = Extractor {
-            source,
-            file,
-            seen: std::cell::RefCell::default(),
-        };
+    pub fn from_node(root: &Node, source: &SourceFile, file: FileId, out: &mut Vec<Diagnostic>) -> Self {
+        let x = Extractor { source, file, seen: std::cell::RefCell::default() };
         let mut plan = Self::default();
         let Some(entries) = root.as_map() else {
             return plan;
@@ -257,14 +236,8 @@ impl PlanFile {
                 "disks" => {
                     plan.disks = Some(DiskSelection {
                         loc: x.loc(entry.key_span),
-                        system: value
-                            .get("system")
-                            .map(|e| x.names(&e.value))
-                            .unwrap_or_default(),
-                        data: value
-                            .get("data")
-                            .map(|e| x.names(&e.value))
-                            .unwrap_or_default(),
+                        system: value.get("system").map(|e| x.names(&e.value)).unwrap_or_default(),
+                        data: value.get("data").map(|e| x.names(&e.value)).unwrap_or_default(),
                     });
                 }
                 "include" => plan.includes = x.includes(value, out),
@@ -273,12 +246,7 @@ impl PlanFile {
                 "logs" => {
                     if let Some(dir) = value.get("staging_dir") {
                         plan.staging_dir = x.text(&dir.value);
-                        if let Some(Setting {
-                            value: FieldValue::Text(dir),
-                            loc,
-                            ..
-                        }) = &plan.staging_dir
-                        {
+                        if let Some(Setting { value: FieldValue::Text(dir), loc, .. }) = &plan.staging_dir {
                             if !dir.starts_with('/') {
                                 out.push(Diagnostic::error("duet::logs::staging-relative", "`logs.staging_dir` must be an absolute path")
                                     .at(*loc, "relative path")
@@ -306,27 +274,18 @@ struct Extractor<'a> {
 
 impl Extractor<'_> {
     fn loc(&self, span: Span) -> Loc {
-        Loc {
-            file: self.file,
-            span,
-        }
+        Loc { file: self.file, span }
     }
 
     fn text(&self, node: &Node) -> Option<Setting> {
-        node.as_str()
-            .map(|s| Setting::new(FieldValue::Text(s.to_owned()), self.loc(node.span)))
+        node.as_str().map(|s| Setting::new(FieldValue::Text(s.to_owned()), self.loc(node.span)))
     }
 
     fn names(&self, node: &Node) -> Vec<Spanned<String>> {
         node.as_seq()
             .unwrap_or_default()
             .iter()
-            .filter_map(|n| {
-                n.as_str().map(|s| Spanned {
-                    value: s.to_owned(),
-                    loc: self.loc(n.span),
-                })
-            })
+            .filter_map(|n| n.as_str().map(|s| Spanned { value: s.to_owned(), loc: self.loc(n.span) }))
             .collect()
     }
 
@@ -338,9 +297,7 @@ impl Extractor<'_> {
                 || v.contains('\\')
                 || v == ".."
                 || v == "."
-                || Path::new(v)
-                    .components()
-                    .any(|c| !matches!(c, Component::Normal(_)));
+                || Path::new(v).components().any(|c| !matches!(c, Component::Normal(_)));
             if bad_path {
                 out.push(Diagnostic::error("duet::include::path", format!("include `{v}` is not a bare file name"))
                     .at(name.loc, "path separators and `..` are not allowed")
@@ -349,20 +306,19 @@ impl Extractor<'_> {
             }
             if !is_yaml_name(v) {
                 out.push(
-                    Diagnostic::error(
-                        "duet::include::not-yaml",
-                        format!("include `{v}` is not a plan file"),
-                    )
-                    .at(name.loc, "expected a .yaml or .yml file")
-                    .help("plans are YAML files named *.yaml or *.yml"),
+                    Diagnostic::error("duet::include::not-yaml", format!("include `{v}` is not a plan file"))
+                        .at(name.loc, "expected a .yaml or .yml file")
+                        .help("plans are YAML files named *.yaml or *.yml"),
                 );
                 continue;
             }
             if let Some(first) = seen.iter().find(|s| s.value == name.value) {
-                out.push(Diagnostic::warning("duet::include::repeated", format!("`{v}` is included twice"))
-                    .at(name.loc, "included again here")
-                    .related(first.loc, "first included here")
-                    .help("a plan is included once however often it is named; remove the repeated entry"));
+                out.push(
+                    Diagnostic::warning("duet::include::repeated", format!("`{v}` is included twice"))
+                        .at(name.loc, "included again here")
+                        .related(first.loc, "first included here")
+                        .help("a plan is included once however often it is named; remove the repeated entry"),
+                );
                 continue;
             }
             seen.push(name);
@@ -370,34 +326,17 @@ impl Extractor<'_> {
         seen
     }
 
-    fn bool_field(
-        &self,
-        map: &Node,
-        key: &str,
-        fields: &mut IndexMap<&'static str, Setting>,
-        name: &'static str,
-    ) {
+    fn bool_field(&self, map: &Node, key: &str, fields: &mut IndexMap<&'static str, Setting>, name: &'static str) {
         if let Some(e) = map.get(key) {
             if let Some(b) = e.value.as_bool() {
-                fields.insert(
-                    name,
-                    Setting::new(FieldValue::Bool(b), self.loc(e.value.span)),
-                );
+                fields.insert(name, Setting::new(FieldValue::Bool(b), self.loc(e.value.span)));
             }
         }
     }
 
-    fn push_unique(
-        &self,
-        entry: KeyedEntry,
-        into: &mut Vec<KeyedEntry>,
-        out: &mut Vec<Diagnostic>,
-    ) {
+    fn push_unique(&self, entry: KeyedEntry, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
         let mut seen = self.seen.borrow_mut();
-        if let Some(first) = seen
-            .get(&(entry.kind, entry.key.clone()))
-            .map(|&i| &into[i])
-        {
+        if let Some(first) = seen.get(&(entry.kind, entry.key.clone())).map(|&i| &into[i]) {
             let kind = entry.kind.as_str();
             out.push(
                 Diagnostic::error(
@@ -406,9 +345,7 @@ impl Extractor<'_> {
                 )
                 .at(entry.decl, "declared again here")
                 .related(first.decl, "first declared here")
-                .help(format!(
-                    "merge the two declarations: each {kind} appears once per plan"
-                )),
+                .help(format!("merge the two declarations: each {kind} appears once per plan")),
             );
             return;
         }
@@ -422,19 +359,14 @@ impl Extractor<'_> {
             let (name, name_span) = match &item.value {
                 Value::Str(s) => (s.clone(), item.span),
                 Value::Map(_) => {
-                    let Some(n) = item
-                        .get("name")
-                        .and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
+                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
                     else {
                         continue;
                     };
                     if let Some(after) = item.get("after") {
                         fields.insert(
                             "after",
-                            Setting::new(
-                                FieldValue::Names(self.names(&after.value)),
-                                self.loc(after.value.span),
-                            ),
+                            Setting::new(FieldValue::Names(self.names(&after.value)), self.loc(after.value.span)),
                         );
                     }
                     self.bool_field(item, "enabled", &mut fields, "enabled");
@@ -443,17 +375,7 @@ impl Extractor<'_> {
                 _ => continue,
             };
             let decl = self.loc(name_span);
-            self.push_unique(
-                KeyedEntry {
-                    kind: Kind::Service,
-                    key: name,
-                    decl,
-                    decls: vec![decl],
-                    fields,
-                },
-                into,
-                out,
-            );
+            self.push_unique(KeyedEntry { kind: Kind::Service, key: name, decl, decls: vec![decl], fields }, into, out);
         }
     }
 
@@ -463,9 +385,7 @@ impl Extractor<'_> {
             let (name, span) = match &item.value {
                 Value::Str(s) => (s.clone(), item.span),
                 Value::Map(_) => {
-                    let Some(n) = item
-                        .get("name")
-                        .and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
+                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
                     else {
                         continue;
                     };
@@ -475,17 +395,7 @@ impl Extractor<'_> {
                 _ => continue,
             };
             let decl = self.loc(span);
-            self.push_unique(
-                KeyedEntry {
-                    kind: Kind::Log,
-                    key: name,
-                    decl,
-                    decls: vec![decl],
-                    fields,
-                },
-                into,
-                out,
-            );
+            self.push_unique(KeyedEntry { kind: Kind::Log, key: name, decl, decls: vec![decl], fields }, into, out);
         }
     }
 
@@ -498,60 +408,29 @@ impl Extractor<'_> {
                 let loc = self.loc(value.span);
                 let field = match key.as_str() {
                     "id" => {
-                        id = value.as_str().map(|s| Spanned {
-                            value: s.to_owned(),
-                            loc,
-                        });
+                        id = value.as_str().map(|s| Spanned { value: s.to_owned(), loc });
                         continue;
                     }
-                    "file" => value.as_str().map(|s| {
-                        (
-                            "file",
-                            FieldValue::Path {
-                                written: s.to_owned(),
-                                resolved: self.resolve_path(s),
-                            },
-                        )
-                    }),
+                    "file" => value
+                        .as_str()
+                        .map(|s| ("file", FieldValue::Path { written: s.to_owned(), resolved: self.resolve_path(s) })),
                     "args" => Some((
                         "args",
-                        FieldValue::Args(
-                            value
-                                .as_seq()
-                                .unwrap_or_default()
-                                .iter()
-                                .map(|a| self.arg_text(a))
-                                .collect(),
-                        ),
+                        FieldValue::Args(value.as_seq().unwrap_or_default().iter().map(|a| self.arg_text(a)).collect()),
                     )),
-                    "control" => value
-                        .as_str()
-                        .and_then(Control::parse)
-                        .map(|c| ("control", FieldValue::Control(c))),
-                    "timing" => value
-                        .as_str()
-                        .and_then(Timing::parse)
-                        .map(|t| ("timing", FieldValue::Timing(t))),
-                    "rerun" => value
-                        .as_str()
-                        .and_then(Rerun::parse)
-                        .map(|r| ("rerun", FieldValue::Rerun(r))),
+                    "control" => value.as_str().and_then(Control::parse).map(|c| ("control", FieldValue::Control(c))),
+                    "timing" => value.as_str().and_then(Timing::parse).map(|t| ("timing", FieldValue::Timing(t))),
+                    "rerun" => value.as_str().and_then(Rerun::parse).map(|r| ("rerun", FieldValue::Rerun(r))),
                     "enabled" => value.as_bool().map(|b| ("enabled", FieldValue::Bool(b))),
                     "timeout" => match value.as_str().map(duration::parse) {
                         Some(Ok(ms)) => Some((
                             "timeout",
-                            FieldValue::Duration {
-                                ms,
-                                written: value.as_str().unwrap_or_default().to_owned(),
-                            },
+                            FieldValue::Duration { ms, written: value.as_str().unwrap_or_default().to_owned() },
                         )),
                         Some(Err(why)) => {
                             out.push(
-                                Diagnostic::error(
-                                    "duet::action::timeout",
-                                    format!("invalid timeout: {why}"),
-                                )
-                                .at(loc, "here"),
+                                Diagnostic::error("duet::action::timeout", format!("invalid timeout: {why}"))
+                                    .at(loc, "here"),
                             );
                             None
                         }
@@ -564,40 +443,32 @@ impl Extractor<'_> {
                 }
             }
             let head = self.loc(item.head());
-            let id = if let Some(id) = id {
-                id
-            } else if let Some(Setting {
-                value: FieldValue::Path { written, .. },
-                loc,
-                ..
-            }) = fields.get("file")
-            {
-                if let Some(stem) = default_id(written) {
-                    Spanned {
-                        value: stem,
-                        loc: *loc,
+            let id =
+                if let Some(id) = id {
+                    id
+                } else if let Some(Setting { value: FieldValue::Path { written, .. }, loc, .. }) = fields.get("file") {
+                    if let Some(stem) = default_id(written) {
+                        Spanned { value: stem, loc: *loc }
+                    } else {
+                        out.push(
+                            Diagnostic::error(
+                                "duet::action::id",
+                                format!("cannot derive an action id from the file name `{written}`"),
+                            )
+                            .at(*loc, "no usable file name")
+                            .help("give the action an explicit `id` made of letters, digits, `.`, `_` and `-`"),
+                        );
+                        continue;
                     }
                 } else {
-                    out.push(Diagnostic::error("duet::action::id", format!("cannot derive an action id from the file name `{written}`"))
-                        .at(*loc, "no usable file name")
-                        .help("give the action an explicit `id` made of letters, digits, `.`, `_` and `-`"));
-                    continue;
-                }
-            } else {
-                out.push(Diagnostic::error("duet::action::anonymous", "an action needs an `id` or a `file`")
+                    out.push(Diagnostic::error("duet::action::anonymous", "an action needs an `id` or a `file`")
                     .at(head, "neither `id` nor `file`")
                     .help("add `file:` with the executable to run, or `id:` naming the action this entry overrides"));
-                continue;
-            };
+                    continue;
+                };
             let decl = id.loc;
             self.push_unique(
-                KeyedEntry {
-                    kind: Kind::Action,
-                    key: id.value,
-                    decl,
-                    decls: vec![decl],
-                    fields,
-                },
+                KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields },
                 into,
                 out,
             );
@@ -608,13 +479,7 @@ impl Extractor<'_> {
     fn arg_text(&self, node: &Node) -> String {
         match &node.value {
             Value::Str(s) => s.clone(),
-            _ => self
-                .source
-                .text
-                .get(node.span.start..node.span.end)
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            _ => self.source.text.get(node.span.start..node.span.end).unwrap_or_default().trim().to_owned(),
         }
     }
 
@@ -638,9 +503,7 @@ impl Extractor<'_> {
 
 /// Plans are `*.yaml` or `*.yml` files (any case).
 pub fn is_yaml_name(name: &str) -> bool {
-    Path::new(name)
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
+    Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 /// The default action id: the file name without its extension.
@@ -658,10 +521,7 @@ mod tests {
 
     #[test]
     fn default_ids_come_from_the_file_stem() {
-        assert_eq!(
-            default_id("scripts/app-stop.sh").as_deref(),
-            Some("app-stop")
-        );
+        assert_eq!(default_id("scripts/app-stop.sh").as_deref(), Some("app-stop"));
         assert_eq!(default_id("/opt/bin/backup").as_deref(), Some("backup"));
         assert_eq!(default_id("scripts/.hidden"), None);
         assert_eq!(default_id("scripts/my tool.sh"), None);

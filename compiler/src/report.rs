@@ -44,9 +44,7 @@ impl miette::Diagnostic for Report {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
@@ -99,10 +97,7 @@ fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
             });
         }
     }
-    let message = match (&d.path, file) {
-        (Some(path), None) => format!("{path}: {}", d.message),
-        _ => d.message.clone(),
-    };
+    let message = d.message.clone();
     Report {
         severity: d.severity,
         code: Some(d.code),
@@ -117,14 +112,8 @@ fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
 /// The graphical rendering of every diagnostic, as `duet check` prints it. Width and theme are
 /// fixed when `color` is off, so output is identical on every machine.
 pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
-    let theme = if color {
-        GraphicalTheme::unicode()
-    } else {
-        GraphicalTheme::unicode_nocolor()
-    };
-    let handler = GraphicalReportHandler::new_themed(theme)
-        .with_width(100)
-        .with_links(false);
+    let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_wrap_lines(false).with_links(false);
     let mut out = String::new();
     for d in diags {
         // Rendering into a String cannot fail.
@@ -174,12 +163,7 @@ pub fn to_json(diags: &[Diagnostic], sources: &SourceMap) -> Vec<JsonDiagnostic>
                     .map(|l| {
                         let f = sources.get(l.loc.file);
                         let (line, column) = f.line_col(l.loc.span.start);
-                        JsonRelated {
-                            message: l.text.clone(),
-                            file: f.display.clone(),
-                            line,
-                            column,
-                        }
+                        JsonRelated { message: l.text.clone(), file: f.display.clone(), line, column }
                     })
                     .collect(),
             }

@@ -8,10 +8,7 @@ use indexmap::IndexMap;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::loader::PlanTree;
-use crate::plan::{
-    Control, DiskSelection, FieldValue, KeyedEntry, Kind, Overridden, Rerun, Setting, Spanned,
-    Timing,
-};
+use crate::plan::{Control, DiskSelection, FieldValue, KeyedEntry, Kind, Overridden, Rerun, Setting, Spanned, Timing};
 use crate::source::{FileId, Loc, SourceMap};
 use crate::suggest;
 
@@ -86,10 +83,7 @@ struct Conflicts {
 
 impl Conflicts {
     fn add(&mut self, key: (Key, &'static str), current: &Setting, other: Setting) {
-        let list = self
-            .fields
-            .entry(key)
-            .or_insert_with(|| vec![current.clone()]);
+        let list = self.fields.entry(key).or_insert_with(|| vec![current.clone()]);
         if !list.iter().any(|s| s.loc == other.loc) {
             list.push(other);
         }
@@ -107,10 +101,7 @@ pub fn resolve(tree: &PlanTree, sources: &SourceMap, diags: &mut Diagnostics) ->
 }
 
 fn deeper(setting: &Setting) -> Setting {
-    Setting {
-        depth: setting.depth + 1,
-        ..setting.clone()
-    }
+    Setting { depth: setting.depth + 1, ..setting.clone() }
 }
 
 fn resolve_one(
@@ -148,9 +139,7 @@ fn resolve_one(
                                 existing.fields.insert(field, deeper(setting));
                             }
                             Some(current) if current.value == setting.value => {}
-                            Some(current) => {
-                                conflicts.add((key.clone(), field), current, deeper(setting))
-                            }
+                            Some(current) => conflicts.add((key.clone(), field), current, deeper(setting)),
                         }
                     }
                 }
@@ -158,11 +147,7 @@ fn resolve_one(
         }
         nearest(&mut acc.title, child.title.as_ref(), None);
         nearest(&mut acc.comments, child.comments.as_ref(), None);
-        nearest(
-            &mut acc.staging_dir,
-            child.staging_dir.as_ref(),
-            Some(&mut conflicts),
-        );
+        nearest(&mut acc.staging_dir, child.staging_dir.as_ref(), Some(&mut conflicts));
     }
 
     // override(..., own(P))
@@ -177,22 +162,12 @@ fn resolve_one(
         for (field, setting) in &entry.fields {
             let mut setting = setting.clone();
             if let Some(old) = existing.fields.get(field) {
-                setting.overridden.push(Overridden {
-                    loc: old.loc,
-                    value: old.value.to_string(),
-                });
+                setting.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
                 setting.overridden.extend(old.overridden.iter().cloned());
             }
-            for lost in conflicts
-                .fields
-                .shift_remove(&(key.clone(), *field))
-                .unwrap_or_default()
-            {
+            for lost in conflicts.fields.shift_remove(&(key.clone(), *field)).unwrap_or_default() {
                 if !setting.overridden.iter().any(|o| o.loc == lost.loc) {
-                    setting.overridden.push(Overridden {
-                        loc: lost.loc,
-                        value: lost.value.to_string(),
-                    });
+                    setting.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
                 }
             }
             existing.fields.insert(field, setting);
@@ -206,22 +181,12 @@ fn resolve_one(
         if let Some(own) = own {
             let mut own = own.clone();
             if let Some(old) = slot.take() {
-                own.overridden.push(Overridden {
-                    loc: old.loc,
-                    value: old.value.to_string(),
-                });
+                own.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
                 own.overridden.extend(old.overridden);
             }
-            for lost in conflicts
-                .fields
-                .shift_remove(&((Kind::Log, String::new()), name))
-                .unwrap_or_default()
-            {
+            for lost in conflicts.fields.shift_remove(&((Kind::Log, String::new()), name)).unwrap_or_default() {
                 if !own.overridden.iter().any(|o| o.loc == lost.loc) {
-                    own.overridden.push(Overridden {
-                        loc: lost.loc,
-                        value: lost.value.to_string(),
-                    });
+                    own.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
                 }
             }
             *slot = Some(own);
@@ -231,25 +196,17 @@ fn resolve_one(
     let parent = &sources.get(loaded.file).display;
     for (((kind, key), field), settings) in conflicts.fields {
         let (first, rest) = settings.split_first().expect("a conflict has two sides");
-        let what = if key.is_empty() {
-            format!("`logs.{field}`")
-        } else {
-            format!("`{field}` of {} `{key}`", kind.as_str())
-        };
+        let what =
+            if key.is_empty() { format!("`logs.{field}`") } else { format!("`{field}` of {} `{key}`", kind.as_str()) };
         for other in rest {
             diags.push(
                 Diagnostic::error(
                     "duet::nesting::conflict",
-                    format!(
-                        "{what} conflicts between included plans: {} and {}",
-                        first.value, other.value
-                    ),
+                    format!("{what} conflicts between included plans: {} and {}", first.value, other.value),
                 )
                 .at(other.loc, format!("set to {} here", other.value))
                 .related(first.loc, format!("set to {} here", first.value))
-                .help(format!(
-                    "set {what} in `{parent}` to choose; the parent's setting wins"
-                )),
+                .help(format!("set {what} in `{parent}` to choose; the parent's setting wins")),
             );
         }
     }
@@ -258,11 +215,7 @@ fn resolve_one(
 
 /// "The nearest definition to the top wins": fewer includes away wins, the first included wins
 /// a tie. A tie between different staging directories is a conflict, like any other field.
-fn nearest(
-    slot: &mut Option<Setting>,
-    candidate: Option<&Setting>,
-    conflicts: Option<&mut Conflicts>,
-) {
+fn nearest(slot: &mut Option<Setting>, candidate: Option<&Setting>, conflicts: Option<&mut Conflicts>) {
     let Some(candidate) = candidate.map(deeper) else {
         return;
     };
@@ -271,23 +224,14 @@ fn nearest(
         Some(current) if candidate.depth < current.depth => *slot = Some(candidate),
         Some(current) if candidate.depth == current.depth && candidate.value != current.value => {
             if let Some(conflicts) = conflicts {
-                conflicts.add(
-                    ((Kind::Log, String::new()), "staging_dir"),
-                    current,
-                    candidate,
-                );
+                conflicts.add(((Kind::Log, String::new()), "staging_dir"), current, candidate);
             }
         }
         Some(_) => {}
     }
 }
 
-fn finish(
-    tree: &PlanTree,
-    root: Partial,
-    sources: &SourceMap,
-    diags: &mut Diagnostics,
-) -> ResolvedPlan {
+fn finish(tree: &PlanTree, root: Partial, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
     let root_plan = &tree.plans[tree.root];
     let root_name = &sources.get(root_plan.file).display;
     let mut ignored_disks = Vec::new();
@@ -297,9 +241,14 @@ fn finish(
             continue;
         }
         if let Some(disks) = &loaded.plan.disks {
-            diags.push(Diagnostic::note("duet::nesting::child-disks", format!("the disk selection in included plan `{}` is ignored", sources.get(loaded.file).display))
+            diags.push(
+                Diagnostic::note(
+                    "duet::nesting::child-disks",
+                    format!("the disk selection in included plan `{}` is ignored", sources.get(loaded.file).display),
+                )
                 .at(disks.loc, "ignored")
-                .help(format!("only the top-level plan selects disks (guide 3-7); select them in `{root_name}`")));
+                .help(format!("only the top-level plan selects disks (guide 3-7); select them in `{root_name}`")),
+            );
             ignored_disks.push(disks.clone());
         }
     }
@@ -310,19 +259,12 @@ fn finish(
         let only_disables = gone.decls.len() == 1 && gone.fields.keys().all(|f| *f == "enabled");
         if only_disables {
             let kind = gone.kind;
-            let names = entries
-                .iter()
-                .chain(&dropped)
-                .filter(|e| e.kind == kind && e.key != gone.key)
-                .map(|e| e.key.as_str());
+            let names =
+                entries.iter().chain(&dropped).filter(|e| e.kind == kind && e.key != gone.key).map(|e| e.key.as_str());
             diags.push(
                 Diagnostic::warning(
                     "duet::nesting::disables-nothing",
-                    format!(
-                        "{} `{}` is disabled, but no included plan declares it",
-                        kind.as_str(),
-                        gone.key
-                    ),
+                    format!("{} `{}` is disabled, but no included plan declares it", kind.as_str(), gone.key),
                 )
                 .at(gone.decl, "nothing to disable")
                 .help_opt(
@@ -351,10 +293,7 @@ fn finish(
                     actions.push(action);
                 }
             }
-            Kind::Log => logs.push(Log {
-                name: entry.key.clone(),
-                decl: entry.decl,
-            }),
+            Kind::Log => logs.push(Log { name: entry.key.clone(), decl: entry.decl }),
         }
     }
     check_after(&services, &dropped, diags);
@@ -371,24 +310,11 @@ fn finish(
 
     ResolvedPlan {
         root: root_plan.file,
-        sources: tree
-            .post_order
-            .iter()
-            .map(|&i| tree.plans[i].file)
-            .collect(),
+        sources: tree.post_order.iter().map(|&i| tree.plans[i].file).collect(),
         includes: tree
             .post_order
             .iter()
-            .map(|&i| {
-                (
-                    tree.plans[i].file,
-                    tree.plans[i]
-                        .children
-                        .iter()
-                        .map(|&c| tree.plans[c].file)
-                        .collect(),
-                )
-            })
+            .map(|&i| (tree.plans[i].file, tree.plans[i].children.iter().map(|&c| tree.plans[c].file).collect()))
             .collect(),
         title: root.title,
         comments: root.comments,
@@ -420,23 +346,13 @@ fn complete_action(entry: &KeyedEntry, diags: &mut Diagnostics) -> Option<Action
         .map(|(n, _)| n)
         .collect();
     if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .map(|m| format!("`{m}`"))
-            .collect::<Vec<_>>()
-            .join(" and ");
+        let list = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(" and ");
         let mut d = Diagnostic::error(
             "duet::action::incomplete",
-            format!(
-                "action `{}` has no {list} after nesting is resolved",
-                entry.key
-            ),
+            format!("action `{}` has no {list} after nesting is resolved", entry.key),
         )
         .at(entry.decl, format!("missing {list}"))
-        .help(format!(
-            "set {list} in one of the plans that declare `{}`",
-            entry.key
-        ));
+        .help(format!("set {list} in one of the plans that declare `{}`", entry.key));
         for decl in entry.decls.iter().skip(1) {
             d = d.related(*decl, "also declared here");
         }
@@ -484,25 +400,31 @@ fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnos
                     .at(dep.loc, "remove this"),
                 );
             } else if known.contains(dep.value.as_str()) {
-            } else if dropped
-                .iter()
-                .any(|d| d.kind == Kind::Service && d.key == dep.value)
-            {
+            } else if dropped.iter().any(|d| d.kind == Kind::Service && d.key == dep.value) {
                 diags.push(
                     Diagnostic::warning(
                         "duet::service::after-dropped",
-                        format!(
-                            "service `{}` is ordered after `{}`, which is disabled",
-                            service.name, dep.value
-                        ),
+                        format!("service `{}` is ordered after `{}`, which is disabled", service.name, dep.value),
                     )
                     .at(dep.loc, "disabled with `enabled: false`")
                     .help("the ordering constraint is dropped with the service"),
                 );
             } else {
-                diags.push(Diagnostic::error("duet::service::after-unknown", format!("service `{}` is ordered after `{}`, which is not a service of this plan", service.name, dep.value))
+                diags.push(
+                    Diagnostic::error(
+                        "duet::service::after-unknown",
+                        format!(
+                            "service `{}` is ordered after `{}`, which is not a service of this plan",
+                            service.name, dep.value
+                        ),
+                    )
                     .at(dep.loc, "unknown service")
-                    .help_opt(suggest::did_you_mean(&dep.value, services.iter().map(|s| s.name.as_str())).or_else(|| Some("list the service under `services` too, or remove it from `after`".into()))));
+                    .help_opt(
+                        suggest::did_you_mean(&dep.value, services.iter().map(|s| s.name.as_str())).or_else(|| {
+                            Some("list the service under `services` too, or remove it from `after`".into())
+                        }),
+                    ),
+                );
             }
         }
     }
@@ -519,10 +441,7 @@ mod tests {
     #[test]
     fn includes_must_be_bare_yaml_names_in_the_same_directory() {
         let t = Tree::new(&[
-            (
-                "root.yaml",
-                "version: 1\ninclude: [sub/child.yaml, ../up.yaml, notes.txt, missing.yaml, chlid.yaml]\n",
-            ),
+            ("root.yaml", "version: 1\ninclude: [sub/child.yaml, ../up.yaml, notes.txt, missing.yaml, chlid.yaml]\n"),
             ("child.yaml", "version: 1\n"),
         ]);
         let c = t.compile("root.yaml");
@@ -530,16 +449,9 @@ mod tests {
         expect_at(&c, "duet::include::path", "root.yaml", 2, 27);
         expect_at(&c, "duet::include::not-yaml", "root.yaml", 2, 39);
         let missing = expect_at(&c, "duet::file::unreadable", "root.yaml", 2, 50);
-        assert!(
-            missing.contains("missing.yaml") && missing.contains("no such file"),
-            "{missing}"
-        );
+        assert!(missing.contains("missing.yaml") && missing.contains("no such file"), "{missing}");
         expect_at(&c, "duet::file::unreadable", "root.yaml", 2, 64);
-        let typo = c
-            .diagnostics
-            .iter()
-            .find(|d| d.message.contains("chlid.yaml"))
-            .unwrap();
+        let typo = c.diagnostics.iter().find(|d| d.message.contains("chlid.yaml")).unwrap();
         assert_eq!(typo.help.as_deref(), Some("did you mean `child.yaml`?"));
         assert!(!c.is_valid());
     }
@@ -554,30 +466,13 @@ mod tests {
         let c = t.compile("a.yaml");
         let message = expect_at(&c, "duet::include::cycle", "c.yaml", 3, 11);
         let dir = t.dir.path().display().to_string() + "/";
-        assert_eq!(
-            message.replace(&dir, ""),
-            "include cycle: a.yaml -> b.yaml -> c.yaml -> a.yaml"
-        );
-        let cycle = c
-            .diagnostics
-            .iter()
-            .find(|d| d.code == "duet::include::cycle")
-            .unwrap();
-        assert_eq!(
-            cycle.related.len(),
-            2,
-            "labels on the includes of b.yaml and c.yaml"
-        );
+        assert_eq!(message.replace(&dir, ""), "include cycle: a.yaml -> b.yaml -> c.yaml -> a.yaml");
+        let cycle = c.diagnostics.iter().find(|d| d.code == "duet::include::cycle").unwrap();
+        assert_eq!(cycle.related.len(), 2, "labels on the includes of b.yaml and c.yaml");
         assert_eq!(found(&c).len(), 1);
 
         let t = Tree::new(&[("self.yaml", "version: 1\ninclude: [self.yaml]\n")]);
-        let message = expect_at(
-            &t.compile("self.yaml"),
-            "duet::include::cycle",
-            "self.yaml",
-            2,
-            11,
-        );
+        let message = expect_at(&t.compile("self.yaml"), "duet::include::cycle", "self.yaml", 2, 11);
         assert_eq!(
             message.replace(&(t.dir.path().display().to_string() + "/"), ""),
             "include cycle: self.yaml -> self.yaml"
@@ -588,41 +483,18 @@ mod tests {
     fn a_diamond_is_included_once() {
         let t = Tree::new(&[
             ("top.yaml", "version: 1\ninclude: [left.yaml, right.yaml]\n"),
-            (
-                "left.yaml",
-                "version: 1\ninclude: [base.yaml]\nservices: [L]\n",
-            ),
-            (
-                "right.yaml",
-                "version: 1\ninclude: [base.yaml]\nservices: [R]\n",
-            ),
-            (
-                "base.yaml",
-                &format!(
-                    "version: 1\nservices: [DB]\nactions:\n  - id: a\n    {ACTION}\n    timeout: 1m\n"
-                ),
-            ),
+            ("left.yaml", "version: 1\ninclude: [base.yaml]\nservices: [L]\n"),
+            ("right.yaml", "version: 1\ninclude: [base.yaml]\nservices: [R]\n"),
+            ("base.yaml", &format!("version: 1\nservices: [DB]\nactions:\n  - id: a\n    {ACTION}\n    timeout: 1m\n")),
             ("bin/x.sh", "#!/bin/sh\n"),
         ]);
         let c = t.compile("top.yaml");
         expect_clean(&c);
         let plan = c.compiled.as_ref().unwrap();
-        let names: Vec<&str> = plan
-            .sources
-            .iter()
-            .map(|s| s.file.rsplit('/').next().unwrap())
-            .collect();
-        assert_eq!(
-            names,
-            ["base.yaml", "left.yaml", "right.yaml", "top.yaml"],
-            "children first, each file once"
-        );
+        let names: Vec<&str> = plan.sources.iter().map(|s| s.file.rsplit('/').next().unwrap()).collect();
+        assert_eq!(names, ["base.yaml", "left.yaml", "right.yaml", "top.yaml"], "children first, each file once");
         let services: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(
-            services,
-            ["DB", "L", "R"],
-            "children first, in include order; DB once"
-        );
+        assert_eq!(services, ["DB", "L", "R"], "children first, in include order; DB once");
         assert_eq!(plan.actions.len(), 1);
     }
 
@@ -644,58 +516,25 @@ mod tests {
         let c = t.compile("site.yaml");
         expect_clean(&c);
         let plan = c.compiled.as_ref().unwrap();
-        assert_eq!(
-            plan.services
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["Theirs", "Mine"]
-        );
+        assert_eq!(plan.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["Theirs", "Mine"]);
         let ids: Vec<&str> = plan.actions.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(
-            ids,
-            ["first", "stop-app"],
-            "the merged entry keeps its first position"
-        );
+        assert_eq!(ids, ["first", "stop-app"], "the merged entry keeps its first position");
         let a = &plan.actions[1];
-        assert_eq!(
-            (a.timeout_ms, a.args.as_slice(), a.timing.as_str()),
-            (540_000, &["fast".to_owned()][..], "late")
-        );
-        assert!(
-            a.file.ends_with("bin/x.sh"),
-            "file from the child: {}",
-            a.file
-        );
+        assert_eq!((a.timeout_ms, a.args.as_slice(), a.timing.as_str()), (540_000, &["fast".to_owned()][..], "late"));
+        assert!(a.file.ends_with("bin/x.sh"), "file from the child: {}", a.file);
         assert_eq!(a.source.file.rsplit('/').next(), Some("vendor.yaml"));
         let resolved = c.resolved.as_ref().unwrap();
-        let entry = resolved
-            .entries
-            .iter()
-            .find(|e| e.key == "stop-app")
-            .unwrap();
+        let entry = resolved.entries.iter().find(|e| e.key == "stop-app").unwrap();
         let timeout = &entry.fields["timeout"];
-        assert_eq!(
-            c.sources.describe(timeout.loc).rsplit('/').next(),
-            Some("site.yaml:6")
-        );
+        assert_eq!(c.sources.describe(timeout.loc).rsplit('/').next(), Some("site.yaml:6"));
         assert_eq!(timeout.overridden.len(), 1);
-        assert_eq!(
-            c.sources
-                .describe(timeout.overridden[0].loc)
-                .rsplit('/')
-                .next(),
-            Some("vendor.yaml:10")
-        );
+        assert_eq!(c.sources.describe(timeout.overridden[0].loc).rsplit('/').next(), Some("vendor.yaml:10"));
     }
 
     #[test]
     fn enabled_false_drops_a_childs_entry_and_a_grandparent_can_restore_it() {
         let t = Tree::new(&[
-            (
-                "top.yaml",
-                "version: 1\ninclude: [mid.yaml]\nservices:\n  - {name: B, enabled: true}\n",
-            ),
+            ("top.yaml", "version: 1\ninclude: [mid.yaml]\nservices:\n  - {name: B, enabled: true}\n"),
             (
                 "mid.yaml",
                 "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: A, enabled: false}\n  - {name: B, enabled: false}\n",
@@ -704,42 +543,20 @@ mod tests {
         ]);
         let c = t.compile("top.yaml");
         expect_clean(&c);
-        let names: Vec<&str> = c
-            .compiled
-            .as_ref()
-            .unwrap()
-            .services
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect();
+        let names: Vec<&str> = c.compiled.as_ref().unwrap().services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["B", "C"]);
-        assert_eq!(
-            c.resolved
-                .as_ref()
-                .unwrap()
-                .dropped
-                .iter()
-                .map(|e| e.key.as_str())
-                .collect::<Vec<_>>(),
-            ["A"]
-        );
+        assert_eq!(c.resolved.as_ref().unwrap().dropped.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["A"]);
     }
 
     #[test]
     fn disabling_an_undeclared_entry_warns_with_a_suggestion() {
         let t = Tree::new(&[
-            (
-                "top.yaml",
-                "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: MSSQLSEVER, enabled: false}\n",
-            ),
+            ("top.yaml", "version: 1\ninclude: [base.yaml]\nservices:\n  - {name: MSSQLSEVER, enabled: false}\n"),
             ("base.yaml", "version: 1\nservices: [MSSQLSERVER]\n"),
         ]);
         let c = t.compile("top.yaml");
         expect_at(&c, "duet::nesting::disables-nothing", "top.yaml", 4, 12);
-        assert_eq!(
-            c.diagnostics[0].help.as_deref(),
-            Some("did you mean `MSSQLSERVER`?")
-        );
+        assert_eq!(c.diagnostics[0].help.as_deref(), Some("did you mean `MSSQLSERVER`?"));
         assert!(c.is_valid(), "a warning does not make the plan invalid");
     }
 
@@ -747,78 +564,41 @@ mod tests {
     fn sibling_conflicts_are_errors_unless_the_parent_sets_the_field() {
         let files = |parent: &str| {
             vec![
-                (
-                    "top.yaml".to_owned(),
-                    format!("version: 1\ninclude: [a.yaml, b.yaml]\n{parent}"),
-                ),
-                (
-                    "a.yaml".to_owned(),
-                    format!("version: 1\nactions:\n  - id: x\n    {ACTION}\n    timeout: 1m\n"),
-                ),
+                ("top.yaml".to_owned(), format!("version: 1\ninclude: [a.yaml, b.yaml]\n{parent}")),
+                ("a.yaml".to_owned(), format!("version: 1\nactions:\n  - id: x\n    {ACTION}\n    timeout: 1m\n")),
                 (
                     "b.yaml".to_owned(),
-                    "version: 1\nactions:\n  - id: x\n    timeout: 2m\n    timing: early\n"
-                        .to_owned(),
+                    "version: 1\nactions:\n  - id: x\n    timeout: 2m\n    timing: early\n".to_owned(),
                 ),
                 ("bin/x.sh".to_owned(), "#!/bin/sh\n".to_owned()),
             ]
         };
         let owned = files("");
-        let t = Tree::new(
-            &owned
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect::<Vec<_>>(),
-        );
+        let t = Tree::new(&owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
         let c = t.compile("top.yaml");
         let message = expect_at(&c, "duet::nesting::conflict", "b.yaml", 4, 14);
+        assert_eq!(message, "`timeout` of action `x` conflicts between included plans: 1m and 2m");
+        let d = c.diagnostics.iter().find(|d| d.code == "duet::nesting::conflict").unwrap();
+        assert_eq!(c.sources.describe(d.related[0].loc).rsplit('/').next(), Some("a.yaml:6"));
         assert_eq!(
-            message,
-            "`timeout` of action `x` conflicts between included plans: 1m and 2m"
-        );
-        let d = c
-            .diagnostics
-            .iter()
-            .find(|d| d.code == "duet::nesting::conflict")
-            .unwrap();
-        assert_eq!(
-            c.sources.describe(d.related[0].loc).rsplit('/').next(),
-            Some("a.yaml:6")
-        );
-        assert_eq!(
-            found(&c)
-                .iter()
-                .filter(|f| f.severity == Severity::Error)
-                .count(),
+            found(&c).iter().filter(|f| f.severity == Severity::Error).count(),
             1,
             "timing is set by one sibling only: no conflict"
         );
 
         let owned = files("actions:\n  - id: x\n    timeout: 3m\n");
-        let t = Tree::new(
-            &owned
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect::<Vec<_>>(),
-        );
+        let t = Tree::new(&owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect::<Vec<_>>());
         let c = t.compile("top.yaml");
         expect_clean(&c);
         assert_eq!(c.compiled.as_ref().unwrap().actions[0].timeout_ms, 180_000);
         let entry = &c.resolved.as_ref().unwrap().entries[0];
-        assert_eq!(
-            entry.fields["timeout"].overridden.len(),
-            2,
-            "both siblings' values are shown as overridden"
-        );
+        assert_eq!(entry.fields["timeout"].overridden.len(), 2, "both siblings' values are shown as overridden");
     }
 
     #[test]
     fn childrens_disks_are_ignored_with_a_note() {
         let t = Tree::new(&[
-            (
-                "top.yaml",
-                "version: 1\ninclude: [child.yaml]\ndisks: {system: [disk0]}\n",
-            ),
+            ("top.yaml", "version: 1\ninclude: [child.yaml]\ndisks: {system: [disk0]}\n"),
             ("child.yaml", "version: 1\ndisks:\n  system: [disk1]\n"),
         ]);
         let c = t.compile("top.yaml");
@@ -834,23 +614,14 @@ mod tests {
                 "top.yaml",
                 "version: 1\ninclude: [child.yaml]\nactions:\n  - id: only-timeout\n    timeout: 1m\n  - id: has-file\n    file: bin/x.sh\n",
             ),
-            (
-                "child.yaml",
-                "version: 1\nactions:\n  - id: only-timeout\n    timing: late\n",
-            ),
+            ("child.yaml", "version: 1\nactions:\n  - id: only-timeout\n    timing: late\n"),
             ("bin/x.sh", "#!/bin/sh\n"),
         ]);
         let c = t.compile("top.yaml");
         let m = expect_at(&c, "duet::action::incomplete", "child.yaml", 3, 9);
-        assert_eq!(
-            m,
-            "action `only-timeout` has no `file` and `control` after nesting is resolved"
-        );
+        assert_eq!(m, "action `only-timeout` has no `file` and `control` after nesting is resolved");
         let m = expect_at(&c, "duet::action::incomplete", "top.yaml", 6, 9);
-        assert_eq!(
-            m,
-            "action `has-file` has no `control` after nesting is resolved"
-        );
+        assert_eq!(m, "action `has-file` has no `control` after nesting is resolved");
     }
 
     #[test]
@@ -858,20 +629,13 @@ mod tests {
         let t = Tree::new(&[
             ("top.yaml", "version: 1\ninclude: [deep.yaml, near.yaml]\n"),
             ("deep.yaml", "version: 1\ninclude: [deeper.yaml]\n"),
-            (
-                "deeper.yaml",
-                "version: 1\ntitle: Deeper\ncomments: from deeper\n",
-            ),
+            ("deeper.yaml", "version: 1\ntitle: Deeper\ncomments: from deeper\n"),
             ("near.yaml", "version: 1\ntitle: Near\n"),
         ]);
         let c = t.compile("top.yaml");
         expect_clean(&c);
         let plan = c.compiled.as_ref().unwrap();
-        assert_eq!(
-            plan.title.as_deref(),
-            Some("Near"),
-            "one include away beats two"
-        );
+        assert_eq!(plan.title.as_deref(), Some("Near"), "one include away beats two");
         assert_eq!(plan.comments.as_deref(), Some("from deeper"));
     }
 
@@ -879,10 +643,7 @@ mod tests {
     fn sibling_staging_dirs_conflict_and_logs_need_one() {
         let t = Tree::new(&[
             ("top.yaml", "version: 1\ninclude: [a.yaml, b.yaml]\n"),
-            (
-                "a.yaml",
-                "version: 1\nlogs: {staging_dir: /data/a, backup: [System]}\n",
-            ),
+            ("a.yaml", "version: 1\nlogs: {staging_dir: /data/a, backup: [System]}\n"),
             ("b.yaml", "version: 1\nlogs: {staging_dir: /data/b}\n"),
         ]);
         let c = t.compile("top.yaml");
@@ -890,21 +651,9 @@ mod tests {
         assert!(m.starts_with("`logs.staging_dir` conflicts"), "{m}");
 
         let t = Tree::new(&[("top.yaml", "version: 1\nlogs:\n  backup: [Application]\n")]);
-        expect_at(
-            &t.compile("top.yaml"),
-            "duet::logs::no-staging-dir",
-            "top.yaml",
-            3,
-            12,
-        );
+        expect_at(&t.compile("top.yaml"), "duet::logs::no-staging-dir", "top.yaml", 3, 12);
         let t = Tree::new(&[("top.yaml", "version: 1\nlogs: {staging_dir: data/logs}\n")]);
-        expect_at(
-            &t.compile("top.yaml"),
-            "duet::logs::staging-relative",
-            "top.yaml",
-            2,
-            21,
-        );
+        expect_at(&t.compile("top.yaml"), "duet::logs::staging-relative", "top.yaml", 2, 21);
     }
 
     #[test]
@@ -920,11 +669,7 @@ mod tests {
         expect_at(&c, "duet::service::after-unknown", "top.yaml", 4, 25);
         expect_at(&c, "duet::service::after-self", "top.yaml", 4, 34);
         expect_at(&c, "duet::service::after-dropped", "top.yaml", 4, 39);
-        let unknown = c
-            .diagnostics
-            .iter()
-            .find(|d| d.code == "duet::service::after-unknown")
-            .unwrap();
+        let unknown = c.diagnostics.iter().find(|d| d.code == "duet::service::after-unknown").unwrap();
         assert_eq!(unknown.help.as_deref(), Some("did you mean `Database`?"));
     }
 
@@ -945,30 +690,18 @@ mod tests {
     #[test]
     fn default_action_id_is_the_file_stem_and_merges_by_it() {
         let t = Tree::new(&[
-            (
-                "top.yaml",
-                "version: 1\ninclude: [child.yaml]\nactions:\n  - {file: bin/stop-app.sh, timeout: 7m}\n",
-            ),
-            (
-                "child.yaml",
-                "version: 1\nactions:\n  - {file: bin/stop-app.sh, control: stop}\n",
-            ),
+            ("top.yaml", "version: 1\ninclude: [child.yaml]\nactions:\n  - {file: bin/stop-app.sh, timeout: 7m}\n"),
+            ("child.yaml", "version: 1\nactions:\n  - {file: bin/stop-app.sh, control: stop}\n"),
             ("bin/stop-app.sh", "#!/bin/sh\n"),
         ]);
         let c = t.compile("top.yaml");
         expect_clean(&c);
         let plan = c.compiled.as_ref().unwrap();
         assert_eq!(
-            (
-                plan.actions.len(),
-                plan.actions[0].id.as_str(),
-                plan.actions[0].timeout_ms
-            ),
+            (plan.actions.len(), plan.actions[0].id.as_str(), plan.actions[0].timeout_ms),
             (1, "stop-app", 420_000)
         );
         let file = &c.resolved.as_ref().unwrap().entries[0].fields["file"];
-        assert!(
-            matches!(&file.value, FieldValue::Path { written, .. } if written == "bin/stop-app.sh")
-        );
+        assert!(matches!(&file.value, FieldValue::Path { written, .. } if written == "bin/stop-app.sh"));
     }
 }

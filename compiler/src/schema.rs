@@ -39,10 +39,8 @@ impl Schema {
         };
         cell.get_or_init(|| {
             let json: Json = serde_json::from_str(text).expect("bundled schema is valid JSON");
-            let validator = jsonschema::options()
-                .with_draft(Draft::Draft202012)
-                .build(&json)
-                .expect("bundled schema compiles");
+            let validator =
+                jsonschema::options().with_draft(Draft::Draft202012).build(&json).expect("bundled schema compiles");
             (json, validator)
         })
     }
@@ -61,9 +59,19 @@ impl Schema {
                     LocationSegment::Index(i) => Seg::Index(i),
                 })
                 .collect();
-            let schema_path: Vec<String> =
-                error.schema_path().iter().map(|s| s.to_string()).collect();
-            let diagnostic = describe(self, schema, root, file, &path, &schema_path, error.kind());
+            let schema_path: Vec<String> = error.schema_path().iter().map(|s| s.to_string()).collect();
+            let (node, key_span) = lookup(root, &path);
+            let located = Error {
+                kind: self,
+                schema,
+                schema_path: &schema_path,
+                file,
+                node,
+                key_span,
+                field: field_name(&path),
+                at_root: path.is_empty(),
+            };
+            let diagnostic = located.describe(error.kind());
             if !out.contains(&diagnostic) {
                 out.push(diagnostic);
             }
@@ -83,10 +91,9 @@ fn lookup<'a>(root: &'a Node, path: &[Seg]) -> (&'a Node, Option<Span>) {
     let mut key_span = None;
     for seg in path {
         let next = match (seg, &node.value) {
-            (Seg::Key(k), Value::Map(entries)) => entries
-                .iter()
-                .find(|e| &e.key == k)
-                .map(|e| (&e.value, Some(e.key_span))),
+            (Seg::Key(k), Value::Map(entries)) => {
+                entries.iter().find(|e| &e.key == k).map(|e| (&e.value, Some(e.key_span)))
+            }
             (Seg::Index(i), Value::Seq(items)) => items.get(*i).map(|n| (n, None)),
             _ => None,
         };
@@ -127,11 +134,7 @@ fn field_name(path: &[Seg]) -> String {
             }
         }
     }
-    if parts.is_empty() {
-        "the document".into()
-    } else {
-        format!("`{}`", parts.join("."))
-    }
+    if parts.is_empty() { "the document".into() } else { format!("`{}`", parts.join(".")) }
 }
 
 fn json_type_name(v: &Json) -> &'static str {
@@ -146,193 +149,142 @@ fn json_type_name(v: &Json) -> &'static str {
     }
 }
 
-fn describe(
+/// One schema error, located: the node it is about and how to name it.
+struct Error<'a> {
     kind: Schema,
-    schema: &Json,
-    root: &Node,
+    schema: &'a Json,
+    schema_path: &'a [String],
     file: FileId,
-    path: &[Seg],
-    schema_path: &[String],
-    error: &ValidationErrorKind,
-) -> Diagnostic {
-    let (node, key_span) = lookup(root, path);
-    let at = |span: Span| Loc { file, span };
-    let field = field_name(path);
-    match error {
-        ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let parent = schema_at(schema, &schema_path[..schema_path.len().saturating_sub(1)]);
-            let allowed: Vec<&str> = parent
-                .and_then(|p| p.get("properties"))
-                .and_then(Json::as_object)
-                .map(|o| o.keys().map(String::as_str).collect())
-                .unwrap_or_default();
-            let key = unexpected.first().map_or("", String::as_str);
-            let span = node.get(key).map_or(node.head(), |e| e.key_span);
-            let mut d = Diagnostic::error(
-                "duet::schema::unknown-key",
-                format!(
-                    "unknown key `{key}` in {}",
-                    if path.is_empty() {
-                        format!("this {}", kind.what())
-                    } else {
-                        field.clone()
-                    }
-                ),
-            )
-            .at(at(span), "unknown key");
-            d = match suggest::did_you_mean(key, allowed.iter().copied()) {
-                Some(hint) => d.help(hint),
-                None => d.help(format!("allowed keys here: {}", allowed.join(", "))),
-            };
-            d
-        }
-        ValidationErrorKind::Enum { options } => {
-            let options: Vec<&str> = options
-                .as_array()
-                .map(|a| a.iter().filter_map(Json::as_str).collect())
-                .unwrap_or_default();
-            let shown = node
-                .as_str()
-                .map_or_else(|| node.kind_name().to_owned(), |s| format!("`{s}`"));
-            let d = Diagnostic::error(
-                "duet::schema::invalid-value",
-                format!("invalid value {shown} for {field}"),
-            )
-            .at(
-                at(node.span),
-                format!("expected one of: {}", options.join(", ")),
-            );
-            d.help_opt(
-                node.as_str()
-                    .and_then(|s| suggest::did_you_mean(s, options.iter().copied())),
-            )
-        }
-        ValidationErrorKind::Constant { expected_value }
-            if path.len() == 1 && matches!(&path[0], Seg::Key(k) if k == "version") =>
-        {
-            Diagnostic::error(
+    node: &'a Node,
+    key_span: Option<Span>,
+    /// `` `actions[1].timeout` ``, or "the document".
+    field: String,
+    at_root: bool,
+}
+
+impl Error<'_> {
+    fn at(&self, span: Span) -> Loc {
+        Loc { file: self.file, span }
+    }
+
+    /// "this plan" at the top level, the field name below it.
+    fn place(&self) -> String {
+        if self.at_root { format!("this {}", self.kind.what()) } else { self.field.clone() }
+    }
+
+    fn unknown_key(&self, unexpected: &[String]) -> Diagnostic {
+        let parent = schema_at(self.schema, &self.schema_path[..self.schema_path.len().saturating_sub(1)]);
+        let allowed: Vec<&str> = parent
+            .and_then(|p| p.get("properties"))
+            .and_then(Json::as_object)
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let key = unexpected.first().map_or("", String::as_str);
+        let span = self.node.get(key).map_or(self.node.head(), |e| e.key_span);
+        let hint = suggest::did_you_mean(key, allowed.iter().copied())
+            .unwrap_or_else(|| format!("allowed keys here: {}", allowed.join(", ")));
+        Diagnostic::error("duet::schema::unknown-key", format!("unknown key `{key}` in {}", self.place()))
+            .at(self.at(span), "unknown key")
+            .help(hint)
+    }
+
+    fn not_one_of(&self, options: &Json) -> Diagnostic {
+        let options: Vec<&str> =
+            options.as_array().map(|a| a.iter().filter_map(Json::as_str).collect()).unwrap_or_default();
+        let shown = self.node.as_str().map_or_else(|| self.node.kind_name().to_owned(), |s| format!("`{s}`"));
+        Diagnostic::error("duet::schema::invalid-value", format!("invalid value {shown} for {}", self.field))
+            .at(self.at(self.node.span), format!("expected one of: {}", options.join(", ")))
+            .help_opt(self.node.as_str().and_then(|s| suggest::did_you_mean(s, options.iter().copied())))
+    }
+
+    fn constant(&self, expected: &Json) -> Diagnostic {
+        if self.field == "`version`" {
+            return Diagnostic::error(
                 "duet::schema::version",
-                format!(
-                    "unsupported {} format version {}",
-                    kind.what(),
-                    node.to_json()
-                ),
+                format!("unsupported {} format version {}", self.kind.what(), self.node.to_json()),
             )
-            .at(
-                at(node.span),
-                format!("this duet reads version {expected_value}"),
-            )
-            .help(format!(
-                "write `version: {expected_value}`, or use the duet release that reads this version"
-            ))
+            .at(self.at(self.node.span), format!("this duet reads version {expected}"))
+            .help(format!("write `version: {expected}`, or use the duet release that reads this version"));
         }
-        ValidationErrorKind::Constant { expected_value } => Diagnostic::error(
-            "duet::schema::invalid-value",
-            format!("{field} must be {expected_value}"),
-        )
-        .at(at(node.span), "here"),
-        ValidationErrorKind::Type { .. } => {
-            let expected = schema_at(schema, schema_path).map_or("another type", |t| match t {
-                Json::Array(types) => types.first().map_or("another type", json_type_name),
-                t => json_type_name(t),
-            });
-            let (message, label) = if path.is_empty() {
-                (
-                    format!(
-                        "a {} must be a YAML mapping of keys, found {}",
-                        kind.what(),
-                        node.kind_name()
-                    ),
-                    "not a mapping".to_owned(),
-                )
-            } else {
-                (
-                    format!("{field} must be {expected}, found {}", node.kind_name()),
-                    format!("expected {expected}"),
-                )
-            };
-            let help = match (expected, &node.value) {
-                ("a string", Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null) => {
-                    Some("quote the value to make it a string, e.g. \"1.0\"".to_owned())
-                }
-                ("a list", Value::Str(s)) => Some(format!("write a list: [{s}]")),
-                _ => None,
-            };
-            Diagnostic::error("duet::schema::type", message)
-                .at(
-                    at(if path.is_empty() {
-                        node.head()
-                    } else {
-                        node.span
-                    }),
-                    label,
-                )
-                .help_opt(help)
+        Diagnostic::error("duet::schema::invalid-value", format!("{} must be {expected}", self.field))
+            .at(self.at(self.node.span), "here")
+    }
+
+    fn wrong_type(&self) -> Diagnostic {
+        let node = self.node;
+        if self.at_root {
+            let message = format!("a {} must be a YAML mapping of keys, found {}", self.kind.what(), node.kind_name());
+            return Diagnostic::error("duet::schema::type", message).at(self.at(node.head()), "not a mapping");
         }
-        ValidationErrorKind::Required { property } => {
-            let key = property.as_str().unwrap_or("?");
-            let span = if path.is_empty() {
-                Span::new(0, 0)
-            } else {
-                key_span.unwrap_or_else(|| node.head())
-            };
-            let what = if path.is_empty() {
-                format!("this {}", kind.what())
-            } else {
-                field
-            };
-            let mut d = Diagnostic::error(
-                "duet::schema::missing-key",
-                format!("missing required key `{key}` in {what}"),
-            )
-            .at(at(span), format!("`{key}` is required"));
-            if key == "version" {
-                d = d.help("start the file with `version: 1`");
+        let expected = schema_at(self.schema, self.schema_path).map_or("another type", |t| match t {
+            Json::Array(types) => types.first().map_or("another type", json_type_name),
+            t => json_type_name(t),
+        });
+        let help = match (expected, &node.value) {
+            ("a string", Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null) => {
+                Some("quote the value to make it a string, e.g. \"1.0\"".to_owned())
             }
-            d
-        }
-        ValidationErrorKind::Pattern { pattern } => {
-            let value = node.as_str().unwrap_or_default();
-            let (message, help) = if pattern.contains("ms|s|m|h") {
-                (
-                    format!("invalid duration `{value}` for {field}"),
-                    "write a whole number and a unit: 500ms, 30s, 2m or 1h".to_owned(),
-                )
-            } else if pattern == "^/" {
-                (
-                    format!("{field} must be an absolute path, found `{value}`"),
-                    "write the full path, starting with /".to_owned(),
-                )
-            } else {
-                (
-                    format!("invalid value `{value}` for {field}"),
-                    "use letters, digits, `.`, `_` and `-`, starting with a letter or digit"
-                        .to_owned(),
-                )
-            };
-            Diagnostic::error("duet::schema::invalid-value", message)
-                .at(at(node.span), "here")
-                .help(help)
-        }
-        ValidationErrorKind::MinLength { .. } => {
-            Diagnostic::error("duet::schema::empty", format!("{field} must not be empty"))
-                .at(at(node.span), "empty")
-        }
-        ValidationErrorKind::MinItems { limit } => Diagnostic::error(
-            "duet::schema::too-few",
-            format!("{field} must list at least {limit} item(s)"),
+            ("a list", Value::Str(s)) => Some(format!("write a list: [{s}]")),
+            _ => None,
+        };
+        Diagnostic::error(
+            "duet::schema::type",
+            format!("{} must be {expected}, found {}", self.field, node.kind_name()),
         )
-        .at(at(node.span), "too few items"),
-        ValidationErrorKind::Minimum { limit } => Diagnostic::error(
-            "duet::schema::invalid-value",
-            format!("{field} must be at least {limit}"),
-        )
-        .at(at(node.span), "too small"),
-        other => Diagnostic::error(
-            "duet::schema::invalid",
-            format!("{field} is invalid: {other:?}"),
-        )
-        .at(at(node.span), "here"),
+        .at(self.at(node.span), format!("expected {expected}"))
+        .help_opt(help)
+    }
+
+    fn missing(&self, property: &Json) -> Diagnostic {
+        let key = property.as_str().unwrap_or("?");
+        let span = if self.at_root { Span::new(0, 0) } else { self.key_span.unwrap_or_else(|| self.node.head()) };
+        let d =
+            Diagnostic::error("duet::schema::missing-key", format!("missing required key `{key}` in {}", self.place()))
+                .at(self.at(span), format!("`{key}` is required"));
+        if key == "version" { d.help("start the file with `version: 1`") } else { d }
+    }
+
+    fn pattern(&self, pattern: &str) -> Diagnostic {
+        let value = self.node.as_str().unwrap_or_default();
+        let field = &self.field;
+        let (message, help) = if pattern.contains("ms|s|m|h") {
+            (format!("invalid duration `{value}` for {field}"), "write a whole number and a unit: 500ms, 30s, 2m or 1h")
+        } else if pattern == "^/" {
+            (format!("{field} must be an absolute path, found `{value}`"), "write the full path, starting with /")
+        } else {
+            (
+                format!("invalid value `{value}` for {field}"),
+                "use letters, digits, `.`, `_` and `-`, starting with a letter or digit",
+            )
+        };
+        Diagnostic::error("duet::schema::invalid-value", message).at(self.at(self.node.span), "here").help(help)
+    }
+
+    fn describe(&self, error: &ValidationErrorKind) -> Diagnostic {
+        let here = self.at(self.node.span);
+        let field = &self.field;
+        match error {
+            ValidationErrorKind::AdditionalProperties { unexpected } => self.unknown_key(unexpected),
+            ValidationErrorKind::Enum { options } => self.not_one_of(options),
+            ValidationErrorKind::Constant { expected_value } => self.constant(expected_value),
+            ValidationErrorKind::Type { .. } => self.wrong_type(),
+            ValidationErrorKind::Required { property } => self.missing(property),
+            ValidationErrorKind::Pattern { pattern } => self.pattern(pattern),
+            ValidationErrorKind::MinLength { .. } => {
+                Diagnostic::error("duet::schema::empty", format!("{field} must not be empty")).at(here, "empty")
+            }
+            ValidationErrorKind::MinItems { limit } => {
+                Diagnostic::error("duet::schema::too-few", format!("{field} must list at least {limit} item(s)"))
+                    .at(here, "too few items")
+            }
+            ValidationErrorKind::Minimum { limit } => {
+                Diagnostic::error("duet::schema::invalid-value", format!("{field} must be at least {limit}"))
+                    .at(here, "too small")
+            }
+            other => {
+                Diagnostic::error("duet::schema::invalid", format!("{field} is invalid: {other:?}")).at(here, "here")
+            }
+        }
     }
 }
 
@@ -354,12 +306,7 @@ mod tests {
             .into_iter()
             .map(|d| {
                 let label = d.primary.expect("every schema error has a position");
-                (
-                    d.code,
-                    d.message,
-                    file.line_col(label.loc.span.start),
-                    d.help,
-                )
+                (d.code, d.message, file.line_col(label.loc.span.start), d.help)
             })
             .collect::<Vec<_>>();
         out.sort_by_key(|e| e.2);
@@ -368,10 +315,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_point_at_the_key_and_suggest() {
-        let e = errors(
-            Schema::Plan,
-            "version: 1\nservies: [a]\nactions:\n  - id: x\n    timout: 5m\n",
-        );
+        let e = errors(Schema::Plan, "version: 1\nservies: [a]\nactions:\n  - id: x\n    timout: 5m\n");
         assert_eq!(e.len(), 2, "{e:?}");
         assert_eq!(e[0].0, "duet::schema::unknown-key");
         assert_eq!(e[0].2, (2, 1));
@@ -390,18 +334,9 @@ mod tests {
         let codes: Vec<_> = e.iter().map(|x| (x.0, x.2)).collect();
         assert!(codes.contains(&("duet::schema::version", (1, 10))), "{e:?}");
         assert!(codes.contains(&("duet::schema::type", (2, 8))), "{e:?}");
-        assert!(
-            codes.contains(&("duet::schema::invalid-value", (4, 24))),
-            "{e:?}"
-        );
-        assert!(
-            codes.contains(&("duet::schema::invalid-value", (4, 39))),
-            "{e:?}"
-        );
-        assert!(
-            codes.contains(&("duet::schema::missing-key", (6, 6))),
-            "{e:?}"
-        );
+        assert!(codes.contains(&("duet::schema::invalid-value", (4, 24))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::invalid-value", (4, 39))), "{e:?}");
+        assert!(codes.contains(&("duet::schema::missing-key", (6, 6))), "{e:?}");
         let control = e.iter().find(|x| x.2 == (4, 24)).unwrap();
         assert_eq!(control.3.as_deref(), Some("did you mean `stop`?"));
     }
@@ -409,10 +344,7 @@ mod tests {
     #[test]
     fn root_must_be_a_mapping_with_a_version() {
         let e = errors(Schema::Plan, "- a\n- b\n");
-        assert_eq!(
-            e[0].1,
-            "a plan must be a YAML mapping of keys, found a list"
-        );
+        assert_eq!(e[0].1, "a plan must be a YAML mapping of keys, found a list");
         let e = errors(Schema::Inventory, "model: x\n");
         assert_eq!(e[0].1, "missing required key `version` in this inventory");
     }
@@ -430,16 +362,8 @@ mod tests {
         let plans = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans");
         let mut checked = 0;
         for (dir, schema, modeline) in [
-            (
-                plans.clone(),
-                Schema::Plan,
-                "../schemas/plan.v1.schema.json",
-            ),
-            (
-                plans.join("machines"),
-                Schema::Inventory,
-                "../../schemas/inventory.v1.schema.json",
-            ),
+            (plans.clone(), Schema::Plan, "../schemas/plan.v1.schema.json"),
+            (plans.join("machines"), Schema::Inventory, "../../schemas/inventory.v1.schema.json"),
         ] {
             for entry in std::fs::read_dir(&dir).unwrap() {
                 let path = entry.unwrap().path();
@@ -448,8 +372,7 @@ mod tests {
                     let errors = schema.validate(&root, FileId(0));
                     assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
                     assert!(
-                        file.text
-                            .starts_with(&format!("# yaml-language-server: $schema={modeline}")),
+                        file.text.starts_with(&format!("# yaml-language-server: $schema={modeline}")),
                         "{} lacks the $schema modeline",
                         path.display()
                     );
@@ -457,10 +380,7 @@ mod tests {
                 }
             }
         }
-        assert!(
-            checked >= 4,
-            "expected the shipped plans and an inventory, checked {checked}"
-        );
+        assert!(checked >= 4, "expected the shipped plans and an inventory, checked {checked}");
     }
 
     #[test]
@@ -480,10 +400,7 @@ mod tests {
             "version: 1\ndisks: {system: disk0}\n",
             "version: 1\nlogs: {backup: [{name: System, extra: 1}]}\n",
         ] {
-            assert!(
-                !errors(Schema::Plan, bad).is_empty(),
-                "plan schema accepted {bad:?}"
-            );
+            assert!(!errors(Schema::Plan, bad).is_empty(), "plan schema accepted {bad:?}");
         }
         for bad in [
             "model: x\n",
@@ -495,10 +412,7 @@ mod tests {
             "version: 1\nsimulation: {faults: [{service: S}]}\n",
             "version: 1\nsimulation: {durations: {split: fast}}\n",
         ] {
-            assert!(
-                !errors(Schema::Inventory, bad).is_empty(),
-                "inventory schema accepted {bad:?}"
-            );
+            assert!(!errors(Schema::Inventory, bad).is_empty(), "inventory schema accepted {bad:?}");
         }
     }
 }

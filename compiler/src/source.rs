@@ -23,10 +23,7 @@ pub struct Span {
 
 impl Span {
     pub fn new(start: usize, end: usize) -> Self {
-        Self {
-            start,
-            end: end.max(start),
-        }
+        Self { start, end: end.max(start) }
     }
 
     pub fn len(self) -> usize {
@@ -61,12 +58,7 @@ impl SourceFile {
     pub fn new(display: String, canonical: PathBuf, text: Arc<str>) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self {
-            display,
-            canonical,
-            text,
-            line_starts,
-        }
+        Self { display, canonical, text, line_starts }
     }
 
     /// 1-based line and 1-based column (in characters) of a byte offset.
@@ -74,10 +66,7 @@ impl SourceFile {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
         let start = self.line_starts[line];
-        let column = self
-            .text
-            .get(start..offset)
-            .map_or(offset - start, |s| s.chars().count());
+        let column = self.text.get(start..offset).map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
 
@@ -87,9 +76,7 @@ impl SourceFile {
             return self.text.len();
         };
         let rest = &self.text[start..];
-        rest.char_indices()
-            .nth(col_chars)
-            .map_or(self.text.len(), |(i, _)| start + i)
+        rest.char_indices().nth(col_chars).map_or(self.text.len(), |(i, _)| start + i)
     }
 
     /// The directory the file lives in, for resolving includes and relative action paths.
@@ -115,17 +102,11 @@ impl SourceMap {
     }
 
     pub fn find_canonical(&self, canonical: &Path) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|f| f.canonical == canonical)
-            .map(|i| FileId(i as u32))
+        self.files.iter().position(|f| f.canonical == canonical).map(|i| FileId(i as u32))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (FileId(i as u32), f))
+        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
 
     /// `file:line` for a location, as outputs and provenance print it.
@@ -164,10 +145,7 @@ impl fmt::Display for ReadError {
             ),
             Self::Binary => f.write_str("it contains NUL bytes: a binary file, not YAML text"),
             Self::NotUtf8 { line, column } => {
-                write!(
-                    f,
-                    "it is not UTF-8 text (invalid byte at line {line}, column {column})"
-                )
+                write!(f, "it is not UTF-8 text (invalid byte at line {line}, column {column})")
             }
             Self::Io(e) => f.write_str(e),
         }
@@ -191,13 +169,9 @@ pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
     let file = std::fs::File::open(&canonical).map_err(|e| io_error(&e))?;
     // The length check above can race with a writer; `take` keeps the bound regardless.
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(&e))?;
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| io_error(&e))?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(ReadError::TooLarge {
-            bytes: bytes.len() as u64,
-        });
+        return Err(ReadError::TooLarge { bytes: bytes.len() as u64 });
     }
     if bytes.contains(&0) {
         return Err(ReadError::Binary);
@@ -232,11 +206,7 @@ mod tests {
 
     #[test]
     fn line_col_counts_characters_from_one() {
-        let f = SourceFile::new(
-            "p.yaml".into(),
-            PathBuf::from("/p.yaml"),
-            "ab\ncé d\n".into(),
-        );
+        let f = SourceFile::new("p.yaml".into(), PathBuf::from("/p.yaml"), "ab\ncé d\n".into());
         assert_eq!(f.line_col(0), (1, 1));
         assert_eq!(f.line_col(3), (2, 1));
         // "é" is two bytes: offset of "d" is 3 + 4 = 7, the fourth character.
@@ -248,10 +218,7 @@ mod tests {
     fn read_text_refuses_hostile_files() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(read_text(dir.path()).unwrap_err(), ReadError::IsDirectory);
-        assert_eq!(
-            read_text(&dir.path().join("missing.yaml")).unwrap_err(),
-            ReadError::NotFound
-        );
+        assert_eq!(read_text(&dir.path().join("missing.yaml")).unwrap_err(), ReadError::NotFound);
 
         let bin = dir.path().join("bin.yaml");
         std::fs::write(&bin, b"version: 1\0\x01").unwrap();
@@ -259,13 +226,7 @@ mod tests {
 
         let latin1 = dir.path().join("latin1.yaml");
         std::fs::write(&latin1, b"version: 1\ntitle: caf\xe9\n").unwrap();
-        assert_eq!(
-            read_text(&latin1).unwrap_err(),
-            ReadError::NotUtf8 {
-                line: 2,
-                column: 11
-            }
-        );
+        assert_eq!(read_text(&latin1).unwrap_err(), ReadError::NotUtf8 { line: 2, column: 11 });
 
         let a = dir.path().join("a.yaml");
         let b = dir.path().join("b.yaml");
@@ -276,17 +237,9 @@ mod tests {
         let big = dir.path().join("big.yaml");
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(MAX_FILE_BYTES + 1).unwrap();
-        assert_eq!(
-            read_text(&big).unwrap_err(),
-            ReadError::TooLarge {
-                bytes: MAX_FILE_BYTES + 1
-            }
-        );
+        assert_eq!(read_text(&big).unwrap_err(), ReadError::TooLarge { bytes: MAX_FILE_BYTES + 1 });
 
-        assert_eq!(
-            read_text(Path::new("/dev/null")).unwrap_err(),
-            ReadError::NotRegular
-        );
+        assert_eq!(read_text(Path::new("/dev/null")).unwrap_err(), ReadError::NotRegular);
 
         let bom = dir.path().join("bom.yaml");
         std::fs::write(&bom, "\u{feff}version: 1\n").unwrap();

@@ -13,10 +13,7 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 /// `Some("did you mean `x`?")` when a candidate is close.
-pub fn did_you_mean<'a>(
-    input: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn did_you_mean<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     closest(input, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
@@ -26,14 +23,8 @@ mod tests {
 
     #[test]
     fn suggests_near_misses_only() {
-        assert_eq!(
-            closest("servies", ["services", "actions", "logs"]),
-            Some("services")
-        );
-        assert_eq!(
-            closest("Stop", ["start", "stop", "readiness"]),
-            Some("stop")
-        );
+        assert_eq!(closest("servies", ["services", "actions", "logs"]), Some("services"));
+        assert_eq!(closest("Stop", ["start", "stop", "readiness"]), Some("stop"));
         assert_eq!(closest("timout", ["timing", "timeout"]), Some("timeout"));
         assert_eq!(closest("zzzz", ["services", "actions"]), None);
     }

@@ -21,8 +21,7 @@ impl Tree {
             std::fs::write(&path, text).expect("write");
             if Path::new(name).extension().is_some_and(|e| e == "sh") || name.starts_with("bin/") {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                    .expect("chmod");
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
             }
         }
         Self { dir }
@@ -33,17 +32,11 @@ impl Tree {
     }
 
     pub(crate) fn compile(&self, root: &str) -> Compilation {
-        compile(&Options {
-            plan: self.path(root),
-            inventory: None,
-        })
+        compile(&Options { plan: self.path(root), inventory: None })
     }
 
     pub(crate) fn compile_with(&self, root: &str, inventory: &str) -> Compilation {
-        compile(&Options {
-            plan: self.path(root),
-            inventory: Some(self.path(inventory)),
-        })
+        compile(&Options { plan: self.path(root), inventory: Some(self.path(inventory)) })
     }
 }
 
@@ -64,11 +57,7 @@ pub(crate) fn found(c: &Compilation) -> Vec<Found> {
         .map(|d| {
             let (file, line, column) = d.position(&c.sources);
             let file = file
-                .map(|f| {
-                    Path::new(&f)
-                        .file_name()
-                        .map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned())
-                })
+                .map(|f| Path::new(&f).file_name().map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned()))
                 .unwrap_or_default();
             Found {
                 severity: d.severity,
@@ -84,28 +73,16 @@ pub(crate) fn found(c: &Compilation) -> Vec<Found> {
 
 /// Asserts one diagnostic with this code is at `file:line:column`, and returns its message.
 #[track_caller]
-pub(crate) fn expect_at(
-    c: &Compilation,
-    code: &str,
-    file: &str,
-    line: usize,
-    column: usize,
-) -> String {
+pub(crate) fn expect_at(c: &Compilation, code: &str, file: &str, line: usize, column: usize) -> String {
     let all = found(c);
     all.iter()
         .find(|f| f.code == code && f.file == file && f.line == line && f.column == column)
-        .map_or_else(
-            || panic!("no {code} at {file}:{line}:{column}; found:\n{all:#?}"),
-            |f| f.message.clone(),
-        )
+        .map_or_else(|| panic!("no {code} at {file}:{line}:{column}; found:\n{all:#?}"), |f| f.message.clone())
 }
 
 #[track_caller]
 pub(crate) fn expect_clean(c: &Compilation) {
     let all = found(c);
-    assert!(
-        all.iter().all(|f| f.severity == Severity::Note),
-        "expected no errors or warnings, found:\n{all:#?}"
-    );
+    assert!(all.iter().all(|f| f.severity == Severity::Note), "expected no errors or warnings, found:\n{all:#?}");
     assert!(c.is_valid(), "expected a compiled plan");
 }

@@ -85,9 +85,9 @@ impl Node {
     pub fn head(&self) -> Span {
         match &self.value {
             Value::Map(entries) => entries.first().map_or(self.span, |e| e.key_span),
-            Value::Seq(items) => items.first().map_or(self.span, |n| {
-                Span::new(self.span.start, n.span.start.max(self.span.start + 1))
-            }),
+            Value::Seq(items) => {
+                items.first().map_or(self.span, |n| Span::new(self.span.start, n.span.start.max(self.span.start + 1)))
+            }
             _ => self.span,
         }
     }
@@ -115,12 +115,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => J::Object(
-                entries
-                    .iter()
-                    .map(|e| (e.key.clone(), e.value.to_json()))
-                    .collect(),
-            ),
+            Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
         }
     }
 }
@@ -138,14 +133,7 @@ pub struct YamlError {
 
 impl YamlError {
     fn new(code: &'static str, message: impl Into<String>, span: Span, label: &str) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            span,
-            label: label.into(),
-            related: None,
-            help: None,
-        }
+        Self { code, message: message.into(), span, label: label.into(), related: None, help: None }
     }
 }
 
@@ -214,29 +202,19 @@ pub fn parse(file: &SourceFile) -> Parsed {
                     "here",
                 );
                 if e.info().contains("tab") {
-                    err.help = Some(
-                        "YAML indentation must use spaces; replace the tab characters with spaces"
-                            .into(),
-                    );
+                    err.help = Some("YAML indentation must use spaces; replace the tab characters with spaces".into());
                 }
                 b.errors.push(err);
                 break;
             }
         }
     }
-    Parsed {
-        root: b.root,
-        errors: b.errors,
-    }
+    Parsed { root: b.root, errors: b.errors }
 }
 
 impl Builder<'_> {
     fn offset(&self, m: Marker) -> usize {
-        if self.ascii {
-            m.index().min(self.file.text.len())
-        } else {
-            self.file.offset_of(m.line(), m.col())
-        }
+        if self.ascii { m.index().min(self.file.text.len()) } else { self.file.offset_of(m.line(), m.col()) }
     }
 
     fn span(&self, s: YSpan) -> Span {
@@ -256,9 +234,7 @@ impl Builder<'_> {
                             Span::new(span.start, span.start + 3),
                             "second document starts here",
                         )
-                        .with_help(
-                            "split the documents into separate files and list them under `include`",
-                        ),
+                        .with_help("split the documents into separate files and list them under `include`"),
                     ));
                 }
             }
@@ -266,12 +242,7 @@ impl Builder<'_> {
                 let forced_str = match tag.as_deref() {
                     None => false,
                     Some(t) if t.suffix == "str" => true,
-                    Some(t)
-                        if ["int", "float", "bool", "null", "map", "seq"]
-                            .contains(&t.suffix.as_str()) =>
-                    {
-                        false
-                    }
+                    Some(t) if ["int", "float", "bool", "null", "map", "seq"].contains(&t.suffix.as_str()) => false,
                     Some(t) => {
                         return Err(Box::new(
                             YamlError::new(
@@ -293,12 +264,7 @@ impl Builder<'_> {
             }
             Event::SequenceStart(anchor, _) => {
                 self.open(span)?;
-                self.stack.push(Frame::Seq {
-                    start: span.start,
-                    anchor,
-                    items: Vec::new(),
-                    weight: 1,
-                });
+                self.stack.push(Frame::Seq { start: span.start, anchor, items: Vec::new(), weight: 1 });
             }
             Event::MappingStart(anchor, _) => {
                 self.open(span)?;
@@ -312,46 +278,15 @@ impl Builder<'_> {
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let frame = self
-                    .stack
-                    .pop()
-                    .expect("parser balances start and end events");
+                let frame = self.stack.pop().expect("parser balances start and end events");
                 let (node, anchor, weight) = match frame {
-                    Frame::Seq {
-                        start,
-                        anchor,
-                        items,
-                        weight,
-                    } => {
+                    Frame::Seq { start, anchor, items, weight } => {
                         let end = items.last().map_or(span.end, |n| n.span.end).max(start);
-                        (
-                            Node {
-                                span: Span::new(start, end),
-                                value: Value::Seq(items),
-                            },
-                            anchor,
-                            weight,
-                        )
+                        (Node { span: Span::new(start, end), value: Value::Seq(items) }, anchor, weight)
                     }
-                    Frame::Map {
-                        start,
-                        anchor,
-                        entries,
-                        weight,
-                        ..
-                    } => {
-                        let end = entries
-                            .last()
-                            .map_or(span.end, |e| e.value.span.end)
-                            .max(start);
-                        (
-                            Node {
-                                span: Span::new(start, end),
-                                value: Value::Map(entries),
-                            },
-                            anchor,
-                            weight,
-                        )
+                    Frame::Map { start, anchor, entries, weight, .. } => {
+                        let end = entries.last().map_or(span.end, |e| e.value.span.end).max(start);
+                        (Node { span: Span::new(start, end), value: Value::Map(entries) }, anchor, weight)
                     }
                 };
                 self.complete(node, anchor, weight)?;
@@ -366,10 +301,7 @@ impl Builder<'_> {
                     ))
                 })?;
                 // The alias is shown where it is used, not where its anchor was defined.
-                let node = Node {
-                    span,
-                    value: node.value,
-                };
+                let node = Node { span, value: node.value };
                 self.complete(node, 0, weight)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
@@ -386,9 +318,7 @@ impl Builder<'_> {
                     Span::new(span.start, span.start + 1),
                     "too deep",
                 )
-                .with_help(
-                    "plans need only a few levels of nesting; this file is probably not a plan",
-                ),
+                .with_help("plans need only a few levels of nesting; this file is probably not a plan"),
             ));
         }
         Ok(())
@@ -405,35 +335,22 @@ impl Builder<'_> {
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
-            Some(Frame::Seq {
-                items, weight: w, ..
-            }) => {
+            Some(Frame::Seq { items, weight: w, .. }) => {
                 *w += weight;
                 items.push(node);
             }
-            Some(Frame::Map {
-                entries,
-                key,
-                seen,
-                weight: w,
-                ..
-            }) => {
+            Some(Frame::Map { entries, key, seen, weight: w, .. }) => {
                 *w += weight;
                 if let Some((key, key_span)) = key.take() {
-                    entries.push(Entry {
-                        key,
-                        key_span,
-                        value: node,
-                    });
+                    entries.push(Entry { key, key_span, value: node });
                 } else {
                     {
                         let name = match node.value {
                             Value::Str(s) => s,
                             Value::Null => String::new(),
-                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => self.file.text
-                                [node.span.start..node.span.end]
-                                .trim()
-                                .to_owned(),
+                            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                                self.file.text[node.span.start..node.span.end].trim().to_owned()
+                            }
                             Value::Seq(_) | Value::Map(_) => {
                                 return Err(Box::new(YamlError::new(
                                     "duet::yaml::complex-key",
@@ -498,9 +415,7 @@ fn resolve_plain(s: &str) -> Value {
     }
     let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<i64>()
-            .map_or_else(|_| Value::Float(s.parse().unwrap_or(f64::NAN)), Value::Int);
+        return s.parse::<i64>().map_or_else(|_| Value::Float(s.parse().unwrap_or(f64::NAN)), Value::Int);
     }
     if let Some(hex) = s.strip_prefix("0x") {
         if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -528,8 +443,7 @@ fn is_float(s: &str) -> bool {
     };
     let mantissa_ok = match mantissa.split_once('.') {
         Some((int, frac)) => {
-            !(int.is_empty() && frac.is_empty())
-                && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+            !(int.is_empty() && frac.is_empty()) && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
         }
         None => !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit()),
     };
@@ -555,17 +469,13 @@ mod tests {
 
     fn first_error(text: &str) -> (&'static str, (usize, usize)) {
         let (file, parsed) = parse_str(text);
-        let e = parsed
-            .errors
-            .first()
-            .unwrap_or_else(|| panic!("expected an error for {text:?}"));
+        let e = parsed.errors.first().unwrap_or_else(|| panic!("expected an error for {text:?}"));
         (e.code, file.line_col(e.span.start))
     }
 
     #[test]
     fn spans_point_at_nodes() {
-        let (file, parsed) =
-            parse_str("version: 1\nservices:\n  - name: café\n    after: [a, \"b\"]\n");
+        let (file, parsed) = parse_str("version: 1\nservices:\n  - name: café\n    after: [a, \"b\"]\n");
         assert!(parsed.errors.is_empty());
         let root = parsed.root.unwrap();
         let services = &root.get("services").unwrap().value;
@@ -617,10 +527,7 @@ mod tests {
     fn hostile_yaml_gets_errors_not_crashes() {
         assert_eq!(first_error("a:\n\tb: 1\n").0, "duet::yaml::syntax");
         assert_eq!(first_error("a: [1, 2\n").0, "duet::yaml::syntax");
-        assert_eq!(
-            first_error("a: 1\n---\nb: 2\n"),
-            ("duet::yaml::multiple-documents", (2, 1))
-        );
+        assert_eq!(first_error("a: 1\n---\nb: 2\n"), ("duet::yaml::multiple-documents", (2, 1)));
         assert_eq!(first_error("a: !custom x\n").0, "duet::yaml::tag");
         assert_eq!(first_error("? [a]\n: 1\n").0, "duet::yaml::complex-key");
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
@@ -634,10 +541,8 @@ mod tests {
         let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 1..12 {
             let p = i - 1;
-            let _ = writeln!(
-                bomb,
-                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]"
-            );
+            let _ =
+                writeln!(bomb, "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]");
         }
         assert_eq!(first_error(&bomb).0, "duet::yaml::too-large");
     }
@@ -647,10 +552,7 @@ mod tests {
         let (_, parsed) = parse_str("base: &b {x: 1}\ncopy: *b\n");
         assert!(parsed.errors.is_empty());
         let root = parsed.root.unwrap();
-        assert_eq!(
-            root.get("copy").unwrap().value.to_json(),
-            serde_json::json!({"x": 1})
-        );
+        assert_eq!(root.get("copy").unwrap().value.to_json(), serde_json::json!({"x": 1}));
     }
 
     #[test]

@@ -15,10 +15,7 @@ fn color() -> bool {
 
 fn print_diagnostics(c: &Compilation) {
     if !c.diagnostics.is_empty() {
-        eprint!(
-            "{}",
-            report::render_human(&c.diagnostics, &c.sources, color())
-        );
+        eprint!("{}", report::render_human(&c.diagnostics, &c.sources, color()));
     }
 }
 
@@ -36,20 +33,13 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                 "platform_checked": options.inventory.is_some(),
                 "diagnostics": report::to_json(&c.diagnostics, &c.sources),
             });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json).expect("diagnostics serialize")
-            );
+            println!("{}", serde_json::to_string_pretty(&json).expect("diagnostics serialize"));
         }
         CheckFormat::Human => {
             print_diagnostics(&c);
             let (errors, warnings) = (c.count(Severity::Error), c.count(Severity::Warning));
             if c.is_valid() {
-                let extra = if warnings > 0 {
-                    format!(" ({})", plural(warnings, "warning"))
-                } else {
-                    String::new()
-                };
+                let extra = if warnings > 0 { format!(" ({})", plural(warnings, "warning")) } else { String::new() };
                 println!("{plan}: valid{extra}");
                 if options.inventory.is_none() {
                     println!(
@@ -57,19 +47,11 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                     );
                 }
             } else {
-                println!(
-                    "{plan}: invalid: {}, {}",
-                    plural(errors, "error"),
-                    plural(warnings, "warning")
-                );
+                println!("{plan}: invalid: {}, {}", plural(errors, "error"), plural(warnings, "warning"));
             }
         }
     }
-    if c.is_valid() {
-        Outcome::Success
-    } else {
-        Outcome::Failure
-    }
+    if c.is_valid() { Outcome::Success } else { Outcome::Failure }
 }
 
 pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome {
@@ -85,9 +67,7 @@ pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome 
     };
     let text = match format {
         CompileFormat::Summary => summary::render(plan, resolved, &c.sources, c.inventory.as_ref()),
-        CompileFormat::Json => {
-            serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n"
-        }
+        CompileFormat::Json => serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n",
         CompileFormat::Dot => graph::to_dot(plan),
         CompileFormat::Mermaid => graph::to_mermaid(plan),
     };
@@ -99,10 +79,7 @@ pub(crate) fn explain(options: &Options, key: Option<&str>) -> Outcome {
     let c = compile(options);
     let Some(resolved) = &c.resolved else {
         print_diagnostics(&c);
-        eprintln!(
-            "{}: cannot explain a plan tree that does not load",
-            options.plan.display()
-        );
+        eprintln!("{}: cannot explain a plan tree that does not load", options.plan.display());
         return Outcome::Failure;
     };
     match explain::render(resolved, &c.sources, key) {

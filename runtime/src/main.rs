@@ -13,21 +13,9 @@ use cli::{Cli, Command};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Check {
-            plan,
-            inventory,
-            format,
-        } => check::check(&Options { plan, inventory }, format),
-        Command::Compile {
-            plan,
-            inventory,
-            format,
-        } => check::compile_plan(&Options { plan, inventory }, format),
-        Command::Explain {
-            plan,
-            key,
-            inventory,
-        } => check::explain(&Options { plan, inventory }, key.as_deref()),
+        Command::Check { plan, inventory, format } => check::check(&Options { plan, inventory }, format),
+        Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
+        Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
     };
     std::process::ExitCode::from(outcome.exit_code())
 }

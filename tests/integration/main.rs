@@ -1,1 +1,7 @@
-fn main(){}
+//! Integration tests: the real `duet` binary, run in temporary directories, asserting exit
+//! codes, stdout and stderr as a user sees them. One test binary (CI builds one, not many).
+
+mod cli;
+mod compile;
+mod hostile;
+mod support;

@@ -28,24 +28,13 @@ fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
 
 /// Every key `explain` accepts for this plan, in output order.
 pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
-    let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"]
-        .map(String::from)
-        .to_vec();
-    keys.extend(
-        plan.entries
-            .iter()
-            .chain(&plan.dropped)
-            .map(|e| format!("{}:{}", e.kind.as_str(), e.key)),
-    );
+    let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"].map(String::from).to_vec();
+    keys.extend(plan.entries.iter().chain(&plan.dropped).map(|e| format!("{}:{}", e.kind.as_str(), e.key)));
     keys
 }
 
 /// The provenance of one key, or of all when `key` is `None`. `Err` names the unknown key.
-pub fn render(
-    plan: &ResolvedPlan,
-    sources: &SourceMap,
-    key: Option<&str>,
-) -> Result<String, String> {
+pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Result<String, String> {
     let all = keys(plan);
     if let Some(key) = key {
         if !all.iter().any(|k| k == key) {
@@ -58,11 +47,9 @@ pub fn render(
     let at = |setting: &Setting| sources.describe(setting.loc);
     let mut out = String::new();
 
-    for (name, setting) in [
-        ("title", &plan.title),
-        ("comments", &plan.comments),
-        ("logs.staging_dir", &plan.staging_dir),
-    ] {
+    for (name, setting) in
+        [("title", &plan.title), ("comments", &plan.comments), ("logs.staging_dir", &plan.staging_dir)]
+    {
         if !wanted(name) {
             continue;
         }
@@ -70,10 +57,7 @@ pub fn render(
             Some(s) => {
                 let value = s.value.to_string();
                 let shown = if value.contains("\\n") {
-                    format!(
-                        "{}...\"",
-                        &value[..value.find("\\n").unwrap_or(value.len())]
-                    )
+                    format!("{}...\"", &value[..value.find("\\n").unwrap_or(value.len())])
                 } else {
                     value
                 };
@@ -93,10 +77,7 @@ pub fn render(
         match &plan.disks {
             Some(d) => {
                 let names = |list: &[crate::plan::Spanned<String>]| {
-                    list.iter()
-                        .map(|n| n.value.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    list.iter().map(|n| n.value.as_str()).collect::<Vec<_>>().join(", ")
                 };
                 let _ = writeln!(
                     out,
@@ -107,10 +88,7 @@ pub fn render(
                 );
             }
             None => {
-                let _ = writeln!(
-                    out,
-                    "disks: not selected by the top-level plan (mandatory system disks only)"
-                );
+                let _ = writeln!(out, "disks: not selected by the top-level plan (mandatory system disks only)");
             }
         }
         for ignored in &plan.ignored_disks {
@@ -134,11 +112,7 @@ pub fn render(
 
 fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &SourceMap) {
     let decls: Vec<String> = entry.decls.iter().map(|&d| sources.describe(d)).collect();
-    let state = if entry.enabled() {
-        ""
-    } else {
-        "  (disabled: dropped from the plan)"
-    };
+    let state = if entry.enabled() { "" } else { "  (disabled: dropped from the plan)" };
     let _ = writeln!(out, "{name}{state}\n  declared at {}", decls.join(", "));
     let mut rows = Vec::new();
     for (field, default) in fields(entry.kind) {
@@ -146,12 +120,7 @@ fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &Sourc
             Some(s) => {
                 let mut from = format!("set at {}", sources.describe(s.loc));
                 for o in &s.overridden {
-                    let _ = write!(
-                        from,
-                        "; overrides {} ({})",
-                        sources.describe(o.loc),
-                        o.value
-                    );
+                    let _ = write!(from, "; overrides {} ({})", sources.describe(o.loc), o.value);
                 }
                 rows.push(vec![(*field).to_owned(), format!("= {}", s.value), from]);
             }

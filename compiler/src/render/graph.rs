@@ -9,27 +9,12 @@ fn dot_quote(s: &str) -> String {
 }
 
 pub fn to_dot(plan: &CompiledPlan) -> String {
-    let mut out = String::from(
-        "digraph duet {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
-    );
+    let mut out = String::from("digraph duet {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n");
     for (name, request) in &plan.requests {
-        let _ = writeln!(
-            out,
-            "  subgraph {} {{",
-            dot_quote(&format!("cluster_{name}"))
-        );
-        let _ = writeln!(
-            out,
-            "    label={};",
-            dot_quote(&format!("{name} (state {})", request.state.as_str()))
-        );
+        let _ = writeln!(out, "  subgraph {} {{", dot_quote(&format!("cluster_{name}")));
+        let _ = writeln!(out, "    label={};", dot_quote(&format!("{name} (state {})", request.state.as_str())));
         for step in &request.steps {
-            let _ = writeln!(
-                out,
-                "    {} [label={}];",
-                dot_quote(&format!("{name}/{}", step.id)),
-                dot_quote(&step.id)
-            );
+            let _ = writeln!(out, "    {} [label={}];", dot_quote(&format!("{name}/{}", step.id)), dot_quote(&step.id));
         }
         for step in &request.steps {
             for dep in &step.after {
@@ -71,12 +56,8 @@ pub fn to_mermaid(plan: &CompiledPlan) -> String {
         for (step, id) in request.steps.iter().zip(&ids) {
             let _ = writeln!(out, "    {id}[{}]", mermaid_label(&step.id));
         }
-        let index: std::collections::HashMap<&str, usize> = request
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i))
-            .collect();
+        let index: std::collections::HashMap<&str, usize> =
+            request.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
         for (step, id) in request.steps.iter().zip(&ids) {
             for dep in &step.after {
                 if let Some(&from) = index.get(dep.as_str()) {

@@ -11,6 +11,8 @@ use crate::inventory::Inventory;
 use crate::resolve::ResolvedPlan;
 use crate::source::{FileId, SourceMap};
 
+const NONE: &str = "(none)";
+
 pub fn render(
     plan: &CompiledPlan,
     resolved: &ResolvedPlan,
@@ -18,65 +20,14 @@ pub fn render(
     inventory: Option<&Inventory>,
 ) -> String {
     let mut out = String::new();
-    let none = "(none)";
-    let _ = writeln!(out, "Upgrade Summary");
-    let _ = writeln!(
-        out,
-        "  Plan file:    {}",
-        sources.get(resolved.root).display
-    );
-    let _ = writeln!(
-        out,
-        "  Title:        {}",
-        plan.title.as_deref().unwrap_or(none)
-    );
-    match plan.comments.as_deref().map(str::trim_end) {
-        Some(comments) if !comments.is_empty() => {
-            for (i, line) in comments.lines().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "  {:<14}{line}",
-                    if i == 0 { "Description:" } else { "" }
-                );
-            }
-        }
-        _ => {
-            let _ = writeln!(out, "  Description:  {none}");
-        }
-    }
-    match (&plan.inventory, inventory) {
-        (Some(path), Some(inv)) if !inv.model.is_empty() => {
-            let _ = writeln!(out, "  Checked on:   {path} ({})", inv.model);
-        }
-        (Some(path), _) => {
-            let _ = writeln!(out, "  Checked on:   {path}");
-        }
-        (None, _) => {
-            let _ = writeln!(
-                out,
-                "  Checked on:   no inventory: disks, executables, services and event logs not checked (use --inventory)"
-            );
-        }
-    }
-
-    let list = |items: &[String]| {
-        if items.is_empty() {
-            none.to_owned()
-        } else {
-            items.join(", ")
-        }
-    };
-    let _ = writeln!(out, "\nDisks");
-    let _ = writeln!(out, "  System:  {}", list(&plan.disks.system));
-    let _ = writeln!(out, "  Data:    {}", list(&plan.disks.data));
+    header(&mut out, plan, resolved, sources, inventory);
+    let list = |items: &[String]| if items.is_empty() { NONE.to_owned() } else { items.join(", ") };
+    let _ = writeln!(out, "\nDisks\n  System:  {}\n  Data:    {}", list(&plan.disks.system), list(&plan.disks.data));
 
     let _ = writeln!(out, "\nOther plans (child plans)");
-    let children = resolved
-        .includes
-        .get(&resolved.root)
-        .map_or(&[][..], Vec::as_slice);
+    let children = resolved.includes.get(&resolved.root).map_or(&[][..], Vec::as_slice);
     if children.is_empty() {
-        let _ = writeln!(out, "  {none}");
+        let _ = writeln!(out, "  {NONE}");
     }
     let mut shown = HashSet::new();
     for &child in children {
@@ -84,97 +35,111 @@ pub fn render(
     }
 
     let _ = writeln!(out, "\nApplication services");
-    if plan.services.is_empty() {
-        let _ = writeln!(out, "  {none}");
-    } else {
-        let rows: Vec<Vec<String>> = plan
-            .services
-            .iter()
-            .map(|s| {
-                vec![
-                    s.name.clone(),
-                    if s.after.is_empty() {
-                        String::new()
-                    } else {
-                        format!("after {}", s.after.join(", "))
-                    },
-                ]
-            })
-            .collect();
-        out.push_str(&table(&rows, "  "));
-    }
+    let services: Vec<Vec<String>> = plan
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                if s.after.is_empty() { String::new() } else { format!("after {}", s.after.join(", ")) },
+            ]
+        })
+        .collect();
+    section_table(&mut out, &services);
 
     let _ = writeln!(out, "\nCustom actions");
-    if plan.actions.is_empty() {
-        let _ = writeln!(out, "  {none}");
-    } else {
-        let mut rows = vec![
-            ["ID", "CONTROL", "TIMING", "TIMEOUT", "RERUN", "COMMAND"]
-                .map(String::from)
-                .to_vec(),
-        ];
-        for a in &plan.actions {
-            let mut command = a.file.clone();
-            for arg in &a.args {
-                command.push(' ');
-                command.push_str(arg);
-            }
-            rows.push(vec![
-                a.id.clone(),
-                a.control.to_string(),
-                a.timing.to_string(),
-                duration::format(a.timeout_ms),
-                a.rerun.as_str().to_owned(),
-                command,
-            ]);
-        }
-        out.push_str(&table(&rows, "  "));
-    }
+    actions(&mut out, plan);
 
     let _ = writeln!(out, "\nEvent logs to back up");
     if plan.logs.backup.is_empty() {
-        let _ = writeln!(out, "  {none}");
+        let _ = writeln!(out, "  {NONE}");
     } else {
-        let _ = writeln!(
-            out,
-            "  {} -> {}",
-            plan.logs.backup.join(", "),
-            plan.logs.staging_dir.as_deref().unwrap_or(none)
-        );
+        let _ =
+            writeln!(out, "  {} -> {}", plan.logs.backup.join(", "), plan.logs.staging_dir.as_deref().unwrap_or(NONE));
     }
 
     let _ = writeln!(out, "\nSteps");
+    steps(&mut out, plan);
+    out
+}
+
+/// File, title, description (the guide's Description page) and what the plan was checked on.
+fn header(
+    out: &mut String,
+    plan: &CompiledPlan,
+    resolved: &ResolvedPlan,
+    sources: &SourceMap,
+    inventory: Option<&Inventory>,
+) {
+    let _ = writeln!(out, "Upgrade Summary");
+    let _ = writeln!(out, "  Plan file:    {}", sources.get(resolved.root).display);
+    let _ = writeln!(out, "  Title:        {}", plan.title.as_deref().unwrap_or(NONE));
+    let comments = plan.comments.as_deref().map(str::trim_end).filter(|c| !c.is_empty()).unwrap_or(NONE);
+    for (i, line) in comments.lines().enumerate() {
+        let _ = writeln!(out, "  {:<14}{line}", if i == 0 { "Description:" } else { "" });
+    }
+    let checked = match (&plan.inventory, inventory) {
+        (Some(path), Some(inv)) if !inv.model.is_empty() => format!("{path} ({})", inv.model),
+        (Some(path), _) => path.clone(),
+        (None, _) => "no inventory: disks, executables, services and event logs not checked (use --inventory)".into(),
+    };
+    let _ = writeln!(out, "  Checked on:   {checked}");
+}
+
+fn section_table(out: &mut String, rows: &[Vec<String>]) {
+    if rows.is_empty() {
+        let _ = writeln!(out, "  {NONE}");
+    } else {
+        out.push_str(&table(rows, "  "));
+    }
+}
+
+fn actions(out: &mut String, plan: &CompiledPlan) {
+    if plan.actions.is_empty() {
+        let _ = writeln!(out, "  {NONE}");
+        return;
+    }
+    let mut rows = vec![["ID", "CONTROL", "TIMING", "TIMEOUT", "RERUN", "COMMAND"].map(String::from).to_vec()];
+    for a in &plan.actions {
+        let command =
+            std::iter::once(a.file.as_str()).chain(a.args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ");
+        rows.push(vec![
+            a.id.clone(),
+            a.control.to_string(),
+            a.timing.to_string(),
+            duration::format(a.timeout_ms),
+            a.rerun.as_str().to_owned(),
+            command,
+        ]);
+    }
+    out.push_str(&table(&rows, "  "));
+}
+
+/// Every request's steps, numbered, with the numbers of the steps each waits for.
+fn steps(out: &mut String, plan: &CompiledPlan) {
     for (name, request) in &plan.requests {
         let _ = writeln!(out, "  {name} (state {})", request.state.as_str());
-        let positions: std::collections::HashMap<&str, usize> = request
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.id.as_str(), i + 1))
-            .collect();
-        let position = |id: &str| positions.get(id).copied().unwrap_or(0);
+        let positions: std::collections::HashMap<&str, usize> =
+            request.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i + 1)).collect();
         let rows: Vec<Vec<String>> = request
             .steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let after: Vec<String> = s.after.iter().map(|d| position(d).to_string()).collect();
+                let after: Vec<String> =
+                    s.after.iter().map(|d| positions.get(d.as_str()).copied().unwrap_or(0).to_string()).collect();
+                let after = if after.is_empty() { String::new() } else { format!("after {}", after.join(", ")) };
                 vec![
                     format!("{:>3}", i + 1),
                     s.id.clone(),
                     s.kind.as_str().to_owned(),
                     s.side.as_str().to_owned(),
-                    if after.is_empty() {
-                        String::new()
-                    } else {
-                        format!("after {}", after.join(", "))
-                    },
+                    after,
                 ]
             })
             .collect();
         out.push_str(&table(&rows, "  "));
     }
-    out
 }
 
 fn include_tree(

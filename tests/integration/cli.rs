@@ -1,0 +1,127 @@
+//! `duet check` and `duet explain` through the binary: exit codes, formats, the shipped plans.
+
+use crate::support::{duet, repo, tree};
+
+const INVENTORY: &str = "plans/machines/320ma.yaml";
+
+/// Every plan under `plans/` checks clean (no errors, no warnings), without and with the
+/// inventory of the machine the plans are written for.
+#[test]
+fn every_shipped_plan_checks_clean() {
+    let mut plans: Vec<String> = std::fs::read_dir(repo().join("plans"))
+        .expect("plans/")
+        .map(|e| e.expect("entry").file_name().into_string().expect("UTF-8 name"))
+        .filter(|n| std::path::Path::new(n).extension().is_some_and(|e| e == "yaml"))
+        .map(|n| format!("plans/{n}"))
+        .collect();
+    plans.sort();
+    assert!(plans.len() >= 3, "quickstart, vendor template and site plan: {plans:?}");
+    for plan in &plans {
+        for args in [vec!["check", plan.as_str()], vec!["check", plan.as_str(), "--inventory", INVENTORY]] {
+            let run = duet(&args).run();
+            run.code(0).stdout_has(&format!("{plan}: valid"));
+            assert!(!run.stderr.contains("warning"), "{args:?} warned:\n{}", run.stderr);
+        }
+    }
+}
+
+#[test]
+fn check_says_when_the_platform_was_not_checked() {
+    duet(&["check", "plans/quickstart.yaml"]).run().code(0).stdout_has("no --inventory given");
+    let run = duet(&["check", "plans/quickstart.yaml", "--inventory", INVENTORY]).run();
+    assert!(!run.code(0).stdout.contains("no --inventory"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    duet(&[]).run().code(2);
+    duet(&["check"]).run().code(2).stderr_has("<PLAN>");
+    duet(&["check", "plans/quickstart.yaml", "--format", "yaml"])
+        .run()
+        .code(2)
+        .stderr_has("possible values: human, json");
+    duet(&["frobnicate"]).run().code(2);
+}
+
+#[test]
+fn check_json_lists_every_diagnostic_with_its_position() {
+    let dir = tree(&[
+        ("site.yaml", b"version: 1\ninclude: [vendor.yaml]\nservies: [a]\n"),
+        ("vendor.yaml", b"version: 1\nactions:\n  - {file: x, control: Stop}\ndisks: {system: [disk0]}\n"),
+    ]);
+    let run = duet(&["check", "site.yaml", "--format", "json"]).in_dir(dir.path()).run();
+    run.code(1);
+    let json = run.json();
+    assert_eq!(json["valid"], false);
+    assert_eq!(json["platform_checked"], false);
+    let diags = json["diagnostics"].as_array().expect("list");
+    let brief: Vec<(String, String, u64, u64)> = diags
+        .iter()
+        .map(|d| {
+            (
+                d["severity"].as_str().unwrap().into(),
+                d["file"].as_str().unwrap().into(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(brief, [("error".into(), "site.yaml".into(), 3, 1), ("error".into(), "vendor.yaml".into(), 3, 24)]);
+    assert_eq!(diags[0]["code"], "duet::schema::unknown-key");
+    assert_eq!(diags[0]["message"], "unknown key `servies` in this plan");
+    assert_eq!(diags[0]["help"], "did you mean `services`?");
+    assert_eq!(diags[1]["help"], "did you mean `stop`?");
+}
+
+#[test]
+fn check_json_of_a_valid_plan() {
+    let run = duet(&["check", "plans/site-db01.yaml", "--inventory", INVENTORY, "--format", "json"]).run();
+    run.code(0);
+    let json = run.json();
+    assert_eq!(json["valid"], true);
+    assert_eq!(json["platform_checked"], true);
+    let notes: Vec<&str> =
+        json["diagnostics"].as_array().unwrap().iter().map(|d| d["code"].as_str().unwrap()).collect();
+    assert_eq!(notes, ["duet::nesting::child-disks"], "the vendor's disk selection is ignored, with a note");
+}
+
+#[test]
+fn explain_shows_provenance_and_refuses_unknown_keys() {
+    let run = duet(&["explain", "plans/site-db01.yaml", "action:sql-stop"]).run();
+    run.code(0);
+    insta::assert_snapshot!("explain_sql_stop", run.stdout.replace(&repo().display().to_string(), "[REPO]"));
+    duet(&["explain", "plans/site-db01.yaml", "disks"]).run().code(0).stdout_has("ignored: plans/vendor-sql.yaml:11");
+    duet(&["explain", "plans/site-db01.yaml", "action:sql-backup"])
+        .run()
+        .code(0)
+        .stdout_has("(disabled: dropped from the plan)");
+    duet(&["explain", "plans/site-db01.yaml", "action:sql-stp"])
+        .run()
+        .code(1)
+        .stderr_has("did you mean `action:sql-stop`?");
+    let all = duet(&["explain", "plans/site-db01.yaml"]).run();
+    all.code(0).stdout_has("title = \"db01 SQL Server SP4\"").stdout_has("service:W3SVC").stdout_has("log:Security");
+}
+
+#[test]
+fn explain_shows_what_a_conflict_needs() {
+    let dir = tree(&[
+        ("top.yaml", b"version: 1\ninclude: [a.yaml, b.yaml]\n"),
+        ("a.yaml", b"version: 1\nservices: [{name: S, after: [T]}, T, U]\n"),
+        ("b.yaml", b"version: 1\nservices: [{name: S, after: [U]}]\n"),
+    ]);
+    let run = duet(&["explain", "top.yaml", "service:S"]).in_dir(dir.path()).run();
+    run.code(1)
+        .stdout_has("after    = [T]")
+        .stderr_has("`after` of service `S` conflicts between included plans: [T] and [U]")
+        .stderr_has("set `after` of service `S` in `top.yaml` to choose");
+}
+
+#[test]
+fn a_missing_plan_is_reported_with_a_suggestion() {
+    duet(&["check", "plans/quickstart.yml"])
+        .run()
+        .code(1)
+        .stderr_has("cannot read plan `plans/quickstart.yml`: no such file")
+        .stderr_has("did you mean `quickstart.yaml`?");
+}
