@@ -97,11 +97,10 @@ fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
             });
         }
     }
-    let message = d.message.clone();
     Report {
         severity: d.severity,
         code: Some(d.code),
-        message,
+        message: d.message.clone(),
         help: d.help.clone(),
         source: file.map(|f| named(sources, f)),
         labels,

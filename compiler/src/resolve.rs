@@ -75,39 +75,90 @@ struct Partial {
     staging_dir: Option<Setting>,
 }
 
-/// Conflicting definitions found while combining siblings, by entry and field.
-#[derive(Default)]
-struct Conflicts {
-    fields: IndexMap<(Key, &'static str), Vec<Setting>>,
+/// What two siblings can disagree on: a field of an entry, or a top-level setting.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Field(Key, &'static str),
+    Scalar(&'static str),
 }
 
-impl Conflicts {
-    fn add(&mut self, key: (Key, &'static str), current: &Setting, other: Setting) {
-        let list = self.fields.entry(key).or_insert_with(|| vec![current.clone()]);
-        if !list.iter().any(|s| s.loc == other.loc) {
-            list.push(other);
+impl Subject {
+    fn describe(&self) -> String {
+        match self {
+            Self::Field((kind, key), field) => format!("`{field}` of {} `{key}`", kind.as_str()),
+            Self::Scalar(name) => format!("`logs.{name}`"),
         }
     }
 }
 
+/// Conflicting definitions found while combining siblings.
+#[derive(Default)]
+struct Conflicts {
+    found: IndexMap<Subject, Vec<Setting>>,
+}
+
+impl Conflicts {
+    fn add(&mut self, subject: Subject, current: &Setting, other: Setting) {
+        let list = self.found.entry(subject).or_insert_with(|| vec![current.clone()]);
+        if !list.iter().any(|s| s.loc == other.loc) {
+            list.push(other);
+        }
+    }
+
+    /// The parent set this itself: the conflict is settled, its sides are what it overrode.
+    fn settle(&mut self, subject: &Subject) -> Vec<Setting> {
+        self.found.shift_remove(subject).unwrap_or_default()
+    }
+}
+
 pub fn resolve(tree: &PlanTree, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
+    // A child's resolution is moved into its last parent instead of copied: only diamonds copy.
+    let mut parents_left = vec![0usize; tree.plans.len()];
+    for plan in &tree.plans {
+        for &child in &plan.children {
+            parents_left[child] += 1;
+        }
+    }
     let mut memo: Vec<Option<Partial>> = vec![None; tree.plans.len()];
     for &index in &tree.post_order {
-        let partial = resolve_one(tree, index, &memo, sources, diags);
-        memo[index] = Some(partial);
+        let children: Vec<Partial> = tree.plans[index]
+            .children
+            .iter()
+            .filter_map(|&c| {
+                parents_left[c] -= 1;
+                if parents_left[c] == 0 { memo[c].take() } else { memo[c].clone() }
+            })
+            .collect();
+        memo[index] = Some(resolve_one(tree, index, children, sources, diags));
     }
     let root = memo[tree.root].take().unwrap_or_default();
     finish(tree, root, sources, diags)
 }
 
-fn deeper(setting: &Setting) -> Setting {
-    Setting { depth: setting.depth + 1, ..setting.clone() }
+fn deeper(mut setting: Setting) -> Setting {
+    setting.depth += 1;
+    setting
+}
+
+/// `own` replaces `old` (if any) and everything `old` had replaced, and settles `lost`.
+fn overriding(own: &Setting, old: Option<Setting>, lost: Vec<Setting>) -> Setting {
+    let mut own = own.clone();
+    if let Some(old) = old {
+        own.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
+        own.overridden.extend(old.overridden);
+    }
+    for lost in lost {
+        if !own.overridden.iter().any(|o| o.loc == lost.loc) {
+            own.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
+        }
+    }
+    own
 }
 
 fn resolve_one(
     tree: &PlanTree,
     index: usize,
-    memo: &[Option<Partial>],
+    children: Vec<Partial>,
     sources: &SourceMap,
     diags: &mut Diagnostics,
 ) -> Partial {
@@ -116,38 +167,31 @@ fn resolve_one(
     let mut conflicts = Conflicts::default();
 
     // combine(resolve(C1), ..., resolve(Cn))
-    for &child in &loaded.children {
-        let Some(child) = memo[child].as_ref() else {
-            continue;
-        };
-        for (key, entry) in &child.entries {
-            match acc.entries.get_mut(key) {
-                None => {
-                    let mut entry = entry.clone();
-                    entry.fields.values_mut().for_each(|s| *s = deeper(s));
-                    acc.entries.insert(key.clone(), entry);
+    for child in children {
+        for (key, mut entry) in child.entries {
+            let Some(existing) = acc.entries.get_mut(&key) else {
+                entry.fields.values_mut().for_each(|s| s.depth += 1);
+                acc.entries.insert(key, entry);
+                continue;
+            };
+            for decl in entry.decls {
+                if !existing.decls.contains(&decl) {
+                    existing.decls.push(decl);
                 }
-                Some(existing) => {
-                    for decl in &entry.decls {
-                        if !existing.decls.contains(decl) {
-                            existing.decls.push(*decl);
-                        }
+            }
+            for (field, setting) in entry.fields {
+                match existing.fields.get(field) {
+                    None => {
+                        existing.fields.insert(field, deeper(setting));
                     }
-                    for (field, setting) in &entry.fields {
-                        match existing.fields.get(field) {
-                            None => {
-                                existing.fields.insert(field, deeper(setting));
-                            }
-                            Some(current) if current.value == setting.value => {}
-                            Some(current) => conflicts.add((key.clone(), field), current, deeper(setting)),
-                        }
-                    }
+                    Some(current) if current.value == setting.value => {}
+                    Some(current) => conflicts.add(Subject::Field(key.clone(), field), current, deeper(setting)),
                 }
             }
         }
-        nearest(&mut acc.title, child.title.as_ref(), None);
-        nearest(&mut acc.comments, child.comments.as_ref(), None);
-        nearest(&mut acc.staging_dir, child.staging_dir.as_ref(), Some(&mut conflicts));
+        nearest(&mut acc.title, child.title, None);
+        nearest(&mut acc.comments, child.comments, None);
+        nearest(&mut acc.staging_dir, child.staging_dir, Some((&mut conflicts, "staging_dir")));
     }
 
     // override(..., own(P))
@@ -160,17 +204,9 @@ fn resolve_one(
         };
         existing.decls.push(entry.decl);
         for (field, setting) in &entry.fields {
-            let mut setting = setting.clone();
-            if let Some(old) = existing.fields.get(field) {
-                setting.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
-                setting.overridden.extend(old.overridden.iter().cloned());
-            }
-            for lost in conflicts.fields.shift_remove(&(key.clone(), *field)).unwrap_or_default() {
-                if !setting.overridden.iter().any(|o| o.loc == lost.loc) {
-                    setting.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
-                }
-            }
-            existing.fields.insert(field, setting);
+            let lost = conflicts.settle(&Subject::Field(key.clone(), field));
+            let settled = overriding(setting, existing.fields.shift_remove(field), lost);
+            existing.fields.insert(field, settled);
         }
     }
     for (slot, own, name) in [
@@ -179,25 +215,14 @@ fn resolve_one(
         (&mut acc.staging_dir, &own.staging_dir, "staging_dir"),
     ] {
         if let Some(own) = own {
-            let mut own = own.clone();
-            if let Some(old) = slot.take() {
-                own.overridden.push(Overridden { loc: old.loc, value: old.value.to_string() });
-                own.overridden.extend(old.overridden);
-            }
-            for lost in conflicts.fields.shift_remove(&((Kind::Log, String::new()), name)).unwrap_or_default() {
-                if !own.overridden.iter().any(|o| o.loc == lost.loc) {
-                    own.overridden.push(Overridden { loc: lost.loc, value: lost.value.to_string() });
-                }
-            }
-            *slot = Some(own);
+            *slot = Some(overriding(own, slot.take(), conflicts.settle(&Subject::Scalar(name))));
         }
     }
 
     let parent = &sources.get(loaded.file).display;
-    for (((kind, key), field), settings) in conflicts.fields {
+    for (subject, settings) in conflicts.found {
         let (first, rest) = settings.split_first().expect("a conflict has two sides");
-        let what =
-            if key.is_empty() { format!("`logs.{field}`") } else { format!("`{field}` of {} `{key}`", kind.as_str()) };
+        let what = subject.describe();
         for other in rest {
             diags.push(
                 Diagnostic::error(
@@ -214,17 +239,16 @@ fn resolve_one(
 }
 
 /// "The nearest definition to the top wins": fewer includes away wins, the first included wins
-/// a tie. A tie between different staging directories is a conflict, like any other field.
-fn nearest(slot: &mut Option<Setting>, candidate: Option<&Setting>, conflicts: Option<&mut Conflicts>) {
-    let Some(candidate) = candidate.map(deeper) else {
-        return;
-    };
+/// a tie. With `conflicts`, a tie between different values is a conflict, like any other field
+/// (two staging directories cannot both be right; two titles are only cosmetic).
+fn nearest(slot: &mut Option<Setting>, candidate: Option<Setting>, conflicts: Option<(&mut Conflicts, &'static str)>) {
+    let Some(candidate) = candidate.map(deeper) else { return };
     match slot {
         None => *slot = Some(candidate),
         Some(current) if candidate.depth < current.depth => *slot = Some(candidate),
         Some(current) if candidate.depth == current.depth && candidate.value != current.value => {
-            if let Some(conflicts) = conflicts {
-                conflicts.add(((Kind::Log, String::new()), "staging_dir"), current, candidate);
+            if let Some((conflicts, name)) = conflicts {
+                conflicts.add(Subject::Scalar(name), current, candidate);
             }
         }
         Some(_) => {}

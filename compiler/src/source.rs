@@ -101,10 +101,6 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
 
-    pub fn find_canonical(&self, canonical: &Path) -> Option<FileId> {
-        self.files.iter().position(|f| f.canonical == canonical).map(|i| FileId(i as u32))
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
         self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
