@@ -101,10 +101,6 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
-        self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
-    }
-
     /// `file:line` for a location, as outputs and provenance print it.
     pub fn describe(&self, loc: Loc) -> String {
         let file = self.get(loc.file);
