@@ -337,3 +337,38 @@ fn simulation(node: &Node) -> Simulation {
         faults,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn volume(id: &str, mount: &str) -> Volume {
+        Volume { id: id.into(), mount: mount.into(), disks: vec![format!("d-{id}")], boot: false, paging: false }
+    }
+
+    #[test]
+    fn a_path_lies_on_the_volume_with_the_longest_matching_mount_prefix() {
+        let inventory = Inventory {
+            model: String::new(),
+            duplex: true,
+            disks: Vec::new(),
+            volumes: vec![volume("root", "/"), volume("data", "/srv/data"), volume("deep", "/srv/data/db/logs")],
+            teams: Vec::new(),
+            vtms: Vec::new(),
+            remote_desktop: true,
+            services: Vec::new(),
+            event_logs: Vec::new(),
+            simulation: Simulation::default(),
+        };
+        let on = |p: &str| inventory.volume_of(Path::new(p)).map(|v| v.id.as_str());
+        assert_eq!(on("/srv/data/x"), Some("data"));
+        assert_eq!(on("/srv/data"), Some("data"));
+        assert_eq!(on("/srv/data/db/logs/app.log"), Some("deep"));
+        assert_eq!(on("/srv/database/x"), Some("root"), "prefixes match whole path components");
+        assert_eq!(on("/etc/passwd"), Some("root"));
+        let no_root = Inventory { volumes: vec![volume("data", "/srv/data")], ..inventory.clone() };
+        assert_eq!(no_root.volume_of(Path::new("/opt/x")), None);
+    }
+}
