@@ -166,7 +166,8 @@ impl DiskClassifier<'_> {
                         format!("disk `{}` is listed as both system and data", name.value),
                     )
                     .at(other.loc, "listed as data")
-                    .related(name.loc, "listed as system"),
+                    .related(name.loc, "listed as system")
+                    .help("a disk is either a system disk or a data disk: remove it from one of the lists"),
                 );
             }
             let id = &name.value;

@@ -293,7 +293,8 @@ fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagn
             diags.push(
                 Diagnostic::error("duet::inventory::duplicate", format!("{what} `{name}` is listed twice"))
                     .at(Loc { file, span: entry.value.span }, "listed again here")
-                    .related(Loc { file, span: first.span }, "first listed here"),
+                    .related(Loc { file, span: first.span }, "first listed here")
+                    .help(format!("each {what} is listed once: remove or rename one of them")),
             );
         } else {
             seen.push((name, &entry.value));

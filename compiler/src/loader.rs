@@ -58,9 +58,14 @@ pub fn read_document(
                 Some(loc) => d.at(loc, "named here"),
                 None => d.in_file(display),
             };
-            if e == ReadError::NotFound {
-                d = d.help_opt(sibling_hint(path));
-            }
+            d = if e == ReadError::NotFound {
+                d.help(
+                    sibling_hint(path)
+                        .unwrap_or_else(|| "check the file name and the directory duet is run from".into()),
+                )
+            } else {
+                d.help_opt(e.help().map(str::to_owned))
+            };
             diags.push(d);
             return None;
         }
@@ -156,7 +161,8 @@ impl Loader<'_> {
                         "duet::include::too-many",
                         format!("the plan tree has more than {MAX_FILES} files"),
                     )
-                    .at(via, "limit reached here"),
+                    .at(via, "limit reached here")
+                    .help("a plan tree this large is not a plan; split it into separate plans"),
                 );
                 return None;
             }

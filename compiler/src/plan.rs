@@ -430,7 +430,8 @@ impl Extractor<'_> {
                         Some(Err(why)) => {
                             out.push(
                                 Diagnostic::error("duet::action::timeout", format!("invalid timeout: {why}"))
-                                    .at(loc, "here"),
+                                    .at(loc, "here")
+                                    .help("write a whole number and a unit, at most 7 days: 500ms, 30s, 2m or 1h"),
                             );
                             None
                         }

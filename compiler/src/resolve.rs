@@ -421,7 +421,8 @@ fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnos
                         "duet::service::after-self",
                         format!("service `{}` is ordered after itself", service.name),
                     )
-                    .at(dep.loc, "remove this"),
+                    .at(dep.loc, "remove this")
+                    .help(format!("remove `{}` from its own `after` list", service.name)),
                 );
             } else if known.contains(dep.value.as_str()) {
             } else if dropped.iter().any(|d| d.kind == Kind::Service && d.key == dep.value) {

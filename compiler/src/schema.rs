@@ -225,7 +225,7 @@ impl Error<'_> {
                 Some("quote the value to make it a string, e.g. \"1.0\"".to_owned())
             }
             ("a list", Value::Str(s)) => Some(format!("write a list: [{s}]")),
-            _ => None,
+            _ => Some(format!("write {expected} here")),
         };
         Diagnostic::error(
             "duet::schema::type",
@@ -241,7 +241,11 @@ impl Error<'_> {
         let d =
             Diagnostic::error("duet::schema::missing-key", format!("missing required key `{key}` in {}", self.place()))
                 .at(self.at(span), format!("`{key}` is required"));
-        if key == "version" { d.help("start the file with `version: 1`") } else { d }
+        if key == "version" {
+            d.help("start the file with `version: 1`")
+        } else {
+            d.help(format!("add `{key}:` to it"))
+        }
     }
 
     fn pattern(&self, pattern: &str) -> Diagnostic {
@@ -271,19 +275,23 @@ impl Error<'_> {
             ValidationErrorKind::Required { property } => self.missing(property),
             ValidationErrorKind::Pattern { pattern } => self.pattern(pattern),
             ValidationErrorKind::MinLength { .. } => {
-                Diagnostic::error("duet::schema::empty", format!("{field} must not be empty")).at(here, "empty")
+                Diagnostic::error("duet::schema::empty", format!("{field} must not be empty"))
+                    .at(here, "empty")
+                    .help("give it a value, or remove the key")
             }
             ValidationErrorKind::MinItems { limit } => {
                 Diagnostic::error("duet::schema::too-few", format!("{field} must list at least {limit} item(s)"))
                     .at(here, "too few items")
+                    .help("list at least that many, or remove the key")
             }
             ValidationErrorKind::Minimum { limit } => {
                 Diagnostic::error("duet::schema::invalid-value", format!("{field} must be at least {limit}"))
                     .at(here, "too small")
+                    .help(format!("use {limit} or more"))
             }
-            other => {
-                Diagnostic::error("duet::schema::invalid", format!("{field} is invalid: {other:?}")).at(here, "here")
-            }
+            other => Diagnostic::error("duet::schema::invalid", format!("{field} is invalid: {other:?}"))
+                .at(here, "here")
+                .help("see docs/plan-format.md for the accepted values"),
         }
     }
 }

@@ -144,6 +144,22 @@ impl fmt::Display for ReadError {
     }
 }
 
+impl ReadError {
+    /// What to do about it.
+    pub fn help(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::NotFound => return None,
+            Self::IsDirectory => "name a plan file (*.yaml), not the directory that holds it",
+            Self::NotRegular => "name a regular file; plans are read from files, not devices or pipes",
+            Self::SymlinkLoop => "fix the symbolic link so it points at a real file",
+            Self::PermissionDenied => "make the file readable by the user running duet",
+            Self::TooLarge { .. } => "plans and inventories are small YAML files: check that you named the right file",
+            Self::Binary | Self::NotUtf8 { .. } => "save the file as UTF-8 text",
+            Self::Io(_) => "check the file system, then run duet again",
+        })
+    }
+}
+
 /// Reads a file as UTF-8 text, refusing directories, devices, oversized and binary files.
 /// Returns the canonical path and the text (a leading BOM removed).
 pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
