@@ -1,6 +1,6 @@
 //! `duet check`, `duet compile` and `duet explain`: run the compiler and print what it found.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use duet_compiler::diagnostic::Severity;
 use duet_compiler::render::{explain, graph, summary};
@@ -13,9 +13,27 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// Writes to stdout. A reader that closed the pipe (`duet ... | head`) is not an error; any
+/// other write failure (a full disk) is reported and fails the command.
+fn out(text: &str) -> Outcome {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            err(&format!("error: cannot write the output: {e}\n"));
+            Outcome::Failure
+        }
+        _ => Outcome::Success,
+    }
+}
+
+/// Writes to stderr; there is nowhere left to report a failure to.
+fn err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn print_diagnostics(c: &Compilation) {
     if !c.diagnostics.is_empty() {
-        eprint!("{}", report::render_human(&c.diagnostics, &c.sources, color()));
+        err(&report::render_human(&c.diagnostics, &c.sources, color()));
     }
 }
 
@@ -26,43 +44,45 @@ fn plural(n: usize, word: &str) -> String {
 pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
     let c = compile(options);
     let plan = options.plan.display();
-    match format {
+    let text = match format {
         CheckFormat::Json => {
             let json = serde_json::json!({
                 "valid": c.is_valid(),
                 "platform_checked": options.inventory.is_some(),
                 "diagnostics": report::to_json(&c.diagnostics, &c.sources),
             });
-            println!("{}", serde_json::to_string_pretty(&json).expect("diagnostics serialize"));
+            serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n"
         }
         CheckFormat::Human => {
             print_diagnostics(&c);
             let (errors, warnings) = (c.count(Severity::Error), c.count(Severity::Warning));
             if c.is_valid() {
                 let extra = if warnings > 0 { format!(" ({})", plural(warnings, "warning")) } else { String::new() };
-                println!("{plan}: valid{extra}");
+                let mut text = format!("{plan}: valid{extra}\n");
                 if options.inventory.is_none() {
-                    println!(
-                        "note: no --inventory given: disks, executables, services and event logs were not checked against a machine"
+                    text.push_str(
+                        "note: no --inventory given: disks, executables, services and event logs were not checked against a machine\n",
                     );
                 }
+                text
             } else {
-                println!("{plan}: invalid: {}, {}", plural(errors, "error"), plural(warnings, "warning"));
+                format!("{plan}: invalid: {}, {}\n", plural(errors, "error"), plural(warnings, "warning"))
             }
         }
-    }
-    if c.is_valid() { Outcome::Success } else { Outcome::Failure }
+    };
+    let written = out(&text);
+    if c.is_valid() { written } else { Outcome::Failure }
 }
 
 pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome {
     let c = compile(options);
     print_diagnostics(&c);
     let (Some(plan), Some(resolved)) = (&c.compiled, &c.resolved) else {
-        eprintln!(
-            "{}: invalid: {}; nothing compiled",
+        err(&format!(
+            "{}: invalid: {}; nothing compiled\n",
             options.plan.display(),
             plural(c.count(Severity::Error), "error")
-        );
+        ));
         return Outcome::Failure;
     };
     let text = match format {
@@ -71,27 +91,22 @@ pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome 
         CompileFormat::Dot => graph::to_dot(plan),
         CompileFormat::Mermaid => graph::to_mermaid(plan),
     };
-    print!("{text}");
-    Outcome::Success
+    out(&text)
 }
 
 pub(crate) fn explain(options: &Options, key: Option<&str>) -> Outcome {
     let c = compile(options);
+    print_diagnostics(&c);
     let Some(resolved) = &c.resolved else {
-        print_diagnostics(&c);
-        eprintln!("{}: cannot explain a plan tree that does not load", options.plan.display());
+        err(&format!("{}: cannot explain a plan tree that does not load\n", options.plan.display()));
         return Outcome::Failure;
     };
-    match explain::render(resolved, &c.sources, key) {
-        Ok(text) => print!("{text}"),
+    let written = match explain::render(resolved, &c.sources, key) {
+        Ok(text) => out(&text),
         Err(why) => {
-            eprintln!("error: {why}");
+            err(&format!("error: {why}\n"));
             return Outcome::Failure;
         }
-    }
-    if c.count(Severity::Error) > 0 {
-        print_diagnostics(&c);
-        return Outcome::Failure;
-    }
-    Outcome::Success
+    };
+    if c.count(Severity::Error) > 0 { Outcome::Failure } else { written }
 }

@@ -125,3 +125,20 @@ fn a_missing_plan_is_reported_with_a_suggestion() {
         .stderr_has("cannot read plan `plans/quickstart.yml`: no such file")
         .stderr_has("did you mean `quickstart.yaml`?");
 }
+
+/// `duet compile ... | head -1`: a reader that stops early is not an error, and never a panic.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_failure() {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["compile", "plans/site-db01.yaml", "--format", "json"])
+        .current_dir(repo())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("duet runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
