@@ -1,10 +1,12 @@
 //! Rendering diagnostics: miette's graphical report for people, a flat JSON list for CI. Labels
 //! in another file than the primary one become related reports with that file's source.
 
-use std::fmt;
+use std::fmt::{self, Write};
 use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
 use crate::diagnostic::{Diagnostic, Label, Severity};
@@ -17,7 +19,7 @@ struct Report {
     code: Option<&'static str>,
     message: String,
     help: Option<String>,
-    source: Option<NamedSource<Arc<str>>>,
+    source: Option<Source>,
     labels: Vec<LabeledSpan>,
     related: Vec<Report>,
 }
@@ -64,9 +66,53 @@ impl miette::Diagnostic for Report {
     }
 }
 
-fn named(sources: &SourceMap, file: FileId) -> NamedSource<Arc<str>> {
+/// Lines longer than this are not shown: miette cannot lay out columns past 65,535, and a
+/// 200 KB line is no help on a terminal. The position is given in the message instead.
+const MAX_SHOWN_LINE: usize = 1000;
+
+/// A file as miette reads it, with columns counted in characters (miette counts bytes), so
+/// the `file:line:column` it prints agrees with the JSON output and with editors.
+#[derive(Debug)]
+struct Source {
+    name: String,
+    text: Arc<str>,
+}
+
+impl miette::SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let contents = self.text.read_span(span, before, after)?;
+        let start = contents.span().offset();
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let column = self.text[line_start..start].chars().count();
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            contents.data(),
+            *contents.span(),
+            contents.line(),
+            column,
+            contents.line_count(),
+        )))
+    }
+}
+
+fn named(sources: &SourceMap, file: FileId) -> Source {
     let f = sources.get(file);
-    NamedSource::new(f.display.clone(), Arc::clone(&f.text))
+    Source { name: f.display.clone(), text: Arc::clone(&f.text) }
+}
+
+/// Whether every label of a diagnostic sits on a line short enough to show.
+fn showable(labels: &[&Label], sources: &SourceMap) -> bool {
+    labels.iter().all(|l| {
+        let text = &sources.get(l.loc.file).text;
+        let start = text[..l.loc.span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[l.loc.span.start.min(text.len())..].find('\n').map_or(text.len(), |i| l.loc.span.start + i);
+        end - start <= MAX_SHOWN_LINE
+    })
 }
 
 fn labeled(label: &Label, primary: bool) -> LabeledSpan {
@@ -79,6 +125,27 @@ fn labeled(label: &Label, primary: bool) -> LabeledSpan {
 }
 
 fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
+    let all: Vec<&Label> = d.primary.iter().chain(&d.related).collect();
+    if !showable(&all, sources) {
+        let at = |l: &Label| {
+            let f = sources.get(l.loc.file);
+            let (line, column) = f.line_col(l.loc.span.start);
+            format!("{}:{line}:{column}", f.display)
+        };
+        let mut message = d.message.clone();
+        for label in &all {
+            let _ = write!(message, "\n  at {}: {}", at(label), label.text);
+        }
+        return Report {
+            severity: d.severity,
+            code: Some(d.code),
+            message,
+            help: d.help.clone(),
+            source: None,
+            labels: Vec::new(),
+            related: Vec::new(),
+        };
+    }
     let file = d.primary.as_ref().map(|l| l.loc.file);
     let mut labels: Vec<LabeledSpan> = d.primary.iter().map(|l| labeled(l, true)).collect();
     let mut related = Vec::new();

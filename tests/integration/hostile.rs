@@ -129,3 +129,20 @@ fn a_bad_inventory_is_reported_in_its_own_file() {
         .code(1)
         .stderr_has("cannot read inventory `missing.yaml`: no such file");
 }
+
+#[test]
+fn a_problem_far_along_a_very_long_line_is_reported_without_the_line() {
+    let text = format!("{{version: 1, title: \"{}\", bogus: 1}}\n", "A".repeat(70_000));
+    let dir = tree(&[("p.yaml", text.as_bytes())]);
+    let run = duet(&["check", "p.yaml"]).in_dir(dir.path()).run();
+    run.code(1).stderr_has("unknown key `bogus`").stderr_has("at p.yaml:1:70025: unknown key");
+    assert!(run.stderr.len() < 2000, "the 70 KB line is not echoed: {} bytes", run.stderr.len());
+}
+
+#[test]
+fn columns_count_characters_in_human_and_json_output() {
+    let dir = tree(&[("p.yaml", "{version: 1, title: \"héllo ✓ 😀\", bogus: 1}\n".as_bytes())]);
+    duet(&["check", "p.yaml"]).in_dir(dir.path()).run().code(1).stderr_has("[p.yaml:1:34]");
+    let json = duet(&["check", "p.yaml", "--format", "json"]).in_dir(dir.path()).run().json();
+    assert_eq!(json["diagnostics"][0]["column"], 34);
+}
