@@ -71,9 +71,16 @@ impl Schema {
                 field: field_name(&path),
                 at_root: path.is_empty(),
             };
-            let diagnostic = located.describe(error.kind());
-            if !out.contains(&diagnostic) {
-                out.push(diagnostic);
+            let found = match error.kind() {
+                ValidationErrorKind::AdditionalProperties { unexpected } => {
+                    unexpected.iter().map(|key| located.unknown_key(key)).collect()
+                }
+                kind => vec![located.describe(kind)],
+            };
+            for diagnostic in found {
+                if !out.contains(&diagnostic) {
+                    out.push(diagnostic);
+                }
             }
         }
         out
@@ -172,17 +179,21 @@ impl Error<'_> {
         if self.at_root { format!("this {}", self.kind.what()) } else { self.field.clone() }
     }
 
-    fn unknown_key(&self, unexpected: &[String]) -> Diagnostic {
+    fn unknown_key(&self, key: &str) -> Diagnostic {
         let parent = schema_at(self.schema, &self.schema_path[..self.schema_path.len().saturating_sub(1)]);
         let allowed: Vec<&str> = parent
             .and_then(|p| p.get("properties"))
             .and_then(Json::as_object)
             .map(|o| o.keys().map(String::as_str).collect())
             .unwrap_or_default();
-        let key = unexpected.first().map_or("", String::as_str);
         let span = self.node.get(key).map_or(self.node.head(), |e| e.key_span);
-        let hint = suggest::did_you_mean(key, allowed.iter().copied())
-            .unwrap_or_else(|| format!("allowed keys here: {}", allowed.join(", ")));
+        let hint = if key == "<<" {
+            "YAML merge keys (`<<`) are not supported: write the keys out, or share them through an included plan"
+                .to_owned()
+        } else {
+            suggest::did_you_mean(key, allowed.iter().copied())
+                .unwrap_or_else(|| format!("allowed keys here: {}", allowed.join(", ")))
+        };
         Diagnostic::error("duet::schema::unknown-key", format!("unknown key `{key}` in {}", self.place()))
             .at(self.at(span), "unknown key")
             .help(hint)
@@ -199,6 +210,14 @@ impl Error<'_> {
 
     fn constant(&self, expected: &Json) -> Diagnostic {
         if self.field == "`version`" {
+            if let Some(text) = self.node.as_str() {
+                return Diagnostic::error(
+                    "duet::schema::version",
+                    format!("`version` must be the number {expected}, found the string \"{text}\""),
+                )
+                .at(self.at(self.node.span), "a string")
+                .help(format!("write the number without quotes: `version: {expected}`"));
+            }
             return Diagnostic::error(
                 "duet::schema::version",
                 format!("unsupported {} format version {}", self.kind.what(), self.node.to_json()),
@@ -220,19 +239,45 @@ impl Error<'_> {
             Json::Array(types) => types.first().map_or("another type", json_type_name),
             t => json_type_name(t),
         });
-        let help = match (expected, &node.value) {
-            ("a string", Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null) => {
-                Some("quote the value to make it a string, e.g. \"1.0\"".to_owned())
-            }
-            ("a list", Value::Str(s)) => Some(format!("write a list: [{s}]")),
-            _ => Some(format!("write {expected} here")),
-        };
+        let help = self.type_help(expected);
         Diagnostic::error(
             "duet::schema::type",
             format!("{} must be {expected}, found {}", self.field, node.kind_name()),
         )
         .at(self.at(node.span), format!("expected {expected}"))
-        .help_opt(help)
+        .help(help)
+    }
+
+    /// What to write instead, knowing which field this is.
+    fn type_help(&self, expected: &str) -> String {
+        let node = self.node;
+        let parent = schema_at(self.schema, &self.schema_path[..self.schema_path.len().saturating_sub(1)]);
+        let is_duration =
+            parent.and_then(|p| p.get("pattern")).and_then(Json::as_str).is_some_and(|p| p.contains("ms|s|m|h"));
+        // A service or log entry that is neither a name nor a `{name: ...}` mapping.
+        let short_form = matches!(self.schema_path, [defs, entry, ty] if defs == "$defs" && (entry == "service" || entry == "log") && ty == "type");
+        match (&node.value, expected) {
+            (Value::Int(n), _) if is_duration => format!("durations need a unit: {n}s, {n}m or {n}ms"),
+            (Value::Int(_) | Value::Float(_), "a string") if self.field == "`version`" => "write `version: 1`".into(),
+            (Value::Str(s), _) if self.field == "`version`" => format!("write the number without quotes: `version: {s}`"),
+            (Value::Str(s), "true or false") => match s.to_ascii_lowercase().as_str() {
+                "yes" | "on" | "y" => "write `true` (plans use YAML 1.2, where `yes` is a string)".into(),
+                "no" | "off" | "n" => "write `false` (plans use YAML 1.2, where `no` is a string)".into(),
+                _ => "write true or false".into(),
+            },
+            (Value::Str(s), "a list") if self.field.ends_with(".args`") => {
+                let items: Vec<String> = s.split_whitespace().map(|a| format!("\"{a}\"")).collect();
+                format!("write one list item per argument, quoted: [{}]", items.join(", "))
+            }
+            (Value::Str(s), "a list") => format!("write a list: [{s}]"),
+            (Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null, _) if short_form => {
+                "write the name as a string (quote it if it looks like a number: \"123\"), or use the long form `{name: ...}`".into()
+            }
+            (Value::Int(_) | Value::Float(_) | Value::Bool(_) | Value::Null, "a string") => {
+                "quote the value to make it a string, e.g. \"1.0\"".into()
+            }
+            _ => format!("write {expected} here"),
+        }
     }
 
     fn missing(&self, property: &Json) -> Diagnostic {
@@ -268,7 +313,9 @@ impl Error<'_> {
         let here = self.at(self.node.span);
         let field = &self.field;
         match error {
-            ValidationErrorKind::AdditionalProperties { unexpected } => self.unknown_key(unexpected),
+            ValidationErrorKind::AdditionalProperties { unexpected } => {
+                self.unknown_key(unexpected.first().map_or("", String::as_str))
+            }
             ValidationErrorKind::Enum { options } => self.not_one_of(options),
             ValidationErrorKind::Constant { expected_value } => self.constant(expected_value),
             ValidationErrorKind::Type { .. } => self.wrong_type(),
@@ -279,11 +326,16 @@ impl Error<'_> {
                     .at(here, "empty")
                     .help("give it a value, or remove the key")
             }
-            ValidationErrorKind::MinItems { limit } => {
-                Diagnostic::error("duet::schema::too-few", format!("{field} must list at least {limit} item(s)"))
-                    .at(here, "too few items")
-                    .help("list at least that many, or remove the key")
-            }
+            ValidationErrorKind::MinItems { limit } => Diagnostic::error(
+                "duet::schema::too-few",
+                if *limit == 1 {
+                    format!("{field} must not be an empty list")
+                } else {
+                    format!("{field} must list at least {limit} items")
+                },
+            )
+            .at(here, "too few items")
+            .help("list at least that many, or remove the key"),
             ValidationErrorKind::Minimum { limit } => {
                 Diagnostic::error("duet::schema::invalid-value", format!("{field} must be at least {limit}"))
                     .at(here, "too small")
@@ -422,5 +474,35 @@ mod tests {
         ] {
             assert!(!errors(Schema::Inventory, bad).is_empty(), "inventory schema accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_help_knows_the_field() {
+        let e = errors(
+            Schema::Plan,
+            "version: \"1\"\ntitel: a\ncoments: b\n<<: {x: 1}\nservices: [123, {name: A, enabled: yes}]\nactions:\n  - {file: x, timeout: 30, args: \"%A% %B%\", timming: early, tmeout: 1}\n",
+        );
+        let helps: Vec<(usize, &str)> = e.iter().map(|x| (x.2.0, x.3.as_deref().unwrap_or(""))).collect();
+        assert_eq!(
+            helps,
+            [
+                (1, "write the number without quotes: `version: 1`"),
+                (2, "did you mean `title`?"),
+                (3, "did you mean `comments`?"),
+                (
+                    4,
+                    "YAML merge keys (`<<`) are not supported: write the keys out, or share them through an included plan"
+                ),
+                (
+                    5,
+                    "write the name as a string (quote it if it looks like a number: \"123\"), or use the long form `{name: ...}`"
+                ),
+                (5, "write `true` (plans use YAML 1.2, where `yes` is a string)"),
+                (7, "durations need a unit: 30s, 30m or 30ms"),
+                (7, "write one list item per argument, quoted: [\"%A%\", \"%B%\"]"),
+                (7, "did you mean `timing`?"),
+                (7, "did you mean `timeout`?"),
+            ]
+        );
     }
 }
