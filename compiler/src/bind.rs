@@ -396,4 +396,16 @@ mod tests {
         expect_at(&c, "duet::inventory::unknown-service", "inv.yaml", 6, 22);
         assert!(!c.is_valid());
     }
+
+    #[test]
+    fn simulated_durations_are_checked() {
+        let t = Tree::new(&[
+            ("plan.yaml", "version: 1\n"),
+            ("inv.yaml", "version: 1\nsimulation: {durations: {split: 0s, merge: 9999h}}\n"),
+        ]);
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let m = expect_at(&c, "duet::inventory::duration", "inv.yaml", 2, 44);
+        assert_eq!(m, "invalid simulated duration: `9999h` is longer than the 7-day maximum");
+        assert_eq!(found(&c).len(), 1, "0s (instant) is a valid simulated duration");
+    }
 }

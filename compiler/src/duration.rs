@@ -30,6 +30,13 @@ pub fn parse(text: &str) -> Result<u64, String> {
     Ok(ms)
 }
 
+/// Whether `text` has the shape the schemas accept (`^[0-9]+(ms|s|m|h)$`). Malformed text is
+/// reported by schema validation; only a well-formed duration out of range is reported again.
+pub fn is_well_formed(text: &str) -> bool {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && matches!(&text[digits..], "ms" | "s" | "m" | "h")
+}
+
 /// The shortest exact spelling of a duration, for summaries.
 pub fn format(ms: u64) -> String {
     match ms {
@@ -57,5 +64,6 @@ mod tests {
         assert!(parse("m").is_err());
         assert_eq!(format(120_000), "2m");
         assert_eq!(format(1500), "1500ms");
+        assert!(is_well_formed("0s") && is_well_formed("10ms") && !is_well_formed("5 min") && !is_well_formed("s"));
     }
 }

@@ -186,6 +186,21 @@ impl Inventory {
                 );
             }
         }
+        let durations = root
+            .get("simulation")
+            .and_then(|s| s.value.get("durations"))
+            .and_then(|d| d.value.as_map())
+            .unwrap_or_default();
+        for entry in durations {
+            let text = entry.value.as_str().unwrap_or_default();
+            if let (true, Err(why)) = (duration::is_well_formed(text), simulated_ms(text)) {
+                diags.push(
+                    Diagnostic::error("duet::inventory::duration", format!("invalid simulated duration: {why}"))
+                        .at(at(&entry.value), "here")
+                        .help("simulated durations are at most 7 days; 0s means instant"),
+                );
+            }
+        }
         let faults = root.get("simulation").map(|s| items(&s.value, "faults")).unwrap_or_default();
         for entry in faults.iter().filter_map(|f| f.get("service")) {
             let name = entry.value.as_str().unwrap_or_default();
@@ -302,12 +317,20 @@ fn unique(items: &[Node], key: &str, what: &str, file: FileId, diags: &mut Diagn
     }
 }
 
+/// A simulated duration: like a timeout, except that zero (instant) is allowed.
+fn simulated_ms(text: &str) -> Result<u64, String> {
+    if duration::is_well_formed(text) && text.bytes().take_while(u8::is_ascii_digit).all(|b| b == b'0') {
+        return Ok(0);
+    }
+    duration::parse(text)
+}
+
 fn simulation(node: &Node) -> Simulation {
     let ms = |key: &str| {
         node.get("durations")
             .and_then(|d| d.value.get(key))
             .and_then(|e| e.value.as_str())
-            .and_then(|s| duration::parse(s).ok())
+            .and_then(|s| simulated_ms(s).ok())
     };
     let faults = node
         .get("faults")

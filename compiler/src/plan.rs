@@ -428,6 +428,10 @@ impl Extractor<'_> {
                             FieldValue::Duration { ms, written: value.as_str().unwrap_or_default().to_owned() },
                         )),
                         Some(Err(why)) => {
+                            // A malformed duration was already reported by the schema.
+                            if !duration::is_well_formed(value.as_str().unwrap_or_default()) {
+                                continue;
+                            }
                             out.push(
                                 Diagnostic::error("duet::action::timeout", format!("invalid timeout: {why}"))
                                     .at(loc, "here")

@@ -729,4 +729,24 @@ mod tests {
         let file = &c.resolved.as_ref().unwrap().entries[0].fields["file"];
         assert!(matches!(&file.value, FieldValue::Path { written, .. } if written == "bin/stop-app.sh"));
     }
+
+    #[test]
+    fn a_bad_timeout_is_reported_once_and_args_pass_as_written() {
+        let t = Tree::new(&[(
+            "p.yaml",
+            "version: 1\nactions:\n  - {file: bin/x.sh, control: stop, timeout: 5x}\n  - {file: bin/y.sh, control: stop, timeout: 0s}\n",
+        )]);
+        let c = t.compile("p.yaml");
+        assert_eq!(found(&c).len(), 2, "{:#?}", found(&c));
+        expect_at(&c, "duet::schema::invalid-value", "p.yaml", 3, 46);
+        expect_at(&c, "duet::action::timeout", "p.yaml", 4, 46);
+
+        let t = Tree::new(&[(
+            "p.yaml",
+            "version: 1\nactions:\n  - {file: bin/x.sh, control: stop, args: [.inf, 1.50, -3, true, \"%A%\"]}\n",
+        )]);
+        let c = t.compile("p.yaml");
+        expect_clean(&c);
+        assert_eq!(c.compiled.unwrap().actions[0].args, [".inf", "1.50", "-3", "true", "%A%"]);
+    }
 }

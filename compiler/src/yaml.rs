@@ -112,7 +112,8 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            // JSON has no infinities or NaN: keep their YAML spelling (as `args` passes them).
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| J::String(format!("{f}")), J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
@@ -201,6 +202,10 @@ pub fn parse(file: &SourceFile) -> Parsed {
                     Span::new(at, at + 1),
                     "here",
                 );
+                let at_char = b.file.text.get(at..).and_then(|t| t.chars().next());
+                if at_char == Some('%') || e.info().contains('%') {
+                    err.help = Some("a value that starts with `%` must be quoted: \"%ACTIVE_UPGRADE_SIDE%\"".into());
+                }
                 if e.info().contains("tab") {
                     err.help = Some("YAML indentation must use spaces; replace the tab characters with spaces".into());
                 }
@@ -239,34 +244,22 @@ impl Builder<'_> {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let forced_str = match tag.as_deref() {
-                    None => false,
-                    Some(t) if t.suffix == "str" => true,
-                    Some(t) if ["int", "float", "bool", "null", "map", "seq"].contains(&t.suffix.as_str()) => false,
-                    Some(t) => {
-                        return Err(Box::new(
-                            YamlError::new(
-                                "duet::yaml::tag",
-                                format!("unsupported YAML tag `{}{}`", t.handle, t.suffix),
-                                span,
-                                "tag not supported",
-                            )
-                            .with_help("plans use plain YAML values; remove the tag"),
-                        ));
-                    }
-                };
-                let value = if forced_str || style != ScalarStyle::Plain {
-                    Value::Str(text.into_owned())
-                } else {
-                    resolve_plain(&text)
+                let value = match check_tag(tag.as_deref(), span, &["str", "int", "float", "bool", "null"])? {
+                    Some("str") => Value::Str(text.into_owned()),
+                    // `!!int "5"`: a core tag asks for the value resolved as that type.
+                    Some(_) => resolve_plain(&text),
+                    None if style == ScalarStyle::Plain => resolve_plain(&text),
+                    None => Value::Str(text.into_owned()),
                 };
                 self.complete(Node { span, value }, anchor, 1)?;
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, tag) => {
+                check_tag(tag.as_deref(), span, &["seq"])?;
                 self.open(span)?;
                 self.stack.push(Frame::Seq { start: span.start, anchor, items: Vec::new(), weight: 1 });
             }
-            Event::MappingStart(anchor, _) => {
+            Event::MappingStart(anchor, tag) => {
+                check_tag(tag.as_deref(), span, &["map"])?;
                 self.open(span)?;
                 self.stack.push(Frame::Map {
                     start: span.start,
@@ -400,6 +393,28 @@ impl YamlError {
     }
 }
 
+/// The core-schema suffix of a tag this node may carry (`!!str` on a scalar, `!!seq` on a
+/// list, ...), or an error for any other tag: plans are plain data.
+fn check_tag<'t>(
+    tag: Option<&'t saphyr_parser::Tag>,
+    span: Span,
+    allowed: &[&str],
+) -> Result<Option<&'t str>, Box<YamlError>> {
+    match tag {
+        None => Ok(None),
+        Some(t) if t.is_yaml_core_schema() && allowed.contains(&t.suffix.as_str()) => Ok(Some(t.suffix.as_str())),
+        Some(t) => Err(Box::new(
+            YamlError::new(
+                "duet::yaml::tag",
+                format!("unsupported YAML tag `{}{}`", t.handle, t.suffix),
+                span,
+                "tag not supported",
+            )
+            .with_help("plans use plain YAML values; remove the tag"),
+        )),
+    }
+}
+
 /// YAML 1.2 core schema resolution of a plain scalar.
 fn resolve_plain(s: &str) -> Value {
     match s {
@@ -512,6 +527,11 @@ mod tests {
         let root = parsed.root.unwrap();
         assert_eq!(root.get("a").unwrap().value.as_str(), Some("42"));
         assert_eq!(root.get("b").unwrap().value.as_str(), Some("7"));
+        let (_, parsed) = parse_str("a: !!int \"5\"\nb: !!seq [x]\nc: .inf\n");
+        let root = parsed.root.unwrap();
+        assert_eq!(root.get("a").unwrap().value.as_int(), Some(5), "a core tag resolves the quoted text as that type");
+        assert!(root.get("b").unwrap().value.as_seq().is_some());
+        assert_eq!(root.get("c").unwrap().value.to_json(), serde_json::json!("inf"), "JSON has no infinity");
     }
 
     #[test]
@@ -529,6 +549,10 @@ mod tests {
         assert_eq!(first_error("a: [1, 2\n").0, "duet::yaml::syntax");
         assert_eq!(first_error("a: 1\n---\nb: 2\n"), ("duet::yaml::multiple-documents", (2, 1)));
         assert_eq!(first_error("a: !custom x\n").0, "duet::yaml::tag");
+        assert_eq!(first_error("a: !custom [x]\n").0, "duet::yaml::tag");
+        assert_eq!(first_error("a: !!str {x: 1}\n").0, "duet::yaml::tag");
+        let (_, percent) = parse_str("a: [%A%]\n");
+        assert!(percent.errors[0].help.as_deref().is_some_and(|h| h.contains("must be quoted")));
         assert_eq!(first_error("? [a]\n: 1\n").0, "duet::yaml::complex-key");
         let deep = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
         // The parser itself limits flow nesting; either way it is an error, never a crash.
