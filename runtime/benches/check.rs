@@ -153,24 +153,14 @@ impl Cmd {
         Err(format!("{} exited with {}:\n{head}", self.program.to_string_lossy(), out.status))
     }
 
-    /// Wall time of `runs` runs, output discarded, sorted ascending.
-    fn time(&self, runs: usize) -> Vec<Duration> {
-        let mut times: Vec<Duration> = (0..runs)
-            .map(|_| {
-                let start = Instant::now();
-                let status = self
-                    .command()
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("spawn benchmarked tool");
-                let took = start.elapsed();
-                assert!(status.success(), "{} failed during timing", self.program.to_string_lossy());
-                took
-            })
-            .collect();
-        times.sort();
-        times
+    /// Wall time of one run, output discarded.
+    fn time_once(&self) -> Duration {
+        let start = Instant::now();
+        let status =
+            self.command().stdout(Stdio::null()).stderr(Stdio::null()).status().expect("spawn benchmarked tool");
+        let took = start.elapsed();
+        assert!(status.success(), "{} failed during timing", self.program.to_string_lossy());
+        took
     }
 
     /// Peak resident set size in KiB, through GNU time's `%M`, if it is installed.
@@ -215,27 +205,44 @@ fn find_tool(env: &str, local: &str, name: &str) -> Option<PathBuf> {
     on_path(name)
 }
 
-struct Row {
-    tool: String,
-    median: Duration,
-    min: Duration,
+/// One command to time: a tool on one input.
+struct Case {
+    cmd: Cmd,
+    times: Vec<Duration>,
     rss_kib: Option<u64>,
-    /// Median on plans/quickstart.yaml (1.7 KB): process start, schema load, fixed costs.
-    startup: Option<Duration>,
 }
 
-fn measure(tool: &str, cmd: &Cmd, runs: usize) -> Result<Row, String> {
-    cmd.run_checked()?; // Also warms the page cache and any compile caches.
-    let times = cmd.time(runs);
-    let (median, min) = (times[times.len() / 2], times[0]);
-    Ok(Row { tool: tool.to_owned(), median, min, rss_kib: cmd.peak_rss_kib(), startup: None })
+impl Case {
+    fn median(&self) -> Duration {
+        self.times[self.times.len() / 2]
+    }
+
+    fn min(&self) -> Duration {
+        self.times[0]
+    }
 }
 
-/// Measures `big`, then `tiny` for the startup column.
-fn measure_pair(tool: &str, big: &Cmd, tiny: &Cmd, runs: usize) -> Result<Row, String> {
-    let mut row = measure(tool, big, runs)?;
-    row.startup = measure(tool, tiny, runs).ok().map(|t| t.median);
-    Ok(row)
+/// Times every case `runs` times, round-robin, so that load from elsewhere on the machine
+/// spreads over all tools instead of landing on one; then measures each one's peak RSS.
+fn run_rounds(cases: &mut [Case], runs: usize) {
+    for round in 1..=runs {
+        eprint!("\rround {round}/{runs}");
+        for case in cases.iter_mut() {
+            case.times.push(case.cmd.time_once());
+        }
+    }
+    eprintln!();
+    for case in cases.iter_mut() {
+        case.times.sort();
+        case.rss_kib = case.cmd.peak_rss_kib();
+    }
+}
+
+/// A tool's row: its case on the generated tree and its case on plans/quickstart.yaml.
+struct Tool {
+    name: &'static str,
+    big: usize,
+    tiny: usize,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -251,19 +258,20 @@ fn rss_text(kib: Option<u64>) -> String {
     kib.map_or_else(|| "n/a".to_owned(), |k| format!("{:.1}", mib(k * 1024)))
 }
 
-fn print_table(rows: &[Row]) {
-    let duet = rows[0].median;
+fn print_table(tools: &[Tool], cases: &[Case]) {
+    let duet = cases[tools[0].big].median();
     println!("\n| tool | median ms | min ms | peak RSS MiB | duet / tool (median) | startup ms (quickstart.yaml) |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: |");
-    for r in rows {
-        let ratio = ms(duet) / ms(r.median);
-        let startup = r.startup.map_or_else(|| "n/a".to_owned(), |d| format!("{:.1}", ms(d)));
+    for t in tools {
+        let (big, tiny) = (&cases[t.big], &cases[t.tiny]);
         println!(
-            "| {} | {:.1} | {:.1} | {} | {ratio:.3} | {startup} |",
-            r.tool,
-            ms(r.median),
-            ms(r.min),
-            rss_text(r.rss_kib)
+            "| {} | {:.1} | {:.1} | {} | {:.3} | {:.1} |",
+            t.name,
+            ms(big.median()),
+            ms(big.min()),
+            rss_text(big.rss_kib),
+            ms(duet) / ms(big.median()),
+            ms(tiny.median())
         );
     }
 }
@@ -284,21 +292,37 @@ fn check_jsonschema_cmd(tool: &Path, schema: &Path, files: &[PathBuf]) -> Cmd {
     Cmd { program: tool.into(), args }
 }
 
-fn external(rows: &mut Vec<Row>, name: &str, cmds: Option<(Cmd, Cmd)>, runs: usize, install: &str) {
+/// Adds a case if its command runs and succeeds once (which also warms caches).
+fn add_case(cases: &mut Vec<Case>, cmd: Cmd) -> Result<usize, String> {
+    cmd.run_checked()?;
+    cases.push(Case { cmd, times: Vec::new(), rss_kib: None });
+    Ok(cases.len() - 1)
+}
+
+/// Adds an external tool's two cases, or says how to install it.
+fn add_external(
+    tools: &mut Vec<Tool>,
+    cases: &mut Vec<Case>,
+    name: &'static str,
+    cmds: Option<(Cmd, Cmd)>,
+    install: &str,
+) {
     let Some((big, tiny)) = cmds else {
         println!("skipped {name}: not found. Install it with:\n    {install}");
         return;
     };
     println!("{name}: {}", big.program.to_string_lossy());
-    match measure_pair(name, &big, &tiny, runs) {
-        Ok(row) => rows.push(row),
+    match add_case(cases, big).and_then(|b| Ok((b, add_case(cases, tiny)?))) {
+        Ok((big, tiny)) => tools.push(Tool { name, big, tiny }),
         Err(e) => println!("skipped {name}: {e}"),
     }
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a filter or `--list` from other tooling needs no work here.
-    if std::env::args().any(|a| a == "--list") {
+    // `cargo bench` passes `--bench`; `cargo test --benches` (or `--all-targets`) does not, and
+    // must not spend minutes here.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("check bench: run it with `cargo bench -p duet --bench check`; skipped");
         return;
     }
     let runs: usize = std::env::var("DUET_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(10).max(1);
@@ -320,56 +344,59 @@ fn main() {
     );
 
     let duet = |root: &Path| Cmd { program: DUET.into(), args: vec!["check".into(), root.into()] };
-    let mut rows = Vec::new();
+    let mut cases = Vec::new();
     println!("duet: {DUET}");
-    let duet_row = measure_pair("duet check", &duet(&files[0]), &duet(&tiny), runs);
-    rows.push(duet_row.unwrap_or_else(|e| panic!("duet rejected the tree: {e}")));
+    let rejected = |e| panic!("duet rejected a generated tree: {e}");
+    let big = add_case(&mut cases, duet(&files[0])).unwrap_or_else(rejected);
+    let small = add_case(&mut cases, duet(&tiny)).unwrap_or_else(rejected);
+    let double = add_case(&mut cases, duet(&files2[0])).unwrap_or_else(rejected);
+    let mut tools = vec![Tool { name: "duet check", big, tiny: small }];
 
     let ajv = find_tool("DUET_BENCH_AJV", "node_modules/.bin/ajv", "ajv")
         .map(|t| (ajv_cmd(&t, &schema, &base_dir.join("*.yaml")), ajv_cmd(&t, &schema, &tiny)));
     let ajv_install = "npm install --prefix target/bench-tools ajv-cli@5.0.0   (or set DUET_BENCH_AJV=/path/to/ajv)";
-    external(&mut rows, "ajv-cli", ajv, runs, ajv_install);
+    add_external(&mut tools, &mut cases, "ajv-cli", ajv, ajv_install);
     let cj = find_tool("DUET_BENCH_CHECK_JSONSCHEMA", "venv/bin/check-jsonschema", "check-jsonschema").map(|t| {
         (check_jsonschema_cmd(&t, &schema, &files), check_jsonschema_cmd(&t, &schema, std::slice::from_ref(&tiny)))
     });
     let cj_install = "python3 -m venv target/bench-tools/venv && target/bench-tools/venv/bin/pip install check-jsonschema==0.39.0   (or set DUET_BENCH_CHECK_JSONSCHEMA=/path/to/check-jsonschema)";
-    external(&mut rows, "check-jsonschema", cj, runs, cj_install);
-    print_table(&rows);
+    add_external(&mut tools, &mut cases, "check-jsonschema", cj, cj_install);
 
-    memory(&rows[0], bytes, &files2[0], bytes2, runs, duet);
+    run_rounds(&mut cases, runs);
+    print_table(&tools, &cases);
+    let tiny_bytes = std::fs::metadata(&tiny).map_or(0, |m| m.len());
+    memory([
+        (&cases[small], tiny_bytes, None),
+        (&cases[big], bytes, Some(BASE)),
+        (&cases[double], bytes2, Some(DOUBLE)),
+    ]);
     if std::env::var_os("DUET_BENCH_KEEP").is_some() {
         let kept = tmp.keep();
         println!("\nkept the generated trees in {}", kept.display());
     }
 }
 
-/// duet at twice the size, and on a tiny plan for its fixed cost: is memory proportional?
-fn memory(base: &Row, bytes: u64, root2: &Path, bytes2: u64, runs: usize, duet: impl Fn(&Path) -> Cmd) {
-    let double =
-        measure("duet check (2x)", &duet(root2), runs).unwrap_or_else(|e| panic!("duet rejected the 2x tree: {e}"));
-    let tiny_plan = workspace().join("plans/quickstart.yaml");
-    let tiny_bytes = std::fs::metadata(&tiny_plan).map_or(0, |m| m.len());
-    let tiny = measure("duet check (quickstart)", &duet(&tiny_plan), runs).ok();
+/// duet on the tiny plan (its fixed cost), the tree, and the tree at twice the size: does peak
+/// memory grow in proportion to the input?
+fn memory(rows: [(&Case, u64, Option<Shape>); 3]) {
     println!("\n| input | YAML MiB | duet median ms | duet peak RSS MiB |");
     println!("| --- | ---: | ---: | ---: |");
-    if let Some(t) = &tiny {
-        println!("| plans/quickstart.yaml | {:.4} | {:.1} | {} |", mib(tiny_bytes), ms(t.median), rss_text(t.rss_kib));
-    }
-    for (label, shape, b, row) in [("1x", BASE, bytes, base), ("2x", DOUBLE, bytes2, &double)] {
-        let n = shape.files() * shape.per_file;
-        println!(
-            "| {label}: {n} services + {n} actions | {:.2} | {:.1} | {} |",
-            mib(b),
-            ms(row.median),
-            rss_text(row.rss_kib)
+    for (case, bytes, shape) in &rows {
+        let label = shape.map_or_else(
+            || "plans/quickstart.yaml".to_owned(),
+            |s| {
+                let n = s.files() * s.per_file;
+                format!("{} files, {n} services + {n} actions", s.files())
+            },
         );
+        println!("| {label} | {:.3} | {:.1} | {} |", mib(*bytes), ms(case.median()), rss_text(case.rss_kib));
     }
+    let [(tiny, _, _), (base, bytes, _), (double, bytes2, _)] = rows;
     if let (Some(r1), Some(r2)) = (base.rss_kib, double.rss_kib) {
-        let fixed = tiny.and_then(|t| t.rss_kib).unwrap_or(0);
-        #[expect(clippy::cast_precision_loss, reason = "KiB counts far below 2^52")]
-        let growth = (r2.saturating_sub(fixed)) as f64 / (r1.saturating_sub(fixed)).max(1) as f64;
-        #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^52")]
-        let input_growth = bytes2 as f64 / bytes as f64;
+        let fixed = tiny.rss_kib.unwrap_or(0);
+        #[expect(clippy::cast_precision_loss, reason = "KiB and byte counts far below 2^52")]
+        let (growth, input_growth) =
+            ((r2.saturating_sub(fixed)) as f64 / r1.saturating_sub(fixed).max(1) as f64, bytes2 as f64 / bytes as f64);
         println!(
             "\npeak RSS above the tiny plan's grows {growth:.2}x for {input_growth:.2}x the input; \
              1x uses {:.1} bytes of RSS per byte of YAML",
