@@ -236,8 +236,8 @@ impl PlanFile {
                 "disks" => {
                     plan.disks = Some(DiskSelection {
                         loc: x.loc(entry.key_span),
-                        system: value.get("system").map(|e| x.names(&e.value)).unwrap_or_default(),
-                        data: value.get("data").map(|e| x.names(&e.value)).unwrap_or_default(),
+                        system: value.get("system").map(|e| x.unique_names(&e.value, "disk", out)).unwrap_or_default(),
+                        data: value.get("data").map(|e| x.unique_names(&e.value, "disk", out)).unwrap_or_default(),
                     });
                 }
                 "include" => plan.includes = x.includes(value, out),
@@ -287,6 +287,50 @@ impl Extractor<'_> {
             .iter()
             .filter_map(|n| n.as_str().map(|s| Spanned { value: s.to_owned(), loc: self.loc(n.span) }))
             .collect()
+    }
+
+    /// A name of a service, log or disk: printed in summaries, logs and graphs, so it must be
+    /// visible text on one line.
+    fn check_name(name: &str, loc: Loc, what: &str, out: &mut Vec<Diagnostic>) -> bool {
+        let problem = if name.trim().is_empty() {
+            "is blank"
+        } else if name.chars().any(char::is_control) {
+            "contains a control character (a line break or tab)"
+        } else if name.trim() != name {
+            "starts or ends with spaces"
+        } else {
+            return true;
+        };
+        out.push(
+            Diagnostic::error("duet::plan::name", format!("{what} name {name:?} {problem}"))
+                .at(loc, "not a usable name")
+                .help(format!("write the {what}'s name exactly as the platform knows it")),
+        );
+        false
+    }
+
+    /// A list of names, each valid and listed once (a repeat is a warning and is dropped).
+    fn unique_names(&self, node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
+        let mut unique: Vec<Spanned<String>> = Vec::new();
+        for name in self.names(node) {
+            if !Self::check_name(&name.value, name.loc, what, out) {
+                continue;
+            }
+            if let Some(first) = unique.iter().find(|u| u.value == name.value) {
+                out.push(
+                    Diagnostic::warning(
+                        "duet::plan::repeated-name",
+                        format!("{what} `{}` is listed twice", name.value),
+                    )
+                    .at(name.loc, "listed again here")
+                    .related(first.loc, "first listed here")
+                    .help("remove the repeated entry"),
+                );
+                continue;
+            }
+            unique.push(name);
+        }
+        unique
     }
 
     fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
@@ -345,7 +389,12 @@ impl Extractor<'_> {
                 )
                 .at(entry.decl, "declared again here")
                 .related(first.decl, "first declared here")
-                .help(format!("merge the two declarations: each {kind} appears once per plan")),
+                .help(if entry.kind == Kind::Action {
+                    "give each action its own `id:` (without one, the id is the file name without its extension)"
+                        .to_owned()
+                } else {
+                    format!("merge the two declarations: each {kind} appears once per plan")
+                }),
             );
             return;
         }
@@ -366,7 +415,10 @@ impl Extractor<'_> {
                     if let Some(after) = item.get("after") {
                         fields.insert(
                             "after",
-                            Setting::new(FieldValue::Names(self.names(&after.value)), self.loc(after.value.span)),
+                            Setting::new(
+                                FieldValue::Names(self.unique_names(&after.value, "service", out)),
+                                self.loc(after.value.span),
+                            ),
                         );
                     }
                     self.bool_field(item, "enabled", &mut fields, "enabled");
@@ -375,6 +427,9 @@ impl Extractor<'_> {
                 _ => continue,
             };
             let decl = self.loc(name_span);
+            if !Self::check_name(&name, decl, "service", out) {
+                continue;
+            }
             self.push_unique(KeyedEntry { kind: Kind::Service, key: name, decl, decls: vec![decl], fields }, into, out);
         }
     }
@@ -395,6 +450,9 @@ impl Extractor<'_> {
                 _ => continue,
             };
             let decl = self.loc(span);
+            if !Self::check_name(&name, decl, "event log", out) {
+                continue;
+            }
             self.push_unique(KeyedEntry { kind: Kind::Log, key: name, decl, decls: vec![decl], fields }, into, out);
         }
     }

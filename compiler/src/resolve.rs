@@ -73,6 +73,9 @@ struct Partial {
     title: Option<Setting>,
     comments: Option<Setting>,
     staging_dir: Option<Setting>,
+    /// Sibling conflicts no plan has settled yet: any plan above can still settle them by
+    /// setting the field; the ones that reach the top are errors.
+    conflicts: Conflicts,
 }
 
 /// What two siblings can disagree on: a field of an entry, or a top-level setting.
@@ -91,23 +94,58 @@ impl Subject {
     }
 }
 
-/// Conflicting definitions found while combining siblings.
-#[derive(Default)]
+/// Conflicting definitions found while combining siblings, each with the plan whose children
+/// disagree (the first place that could have settled it).
+#[derive(Clone, Default)]
 struct Conflicts {
-    found: IndexMap<Subject, Vec<Setting>>,
+    found: IndexMap<Subject, (FileId, Vec<Setting>)>,
 }
 
 impl Conflicts {
-    fn add(&mut self, subject: Subject, current: &Setting, other: Setting) {
-        let list = self.found.entry(subject).or_insert_with(|| vec![current.clone()]);
+    fn add(&mut self, subject: Subject, parent: FileId, current: &Setting, other: Setting) {
+        let (_, list) = self.found.entry(subject).or_insert_with(|| (parent, vec![current.clone()]));
         if !list.iter().any(|s| s.loc == other.loc) {
             list.push(other);
         }
     }
 
+    /// A child's unsettled conflicts become this plan's.
+    fn absorb(&mut self, other: Conflicts) {
+        for (subject, (parent, settings)) in other.found {
+            let (_, list) = self.found.entry(subject).or_insert_with(|| (parent, Vec::new()));
+            for s in settings {
+                if !list.iter().any(|x| x.loc == s.loc) {
+                    list.push(s);
+                }
+            }
+        }
+    }
+
     /// The parent set this itself: the conflict is settled, its sides are what it overrode.
     fn settle(&mut self, subject: &Subject) -> Vec<Setting> {
-        self.found.shift_remove(subject).unwrap_or_default()
+        self.found.shift_remove(subject).map(|(_, s)| s).unwrap_or_default()
+    }
+
+    /// The conflicts that reached the top plan unsettled.
+    fn report(self, sources: &SourceMap, diags: &mut Diagnostics) {
+        for (subject, (parent, settings)) in self.found {
+            let (first, rest) = settings.split_first().expect("a conflict has two sides");
+            let what = subject.describe();
+            let parent = &sources.get(parent).display;
+            for other in rest {
+                diags.push(
+                    Diagnostic::error(
+                        "duet::nesting::conflict",
+                        format!("{what} conflicts between included plans: {} and {}", first.value, other.value),
+                    )
+                    .at(other.loc, format!("set to {} here", other.value))
+                    .related(first.loc, format!("set to {} here", first.value))
+                    .help(format!(
+                        "set {what} in `{parent}` (or any plan that includes it) to choose; the parent's setting wins"
+                    )),
+                );
+            }
+        }
     }
 }
 
@@ -129,7 +167,7 @@ pub fn resolve(tree: &PlanTree, sources: &SourceMap, diags: &mut Diagnostics) ->
                 if parents_left[c] == 0 { memo[c].take() } else { memo[c].clone() }
             })
             .collect();
-        memo[index] = Some(resolve_one(tree, index, children, sources, diags));
+        memo[index] = Some(resolve_one(tree, index, children));
     }
     let root = memo[tree.root].take().unwrap_or_default();
     finish(tree, root, sources, diags)
@@ -155,19 +193,15 @@ fn overriding(own: &Setting, old: Option<Setting>, lost: Vec<Setting>) -> Settin
     own
 }
 
-fn resolve_one(
-    tree: &PlanTree,
-    index: usize,
-    children: Vec<Partial>,
-    sources: &SourceMap,
-    diags: &mut Diagnostics,
-) -> Partial {
+fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial {
     let loaded = &tree.plans[index];
     let mut acc = Partial::default();
     let mut conflicts = Conflicts::default();
+    let here = loaded.file;
 
     // combine(resolve(C1), ..., resolve(Cn))
     for child in children {
+        conflicts.absorb(child.conflicts);
         for (key, mut entry) in child.entries {
             let Some(existing) = acc.entries.get_mut(&key) else {
                 entry.fields.values_mut().for_each(|s| s.depth += 1);
@@ -185,13 +219,13 @@ fn resolve_one(
                         existing.fields.insert(field, deeper(setting));
                     }
                     Some(current) if current.value == setting.value => {}
-                    Some(current) => conflicts.add(Subject::Field(key.clone(), field), current, deeper(setting)),
+                    Some(current) => conflicts.add(Subject::Field(key.clone(), field), here, current, deeper(setting)),
                 }
             }
         }
         nearest(&mut acc.title, child.title, None);
         nearest(&mut acc.comments, child.comments, None);
-        nearest(&mut acc.staging_dir, child.staging_dir, Some((&mut conflicts, "staging_dir")));
+        nearest(&mut acc.staging_dir, child.staging_dir, Some((&mut conflicts, here, "staging_dir")));
     }
 
     // override(..., own(P))
@@ -219,43 +253,43 @@ fn resolve_one(
         }
     }
 
-    let parent = &sources.get(loaded.file).display;
-    for (subject, settings) in conflicts.found {
-        let (first, rest) = settings.split_first().expect("a conflict has two sides");
-        let what = subject.describe();
-        for other in rest {
-            diags.push(
-                Diagnostic::error(
-                    "duet::nesting::conflict",
-                    format!("{what} conflicts between included plans: {} and {}", first.value, other.value),
-                )
-                .at(other.loc, format!("set to {} here", other.value))
-                .related(first.loc, format!("set to {} here", first.value))
-                .help(format!("set {what} in `{parent}` to choose; the parent's setting wins")),
-            );
-        }
-    }
+    acc.conflicts = conflicts;
     acc
 }
 
 /// "The nearest definition to the top wins": fewer includes away wins, the first included wins
 /// a tie. With `conflicts`, a tie between different values is a conflict, like any other field
 /// (two staging directories cannot both be right; two titles are only cosmetic).
-fn nearest(slot: &mut Option<Setting>, candidate: Option<Setting>, conflicts: Option<(&mut Conflicts, &'static str)>) {
-    let Some(candidate) = candidate.map(deeper) else { return };
+fn nearest(
+    slot: &mut Option<Setting>,
+    candidate: Option<Setting>,
+    conflicts: Option<(&mut Conflicts, FileId, &'static str)>,
+) {
+    let Some(mut candidate) = candidate.map(deeper) else { return };
+    let lost = |s: &Setting| Overridden { loc: s.loc, value: s.value.to_string() };
     match slot {
         None => *slot = Some(candidate),
-        Some(current) if candidate.depth < current.depth => *slot = Some(candidate),
-        Some(current) if candidate.depth == current.depth && candidate.value != current.value => {
-            if let Some((conflicts, name)) = conflicts {
-                conflicts.add(Subject::Scalar(name), current, candidate);
+        Some(current) if candidate.depth < current.depth => {
+            candidate.overridden.push(lost(current));
+            *slot = Some(candidate);
+        }
+        Some(current)
+            if candidate.depth == current.depth && candidate.value != current.value && conflicts.is_some() =>
+        {
+            if let Some((conflicts, here, name)) = conflicts {
+                conflicts.add(Subject::Scalar(name), here, current, candidate);
             }
         }
-        Some(_) => {}
+        Some(current) => {
+            if candidate.value != current.value {
+                current.overridden.push(lost(&candidate));
+            }
+        }
     }
 }
 
-fn finish(tree: &PlanTree, root: Partial, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
+fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
+    std::mem::take(&mut root.conflicts).report(sources, diags);
     let root_plan = &tree.plans[tree.root];
     let root_name = &sources.get(root_plan.file).display;
     let mut ignored_disks = Vec::new();
@@ -321,6 +355,10 @@ fn finish(tree: &PlanTree, root: Partial, sources: &SourceMap, diags: &mut Diagn
         }
     }
     check_after(&services, &dropped, diags);
+    // A service dropped with `enabled: false` takes its ordering constraints with it.
+    for service in &mut services {
+        service.after.retain(|dep| !dropped.iter().any(|d| d.kind == Kind::Service && d.key == dep.value));
+    }
     if let (Some(first), None) = (logs.first(), &root.staging_dir) {
         diags.push(
             Diagnostic::error(
@@ -748,5 +786,78 @@ mod tests {
         let c = t.compile("p.yaml");
         expect_clean(&c);
         assert_eq!(c.compiled.unwrap().actions[0].args, [".inf", "1.50", "-3", "true", "%A%"]);
+    }
+
+    #[test]
+    fn any_plan_above_a_conflict_can_settle_it() {
+        let files = |top: &'static str| {
+            Tree::new(&[
+                ("top.yaml", top),
+                ("mid.yaml", "version: 1\ninclude: [left.yaml, right.yaml]\n"),
+                ("left.yaml", "version: 1\nlogs: {staging_dir: /data/left}\nservices: [{name: S, after: [T]}, T, U]\n"),
+                ("right.yaml", "version: 1\nlogs: {staging_dir: /data/right}\nservices: [{name: S, after: [U]}]\n"),
+            ])
+        };
+        let t = files("version: 1\ninclude: [mid.yaml]\n");
+        let c = t.compile("top.yaml");
+        let all = found(&c);
+        assert_eq!(all.iter().filter(|f| f.code == "duet::nesting::conflict").count(), 2, "{all:#?}");
+        let d = c.diagnostics.iter().find(|d| d.message.starts_with("`logs.staging_dir`")).unwrap();
+        assert!(d.help.as_deref().unwrap().starts_with("set `logs.staging_dir` in `"), "{:?}", d.help);
+        assert!(d.help.as_deref().unwrap().contains("mid.yaml` (or any plan that includes it)"), "{:?}", d.help);
+
+        let t = files(
+            "version: 1\ninclude: [mid.yaml]\nlogs: {staging_dir: /data/top}\nservices: [{name: S, after: [T, U]}]\n",
+        );
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.as_ref().unwrap();
+        assert_eq!(plan.logs.staging_dir.as_deref(), Some("/data/top"), "the nearest definition to the top wins");
+        assert_eq!(plan.services[0].after, ["T", "U"]);
+        let staging = c.resolved.as_ref().unwrap().staging_dir.as_ref().unwrap();
+        assert_eq!(staging.overridden.len(), 2, "both grandchildren's values are shown as overridden");
+    }
+
+    #[test]
+    fn a_title_that_loses_to_a_nearer_plan_is_recorded() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [a.yaml, b.yaml]\n"),
+            ("a.yaml", "version: 1\ntitle: A\n"),
+            ("b.yaml", "version: 1\ntitle: B\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        expect_clean(&c);
+        let title = c.resolved.as_ref().unwrap().title.as_ref().unwrap();
+        assert_eq!(title.value, FieldValue::Text("A".into()), "a tie goes to the first include");
+        assert_eq!(title.overridden[0].value, "\"B\"");
+    }
+
+    #[test]
+    fn names_must_be_visible_text_and_repeats_are_dropped_with_a_warning() {
+        let t = Tree::new(&[(
+            "p.yaml",
+            "version: 1\nservices: [\"  \", \"new\\nline\", \" pad\", {name: A, after: [B, B]}, B]\ndisks: {system: [disk0, disk0]}\n",
+        )]);
+        let c = t.compile("p.yaml");
+        expect_at(&c, "duet::plan::name", "p.yaml", 2, 12);
+        expect_at(&c, "duet::plan::name", "p.yaml", 2, 18);
+        expect_at(&c, "duet::plan::name", "p.yaml", 2, 31);
+        expect_at(&c, "duet::plan::repeated-name", "p.yaml", 2, 60);
+        expect_at(&c, "duet::plan::repeated-name", "p.yaml", 3, 25);
+    }
+
+    #[test]
+    fn a_disabled_service_leaves_the_after_lists_it_was_in() {
+        let t = Tree::new(&[
+            ("top.yaml", "version: 1\ninclude: [base.yaml]\nservices: [{name: DB, enabled: false}]\n"),
+            ("base.yaml", "version: 1\nservices: [DB, Cache, {name: App, after: [DB, Cache]}]\n"),
+        ]);
+        let c = t.compile("top.yaml");
+        let plan = c.compiled.as_ref().unwrap();
+        assert_eq!(
+            plan.services.iter().map(|s| (s.name.as_str(), s.after.clone())).collect::<Vec<_>>(),
+            [("Cache", vec![]), ("App", vec!["Cache".to_owned()])]
+        );
+        expect_at(&c, "duet::service::after-dropped", "base.yaml", 2, 43);
     }
 }

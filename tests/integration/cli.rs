@@ -114,7 +114,7 @@ fn explain_shows_what_a_conflict_needs() {
     run.code(1)
         .stdout_has("after    = [T]")
         .stderr_has("`after` of service `S` conflicts between included plans: [T] and [U]")
-        .stderr_has("set `after` of service `S` in `top.yaml` to choose");
+        .stderr_has("set `after` of service `S` in `top.yaml` (or any plan that includes it) to choose");
 }
 
 #[test]
