@@ -54,7 +54,18 @@ pub fn compile(options: &Options) -> Compilation {
     let tree = loader::load(&options.plan, &mut sources, &mut diags);
     let mut resolved = None;
     let mut compiled = None;
-    if let Some(tree) = tree.filter(|_| diags.count(Severity::Error) == errors_before) {
+    let loaded = diags.count(Severity::Error) == errors_before;
+    if tree.is_some() && !loaded {
+        diags.push(
+            Diagnostic::note(
+                "duet::check::stopped",
+                "nesting, ordering and platform checks did not run because of the errors above",
+            )
+            .in_file(options.plan.display().to_string())
+            .help("fix these errors and check again: later checks may find more"),
+        );
+    }
+    if let Some(tree) = tree.filter(|_| loaded) {
         let plan = resolve::resolve(&tree, &sources, &mut diags);
         let acyclic = dag::check_service_cycles(&plan.services, &mut diags);
         let inventory_name = options.inventory.as_ref().map(|p| p.display().to_string());

@@ -116,10 +116,13 @@ impl Diagnostics {
         self.items.iter().filter(|d| d.severity == severity).count()
     }
 
-    /// Sorted by file (in load order), then position, then code: stable whatever order the
-    /// stages found them in.
+    /// Sorted by file (in load order), then position; diagnostics without a position last.
+    /// Stable whatever order the stages found them in.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
-        self.items.sort_by_key(|d| d.primary.as_ref().map(|l| (l.loc.file, l.loc.span.start, l.loc.span.end)));
+        self.items.sort_by_key(|d| match &d.primary {
+            Some(l) => (false, Some((l.loc.file, l.loc.span.start, l.loc.span.end))),
+            None => (true, None),
+        });
         self.items
     }
 

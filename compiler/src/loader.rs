@@ -70,7 +70,12 @@ pub fn read_document(
             return None;
         }
     };
-    let file = sources.add(SourceFile::new(display.to_owned(), canonical, text.into()));
+    let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+    let source = SourceFile::new(display.to_owned(), canonical, text.into());
+    let file = sources.add(match dir {
+        Some(dir) => source.with_dir(dir),
+        None => source,
+    });
     let parsed = yaml::parse(sources.get(file));
     let parse_failed = !parsed.errors.is_empty();
     diags.extend(parsed.errors.into_iter().map(|e| e.into_diagnostic(file)));
@@ -99,7 +104,15 @@ fn sibling_hint(path: &Path) -> Option<String> {
         .filter(|n| crate::plan::is_yaml_name(n))
         .collect();
     siblings.sort();
-    suggest::did_you_mean(name, siblings.iter().map(String::as_str))
+    // Compare the names without their extensions: `.yaml` in common makes any two names look alike.
+    let stem = |n: &str| Path::new(n).file_stem().and_then(|s| s.to_str()).unwrap_or(n).to_owned();
+    let wanted = stem(name);
+    let stems: Vec<String> = siblings.iter().map(|s| stem(s)).collect();
+    let found = stems.iter().position(|s| *s == wanted).or_else(|| {
+        let closest = suggest::closest(&wanted, stems.iter().map(String::as_str))?;
+        stems.iter().position(|s| s == closest)
+    })?;
+    Some(format!("did you mean `{}`?", siblings[found]))
 }
 
 struct Frame {

@@ -52,13 +52,24 @@ pub struct SourceFile {
     pub canonical: PathBuf,
     pub text: Arc<str>,
     line_starts: Vec<usize>,
+    /// The directory of the path as it was named (not of the symlink's target): where the
+    /// plan's includes and relative action paths are looked up, as the user sees them.
+    dir: PathBuf,
 }
 
 impl SourceFile {
     pub fn new(display: String, canonical: PathBuf, text: Arc<str>) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Self { display, canonical, text, line_starts }
+        let dir = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
+        Self { display, canonical, text, line_starts, dir }
+    }
+
+    /// Looks up includes and relative paths in `dir` instead of the real file's directory.
+    #[must_use]
+    pub fn with_dir(mut self, dir: PathBuf) -> Self {
+        self.dir = dir;
+        self
     }
 
     /// 1-based line and 1-based column (in characters) of a byte offset.
@@ -81,7 +92,7 @@ impl SourceFile {
 
     /// The directory the file lives in, for resolving includes and relative action paths.
     pub fn dir(&self) -> &Path {
-        self.canonical.parent().unwrap_or(Path::new("/"))
+        &self.dir
     }
 }
 
@@ -163,8 +174,8 @@ impl ReadError {
 /// Reads a file as UTF-8 text, refusing directories, devices, oversized and binary files.
 /// Returns the canonical path and the text (a leading BOM removed).
 pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
-    let canonical = std::fs::canonicalize(path).map_err(|e| io_error(&e))?;
-    let meta = std::fs::metadata(&canonical).map_err(|e| io_error(&e))?;
+    // What the path names (following links) first: `/dev/stdin` is a pipe, not a missing file.
+    let meta = std::fs::metadata(path).map_err(|e| io_error(&e))?;
     if meta.is_dir() {
         return Err(ReadError::IsDirectory);
     }
@@ -174,6 +185,7 @@ pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge { bytes: meta.len() });
     }
+    let canonical = std::fs::canonicalize(path).map_err(|e| io_error(&e))?;
     let file = std::fs::File::open(&canonical).map_err(|e| io_error(&e))?;
     // The length check above can race with a writer; `take` keeps the bound regardless.
     let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));

@@ -61,12 +61,21 @@ fn check_json_lists_every_diagnostic_with_its_position() {
             (
                 d["severity"].as_str().unwrap().into(),
                 d["file"].as_str().unwrap().into(),
-                d["line"].as_u64().unwrap(),
-                d["column"].as_u64().unwrap(),
+                d["line"].as_u64().unwrap_or(0),
+                d["column"].as_u64().unwrap_or(0),
             )
         })
         .collect();
-    assert_eq!(brief, [("error".into(), "site.yaml".into(), 3, 1), ("error".into(), "vendor.yaml".into(), 3, 24)]);
+    assert_eq!(
+        brief,
+        [
+            ("error".into(), "site.yaml".into(), 3, 1),
+            ("error".into(), "vendor.yaml".into(), 3, 24),
+            ("note".into(), "site.yaml".into(), 0, 0),
+        ]
+    );
+    assert_eq!(diags[2]["code"], "duet::check::stopped", "the note says later checks did not run");
+    assert_eq!(diags[2]["line"], serde_json::Value::Null);
     assert_eq!(diags[0]["code"], "duet::schema::unknown-key");
     assert_eq!(diags[0]["message"], "unknown key `servies` in this plan");
     assert_eq!(diags[0]["help"], "did you mean `services`?");

@@ -146,3 +146,39 @@ fn columns_count_characters_in_human_and_json_output() {
     let json = duet(&["check", "p.yaml", "--format", "json"]).in_dir(dir.path()).run().json();
     assert_eq!(json["diagnostics"][0]["column"], 34);
 }
+
+/// A plan reached through a symlink includes its siblings from the directory it was named in,
+/// and diagnostics name the files that were read.
+#[test]
+fn a_symlinked_plan_includes_from_the_directory_it_was_named_in() {
+    let dir = tree(&[
+        ("real/plan.yaml", b"version: 1\ninclude: [child.yaml]\n"),
+        ("real/child.yaml", b"version: 1\nbroken: [\n"),
+        ("site/child.yaml", b"version: 1\nservices: [A]\n"),
+    ]);
+    std::os::unix::fs::symlink("../real/plan.yaml", dir.path().join("site/plan.yaml")).unwrap();
+    let run = duet(&["compile", "site/plan.yaml", "--format", "json"]).in_dir(dir.path()).run();
+    run.code(0);
+    let sources = run.json()["sources"].clone();
+    assert_eq!(sources[0]["file"], "site/child.yaml");
+    assert!(sources[0]["path"].as_str().unwrap().ends_with("/site/child.yaml"), "{sources}");
+}
+
+#[test]
+fn standard_input_is_not_a_plan_file() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_duet"))
+        .args(["check", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .expect("duet runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn file_name_suggestions_compare_names_not_extensions() {
+    let dir = tree(&[("to.yaml", b"version: 1\n"), ("quickstart.yaml", b"version: 1\n")]);
+    let run = duet(&["check", "nope.yaml"]).in_dir(dir.path()).run();
+    assert!(!run.code(1).stderr.contains("did you mean"), "{}", run.stderr);
+    duet(&["check", "quikstart.yaml"]).in_dir(dir.path()).run().code(1).stderr_has("did you mean `quickstart.yaml`?");
+}
