@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::inventory::{DiskLocation, Inventory};
 use crate::plan::{DiskSelection, FieldValue, Spanned};
-use crate::resolve::ResolvedPlan;
+use crate::resolve::{Action, ResolvedPlan};
 use crate::source::Loc;
 use crate::suggest;
 
@@ -32,31 +32,7 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
         |path: &Path| inventory.volume_of(path).map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))));
 
     for action in &plan.actions {
-        let file = &action.file;
-        let shown = file.display();
-        match std::fs::metadata(file) {
-            Err(_) => diags.push(Diagnostic::error("duet::action::missing-file", "The executable filename does not exist.")
-                .at(action.file_loc, format!("{shown} not found"))
-                .help(format!("action `{}`: ensure the executable is in the directory you specified (relative paths are relative to the plan's directory)", action.id))),
-            Ok(meta) if meta.is_dir() => diags.push(Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is a directory", action.id))
-                .at(action.file_loc, "a directory")),
-            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => diags.push(Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is not executable", action.id))
-                .at(action.file_loc, "no execute permission")
-                .help(format!("chmod +x {shown}"))),
-            Ok(_) => {}
-        }
-        match on_system(file) {
-            None => diags.push(no_volume(action.file_loc, &shown.to_string(), inventory_name)),
-            Some((volume, false)) => diags.push(
-                Diagnostic::error(
-                    "duet::action::not-on-system-disk",
-                    format!("The executable file {shown} is not on a system disk"),
-                )
-                .at(action.file_loc, format!("on volume `{}` (data)", volume.id))
-                .help("the Upgrade Side cannot reach data disks while split; move the executable to a system disk"),
-            ),
-            Some(_) => {}
-        }
+        check_executable(action, inventory, &disks, inventory_name, diags);
     }
 
     if let Some(setting) = &plan.staging_dir {
@@ -102,6 +78,69 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
         }
     }
     BoundPlan { disks }
+}
+
+/// "The executable file must exist and lie on a system disk": the Upgrade Side reaches only
+/// system disks while split. A symlink is judged by what it points to.
+fn check_executable(
+    action: &Action,
+    inventory: &Inventory,
+    disks: &DiskClasses,
+    inventory_name: &str,
+    diags: &mut Diagnostics,
+) {
+    let file = &action.file;
+    let shown = file.display();
+    let at = action.file_loc;
+    let problem = match std::fs::metadata(file) {
+        Err(_) => Some(Diagnostic::error("duet::action::missing-file", "The executable filename does not exist.").at(at, format!("{shown} not found")).help(format!(
+            "action `{}`: ensure the executable is in the directory you specified (relative paths are relative to the plan's directory)",
+            action.id
+        ))),
+        Ok(meta) if meta.is_dir() => Some(
+            Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is a directory", action.id))
+                .at(at, "a directory")
+                .help("name the program to run, not its directory"),
+        ),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some(
+            Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is not executable", action.id))
+                .at(at, "no execute permission")
+                .help(format!("chmod +x {shown}")),
+        ),
+        Ok(_) => None,
+    };
+    diags.extend(problem);
+
+    let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if is_link { std::fs::canonicalize(file).unwrap_or_else(|_| file.clone()) } else { file.clone() };
+    let Some(volume) = inventory.volume_of(&target) else {
+        diags.push(no_volume(at, &target.display().to_string(), inventory_name));
+        return;
+    };
+    let off_system: Vec<&String> = volume.disks.iter().filter(|d| !disks.system.contains(*d)).collect();
+    if off_system.is_empty() {
+        return;
+    }
+    let via = if is_link { format!(" (it links to {})", target.display()) } else { String::new() };
+    let selectable =
+        off_system.iter().all(|d| inventory.disk(d).is_some_and(|d| d.location == DiskLocation::Internal && d.rdr));
+    let help = if selectable {
+        let names: Vec<&str> = off_system.iter().map(|d| d.as_str()).collect();
+        format!(
+            "select {} under `disks.system` in the top-level plan, or move the executable to a system disk",
+            names.join(", ")
+        )
+    } else {
+        "the Upgrade Side cannot reach data disks while split; move the executable to a system disk".to_owned()
+    };
+    diags.push(
+        Diagnostic::error(
+            "duet::action::not-on-system-disk",
+            format!("The executable file {shown} is not on a system disk{via}"),
+        )
+        .at(at, format!("on volume `{}` (data)", volume.id))
+        .help(help),
+    );
 }
 
 fn no_volume(loc: Loc, path: &str, inventory_name: &str) -> Diagnostic {
@@ -208,11 +247,15 @@ impl DiskClassifier<'_> {
             volumes.iter().filter(|v| v.id != w.id && parent.starts_with(&v.mount)).max_by_key(|v| v.mount.len())
         };
         for volume in volumes {
-            let holds_mount =
-                volumes.iter().any(|w| (w.boot || w.paging) && host_of(w).is_some_and(|h| h.id == volume.id));
-            if !(volume.boot || volume.paging || holds_mount) {
-                continue;
-            }
+            let hosted = volumes.iter().find(|w| (w.boot || w.paging) && host_of(w).is_some_and(|h| h.id == volume.id));
+            let reason = match (volume.boot, volume.paging, hosted) {
+                (true, _, _) => format!("volume `{}` on it holds boot files", volume.id),
+                (_, true, _) => format!("volume `{}` on it holds paging files", volume.id),
+                (_, _, Some(w)) => {
+                    format!("volume `{}` on it holds the mount point of volume `{}` ({})", volume.id, w.id, w.mount)
+                }
+                _ => continue,
+            };
             for disk in &volume.disks {
                 if let Some(named) = self.listed_as_data(disk) {
                     self.diags.push(
@@ -220,7 +263,7 @@ impl DiskClassifier<'_> {
                             "duet::disk::mandatory",
                             format!("disk `{disk}` is a mandatory system disk and cannot be a data disk"),
                         )
-                        .at(named.loc, format!("volume `{}` on it holds boot or paging files", volume.id))
+                        .at(named.loc, reason.clone())
                         .help(
                             "remove it from `disks.data`; mandatory system disks are always upgraded as system disks",
                         ),
@@ -407,5 +450,48 @@ mod tests {
         let m = expect_at(&c, "duet::inventory::duration", "inv.yaml", 2, 44);
         assert_eq!(m, "invalid simulated duration: `9999h` is longer than the 7-day maximum");
         assert_eq!(found(&c).len(), 1, "0s (instant) is a valid simulated duration");
+    }
+
+    #[test]
+    fn a_symlink_is_judged_by_its_target_and_unselected_disks_are_named() {
+        let t = tree("");
+        std::os::unix::fs::symlink(t.path("data/bin/on-data.sh"), t.path("sys/bin/link.sh")).unwrap();
+        std::fs::write(t.path("plan.yaml"), "version: 1\nactions:\n  - {file: sys/bin/link.sh, control: stop}\n  - {file: sys/bin/ok.sh, control: stop}\n").unwrap();
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let m = expect_at(&c, "duet::action::not-on-system-disk", "plan.yaml", 3, 12);
+        assert!(m.contains("(it links to ") && m.ends_with("data/bin/on-data.sh)"), "{m}");
+        expect_at(&c, "duet::action::not-on-system-disk", "plan.yaml", 4, 12);
+        let helps: Vec<&str> = c.diagnostics.iter().filter_map(|d| d.help.as_deref()).collect();
+        assert!(helps.contains(&"select disk2, disk3 under `disks.system` in the top-level plan, or move the executable to a system disk"), "{helps:#?}");
+    }
+
+    #[test]
+    fn a_mandatory_disk_says_why() {
+        let t = tree("version: 1\ndisks: {data: [disk0, disk1]}\n");
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let labels: Vec<&str> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == "duet::disk::mandatory")
+            .map(|d| d.primary.as_ref().unwrap().text.as_str())
+            .collect();
+        assert_eq!(
+            labels,
+            ["volume `R` on it holds the mount point of volume `B` (/boot)", "volume `B` on it holds boot files"]
+        );
+    }
+
+    #[test]
+    fn volumes_on_one_mount_and_a_missing_boot_volume() {
+        let t = Tree::new(&[
+            ("plan.yaml", "version: 1\n"),
+            (
+                "inv.yaml",
+                "version: 1\ndisks: [{id: a}, {id: b}]\nvolumes:\n  - {id: E, mount: /data, disks: [a]}\n  - {id: F, mount: /data/, disks: [b]}\n",
+            ),
+        ]);
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        expect_at(&c, "duet::inventory::duplicate-mount", "inv.yaml", 5, 20);
+        expect_at(&c, "duet::inventory::no-boot-volume", "inv.yaml", 3, 1);
     }
 }

@@ -201,6 +201,33 @@ impl Inventory {
                 );
             }
         }
+        let mounts: Vec<(&str, &Node)> = items(root, "volumes")
+            .iter()
+            .filter_map(|v| v.get("mount").and_then(|m| m.value.as_str().map(|t| (t.trim_end_matches('/'), &m.value))))
+            .collect();
+        for (i, (mount, node)) in mounts.iter().enumerate() {
+            if let Some((_, first)) = mounts[..i].iter().find(|(m, _)| m == mount) {
+                diags.push(
+                    Diagnostic::error(
+                        "duet::inventory::duplicate-mount",
+                        format!("two volumes are mounted at {}", if mount.is_empty() { "/" } else { mount }),
+                    )
+                    .at(at(node), "mounted again here")
+                    .related(at(first), "first mounted here")
+                    .help("a path must lie on exactly one volume: fix one of the mounts"),
+                );
+            }
+        }
+        if !self.volumes.is_empty() && !self.volumes.iter().any(|v| v.boot) {
+            diags.push(
+                Diagnostic::warning(
+                    "duet::inventory::no-boot-volume",
+                    "no volume is marked `boot: true`, so no disk is a mandatory system disk",
+                )
+                .at(Loc { file, span: root.get("volumes").map_or(root.head(), |e| e.key_span) }, "no boot volume")
+                .help("mark the volume the system boots from with `boot: true`"),
+            );
+        }
         let faults = root.get("simulation").map(|s| items(&s.value, "faults")).unwrap_or_default();
         for entry in faults.iter().filter_map(|f| f.get("service")) {
             let name = entry.value.as_str().unwrap_or_default();
