@@ -48,7 +48,7 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
         CheckFormat::Json => {
             let json = serde_json::json!({
                 "valid": c.is_valid(),
-                "platform_checked": options.inventory.is_some(),
+                "platform_checked": c.inventory.is_some(),
                 "diagnostics": report::to_json(&c.diagnostics, &c.sources),
             });
             serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n"
@@ -65,6 +65,13 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                     );
                 }
                 text
+            } else if let (Some(inventory), None) = (&options.inventory, &c.inventory) {
+                format!(
+                    "{plan}: not checked against {}: the inventory is unusable ({} in all, {})\n",
+                    inventory.display(),
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                )
             } else {
                 format!("{plan}: invalid: {}, {}\n", plural(errors, "error"), plural(warnings, "warning"))
             }

@@ -25,22 +25,28 @@ pub(crate) enum Command {
         /// Check against this machine inventory (disks, executables, services, event logs).
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// `human` renders each problem with its source; `json` is for CI.
         #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
         format: CheckFormat,
     },
     /// Compile a plan to the steps of every request.
     Compile {
+        /// The top-level plan file.
         plan: PathBuf,
+        /// Bind to this machine inventory: classify its disks and check executables, services and logs.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// What to print.
         #[arg(long, value_enum, default_value_t = CompileFormat::Summary)]
         format: CompileFormat,
     },
     /// Show which file and line set each resolved setting, and what it overrode.
     Explain {
+        /// The top-level plan file.
         plan: PathBuf,
         /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `service:NAME`, `action:ID`, `log:NAME`.
         key: Option<String>,
+        /// Also check against this machine inventory.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
     },

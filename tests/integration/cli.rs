@@ -108,6 +108,12 @@ fn explain_shows_provenance_and_refuses_unknown_keys() {
         .run()
         .code(1)
         .stderr_has("did you mean `action:sql-stop`?");
+    let nope = duet(&["explain", "plans/site-db01.yaml", "action:nope"]).run();
+    assert!(!nope.code(1).stderr.contains("did you mean"), "no far-fetched suggestion:\n{}", nope.stderr);
+    duet(&["explain", "plans/site-db01.yaml", "comments"])
+        .run()
+        .code(0)
+        .stdout_has("comments = \"Purpose: SQL Server SP4 on db01 during the Saturday window.\" (and more lines)");
     let all = duet(&["explain", "plans/site-db01.yaml"]).run();
     all.code(0).stdout_has("title = \"db01 SQL Server SP4\"").stdout_has("service:W3SVC").stdout_has("log:Security");
 }
@@ -150,4 +156,14 @@ fn a_closed_stdout_pipe_is_not_a_failure() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn an_unusable_inventory_is_not_blamed_on_the_plan() {
+    let run = duet(&["check", "plans/quickstart.yaml", "--inventory", "plans/machines/none.yaml"]).run();
+    run.code(1).stdout_has("not checked against plans/machines/none.yaml: the inventory is unusable");
+    let json = duet(&["check", "plans/quickstart.yaml", "--inventory", "plans/machines/none.yaml", "--format", "json"])
+        .run()
+        .json();
+    assert_eq!(json["platform_checked"], false);
 }

@@ -38,8 +38,21 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
     let all = keys(plan);
     if let Some(key) = key {
         if !all.iter().any(|k| k == key) {
-            let hint = suggest::did_you_mean(key, all.iter().map(String::as_str))
-                .unwrap_or_else(|| format!("known keys: {}", all.join(", ")));
+            // Suggest among keys of the same kind: `action:` in common makes any two look alike.
+            let (kind, name) = key.split_once(':').unwrap_or(("", key));
+            let same_kind: Vec<&str> = all
+                .iter()
+                .filter_map(|k| match k.split_once(':') {
+                    Some((k_kind, k_name)) if k_kind == kind => Some(k_name),
+                    None if kind.is_empty() => Some(k.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let hint = match suggest::closest(name, same_kind.iter().copied()) {
+                Some(found) if kind.is_empty() => format!("did you mean `{found}`?"),
+                Some(found) => format!("did you mean `{kind}:{found}`?"),
+                None => format!("known keys: {}", all.join(", ")),
+            };
             return Err(format!("`{key}` is not a setting of this plan; {hint}"));
         }
     }
@@ -55,15 +68,9 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
         }
         match setting {
             Some(s) => {
-                let value = s.value.to_string();
-                let shown = if value.contains("\\n") {
-                    format!("{}...\"", &value[..value.find("\\n").unwrap_or(value.len())])
-                } else {
-                    value
-                };
-                let _ = writeln!(out, "{name} = {shown}\n  set at {}", at(s));
+                let _ = writeln!(out, "{name} = {}\n  set at {}", first_line(&s.value.to_string()), at(s));
                 for o in &s.overridden {
-                    let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
+                    let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), first_line(&o.value));
                 }
             }
             None => {
@@ -108,6 +115,14 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
         }
     }
     Ok(out.trim_end().to_owned() + "\n")
+}
+
+/// A multi-line text value (quoted, with `\n` escapes) shortened to its first line.
+fn first_line(value: &str) -> String {
+    match value.find("\\n") {
+        Some(i) => format!("{}\" (and more lines)", &value[..i]),
+        None => value.to_owned(),
+    }
 }
 
 fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &SourceMap) {
