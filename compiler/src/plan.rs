@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::diagnostic::Diagnostic;
 use crate::duration;
 use crate::source::{FileId, Loc, SourceFile, Span};
+use crate::suggest;
 use crate::yaml::{Entry as YamlEntry, Node, Value};
 
 /// A value and where it was written.
@@ -472,10 +473,13 @@ impl Extractor<'_> {
                     "file" => value
                         .as_str()
                         .map(|s| ("file", FieldValue::Path { written: s.to_owned(), resolved: self.resolve_path(s) })),
-                    "args" => Some((
-                        "args",
-                        FieldValue::Args(value.as_seq().unwrap_or_default().iter().map(|a| self.arg_text(a)).collect()),
-                    )),
+                    "args" => {
+                        let items = value.as_seq().unwrap_or_default();
+                        for item in items {
+                            self.check_variables(item, out);
+                        }
+                        Some(("args", FieldValue::Args(items.iter().map(|a| self.arg_text(a)).collect())))
+                    }
                     "control" => value.as_str().and_then(Control::parse).map(|c| ("control", FieldValue::Control(c))),
                     "timing" => value.as_str().and_then(Timing::parse).map(|t| ("timing", FieldValue::Timing(t))),
                     "rerun" => value.as_str().and_then(Rerun::parse).map(|r| ("rerun", FieldValue::Rerun(r))),
@@ -535,6 +539,34 @@ impl Extractor<'_> {
                 into,
                 out,
             );
+        }
+    }
+
+    /// `%NAME%` that is not one of the guide's variables but looks like one is probably a typo:
+    /// it would be passed as written. (Other names may be the host's variables: not a warning.)
+    fn check_variables(&self, arg: &Node, out: &mut Vec<Diagnostic>) {
+        const NAMES: [&str; 4] =
+            ["ACTIVE_UPGRADE_SIDE", "ACTIVE_UPGRADE_STATE", "ACTIVE_UPGRADE_REQUEST", "ACTIVE_UPGRADE_HW_SPLIT"];
+        let Some(text) = arg.as_str() else { return };
+        let mut rest = text;
+        while let Some(start) = rest.find('%') {
+            let after = &rest[start + 1..];
+            let Some(len) = after.find('%') else { break };
+            let name = &after[..len];
+            rest = &after[len + 1..];
+            if name.is_empty() || NAMES.contains(&name) {
+                continue;
+            }
+            if let Some(hint) = suggest::did_you_mean(name, NAMES) {
+                out.push(
+                    Diagnostic::warning(
+                        "duet::action::unknown-variable",
+                        format!("`%{name}%` is not an Active Upgrade variable; it will be passed as written"),
+                    )
+                    .at(self.loc(arg.span), "unknown variable")
+                    .help(hint),
+                );
+            }
         }
     }
 

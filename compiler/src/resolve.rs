@@ -860,4 +860,18 @@ mod tests {
         );
         expect_at(&c, "duet::service::after-dropped", "base.yaml", 2, 43);
     }
+
+    #[test]
+    fn a_misspelt_variable_is_a_warning() {
+        let t = Tree::new(&[(
+            "p.yaml",
+            "version: 1\nactions:\n  - {file: bin/x.sh, control: stop, args: [\"%ACTIVE_UPGRADE_SIDES%\", \"%PATH%\", \"100%%\", \"%ACTIVE_UPGRADE_SIDE%\"]}\n",
+        )]);
+        let c = t.compile("p.yaml");
+        let m = expect_at(&c, "duet::action::unknown-variable", "p.yaml", 3, 44);
+        assert_eq!(m, "`%ACTIVE_UPGRADE_SIDES%` is not an Active Upgrade variable; it will be passed as written");
+        assert_eq!(c.diagnostics[0].help.as_deref(), Some("did you mean `ACTIVE_UPGRADE_SIDE`?"));
+        assert_eq!(found(&c).len(), 1, "%PATH%, %% and the real variable are fine");
+        assert!(c.is_valid());
+    }
 }
