@@ -242,7 +242,7 @@ impl PlanFile {
                     });
                 }
                 "include" => plan.includes = x.includes(value, out),
-                "services" => x.services(value, &mut plan.entries, out),
+                "services" => x.named_entries(value, Kind::Service, &mut plan.entries, out),
                 "actions" => x.actions(value, &mut plan.entries, out),
                 "logs" => {
                     if let Some(dir) = value.get("staging_dir") {
@@ -256,7 +256,7 @@ impl PlanFile {
                         }
                     }
                     if let Some(backup) = value.get("backup") {
-                        x.logs(&backup.value, &mut plan.entries, out);
+                        x.named_entries(&backup.value, Kind::Log, &mut plan.entries, out);
                     }
                 }
                 _ => {}
@@ -403,39 +403,9 @@ impl Extractor<'_> {
         into.push(entry);
     }
 
-    fn services(&self, node: &Node, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
-        for item in node.as_seq().unwrap_or_default() {
-            let mut fields = IndexMap::new();
-            let (name, name_span) = match &item.value {
-                Value::Str(s) => (s.clone(), item.span),
-                Value::Map(_) => {
-                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
-                    else {
-                        continue;
-                    };
-                    if let Some(after) = item.get("after") {
-                        fields.insert(
-                            "after",
-                            Setting::new(
-                                FieldValue::Names(self.unique_names(&after.value, "service", out)),
-                                self.loc(after.value.span),
-                            ),
-                        );
-                    }
-                    self.bool_field(item, "enabled", &mut fields, "enabled");
-                    n
-                }
-                _ => continue,
-            };
-            let decl = self.loc(name_span);
-            if !Self::check_name(&name, decl, "service", out) {
-                continue;
-            }
-            self.push_unique(KeyedEntry { kind: Kind::Service, key: name, decl, decls: vec![decl], fields }, into, out);
-        }
-    }
-
-    fn logs(&self, node: &Node, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+    /// Services and event logs: each a name, or a `{name: ...}` mapping with more fields.
+    fn named_entries(&self, node: &Node, kind: Kind, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
+        let what = if kind == Kind::Log { "event log" } else { kind.as_str() };
         for item in node.as_seq().unwrap_or_default() {
             let mut fields = IndexMap::new();
             let (name, span) = match &item.value {
@@ -445,16 +415,19 @@ impl Extractor<'_> {
                     else {
                         continue;
                     };
+                    if let Some(after) = item.get("after").filter(|_| kind == Kind::Service) {
+                        let names = FieldValue::Names(self.unique_names(&after.value, "service", out));
+                        fields.insert("after", Setting::new(names, self.loc(after.value.span)));
+                    }
                     self.bool_field(item, "enabled", &mut fields, "enabled");
                     n
                 }
                 _ => continue,
             };
             let decl = self.loc(span);
-            if !Self::check_name(&name, decl, "event log", out) {
-                continue;
+            if Self::check_name(&name, decl, what, out) {
+                self.push_unique(KeyedEntry { kind, key: name, decl, decls: vec![decl], fields }, into, out);
             }
-            self.push_unique(KeyedEntry { kind: Kind::Log, key: name, decl, decls: vec![decl], fields }, into, out);
         }
     }
 
