@@ -1,6 +1,7 @@
 //! The compiled plan: the contract between compiler and runtime. The runtime snapshots it into
 //! a session, so it is a versioned serde type, and readers refuse versions they do not know.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -230,14 +231,15 @@ pub enum Op {
 /// The custom-action environment of guide table 3-5, exactly as actions see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionEnv {
+    // Values come from fixed sets: borrowed when compiled, owned when read back from JSON.
     #[serde(rename = "ACTIVE_UPGRADE_SIDE")]
-    pub side: String,
+    pub side: Cow<'static, str>,
     #[serde(rename = "ACTIVE_UPGRADE_STATE")]
-    pub state: String,
+    pub state: Cow<'static, str>,
     #[serde(rename = "ACTIVE_UPGRADE_REQUEST")]
-    pub request: String,
+    pub request: Cow<'static, str>,
     #[serde(rename = "ACTIVE_UPGRADE_HW_SPLIT")]
-    pub hw_split: String,
+    pub hw_split: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -408,21 +408,18 @@ impl Extractor<'_> {
         let what = if kind == Kind::Log { "event log" } else { kind.as_str() };
         for item in node.as_seq().unwrap_or_default() {
             let mut fields = IndexMap::new();
-            let (name, span) = match &item.value {
-                Value::Str(s) => (s.clone(), item.span),
-                Value::Map(_) => {
-                    let Some(n) = item.get("name").and_then(|e| e.value.as_str().map(|s| (s.to_owned(), e.value.span)))
-                    else {
-                        continue;
-                    };
-                    if let Some(after) = item.get("after").filter(|_| kind == Kind::Service) {
-                        let names = FieldValue::Names(self.unique_names(&after.value, "service", out));
-                        fields.insert("after", Setting::new(names, self.loc(after.value.span)));
-                    }
-                    self.bool_field(item, "enabled", &mut fields, "enabled");
-                    n
+            let (name, span) = if let Some(name) = item.as_str() {
+                (name.to_owned(), item.span)
+            } else if let Some(entry) = item.get("name") {
+                let Some(name) = entry.value.as_str() else { continue };
+                if let Some(after) = item.get("after").filter(|_| kind == Kind::Service) {
+                    let names = FieldValue::Names(self.unique_names(&after.value, "service", out));
+                    fields.insert("after", Setting::new(names, self.loc(after.value.span)));
                 }
-                _ => continue,
+                self.bool_field(item, "enabled", &mut fields, "enabled");
+                (name.to_owned(), entry.value.span)
+            } else {
+                continue;
             };
             let decl = self.loc(span);
             if Self::check_name(&name, decl, what, out) {

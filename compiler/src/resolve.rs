@@ -874,4 +874,14 @@ mod tests {
         assert_eq!(found(&c).len(), 1, "%PATH%, %% and the real variable are fine");
         assert!(c.is_valid());
     }
+
+    #[test]
+    fn non_finite_numbers_are_kept_as_written_text() {
+        let t = Tree::new(&[("p.yaml", "version: 1\ntitle: .inf\nservices: [.nan]\n")]);
+        let c = t.compile("p.yaml");
+        expect_clean(&c);
+        let plan = c.compiled.unwrap();
+        assert_eq!(plan.title.as_deref(), Some(".inf"));
+        assert_eq!(plan.services[0].name, ".nan");
+    }
 }

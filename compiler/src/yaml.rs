@@ -41,9 +41,12 @@ pub struct Entry {
 }
 
 impl Node {
+    /// The node's text. JSON has no infinities or NaN, so `.inf`, `-.inf` and `.nan` are
+    /// strings to the schema, and read as the same strings here (a title `.inf` is kept).
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
             Value::Str(s) => Some(s),
+            Value::Float(f) => non_finite_spelling(*f),
             _ => None,
         }
     }
@@ -112,8 +115,8 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            // JSON has no infinities or NaN: keep their YAML spelling (as `args` passes them).
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or_else(|| J::String(format!("{f}")), J::Number),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or_else(|| J::String(non_finite_spelling(*f).unwrap_or_default().to_owned()), J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(entries.iter().map(|e| (e.key.clone(), e.value.to_json())).collect()),
@@ -415,6 +418,16 @@ fn check_tag<'t>(
     }
 }
 
+fn non_finite_spelling(f: f64) -> Option<&'static str> {
+    if f.is_nan() {
+        Some(".nan")
+    } else if f.is_infinite() {
+        Some(if f > 0.0 { ".inf" } else { "-.inf" })
+    } else {
+        None
+    }
+}
+
 /// YAML 1.2 core schema resolution of a plain scalar.
 fn resolve_plain(s: &str) -> Value {
     match s {
@@ -531,7 +544,8 @@ mod tests {
         let root = parsed.root.unwrap();
         assert_eq!(root.get("a").unwrap().value.as_int(), Some(5), "a core tag resolves the quoted text as that type");
         assert!(root.get("b").unwrap().value.as_seq().is_some());
-        assert_eq!(root.get("c").unwrap().value.to_json(), serde_json::json!("inf"), "JSON has no infinity");
+        assert_eq!(root.get("c").unwrap().value.to_json(), serde_json::json!(".inf"), "JSON has no infinity");
+        assert_eq!(root.get("c").unwrap().value.as_str(), Some(".inf"), "read as the string it is to the schema");
     }
 
     #[test]
