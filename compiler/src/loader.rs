@@ -45,6 +45,22 @@ pub fn read_document(
     sources: &mut SourceMap,
     diags: &mut Diagnostics,
 ) -> Option<(FileId, Node)> {
+    prepare(path, display, via, schema).commit(sources, diags)
+}
+
+/// The file id of a document prepared off the loader's thread, before it has its real one.
+const PENDING: FileId = FileId(u32::MAX);
+
+/// A document read, parsed and schema-checked without touching shared state, so that the
+/// files of one include level can be prepared in parallel. Its diagnostics point at
+/// [`PENDING`] until [`Prepared::commit`] gives the file its id, in the loader's order.
+struct Prepared {
+    source: Option<SourceFile>,
+    root: Option<Node>,
+    diags: Vec<Diagnostic>,
+}
+
+fn prepare(path: &Path, display: &str, via: Option<Loc>, schema: Schema) -> Prepared {
     let what = match schema {
         Schema::Plan if via.is_some() => "included plan",
         Schema::Plan => "plan",
@@ -66,32 +82,73 @@ pub fn read_document(
             } else {
                 d.help_opt(e.help().map(str::to_owned))
             };
-            diags.push(d);
-            return None;
+            return Prepared { source: None, root: None, diags: vec![d] };
         }
     };
     let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf));
     let source = SourceFile::new(display.to_owned(), canonical, text.into());
-    let file = sources.add(match dir {
+    let source = match dir {
         Some(dir) => source.with_dir(dir),
         None => source,
-    });
-    let parsed = yaml::parse(sources.get(file));
-    let parse_failed = !parsed.errors.is_empty();
-    diags.extend(parsed.errors.into_iter().map(|e| e.into_diagnostic(file)));
-    if parse_failed {
-        return None;
+    };
+    let parsed = yaml::parse(&source);
+    if !parsed.errors.is_empty() {
+        let diags = parsed.errors.into_iter().map(|e| e.into_diagnostic(PENDING)).collect();
+        return Prepared { source: Some(source), root: None, diags };
     }
     let Some(root) = parsed.root else {
-        diags.push(
-            Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
-                .at(Loc { file, span: Span::new(0, 0) }, "no YAML document here")
-                .help("a plan or inventory starts with `version: 1`"),
-        );
-        return None;
+        let d = Diagnostic::error("duet::file::empty", format!("{what} `{display}` is empty"))
+            .at(Loc { file: PENDING, span: Span::new(0, 0) }, "no YAML document here")
+            .help("a plan or inventory starts with `version: 1`");
+        return Prepared { source: Some(source), root: None, diags: vec![d] };
     };
-    diags.extend(schema.validate(&root, file));
-    Some((file, root))
+    let diags = schema.validate(&root, PENDING);
+    Prepared { source: Some(source), root: Some(root), diags }
+}
+
+impl Prepared {
+    /// Adds the file to the map and its diagnostics to the list, now that it has an id.
+    fn commit(self, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<(FileId, Node)> {
+        let Some(source) = self.source else {
+            diags.extend(self.diags);
+            return None;
+        };
+        let file = sources.add(source);
+        let fix = |loc: &mut Loc| {
+            if loc.file == PENDING {
+                loc.file = file;
+            }
+        };
+        for mut d in self.diags {
+            d.primary.iter_mut().for_each(|l| fix(&mut l.loc));
+            d.related.iter_mut().for_each(|l| fix(&mut l.loc));
+            diags.push(d);
+        }
+        self.root.map(|root| (file, root))
+    }
+}
+
+/// Prepares documents on every core (plan trees are wide: a site plan includes many
+/// application plans), returning them in the order given.
+fn prepare_all(jobs: &[(PathBuf, String, Loc)]) -> Vec<Prepared> {
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+    if jobs.len() < 2 || workers < 2 {
+        return jobs.iter().map(|(path, display, via)| prepare(path, display, Some(*via), Schema::Plan)).collect();
+    }
+    let chunk = jobs.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(path, display, via)| prepare(path, display, Some(*via), Schema::Plan))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a document worker does not panic")).collect()
+    })
 }
 
 /// "did you mean `vendor.yaml`?" from the YAML files next to a missing one.
@@ -128,6 +185,8 @@ struct Loader<'a> {
     by_canonical: HashMap<PathBuf, usize>,
     stack: Vec<Frame>,
     post_order: Vec<usize>,
+    /// Children prepared in parallel, waiting for the walk to reach them.
+    prepared: HashMap<PathBuf, Prepared>,
 }
 
 /// Loads the tree rooted at `root`. `None` when the root itself could not be read or parsed.
@@ -139,6 +198,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Op
         by_canonical: HashMap::new(),
         stack: Vec::new(),
         post_order: Vec::new(),
+        prepared: HashMap::new(),
     };
     let display = root.display().to_string();
     let root = loader.visit(root, display, None)?;
@@ -157,7 +217,7 @@ impl Loader<'_> {
             }
         }
         if let Some(via) = via {
-            if self.stack.len() >= MAX_INCLUDE_DEPTH {
+            if self.stack.len() > MAX_INCLUDE_DEPTH {
                 self.diags.push(
                     Diagnostic::error(
                         "duet::include::too-deep",
@@ -180,7 +240,8 @@ impl Loader<'_> {
                 return None;
             }
         }
-        let (file, root) = read_document(path, &display, via, Schema::Plan, self.sources, self.diags)?;
+        let prepared = self.prepared.remove(path).unwrap_or_else(|| prepare(path, &display, via, Schema::Plan));
+        let (file, root) = prepared.commit(self.sources, self.diags)?;
         let mut found = Vec::new();
         let plan = PlanFile::from_node(&root, self.sources.get(file), file, &mut found);
         self.diags.extend(found);
@@ -193,9 +254,13 @@ impl Loader<'_> {
         let dir = self.sources.get(file).dir().to_path_buf();
         let display_dir = Path::new(&display).parent().map(Path::to_path_buf).unwrap_or_default();
         self.stack.push(Frame { canonical, display, via });
-        for include in includes {
-            let child_display = display_dir.join(&include.value).display().to_string();
-            if let Some(child) = self.visit(&dir.join(&include.value), child_display, Some(include.loc)) {
+        let children: Vec<(PathBuf, String, Loc)> = includes
+            .iter()
+            .map(|i| (dir.join(&i.value), display_dir.join(&i.value).display().to_string(), i.loc))
+            .collect();
+        self.prepare_new(&children);
+        for (path, child_display, loc) in children {
+            if let Some(child) = self.visit(&path, child_display, Some(loc)) {
                 if !self.plans[index].children.contains(&child) {
                     self.plans[index].children.push(child);
                 }
@@ -204,6 +269,20 @@ impl Loader<'_> {
         self.stack.pop();
         self.post_order.push(index);
         Some(index)
+    }
+
+    /// Prepares, in parallel, the children that the walk will read: not those already loaded or
+    /// on the include stack (a diamond or a cycle).
+    fn prepare_new(&mut self, children: &[(PathBuf, String, Loc)]) {
+        let known = |path: &Path| {
+            std::fs::canonicalize(path)
+                .is_ok_and(|c| self.by_canonical.contains_key(&c) || self.stack.iter().any(|f| f.canonical == c))
+        };
+        let jobs: Vec<(PathBuf, String, Loc)> =
+            children.iter().filter(|(path, ..)| !self.prepared.contains_key(path) && !known(path)).cloned().collect();
+        for (job, prepared) in jobs.iter().zip(prepare_all(&jobs)) {
+            self.prepared.insert(job.0.clone(), prepared);
+        }
     }
 
     fn report_cycle(&mut self, start: usize, display: &str, via: Option<Loc>) {
@@ -220,5 +299,33 @@ impl Loader<'_> {
             }
         }
         self.diags.push(d);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testing::{Tree, found};
+
+    /// Children are prepared on several threads, but file ids, sources and diagnostics follow
+    /// the include order every time.
+    #[test]
+    fn a_wide_tree_loads_in_include_order_whatever_the_threads_do() {
+        let names: Vec<String> = (0..24).map(|i| format!("c{i:02}.yaml")).collect();
+        let root = format!("version: 1\ninclude: [{}]\n", names.join(", "));
+        let children: Vec<String> = (0..24).map(|i| format!("version: 1\nservices: [S{i}]\nbogus{i}: 1\n")).collect();
+        let mut files: Vec<(&str, &str)> = vec![("root.yaml", root.as_str())];
+        files.extend(names.iter().map(String::as_str).zip(children.iter().map(String::as_str)));
+        let t = Tree::new(&files);
+        let expected: Vec<String> = names.clone();
+        for _ in 0..5 {
+            let c = t.compile("root.yaml");
+            let errors: Vec<String> =
+                found(&c).into_iter().filter(|f| f.code == "duet::schema::unknown-key").map(|f| f.file).collect();
+            assert_eq!(errors, expected);
+            let ids: Vec<String> = (1..=24)
+                .map(|i| c.sources.get(crate::source::FileId(i)).display.rsplit('/').next().unwrap().to_owned())
+                .collect();
+            assert_eq!(ids, expected);
+        }
     }
 }
