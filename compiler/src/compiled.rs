@@ -1,7 +1,6 @@
 //! The compiled plan: the contract between compiler and runtime. The runtime snapshots it into
 //! a session, so it is a versioned serde type, and readers refuse versions they do not know.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use indexmap::IndexMap;
@@ -116,15 +115,6 @@ impl RequestName {
             Self::Finish => "Finish",
         }
     }
-
-    /// The value of `ACTIVE_UPGRADE_REQUEST` for the request's own steps.
-    pub fn env_value(self) -> &'static str {
-        match self {
-            Self::AbortFromSplit | Self::AbortFromMerge => "Abort",
-            Self::Finish => "Idle",
-            other => other.as_str(),
-        }
-    }
 }
 
 impl fmt::Display for RequestName {
@@ -171,14 +161,6 @@ impl Side {
         match self {
             Self::Production => "production",
             Self::Upgrade => "upgrade",
-        }
-    }
-
-    /// As `ACTIVE_UPGRADE_SIDE` spells it.
-    pub fn env_value(self) -> &'static str {
-        match self {
-            Self::Production => "Production",
-            Self::Upgrade => "Upgrade",
         }
     }
 }
@@ -228,18 +210,71 @@ pub enum Op {
     Backup,
 }
 
-/// The custom-action environment of guide table 3-5, exactly as actions see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The custom-action environment of guide table 3-5, exactly as actions see it. Each value is
+/// one of the guide's, typed: the names and spellings are what existing scripts test for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionEnv {
-    // Values come from fixed sets: borrowed when compiled, owned when read back from JSON.
     #[serde(rename = "ACTIVE_UPGRADE_SIDE")]
-    pub side: Cow<'static, str>,
+    pub side: EnvSide,
     #[serde(rename = "ACTIVE_UPGRADE_STATE")]
-    pub state: Cow<'static, str>,
+    pub state: State,
     #[serde(rename = "ACTIVE_UPGRADE_REQUEST")]
-    pub request: Cow<'static, str>,
+    pub request: EnvRequest,
     #[serde(rename = "ACTIVE_UPGRADE_HW_SPLIT")]
-    pub hw_split: Cow<'static, str>,
+    pub hw_split: HwSplit,
+}
+
+macro_rules! env_values {
+    ($(#[$doc:meta])* $ty:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $ty {
+            $($variant),*
+        }
+
+        impl $ty {
+            /// The value as the environment variable carries it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => stringify!($variant)),*
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+env_values!(
+    /// `ACTIVE_UPGRADE_SIDE`.
+    EnvSide { Production, Upgrade }
+);
+env_values!(
+    /// `ACTIVE_UPGRADE_REQUEST`: the request, or the task within it (`Start`, `Stop`, `Backup`).
+    EnvRequest { Idle, CheckReadiness, PrepareSplit, ExecuteSplit, PrepareMerge, ExecuteMerge, Commit, Abort, Start, Stop, Backup }
+);
+env_values!(
+    /// `ACTIVE_UPGRADE_HW_SPLIT`: `Yes` between the hardware split and the merge or abort.
+    HwSplit { Yes, No }
+);
+
+impl From<Side> for EnvSide {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Production => Self::Production,
+            Side::Upgrade => Self::Upgrade,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,14 +1,13 @@
 //! The step DAG of each request (execution model section 4), built from a resolved plan and
 //! validated whole before anything may run it.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 
-use crate::compiled::{ActionEnv, Op, Request, RequestName, Side, State, Step, StepKind};
+use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::plan::Control;
 use crate::resolve::{Action, ResolvedPlan, Service};
@@ -148,7 +147,7 @@ impl<'a> Builder<'a> {
 
     /// actions(C): the enabled actions whose control is in C, by timing then resolved order,
     /// one after another on one side.
-    fn actions(&mut self, controls: &[Control], side: Side, request_env: &'static str, hw_split: bool) {
+    fn actions(&mut self, controls: &[Control], side: Side, request: EnvRequest, hw_split: bool) {
         let mut chosen: Vec<&Action> = self.actions.iter().filter(|a| controls.contains(&a.control)).collect();
         chosen.sort_by_key(|a| a.timing);
         for action in chosen {
@@ -157,10 +156,10 @@ impl<'a> Builder<'a> {
             step.action = Some(action.id.clone());
             step.timeout_ms = Some(action.timeout_ms);
             step.env = Some(ActionEnv {
-                side: Cow::Borrowed(side.env_value()),
-                state: Cow::Borrowed(self.state.as_str()),
-                request: Cow::Borrowed(request_env),
-                hw_split: Cow::Borrowed(if hw_split { "Yes" } else { "No" }),
+                side: side.into(),
+                state: self.state,
+                request,
+                hw_split: if hw_split { HwSplit::Yes } else { HwSplit::No },
             });
             self.then(step);
         }
@@ -228,7 +227,9 @@ impl<'a> Builder<'a> {
         self.then(step);
     }
 
-    fn finish(self) -> (RequestName, Request) {
+    fn finish(mut self) -> (RequestName, Request) {
+        // Nine requests' steps are alive at once: drop the slack each Vec grew with.
+        self.steps.shrink_to_fit();
         (self.request, Request { state: self.state, steps: self.steps })
     }
 }
@@ -269,52 +270,52 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan);
     b.probe(Op::Readiness, "readiness");
     b.probe(Op::Binding, "binding");
-    b.actions(&[Readiness, Advanced], Production, "CheckReadiness", false);
+    b.actions(&[Readiness, Advanced], Production, EnvRequest::CheckReadiness, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::PrepareSplit, State::PrepareSplit, plan);
     b.probe(Op::Readiness, "readiness");
-    b.actions(&[Advanced], Production, "PrepareSplit", false);
+    b.actions(&[Advanced], Production, EnvRequest::PrepareSplit, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::ExecuteSplit, State::Split, plan);
     b.platform(Op::Split, "split", Some(SPLIT_TIMEOUT_MS));
-    b.actions(&[Stop], Upgrade, "Stop", true);
+    b.actions(&[Stop], Upgrade, EnvRequest::Stop, true);
     b.services(Upgrade, Op::DisableAndStop, true);
-    b.both_sides(|b, side| b.actions(&[Advanced], side, "ExecuteSplit", true));
+    b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::ExecuteSplit, true));
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan);
     b.probe(Op::MergeReadiness, "merge-readiness");
-    b.both_sides(|b, side| b.actions(&[Advanced], side, "PrepareMerge", true));
+    b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::PrepareMerge, true));
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan);
-    b.actions(&[Stop], Production, "Stop", true);
+    b.actions(&[Stop], Production, EnvRequest::Stop, true);
     b.services(Production, Op::Stop, true);
-    b.actions(&[Backup], Production, "Backup", true);
+    b.actions(&[Backup], Production, EnvRequest::Backup, true);
     b.log_backup(&logs);
     b.platform(Op::Merge, "merge", None);
     b.services(Upgrade, Op::RestoreAndStart, false);
-    b.actions(&[Start], Upgrade, "Start", false);
-    b.actions(&[Advanced], Upgrade, "ExecuteMerge", false);
+    b.actions(&[Start], Upgrade, EnvRequest::Start, false);
+    b.actions(&[Advanced], Upgrade, EnvRequest::ExecuteMerge, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::Commit, State::Commit, plan);
     b.platform(Op::Commit, "commit", None);
-    b.actions(&[Advanced], Upgrade, "Commit", false);
+    b.actions(&[Advanced], Upgrade, EnvRequest::Commit, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::AbortFromSplit, State::Abort, plan);
     b.platform(Op::Abort, "abort", None);
-    b.actions(&[Advanced], Production, "Abort", false);
+    b.actions(&[Advanced], Production, EnvRequest::Abort, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::AbortFromMerge, State::Abort, plan);
     b.platform(Op::Revert, "revert", None);
-    b.actions(&[Start], Production, "Start", false);
+    b.actions(&[Start], Production, EnvRequest::Start, false);
     b.platform(Op::Abort, "abort", None);
-    b.actions(&[Advanced], Production, "Abort", false);
+    b.actions(&[Advanced], Production, EnvRequest::Abort, false);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::Finish, State::Idle, plan);
@@ -512,7 +513,7 @@ logs: {staging_dir: /data/logs, backup: [Application]}
         let env = |request, id: &str| {
             let step = p.requests[&request].steps.iter().find(|s| s.id == id).unwrap();
             let e = step.env.as_ref().unwrap();
-            [&e.side, &e.state, &e.request, &e.hw_split].map(std::string::ToString::to_string)
+            [e.side.as_str(), e.state.as_str(), e.request.as_str(), e.hw_split.as_str()].map(str::to_owned)
         };
         assert_eq!(
             env(RequestName::CheckReadiness, "action:check@production"),
