@@ -317,21 +317,14 @@ impl Extractor<'_> {
             if !Self::check_name(&name.value, name.loc, what, out) {
                 continue;
             }
-            if let Some(first) = unique.iter().find(|u| u.value == name.value) {
-                out.push(
-                    Diagnostic::warning(
-                        "duet::plan::repeated-name",
-                        format!("{what} `{}` is listed twice", name.value),
-                    )
-                    .at(name.loc, "listed again here")
-                    .related(first.loc, "first listed here")
-                    .help("remove the repeated entry"),
-                );
-                continue;
-            }
             unique.push(name);
         }
-        unique
+        drop_repeats(unique, out, |again, first| {
+            Diagnostic::warning("duet::plan::repeated-name", format!("{what} `{}` is listed twice", again.value))
+                .at(again.loc, "listed again here")
+                .related(first.loc, "first listed here")
+                .help("remove the repeated entry")
+        })
     }
 
     fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
@@ -357,18 +350,14 @@ impl Extractor<'_> {
                 );
                 continue;
             }
-            if let Some(first) = seen.iter().find(|s| s.value == name.value) {
-                out.push(
-                    Diagnostic::warning("duet::include::repeated", format!("`{v}` is included twice"))
-                        .at(name.loc, "included again here")
-                        .related(first.loc, "first included here")
-                        .help("a plan is included once however often it is named; remove the repeated entry"),
-                );
-                continue;
-            }
             seen.push(name);
         }
-        seen
+        drop_repeats(seen, out, |again, first| {
+            Diagnostic::warning("duet::include::repeated", format!("`{}` is included twice", again.value))
+                .at(again.loc, "included again here")
+                .related(first.loc, "first included here")
+                .help("a plan is included once however often it is named; remove the repeated entry")
+        })
     }
 
     fn bool_field(&self, map: &Node, key: &str, fields: &mut IndexMap<&'static str, Setting>, name: &'static str) {
@@ -564,6 +553,26 @@ impl Extractor<'_> {
         }
         out
     }
+}
+
+/// Keeps the first of each name; each repeat is dropped with the warning `warn(repeat, first)`.
+fn drop_repeats(
+    names: Vec<Spanned<String>>,
+    out: &mut Vec<Diagnostic>,
+    warn: impl Fn(&Spanned<String>, &Spanned<String>) -> Diagnostic,
+) -> Vec<Spanned<String>> {
+    // Lists can be long (hostile input can hold a million names): index, don't scan.
+    let mut kept: Vec<Spanned<String>> = Vec::with_capacity(names.len());
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(names.len());
+    for name in names {
+        if let Some(&first) = index.get(&name.value) {
+            out.push(warn(&name, &kept[first]));
+        } else {
+            index.insert(name.value.clone(), kept.len());
+            kept.push(name);
+        }
+    }
+    kept
 }
 
 /// Plans are `*.yaml` or `*.yml` files (any case).

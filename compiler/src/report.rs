@@ -175,15 +175,26 @@ fn report(d: &Diagnostic, sources: &SourceMap) -> Report {
     }
 }
 
+/// More diagnostics than this are counted, not drawn: a person reads the first ones, and a
+/// hostile plan can produce hundreds of thousands.
+pub const MAX_RENDERED: usize = 200;
+
 /// The graphical rendering of every diagnostic, as `duet check` prints it. Width and theme are
 /// fixed when `color` is off, so output is identical on every machine.
 pub fn render_human(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String {
     let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
     let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_wrap_lines(false).with_links(false);
     let mut out = String::new();
-    for d in diags {
+    for d in diags.iter().take(MAX_RENDERED) {
         // Rendering into a String cannot fail.
         let _ = handler.render_report(&mut out, &report(d, sources));
+    }
+    if diags.len() > MAX_RENDERED {
+        let _ = writeln!(
+            out,
+            "... and {} more diagnostics not shown; `--format json` lists them all",
+            diags.len() - MAX_RENDERED
+        );
     }
     out
 }

@@ -182,3 +182,15 @@ fn file_name_suggestions_compare_names_not_extensions() {
     assert!(!run.code(1).stderr.contains("did you mean"), "{}", run.stderr);
     duet(&["check", "quikstart.yaml"]).in_dir(dir.path()).run().code(1).stderr_has("did you mean `quickstart.yaml`?");
 }
+
+/// A plan can produce a warning per entry of a huge list: the first ones are drawn, the rest
+/// counted, and the check stays fast.
+#[test]
+fn a_flood_of_diagnostics_is_cut_short_in_human_output() {
+    let text = format!("version: 1\nservices:\n  - {{name: A, after: [{}]}}\n  - B\n", vec!["B"; 5000].join(", "));
+    let dir = tree(&[("p.yaml", text.as_bytes())]);
+    let run = duet(&["check", "p.yaml"]).in_dir(dir.path()).run();
+    run.code(0).stderr_has("... and 4799 more diagnostics not shown; `--format json` lists them all");
+    let json = duet(&["check", "p.yaml", "--format", "json"]).in_dir(dir.path()).run().json();
+    assert_eq!(json["diagnostics"].as_array().unwrap().len(), 4999);
+}
