@@ -254,7 +254,7 @@ impl Builder<'_> {
                     None if style == ScalarStyle::Plain => resolve_plain(&text),
                     None => Value::Str(text.into_owned()),
                 };
-                self.complete(Node { span, value }, anchor, 1)?;
+                self.complete(Node { span, value }, anchor, 1, 1)?;
             }
             Event::SequenceStart(anchor, tag) => {
                 check_tag(tag.as_deref(), span, &["seq"])?;
@@ -285,7 +285,8 @@ impl Builder<'_> {
                         (Node { span: Span::new(start, end), value: Value::Map(entries) }, anchor, weight)
                     }
                 };
-                self.complete(node, anchor, weight)?;
+                // The children were counted as they completed: the container adds itself.
+                self.complete(node, anchor, weight, 1)?;
             }
             Event::Alias(id) => {
                 let (node, weight) = self.anchors.get(&id).cloned().ok_or_else(|| {
@@ -298,7 +299,7 @@ impl Builder<'_> {
                 })?;
                 // The alias is shown where it is used, not where its anchor was defined.
                 let node = Node { span, value: node.value };
-                self.complete(node, 0, weight)?;
+                self.complete(node, 0, weight, weight)?;
             }
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
@@ -320,8 +321,10 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn complete(&mut self, node: Node, anchor: usize, weight: usize) -> Result<(), Box<YamlError>> {
-        self.nodes = self.nodes.saturating_add(weight);
+    /// Attaches a finished node to its parent. `weight` is the node's size counting its subtree
+    /// (what an alias to it copies); `added` is how many nodes this adds to the file's total.
+    fn complete(&mut self, node: Node, anchor: usize, weight: usize, added: usize) -> Result<(), Box<YamlError>> {
+        self.nodes = self.nodes.saturating_add(added);
         if self.nodes > MAX_NODES {
             return Err(Box::new(YamlError::new("duet::yaml::too-large", format!("YAML expands to more than {MAX_NODES} nodes"), node.span, "expansion limit reached here")
                 .with_help("aliases (`*name`) copy whole subtrees; a file this large is not a plan (a YAML alias bomb looks like this)")));
@@ -583,6 +586,15 @@ mod tests {
                 writeln!(bomb, "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]");
         }
         assert_eq!(first_error(&bomb).0, "duet::yaml::too-large");
+    }
+
+    /// The node budget counts each node once: 700,000 scalars three levels deep are well
+    /// within it (counting every container's subtree again would put them over).
+    #[test]
+    fn nested_nodes_count_once_against_the_limit() {
+        let items = vec!["x"; 700_000].join(",");
+        let (_, parsed) = parse_str(&format!("a:\n  b:\n    c: [{items}]\n"));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors.first());
     }
 
     #[test]
