@@ -90,18 +90,6 @@ pub enum RequestName {
 }
 
 impl RequestName {
-    pub const ALL: [Self; 9] = [
-        Self::CheckReadiness,
-        Self::PrepareSplit,
-        Self::ExecuteSplit,
-        Self::PrepareMerge,
-        Self::ExecuteMerge,
-        Self::Commit,
-        Self::AbortFromSplit,
-        Self::AbortFromMerge,
-        Self::Finish,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::CheckReadiness => "CheckReadiness",

@@ -18,16 +18,11 @@ pub const SPLIT_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 /// Reports every cycle among services' `after` lists as its full path. Returns whether there
 /// was none (the DAGs can only be built without).
 pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bool {
-    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
     let mut graph: DiGraphMap<usize, ()> = DiGraphMap::new();
-    for (i, service) in services.iter().enumerate() {
+    for (i, after) in after_edges(services).into_iter().enumerate() {
         graph.add_node(i);
-        for dep in &service.after {
-            if let Some(&j) = index.get(dep.value.as_str()) {
-                if i != j {
-                    graph.add_edge(i, j, ());
-                }
-            }
+        for j in after {
+            graph.add_edge(i, j, ());
         }
     }
     let mut clean = true;
@@ -55,6 +50,46 @@ pub fn check_service_cycles(services: &[Service], diags: &mut Diagnostics) -> bo
         diags.push(d);
     }
     clean
+}
+
+/// `edges[i]`: the services service `i` is `after`, as indexes into `services` (unknown names and
+/// the service itself, both reported by `resolve`, left out).
+fn after_edges(services: &[Service]) -> Vec<Vec<usize>> {
+    let index: HashMap<&str, usize> = services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    services
+        .iter()
+        .enumerate()
+        .map(|(i, service)| {
+            service.after.iter().filter_map(|dep| index.get(dep.value.as_str()).copied()).filter(|&j| j != i).collect()
+        })
+        .collect()
+}
+
+/// One direction through the services: what each waits for, and a stable order to build in.
+struct ServiceOrder {
+    deps: Vec<Vec<usize>>,
+    order: Vec<usize>,
+}
+
+/// Both directions, computed once for every request: starting follows `after`, stopping
+/// goes the other way.
+struct ServiceOrders {
+    start: ServiceOrder,
+    stop: ServiceOrder,
+}
+
+impl ServiceOrders {
+    fn new(services: &[Service]) -> Self {
+        let start = after_edges(services);
+        let mut stop: Vec<Vec<usize>> = vec![Vec::new(); services.len()];
+        for (i, after) in start.iter().enumerate() {
+            for &j in after {
+                stop[j].push(i);
+            }
+        }
+        let order = |deps: Vec<Vec<usize>>| ServiceOrder { order: stable_topo(&deps), deps };
+        Self { start: order(start), stop: order(stop) }
+    }
 }
 
 /// A shortest cycle through the first node of a strongly connected component, as a closed
@@ -93,10 +128,11 @@ struct Builder<'a> {
     frontier: Vec<usize>,
     actions: &'a [Action],
     services: &'a [Service],
+    orders: &'a ServiceOrders,
 }
 
 impl<'a> Builder<'a> {
-    fn new(request: RequestName, state: State, plan: &'a ResolvedPlan) -> Self {
+    fn new(request: RequestName, state: State, plan: &'a ResolvedPlan, orders: &'a ServiceOrders) -> Self {
         Self {
             request,
             state,
@@ -104,6 +140,7 @@ impl<'a> Builder<'a> {
             frontier: Vec::new(),
             actions: &plan.actions,
             services: &plan.services,
+            orders,
         }
     }
 
@@ -172,21 +209,10 @@ impl<'a> Builder<'a> {
             return;
         }
         let start = std::mem::take(&mut self.frontier);
-        let names: HashMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-        // deps[i]: services whose step must finish before service i's.
-        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); self.services.len()];
-        for (i, service) in self.services.iter().enumerate() {
-            for dep in &service.after {
-                if let Some(&j) = names.get(dep.value.as_str()) {
-                    if reverse { deps[j].push(i) } else { deps[i].push(j) }
-                }
-            }
-        }
-        // Services are acyclic (checked before building); the order is stable and readable.
-        let order = stable_topo(&deps);
+        let ServiceOrder { deps, order } = if reverse { &self.orders.stop } else { &self.orders.start };
         let mut step_of: Vec<usize> = vec![usize::MAX; self.services.len()];
         let mut has_dependents = vec![false; self.services.len()];
-        for &i in &order {
+        for &i in order {
             let service = &self.services[i];
             let mut step =
                 Self::step(format!("service:{}@{}", service.name, side.as_str()), StepKind::Service, side, op);
@@ -260,37 +286,38 @@ fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
     if out.len() == n { out } else { (0..n).collect() }
 }
 
-/// Every request's steps, in the order of [`RequestName::ALL`].
+/// Every request's steps, `CheckReadiness` to `Finish`.
 pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     use Control::{Advanced, Backup, Readiness, Start, Stop};
     use Side::{Production, Upgrade};
+    let orders = ServiceOrders::new(&plan.services);
     let logs: Vec<String> = plan.logs.iter().map(|l| l.name.clone()).collect();
     let mut requests = IndexMap::new();
 
-    let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan);
+    let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan, &orders);
     b.probe(Op::Readiness, "readiness");
     b.probe(Op::Binding, "binding");
     b.actions(&[Readiness, Advanced], Production, EnvRequest::CheckReadiness, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::PrepareSplit, State::PrepareSplit, plan);
+    let mut b = Builder::new(RequestName::PrepareSplit, State::PrepareSplit, plan, &orders);
     b.probe(Op::Readiness, "readiness");
     b.actions(&[Advanced], Production, EnvRequest::PrepareSplit, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::ExecuteSplit, State::Split, plan);
+    let mut b = Builder::new(RequestName::ExecuteSplit, State::Split, plan, &orders);
     b.platform(Op::Split, "split", Some(SPLIT_TIMEOUT_MS));
     b.actions(&[Stop], Upgrade, EnvRequest::Stop, true);
     b.services(Upgrade, Op::DisableAndStop, true);
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::ExecuteSplit, true));
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan);
+    let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan, &orders);
     b.probe(Op::MergeReadiness, "merge-readiness");
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::PrepareMerge, true));
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan);
+    let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan, &orders);
     b.actions(&[Stop], Production, EnvRequest::Stop, true);
     b.services(Production, Op::Stop, true);
     b.actions(&[Backup], Production, EnvRequest::Backup, true);
@@ -301,24 +328,24 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     b.actions(&[Advanced], Upgrade, EnvRequest::ExecuteMerge, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::Commit, State::Commit, plan);
+    let mut b = Builder::new(RequestName::Commit, State::Commit, plan, &orders);
     b.platform(Op::Commit, "commit", None);
     b.actions(&[Advanced], Upgrade, EnvRequest::Commit, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::AbortFromSplit, State::Abort, plan);
+    let mut b = Builder::new(RequestName::AbortFromSplit, State::Abort, plan, &orders);
     b.platform(Op::Abort, "abort", None);
     b.actions(&[Advanced], Production, EnvRequest::Abort, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::AbortFromMerge, State::Abort, plan);
+    let mut b = Builder::new(RequestName::AbortFromMerge, State::Abort, plan, &orders);
     b.platform(Op::Revert, "revert", None);
     b.actions(&[Start], Production, EnvRequest::Start, false);
     b.platform(Op::Abort, "abort", None);
     b.actions(&[Advanced], Production, EnvRequest::Abort, false);
     requests.extend([b.finish()]);
 
-    let mut b = Builder::new(RequestName::Finish, State::Idle, plan);
+    let mut b = Builder::new(RequestName::Finish, State::Idle, plan, &orders);
     b.platform(Op::Finish, "finish", None);
     requests.extend([b.finish()]);
 

@@ -125,10 +125,6 @@ impl Diagnostics {
         });
         self.items
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.items.iter()
-    }
 }
 
 impl Extend<Diagnostic> for Diagnostics {

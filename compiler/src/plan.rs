@@ -137,7 +137,11 @@ impl PartialEq for FieldValue {
 impl fmt::Display for FieldValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Text(s) => write!(f, "{s:?}"),
+            // Multi-line text (comments) is shown by its first line wherever a value is quoted.
+            Self::Text(s) => match s.split_once('\n') {
+                Some((first, _)) => write!(f, "{first:?} (and more lines)"),
+                None => write!(f, "{s:?}"),
+            },
             Self::Path { resolved, .. } => write!(f, "{}", resolved.display()),
             Self::Names(names) => {
                 let names: Vec<&str> = names.iter().map(|n| n.value.as_str()).collect();
@@ -165,7 +169,9 @@ pub struct Overridden {
 pub struct Setting {
     pub value: FieldValue,
     pub loc: Loc,
-    /// How many includes below the plan being resolved it was written (0: in that plan).
+    /// For `title`, `comments` and `logs.staging_dir` ("the nearest definition to the top
+    /// wins"): how many includes below the plan being resolved it was written (0: in that
+    /// plan). Entry fields do not use it.
     pub depth: u32,
     pub overridden: Vec<Overridden>,
 }
@@ -189,13 +195,6 @@ pub struct KeyedEntry {
 }
 
 impl KeyedEntry {
-    pub fn text(&self, field: &str) -> Option<&str> {
-        match &self.fields.get(field)?.value {
-            FieldValue::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-
     pub fn enabled(&self) -> bool {
         !matches!(self.fields.get("enabled").map(|s| &s.value), Some(FieldValue::Bool(false)))
     }
@@ -224,7 +223,7 @@ impl PlanFile {
     /// Extracts a plan from a tree the plan schema accepted. Anything the schema would have
     /// refused is skipped rather than trusted, so this never panics on a tree it did not check.
     pub fn from_node(root: &Node, source: &SourceFile, file: FileId, out: &mut Vec<Diagnostic>) -> Self {
-        let x = Extractor { source, file, seen: std::cell::RefCell::default() };
+        let x = Extractor { source, file };
         let mut plan = Self::default();
         let Some(entries) = root.as_map() else {
             return plan;
@@ -262,15 +261,58 @@ impl PlanFile {
                 _ => {}
             }
         }
+        plan.entries = first_declarations(std::mem::take(&mut plan.entries), out);
         plan
     }
+}
+
+/// Each service, action and event log once per file: a repeat is an error, and the first
+/// declaration is kept.
+fn first_declarations(entries: Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) -> Vec<KeyedEntry> {
+    keep_first(
+        entries,
+        |e| (e.kind, e.key.clone()),
+        out,
+        |again, first| {
+            let kind = again.kind.as_str();
+            let help = if again.kind == Kind::Action {
+                "give each action its own `id:` (without one, the id is the file name without its extension)".to_owned()
+            } else {
+                format!("merge the two declarations: each {kind} appears once per plan")
+            };
+            Diagnostic::error("duet::plan::duplicate", format!("{kind} `{}` is declared twice in this plan", again.key))
+                .at(again.decl, "declared again here")
+                .related(first.decl, "first declared here")
+                .help(help)
+        },
+    )
+}
+
+/// Keeps the first item of each key; each repeat is dropped with the diagnostic
+/// `report(repeat, first)`. Indexed, not scanned: hostile lists can hold a million items.
+fn keep_first<T, K: std::hash::Hash + Eq>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> K,
+    out: &mut Vec<Diagnostic>,
+    report: impl Fn(&T, &T) -> Diagnostic,
+) -> Vec<T> {
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::with_capacity(items.len());
+    for item in items {
+        match index.entry(key(&item)) {
+            std::collections::hash_map::Entry::Occupied(first) => out.push(report(&item, &kept[*first.get()])),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(kept.len());
+                kept.push(item);
+            }
+        }
+    }
+    kept
 }
 
 struct Extractor<'a> {
     source: &'a SourceFile,
     file: FileId,
-    /// Index into the entries list of each (kind, key) declared so far in this file.
-    seen: std::cell::RefCell<std::collections::HashMap<(Kind, String), usize>>,
 }
 
 impl Extractor<'_> {
@@ -312,19 +354,19 @@ impl Extractor<'_> {
 
     /// A list of names, each valid and listed once (a repeat is a warning and is dropped).
     fn unique_names(&self, node: &Node, what: &str, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
-        let mut unique: Vec<Spanned<String>> = Vec::new();
-        for name in self.names(node) {
-            if !Self::check_name(&name.value, name.loc, what, out) {
-                continue;
-            }
-            unique.push(name);
-        }
-        drop_repeats(unique, out, |again, first| {
-            Diagnostic::warning("duet::plan::repeated-name", format!("{what} `{}` is listed twice", again.value))
-                .at(again.loc, "listed again here")
-                .related(first.loc, "first listed here")
-                .help("remove the repeated entry")
-        })
+        let valid: Vec<Spanned<String>> =
+            self.names(node).into_iter().filter(|name| Self::check_name(&name.value, name.loc, what, out)).collect();
+        keep_first(
+            valid,
+            |n| n.value.clone(),
+            out,
+            |again, first| {
+                Diagnostic::warning("duet::plan::repeated-name", format!("{what} `{}` is listed twice", again.value))
+                    .at(again.loc, "listed again here")
+                    .related(first.loc, "first listed here")
+                    .help("remove the repeated entry")
+            },
+        )
     }
 
     fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
@@ -352,12 +394,17 @@ impl Extractor<'_> {
             }
             seen.push(name);
         }
-        drop_repeats(seen, out, |again, first| {
-            Diagnostic::warning("duet::include::repeated", format!("`{}` is included twice", again.value))
-                .at(again.loc, "included again here")
-                .related(first.loc, "first included here")
-                .help("a plan is included once however often it is named; remove the repeated entry")
-        })
+        keep_first(
+            seen,
+            |n| n.value.clone(),
+            out,
+            |again, first| {
+                Diagnostic::warning("duet::include::repeated", format!("`{}` is included twice", again.value))
+                    .at(again.loc, "included again here")
+                    .related(first.loc, "first included here")
+                    .help("a plan is included once however often it is named; remove the repeated entry")
+            },
+        )
     }
 
     fn bool_field(&self, map: &Node, key: &str, fields: &mut IndexMap<&'static str, Setting>, name: &'static str) {
@@ -366,30 +413,6 @@ impl Extractor<'_> {
                 fields.insert(name, Setting::new(FieldValue::Bool(b), self.loc(e.value.span)));
             }
         }
-    }
-
-    fn push_unique(&self, entry: KeyedEntry, into: &mut Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) {
-        let mut seen = self.seen.borrow_mut();
-        if let Some(first) = seen.get(&(entry.kind, entry.key.clone())).map(|&i| &into[i]) {
-            let kind = entry.kind.as_str();
-            out.push(
-                Diagnostic::error(
-                    "duet::plan::duplicate",
-                    format!("{kind} `{}` is declared twice in this plan", entry.key),
-                )
-                .at(entry.decl, "declared again here")
-                .related(first.decl, "first declared here")
-                .help(if entry.kind == Kind::Action {
-                    "give each action its own `id:` (without one, the id is the file name without its extension)"
-                        .to_owned()
-                } else {
-                    format!("merge the two declarations: each {kind} appears once per plan")
-                }),
-            );
-            return;
-        }
-        seen.insert((entry.kind, entry.key.clone()), into.len());
-        into.push(entry);
     }
 
     /// Services and event logs: each a name, or a `{name: ...}` mapping with more fields.
@@ -412,7 +435,7 @@ impl Extractor<'_> {
             };
             let decl = self.loc(span);
             if Self::check_name(&name, decl, what, out) {
-                self.push_unique(KeyedEntry { kind, key: name, decl, decls: vec![decl], fields }, into, out);
+                into.push(KeyedEntry { kind, key: name, decl, decls: vec![decl], fields });
             }
         }
     }
@@ -493,11 +516,7 @@ impl Extractor<'_> {
                     continue;
                 };
             let decl = id.loc;
-            self.push_unique(
-                KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields },
-                into,
-                out,
-            );
+            into.push(KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields });
         }
     }
 
@@ -553,26 +572,6 @@ impl Extractor<'_> {
         }
         out
     }
-}
-
-/// Keeps the first of each name; each repeat is dropped with the warning `warn(repeat, first)`.
-fn drop_repeats(
-    names: Vec<Spanned<String>>,
-    out: &mut Vec<Diagnostic>,
-    warn: impl Fn(&Spanned<String>, &Spanned<String>) -> Diagnostic,
-) -> Vec<Spanned<String>> {
-    // Lists can be long (hostile input can hold a million names): index, don't scan.
-    let mut kept: Vec<Spanned<String>> = Vec::with_capacity(names.len());
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::with_capacity(names.len());
-    for name in names {
-        if let Some(&first) = index.get(&name.value) {
-            out.push(warn(&name, &kept[first]));
-        } else {
-            index.insert(name.value.clone(), kept.len());
-            kept.push(name);
-        }
-    }
-    kept
 }
 
 /// Plans are `*.yaml` or `*.yml` files (any case).

@@ -202,9 +202,8 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
     // combine(resolve(C1), ..., resolve(Cn))
     for child in children {
         conflicts.absorb(child.conflicts);
-        for (key, mut entry) in child.entries {
+        for (key, entry) in child.entries {
             let Some(existing) = acc.entries.get_mut(&key) else {
-                entry.fields.values_mut().for_each(|s| s.depth += 1);
                 acc.entries.insert(key, entry);
                 continue;
             };
@@ -216,10 +215,10 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
             for (field, setting) in entry.fields {
                 match existing.fields.get(field) {
                     None => {
-                        existing.fields.insert(field, deeper(setting));
+                        existing.fields.insert(field, setting);
                     }
                     Some(current) if current.value == setting.value => {}
-                    Some(current) => conflicts.add(Subject::Field(key.clone(), field), here, current, deeper(setting)),
+                    Some(current) => conflicts.add(Subject::Field(key.clone(), field), here, current, setting),
                 }
             }
         }

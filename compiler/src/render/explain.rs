@@ -68,9 +68,9 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
         }
         match setting {
             Some(s) => {
-                let _ = writeln!(out, "{name} = {}\n  set at {}", first_line(&s.value.to_string()), at(s));
+                let _ = writeln!(out, "{name} = {}\n  set at {}", s.value, at(s));
                 for o in &s.overridden {
-                    let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), first_line(&o.value));
+                    let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
                 }
             }
             None => {
@@ -115,14 +115,6 @@ pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
         }
     }
     Ok(out.trim_end().to_owned() + "\n")
-}
-
-/// A multi-line text value (quoted, with `\n` escapes) shortened to its first line.
-fn first_line(value: &str) -> String {
-    match value.find("\\n") {
-        Some(i) => format!("{}\" (and more lines)", &value[..i]),
-        None => value.to_owned(),
-    }
 }
 
 fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &SourceMap) {
