@@ -84,15 +84,137 @@ pub struct Durations {
     pub resync: Option<u64>,
 }
 
+/// The hardware operations a simulated fault can make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultOp {
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+}
+
+impl FaultOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Finish => "finish",
+        }
+    }
+}
+
+/// Which service operation a fault affects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceOp {
+    Stop,
+    Start,
+}
+
+/// The partner states of guide table 4-6, spelled as the status bar shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PartnerState {
+    #[serde(rename = "DC On")]
+    DcOn,
+    #[serde(rename = "DC Off")]
+    DcOff,
+    #[serde(rename = "BIOS POST")]
+    BiosPost,
+    #[serde(rename = "Hung: BIOS POST")]
+    HungBiosPost,
+    #[serde(rename = "OS Booting")]
+    OsBooting,
+    #[serde(rename = "Hung: OS Booting")]
+    HungOsBooting,
+    #[serde(rename = "OS Up")]
+    OsUp,
+    #[serde(rename = "Hung: OS Up")]
+    HungOsUp,
+    #[serde(rename = "OS Rebooting")]
+    OsRebooting,
+    #[serde(rename = "Hung: OS Rebooting")]
+    HungOsRebooting,
+    #[serde(rename = "OS Shutting Down")]
+    OsShuttingDown,
+    #[serde(rename = "Hung: OS Shutting Down")]
+    HungOsShuttingDown,
+    #[serde(rename = "State Sensitive Recovery: NMI issued")]
+    RecoveryNmi,
+    #[serde(rename = "State Sensitive Recovery: Reset")]
+    RecoveryReset,
+}
+
+impl PartnerState {
+    pub const ALL: [Self; 14] = [
+        Self::DcOn,
+        Self::DcOff,
+        Self::BiosPost,
+        Self::HungBiosPost,
+        Self::OsBooting,
+        Self::HungOsBooting,
+        Self::OsUp,
+        Self::HungOsUp,
+        Self::OsRebooting,
+        Self::HungOsRebooting,
+        Self::OsShuttingDown,
+        Self::HungOsShuttingDown,
+        Self::RecoveryNmi,
+        Self::RecoveryReset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DcOn => "DC On",
+            Self::DcOff => "DC Off",
+            Self::BiosPost => "BIOS POST",
+            Self::HungBiosPost => "Hung: BIOS POST",
+            Self::OsBooting => "OS Booting",
+            Self::HungOsBooting => "Hung: OS Booting",
+            Self::OsUp => "OS Up",
+            Self::HungOsUp => "Hung: OS Up",
+            Self::OsRebooting => "OS Rebooting",
+            Self::HungOsRebooting => "Hung: OS Rebooting",
+            Self::OsShuttingDown => "OS Shutting Down",
+            Self::HungOsShuttingDown => "Hung: OS Shutting Down",
+            Self::RecoveryNmi => "State Sensitive Recovery: NMI issued",
+            Self::RecoveryReset => "State Sensitive Recovery: Reset",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// A `Hung: ...` state: the partner will not get further by itself.
+    pub fn is_hung(self) -> bool {
+        self.as_str().starts_with("Hung:")
+    }
+
+    /// The partner operating system crashed (it leaves dump files).
+    pub fn is_crash(self) -> bool {
+        matches!(self, Self::RecoveryNmi | Self::RecoveryReset)
+    }
+}
+
+impl std::fmt::Display for PartnerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "fault")]
 pub enum Fault {
-    /// A platform operation (`split`, `merge`, ...) fails `fail_times` times, then succeeds.
-    Operation { op: String, fail_times: u32 },
-    /// A service misbehaves when stopped or started.
-    Service { service: String, on: String, hang: bool },
+    /// A platform operation fails `fail_times` times, then succeeds.
+    Operation { op: FaultOp, fail_times: u32 },
+    /// A service fails (or, with `hang`, never finishes) when stopped or started.
+    Service { service: String, on: ServiceOp, hang: bool },
     /// A side reports this partner state (guide table 4-6), e.g. `Hung: OS Booting`.
-    Partner { side: String, partner_state: String },
+    Partner { side: crate::compiled::Side, partner_state: PartnerState },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +474,11 @@ fn simulated_ms(text: &str) -> Result<u64, String> {
     duration::parse(text)
 }
 
+/// A schema-checked enum value, through its serde spelling.
+fn enum_value<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
+}
+
 fn simulation(node: &Node) -> Simulation {
     let ms = |key: &str| {
         node.get("durations")
@@ -365,14 +492,17 @@ fn simulation(node: &Node) -> Simulation {
         .unwrap_or_default()
         .iter()
         .filter_map(|f| {
+            // The schema has checked every value; anything else is skipped, not guessed.
             if let Some(op) = text(f, "op") {
                 let fail_times =
                     f.get("fail_times").and_then(|e| e.value.as_int()).and_then(|i| u32::try_from(i).ok()).unwrap_or(1);
-                Some(Fault::Operation { op, fail_times })
+                Some(Fault::Operation { op: enum_value(&op)?, fail_times })
             } else if let Some(service) = text(f, "service") {
-                Some(Fault::Service { service, on: text(f, "on").unwrap_or_default(), hang: flag(f, "hang", false) })
+                let on = enum_value(&text(f, "on")?)?;
+                Some(Fault::Service { service, on, hang: flag(f, "hang", false) })
             } else {
-                Some(Fault::Partner { side: text(f, "side")?, partner_state: text(f, "partner_state")? })
+                let side = enum_value(&text(f, "side")?)?;
+                Some(Fault::Partner { side, partner_state: PartnerState::parse(&text(f, "partner_state")?)? })
             }
         })
         .collect();

@@ -112,6 +112,11 @@ impl SourceMap {
         &self.files[id.0 as usize]
     }
 
+    /// Every file read, in the order it was read (the runtime snapshots them into a session).
+    pub fn files(&self) -> impl Iterator<Item = &SourceFile> {
+        self.files.iter()
+    }
+
     /// `file:line` for a location, as outputs and provenance print it.
     pub fn describe(&self, loc: Loc) -> String {
         let file = self.get(loc.file);

@@ -15,7 +15,7 @@ fn color() -> bool {
 
 /// Writes to stdout. A reader that closed the pipe (`duet ... | head`) is not an error; any
 /// other write failure (a full disk) is reported and fails the command.
-fn out(text: &str) -> Outcome {
+pub(crate) fn out(text: &str) -> Outcome {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {

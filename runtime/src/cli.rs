@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::record::Through;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +52,117 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
     },
+    /// Run a readiness check (guide table 5-1, the plan's readiness and advanced actions) in Idle.
+    Readiness {
+        /// The top-level plan file.
+        plan: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Start a session: readiness check, PrepareSplit, ExecuteSplit.
+    Split {
+        /// The top-level plan file (snapshotted into the session).
+        plan: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// PrepareMerge and ExecuteMerge: the applications restart from the Upgrade Side.
+    Merge {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Make the upgrade permanent (cannot be undone).
+    Commit {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Return to the original software (from Prepare Split, Split, Prepare Merge or Merge).
+    Abort {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Clean up after a commit or an abort; the session moves to history/.
+    Finish {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run a Broken request again from its failed step, then the rest of its operation.
+    Retry {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Continue an interrupted request (after a crash or kill) where it stopped.
+    Resume {
+        /// Set a torn or corrupt journal tail aside and continue from the last intact record.
+        #[arg(long)]
+        repair_journal: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Drive consecutive requests from the current state to `--through` (a full rehearsal on the sim).
+    Run {
+        /// The top-level plan file (used when no session is in progress).
+        plan: PathBuf,
+        /// Where to stop.
+        #[arg(long, value_enum, default_value_t = Through::Finish)]
+        through: Through,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// The status bar (hardware | upgrade state | operational state, partner) and the services.
+    Status {
+        /// Machine-readable.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// The activity log of the session in progress (or the last readiness check).
+    Log {
+        /// `text` for people, `json` for programs, `xml` as the guide saves it.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        format: LogFormat,
+        /// A finished session (its id under `STATE_DIR/history`).
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+/// Where duet keeps sessions and the simulated machine.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct StateArgs {
+    /// The state directory [default: `$XDG_STATE_HOME/duet`, else `~/.local/state/duet`].
+    #[arg(long, value_name = "DIR", env = "DUET_STATE_DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Build the simulated machine from this inventory (default: the built-in 320Ma).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) inventory: Option<PathBuf>,
+}
+
+/// What every upgrade command takes.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) state: StateArgs,
+    /// How long a service may take to stop or start.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration)]
+    pub(crate) service_timeout: std::time::Duration,
+    /// Print only requests and problems, not every step.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    duet_compiler::duration::parse(text).map(std::time::Duration::from_millis)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+    Xml,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,0 +1,347 @@
+//! The upgrade commands (`readiness`, `split`, `merge`, `commit`, `abort`, `finish`, `retry`,
+//! `resume`, `run`): each takes the state directory's lock, opens the platform and the session,
+//! asks the state model whether it may run ([`state::admit`]), and drives requests through the
+//! executor. A refused command changes nothing.
+
+use std::path::{Path, PathBuf};
+
+use duet_compiler::compiled::{RequestName, State};
+use duet_compiler::{Compilation, Options as CompileOptions, compile, report};
+
+use crate::cli::{RunArgs, StateArgs};
+use crate::console::Console;
+use crate::error::{Error, Result};
+use crate::executor::{self, Outcome as RequestOutcome};
+use crate::journal::{Durability, Journal};
+use crate::lock::StateLock;
+use crate::outcome::Outcome;
+use crate::platform::Platform;
+use crate::platform::sim::Sim;
+use crate::record::{Entry, OperationName, Through};
+use crate::session::{self, Session, StateDir};
+use crate::state::{self, Command, Operational, Progress};
+use crate::status;
+
+/// What every upgrade command is given.
+#[derive(Clone, Debug)]
+pub(crate) struct Context {
+    pub(crate) state: StateDir,
+    pub(crate) inventory: Option<PathBuf>,
+    pub(crate) options: executor::Options,
+    pub(crate) quiet: bool,
+}
+
+/// What a command asks for.
+#[derive(Clone, Debug)]
+pub(crate) enum Request {
+    Readiness { plan: PathBuf },
+    Split { plan: PathBuf },
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+    Retry,
+    Resume { repair_journal: bool },
+    Run { plan: PathBuf, through: Through },
+}
+
+impl Context {
+    /// For the read-only commands (`status`, `log`).
+    pub(crate) fn reading(args: &StateArgs) -> Self {
+        Self {
+            state: StateDir::new(args.state_dir.clone().unwrap_or_else(default_state_dir)),
+            inventory: args.inventory.clone(),
+            options: executor::Options::default(),
+            quiet: false,
+        }
+    }
+}
+
+/// `$XDG_STATE_HOME/duet`, else `~/.local/state/duet`, else `./.duet-state`.
+fn default_state_dir() -> PathBuf {
+    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
+    from("XDG_STATE_HOME")
+        .or_else(|| from("HOME").map(|h| h.join(".local/state")))
+        .map_or_else(|| PathBuf::from(".duet-state"), |d| d.join("duet"))
+}
+
+pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
+    let mut ctx = Context::reading(&args.state);
+    ctx.options.service_timeout = args.service_timeout;
+    ctx.quiet = args.quiet;
+    let ctx = &ctx;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return Outcome::Failure;
+        }
+    };
+    let mut console = Console::new(ctx.quiet);
+    match runtime.block_on(drive(ctx, request, &mut console)) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("{e}");
+            Outcome::Failure
+        }
+    }
+}
+
+fn command_line() -> String {
+    std::env::args().collect::<Vec<_>>().join(" ")
+}
+
+fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
+}
+
+async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Result<Outcome> {
+    ctx.state.ensure()?;
+    let _lock = StateLock::acquire(&ctx.state.root, &command_line())?;
+    ctx.state.sweep();
+    if let Request::Resume { repair_journal: true } = request {
+        repair(&ctx.state.session(), console)?;
+    }
+    let mut session = open_session(ctx, console)?;
+    let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), session.is_none())?;
+    let outcome = match request {
+        Request::Readiness { plan } => readiness(ctx, &platform, session.as_ref(), plan, console).await?,
+        Request::Split { plan } => start(ctx, &platform, session.as_ref(), plan, None, console).await?,
+        Request::Run { plan, through } => {
+            if session.is_none() {
+                match start(ctx, &platform, None, plan, Some(*through), console).await? {
+                    Outcome::Success => {}
+                    failure @ Outcome::Failure => return Ok(failure),
+                }
+                session = open_session(ctx, console)?;
+            } else {
+                console.say(&format!(
+                    "continuing the session in progress; it runs its snapshot of the plan, not {}",
+                    plan.display()
+                ));
+            }
+            match session.as_mut() {
+                Some(s) => toward(ctx, &platform, s, *through, console).await?,
+                None => Outcome::Success,
+            }
+        }
+        Request::Merge
+        | Request::Commit
+        | Request::Abort
+        | Request::Finish
+        | Request::Retry
+        | Request::Resume { .. } => {
+            let (command, operation) = match request {
+                Request::Merge => (Command::Merge, Some(OperationName::Merge)),
+                Request::Commit => (Command::Commit, Some(OperationName::Commit)),
+                Request::Abort => (Command::Abort, Some(OperationName::Abort)),
+                Request::Finish => (Command::Finish, Some(OperationName::Finish)),
+                Request::Retry => (Command::Retry, None),
+                _ => (Command::Resume, None),
+            };
+            let requests = admit(command, session.as_ref().map(|s| &s.progress))?;
+            let s = session.as_mut().expect("admitted commands have a session");
+            if let Some(operation) = operation {
+                begin(s, operation, &requests, None)?;
+            } else if command == Command::Retry {
+                if let Some(&request) = requests.first() {
+                    s.record(&Entry::Retry { request, user: user() }, Durability::Durable)?;
+                }
+            }
+            let outcome = run_requests(ctx, &platform, s, &requests, console).await?;
+            // `resume` and `retry` carry on to where `duet run` was headed.
+            let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
+            match (outcome, goal, command) {
+                (Outcome::Success, Some(goal), Command::Retry | Command::Resume) => {
+                    toward(ctx, &platform, s, goal, console).await?
+                }
+                (outcome, ..) => outcome,
+            }
+        }
+    };
+    status::print_bar(ctx, &platform).await;
+    Ok(outcome)
+}
+
+fn admit(command: Command, progress: Option<&Progress>) -> Result<Vec<RequestName>> {
+    state::admit(command, progress).map_err(|r| Error::new(r.message).help(r.help))
+}
+
+/// Opens the session in progress, finishing the archiving of one that had finished.
+fn open_session(ctx: &Context, console: &mut Console) -> Result<Option<Session>> {
+    let dir = ctx.state.session();
+    if !dir.join("journal").exists() {
+        return Ok(None);
+    }
+    let session = Session::open(&dir)?;
+    if session.progress.finished_ok(RequestName::Finish) {
+        let id = session.id().to_owned();
+        drop(session);
+        let dest = session::archive(&ctx.state, &dir, &id)?;
+        console.say(&format!("session {id} had finished; archived to {}", dest.display()));
+        return Ok(None);
+    }
+    Ok(Some(session))
+}
+
+fn repair(dir: &Path, console: &mut Console) -> Result<()> {
+    let path = dir.join("journal");
+    let repaired = Journal::<Entry>::repair(&path)?;
+    console.say(&format!("journal repaired: {repaired}"));
+    Ok(())
+}
+
+fn compile_for<P: Platform>(platform: &P, plan: &Path) -> Result<Compilation> {
+    let compilation =
+        compile(&CompileOptions { plan: plan.to_owned(), inventory: Some(platform.inventory_file().to_owned()) });
+    if !compilation.diagnostics.is_empty() {
+        eprint!("{}", report::render_human(&compilation.diagnostics, &compilation.sources, false));
+    }
+    if compilation.compiled.is_none() {
+        return Err(Error::new(format!("{}: the plan is invalid; nothing was run", plan.display())).help(
+            "fix the problems above (`duet check PLAN --inventory FILE` shows them), then run the command again",
+        ));
+    }
+    Ok(compilation)
+}
+
+fn begin_entry<P: Platform>(id: &str, plan: &Path, platform: &P) -> Entry {
+    Entry::Begin {
+        id: id.to_owned(),
+        plan: plan.display().to_string(),
+        platform: format!("{} ({})", platform.name(), platform.inventory().model),
+        duet: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn begin(
+    session: &mut Session,
+    operation: OperationName,
+    requests: &[RequestName],
+    goal: Option<Through>,
+) -> Result<()> {
+    session.record(
+        &Entry::Operation { operation, requests: requests.to_vec(), goal, command: command_line(), user: user() },
+        Durability::Durable,
+    )
+}
+
+/// `duet readiness PLAN`: a readiness check in Idle, kept in `readiness/` (the last one).
+async fn readiness<P: Platform>(
+    ctx: &Context,
+    platform: &P,
+    session: Option<&Session>,
+    plan: &Path,
+    console: &mut Console,
+) -> Result<Outcome> {
+    let requests = admit(Command::Readiness, session.map(|s| &s.progress))?;
+    let compilation = compile_for(platform, plan)?;
+    let compiled = compilation.compiled.as_ref().expect("checked");
+    let dest = ctx.state.readiness();
+    let old = ctx.state.root.join(format!(".old-{}", std::process::id()));
+    if dest.exists() {
+        std::fs::rename(&dest, &old).map_err(crate::fsutil::at("rename", &dest))?;
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    let id = format!("readiness-{}", session::new_id());
+    let mut s = Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform))?;
+    drop(compilation);
+    begin(&mut s, OperationName::Readiness, &requests, None)?;
+    run_requests(ctx, platform, &mut s, &requests, console).await
+}
+
+/// `duet split PLAN` (and the start of `duet run`): a new session, whose first request is the
+/// readiness check. If that fails, nothing was split: the session is set aside as the last
+/// readiness check, and the state stays Idle.
+async fn start<P: Platform>(
+    ctx: &Context,
+    platform: &P,
+    session: Option<&Session>,
+    plan: &Path,
+    goal: Option<Through>,
+    console: &mut Console,
+) -> Result<Outcome> {
+    let requests = admit(Command::Split, session.map(|s| &s.progress))?;
+    let compilation = compile_for(platform, plan)?;
+    let compiled = compilation.compiled.as_ref().expect("checked");
+    let id = session::new_id();
+    let dir = ctx.state.session();
+    let mut s = Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform))?;
+    drop(compilation);
+    console.say(&format!("session {id}: {} on {} ({})", plan.display(), platform.name(), platform.inventory().model));
+    begin(&mut s, OperationName::Split, &requests, goal)?;
+    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
+    if outcome == Outcome::Failure && !s.progress.finished_ok(RequestName::CheckReadiness) {
+        drop(s);
+        session::replace_dir(&ctx.state, &dir, &ctx.state.readiness())?;
+        console.say("the readiness check failed, so nothing was split; the state stays Idle");
+    }
+    Ok(outcome)
+}
+
+async fn run_requests<P: Platform>(
+    ctx: &Context,
+    platform: &P,
+    session: &mut Session,
+    requests: &[RequestName],
+    console: &mut Console,
+) -> Result<Outcome> {
+    for &request in requests {
+        if let RequestOutcome::Broken(_) =
+            executor::run_request(platform, session, request, &ctx.options, console).await?
+        {
+            return Ok(Outcome::Failure);
+        }
+    }
+    if session.progress.finished_ok(RequestName::Finish) {
+        let id = session.id().to_owned();
+        let dest = session::archive(&ctx.state, &session.dir, &id)?;
+        console.say(&format!("session {id} finished; its record is in {}", dest.display()));
+    }
+    Ok(Outcome::Success)
+}
+
+/// Drives a Ready session on toward `goal` (`duet run`): merge, commit, finish.
+async fn toward<P: Platform>(
+    ctx: &Context,
+    platform: &P,
+    session: &mut Session,
+    goal: Through,
+    console: &mut Console,
+) -> Result<Outcome> {
+    loop {
+        if !session.dir.exists() {
+            return Ok(Outcome::Success);
+        }
+        let progress = &session.progress;
+        match progress.operational() {
+            Operational::Ready => {}
+            Operational::Busy => {
+                let requests = admit(Command::Resume, Some(progress))?;
+                if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
+                    return Ok(Outcome::Failure);
+                }
+                continue;
+            }
+            Operational::Broken => {
+                admit(Command::Merge, Some(progress))?;
+                return Ok(Outcome::Failure);
+            }
+        }
+        let (command, operation) = match (progress.upgrade_state(), goal) {
+            (State::Split, Through::Merge | Through::Commit | Through::Finish) => {
+                (Command::Merge, OperationName::Merge)
+            }
+            (State::Merge, Through::Commit | Through::Finish) => (Command::Commit, OperationName::Commit),
+            (State::Commit | State::Abort, Through::Finish) => (Command::Finish, OperationName::Finish),
+            _ => return Ok(Outcome::Success),
+        };
+        let requests = admit(command, Some(progress))?;
+        begin(session, operation, &requests, Some(goal))?;
+        if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
+            return Ok(Outcome::Failure);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! What a running command prints as it goes: each request, each step as it finishes, progress
+//! notes, and the status bar at the end. Plain text, one line per event, so it reads the same
+//! in a terminal, a CI log or a pipe; control characters from action output are escaped.
+
+use std::io::Write;
+use std::time::Duration;
+
+use duet_compiler::compiled::{RequestName, State, Step};
+
+use crate::platform::Severity;
+use crate::record::{Broken, Output, StepResult};
+
+#[derive(Debug)]
+pub(crate) struct Console {
+    /// Only the request lines and failures.
+    pub(crate) quiet: bool,
+    out: std::io::Stdout,
+}
+
+/// Lines of a failed action's output shown under it (the rest is in `duet log`).
+const SHOWN_LINES: usize = 10;
+
+impl Console {
+    pub(crate) fn new(quiet: bool) -> Self {
+        Self { quiet, out: std::io::stdout() }
+    }
+
+    fn line(&self, text: &str) {
+        let mut out = self.out.lock();
+        // A closed pipe (`duet run | head`) must not stop the upgrade.
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    }
+
+    pub(crate) fn say(&self, text: &str) {
+        self.line(text);
+    }
+
+    pub(crate) fn request(&mut self, request: RequestName, state: State) {
+        self.line(&format!("{request} ({state})"));
+    }
+
+    pub(crate) fn step_started(&mut self, step: &Step, attempt: u32) {
+        if self.quiet {
+            return;
+        }
+        if attempt > 1 {
+            self.line(&format!("  ..      {} (attempt {attempt})", step.id));
+        } else if step.timeout_ms.is_some() && step.action.is_none() {
+            self.line(&format!("  ..      {}", step.id));
+        }
+    }
+
+    pub(crate) fn note(&mut self, severity: Severity, message: &str) {
+        if self.quiet && severity < Severity::Warning {
+            return;
+        }
+        let mark = match severity {
+            Severity::Warning => "warning: ",
+            Severity::Error => "error: ",
+            _ => "",
+        };
+        self.line(&format!("          {mark}{}", escape(message)));
+    }
+
+    pub(crate) fn step_finished(
+        &mut self,
+        step: &Step,
+        attempt: u32,
+        result: &StepResult,
+        duration: Duration,
+        output: Option<&Output>,
+    ) {
+        let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+        match result {
+            StepResult::Success { message } => {
+                if !self.quiet {
+                    self.line(&format!("  ok      {:<34} {}{again}  {}", step.id, escape(message), seconds(duration)));
+                }
+            }
+            StepResult::Reconciled { message } => {
+                self.line(&format!("  ok      {:<34} {}", step.id, escape(message)));
+            }
+            StepResult::Failed { message, help } => {
+                self.line(&format!("  FAILED  {:<34} {}{again}", step.id, escape(message)));
+                if let Some(output) = output {
+                    for (name, stream) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+                        let lines: Vec<&str> = stream.tail.lines().collect();
+                        for line in &lines[lines.len().saturating_sub(SHOWN_LINES)..] {
+                            self.line(&format!("          {name}: {}", escape(line)));
+                        }
+                    }
+                }
+                if let Some(help) = help {
+                    self.line(&format!("          help: {help}"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn request_finished(&mut self, request: RequestName, broken: Option<&Broken>) {
+        if let Some(b) = broken {
+            self.line(&format!("{request} is Broken: {} failed: {}", b.step, escape(&b.message)));
+        }
+    }
+}
+
+fn seconds(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Control characters (terminal escapes included) shown as `\x1b`-style escapes, so output
+/// captured from an action cannot rewrite the operator's terminal.
+pub(crate) fn escape(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.push_str(&c.escape_unicode().to_string().replace("\\u{", "\\x{"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn terminal_escapes_are_shown_not_obeyed() {
+        assert_eq!(escape("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(escape("\u{1b}[2Jgone"), "\\x{1b}[2Jgone");
+        assert_eq!(escape("bell\u{7}"), "bell\\x{7}");
+    }
+}

@@ -1,0 +1,690 @@
+//! Runs one request's step DAG (execution model 4) against a [`Platform`], with durable
+//! checkpoints (execution model 6).
+//!
+//! One loop owns the session: it starts every step whose dependencies are complete, and is the
+//! only writer of the journal. Steps run as futures polled by that loop (so the two sides'
+//! chains and independent services proceed concurrently); they talk back through a channel
+//! (progress notes, a service's saved startup type, which must be durable before the step goes
+//! on). A step's completion is fsync'd before any step that depends on it starts. A failed step
+//! stops the request: nothing new starts, running steps finish, and the request is Broken.
+//!
+//! Before running, the loop reconciles steps the journal shows started but not finished (the
+//! process died): a platform operation the machine is already past is recorded as done without
+//! running it again; an action marked `rerun: unsafe` is not run again and leaves the request
+//! Broken until an operator retries it; anything else runs again (at-least-once).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duet_compiler::compiled::{CompiledPlan, Op, RequestName, Side, Step, StepKind};
+use duet_compiler::inventory::Startup;
+use duet_compiler::plan::Rerun;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use indexmap::IndexMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::console::Console;
+use crate::error::Result;
+use crate::journal::Durability;
+use crate::platform::{Finding, Operation, Phase, Platform, PlatformError, Progress as PlatformProgress, Severity};
+use crate::process::{Exit, ProcessOutcome, ProcessSpec};
+use crate::record::{Broken, Entry, Output, StepResult, Stream};
+use crate::session::Session;
+use crate::state::Saved;
+
+/// Runtime settings that are not part of the plan.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// How long a service may take to stop or start before the step fails.
+    pub(crate) service_timeout: Duration,
+    /// After an action's timeout: SIGTERM, then SIGKILL after this long.
+    pub(crate) kill_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { service_timeout: Duration::from_secs(120), kill_grace: Duration::from_secs(5) }
+    }
+}
+
+/// The step an abort runs first: the Upgrade Side's event logs and dumps, before the abort
+/// discards them.
+pub(crate) const EVIDENCE_STEP: &str = "evidence:upgrade";
+
+/// The steps of a request as the runtime runs them: the compiled DAG, plus the evidence step
+/// in front of an abort.
+pub(crate) fn steps_of(plan: &CompiledPlan, request: RequestName, event_logs: &[String]) -> Vec<Step> {
+    let mut steps = plan.requests.get(&request).map(|r| r.steps.clone()).unwrap_or_default();
+    if matches!(request, RequestName::AbortFromSplit | RequestName::AbortFromMerge) {
+        for step in steps.iter_mut().filter(|s| s.after.is_empty()) {
+            step.after.push(EVIDENCE_STEP.into());
+        }
+        steps.insert(
+            0,
+            Step {
+                id: EVIDENCE_STEP.into(),
+                kind: StepKind::LogBackup,
+                side: Side::Upgrade,
+                op: Op::Backup,
+                after: Vec::new(),
+                action: None,
+                service: None,
+                env: None,
+                timeout_ms: None,
+                logs: event_logs.to_vec(),
+            },
+        );
+    }
+    steps
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ready,
+    Broken(Broken),
+}
+
+/// A message from a running step to the loop.
+struct Message {
+    entry: Entry,
+    /// Durable, and acknowledged once written.
+    ack: Option<oneshot::Sender<std::result::Result<(), String>>>,
+}
+
+/// What a finished step attempt reports.
+struct Done {
+    index: usize,
+    attempt: u32,
+    result: StepResult,
+    output: Option<Output>,
+    duration: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sched {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+/// What a step needs, shared by all running steps (the loop keeps the session to itself).
+struct Ctx<'a, P> {
+    platform: &'a P,
+    plan: &'a CompiledPlan,
+    request: RequestName,
+    session_dir: &'a Path,
+    session_id: &'a str,
+    saved: &'a IndexMap<String, Saved>,
+    options: &'a Options,
+    tx: mpsc::UnboundedSender<Message>,
+}
+
+pub(crate) async fn run_request<P: Platform>(
+    platform: &P,
+    session: &mut Session,
+    request: RequestName,
+    options: &Options,
+    console: &mut Console,
+) -> Result<Outcome> {
+    let plan = Arc::clone(&session.compiled);
+    let steps = steps_of(&plan, request, &platform.inventory().event_logs);
+    let state = plan.requests.get(&request).map_or(duet_compiler::compiled::State::Idle, |r| r.state);
+    console.request(request, state);
+    let restarting = session.progress.requests.get(&request).is_some_and(|r| r.ended == crate::state::Ended::No);
+    if !restarting {
+        session.record(&Entry::RequestStarted { request }, Durability::Buffered)?;
+    }
+
+    let mut sched = vec![Sched::Pending; steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        let Some(progress) = session.progress.step(request, &step.id) else { continue };
+        if progress.completed() {
+            sched[i] = Sched::Done;
+        } else if progress.running {
+            if let Some(outcome) = reconcile(platform, session, request, step, progress.attempts, console).await? {
+                sched[i] = outcome;
+                if outcome == Sched::Failed {
+                    return finish(session, request, console, Some(step));
+                }
+            }
+        }
+    }
+
+    let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let saved = session.progress.saved.clone();
+    let dir = session.dir.clone();
+    let id = session.id().to_owned();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ctx = Ctx { platform, plan: &plan, request, session_dir: &dir, session_id: &id, saved: &saved, options, tx };
+    let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + '_>>> = FuturesUnordered::new();
+    let mut failed: Option<usize> = None;
+    loop {
+        if failed.is_none() {
+            for i in 0..steps.len() {
+                let ready = sched[i] == Sched::Pending
+                    && steps[i].after.iter().all(|d| index.get(d.as_str()).is_none_or(|&j| sched[j] == Sched::Done));
+                if !ready {
+                    continue;
+                }
+                let step = &steps[i];
+                let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
+                let unsafe_action = action_of(&plan, step).is_some_and(|a| a.rerun == Rerun::Unsafe);
+                let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
+                session.record(&Entry::StepStarted { request, step: step.id.clone(), attempt }, durability)?;
+                console.step_started(step, attempt);
+                sched[i] = Sched::Running;
+                running.push(Box::pin(run_step(&ctx, i, step, attempt)));
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(message) = rx.recv() => deliver(session, console, message)?,
+            Some(done) = running.next() => {
+                while let Ok(message) = rx.try_recv() {
+                    deliver(session, console, message)?;
+                }
+                let step = &steps[done.index];
+                let ok = done.result.succeeded();
+                console.step_finished(step, done.attempt, &done.result, done.duration, done.output.as_ref());
+                session.record(
+                    &Entry::StepFinished {
+                        request,
+                        step: step.id.clone(),
+                        attempt: done.attempt,
+                        result: done.result,
+                        duration_ms: millis(done.duration),
+                        output: done.output,
+                    },
+                    Durability::Durable,
+                )?;
+                sched[done.index] = if ok { Sched::Done } else { Sched::Failed };
+                if !ok && failed.is_none() {
+                    failed = Some(done.index);
+                }
+            }
+        }
+    }
+    drop(running);
+    drop(ctx);
+    while let Ok(message) = rx.try_recv() {
+        deliver(session, console, message)?;
+    }
+    finish(session, request, console, failed.map(|i| &steps[i]))
+}
+
+fn deliver(session: &mut Session, console: &mut Console, message: Message) -> Result<()> {
+    if let Entry::Note { severity, message: text, .. } = &message.entry {
+        console.note(*severity, text);
+    }
+    let durability = if message.ack.is_some() { Durability::Durable } else { Durability::Buffered };
+    let written = session.record(&message.entry, durability);
+    if let Some(ack) = message.ack {
+        let _ = ack.send(written.as_ref().copied().map_err(ToString::to_string));
+    }
+    written
+}
+
+fn finish(
+    session: &mut Session,
+    request: RequestName,
+    console: &mut Console,
+    failed: Option<&Step>,
+) -> Result<Outcome> {
+    let broken = failed.map(|step| {
+        let message = match session.progress.step(request, &step.id).and_then(|p| p.result.as_ref()) {
+            Some(StepResult::Failed { message, .. }) => message.clone(),
+            _ => "failed".into(),
+        };
+        Broken { step: step.id.clone(), message }
+    });
+    session.record(
+        &Entry::RequestFinished { request, broken: broken.clone(), peak_rss_kib: peak_rss_kib() },
+        Durability::Durable,
+    )?;
+    console.request_finished(request, broken.as_ref());
+    Ok(broken.map_or(Outcome::Ready, Outcome::Broken))
+}
+
+/// A step the journal shows started but not finished: the process running it died.
+async fn reconcile<P: Platform>(
+    platform: &P,
+    session: &mut Session,
+    request: RequestName,
+    step: &Step,
+    attempts: u32,
+    console: &mut Console,
+) -> Result<Option<Sched>> {
+    let plan = Arc::clone(&session.compiled);
+    let finished = |result: StepResult| Entry::StepFinished {
+        request,
+        step: step.id.clone(),
+        attempt: attempts,
+        result,
+        duration_ms: 0,
+        output: None,
+    };
+    if let Some(op) = operation_of(step.op) {
+        let observed = platform.observe().await?;
+        if done_on(op, observed.phase) {
+            let result = StepResult::Reconciled {
+                message: format!("the {op} had completed before duet stopped (the machine is {:?})", observed.phase),
+            };
+            console.step_finished(step, attempts, &result, Duration::ZERO, None);
+            session.record(&finished(result), Durability::Durable)?;
+            return Ok(Some(Sched::Done));
+        }
+    }
+    if let Some(action) = action_of(&plan, step).filter(|a| a.rerun == Rerun::Unsafe) {
+        let result = StepResult::Failed {
+            message: format!(
+                "custom action `{}` was running when duet stopped (attempt {attempts}); it is marked `rerun: unsafe`, so duet did not run it again",
+                action.id
+            ),
+            help: Some("check whether it completed, then `duet retry` to run it again; or `duet abort`".into()),
+        };
+        console.step_finished(step, attempts, &result, Duration::ZERO, None);
+        session.record(&finished(result), Durability::Durable)?;
+        return Ok(Some(Sched::Failed));
+    }
+    let message = format!("{} was interrupted at attempt {attempts}; running it again", step.id);
+    console.note(Severity::Warning, &message);
+    session.record(
+        &Entry::Note { request: Some(request), step: Some(step.id.clone()), severity: Severity::Warning, message },
+        Durability::Buffered,
+    )?;
+    Ok(None)
+}
+
+fn operation_of(op: Op) -> Option<Operation> {
+    Some(match op {
+        Op::Split => Operation::Split,
+        Op::Merge => Operation::Merge,
+        Op::Commit => Operation::Commit,
+        Op::Abort => Operation::Abort,
+        Op::Revert => Operation::Revert,
+        Op::Finish => Operation::Finish,
+        _ => return None,
+    })
+}
+
+/// Whether the machine's phase shows `op` already done. A revert cannot be told apart from a
+/// split machine, so it runs again (it is idempotent).
+fn done_on(op: Operation, phase: Phase) -> bool {
+    match op {
+        Operation::Split => phase == Phase::Split,
+        Operation::Merge => phase == Phase::Merged,
+        Operation::Commit => phase == Phase::Committed,
+        Operation::Abort => phase == Phase::Aborted,
+        Operation::Finish => phase == Phase::Duplexed,
+        Operation::Revert => false,
+    }
+}
+
+fn action_of<'p>(plan: &'p CompiledPlan, step: &Step) -> Option<&'p duet_compiler::compiled::Action> {
+    step.action.as_deref().and_then(|id| plan.actions.iter().find(|a| a.id == id))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Peak resident memory of this process in KiB (Linux `VmHWM`).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+async fn run_step<P: Platform>(ctx: &Ctx<'_, P>, index: usize, step: &Step, attempt: u32) -> Done {
+    let started = Instant::now();
+    let (result, output) = match step.kind {
+        StepKind::Probe => (probe(ctx, step).await, None),
+        StepKind::Platform => (operate(ctx, step).await, None),
+        StepKind::Service => (service(ctx, step).await, None),
+        StepKind::Action => action(ctx, step, attempt).await,
+        StepKind::LogBackup => (backup(ctx, step).await, None),
+    };
+    Done { index, attempt, result, output, duration: started.elapsed() }
+}
+
+impl<P> Ctx<'_, P> {
+    fn note(&self, step: &Step, severity: Severity, message: impl Into<String>) {
+        let entry =
+            Entry::Note { request: Some(self.request), step: Some(step.id.clone()), severity, message: message.into() };
+        let _ = self.tx.send(Message { entry, ack: None });
+    }
+
+    /// Sends an entry that must be durable before the step goes on.
+    async fn durable(&self, entry: Entry) -> std::result::Result<(), String> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send(Message { entry, ack: Some(ack) }).map_err(|_| "the session loop has stopped".to_owned())?;
+        done.await.map_err(|_| "the session loop has stopped".to_owned())?
+    }
+}
+
+fn failed(message: impl Into<String>, help: Option<String>) -> StepResult {
+    StepResult::Failed { message: message.into(), help }
+}
+
+fn platform_failed(e: PlatformError) -> StepResult {
+    failed(e.message, e.help)
+}
+
+fn success(message: impl Into<String>) -> StepResult {
+    StepResult::Success { message: message.into() }
+}
+
+async fn probe<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
+    let findings: Vec<Finding> = match step.op {
+        Op::Binding => {
+            let inventory = ctx.platform.inventory();
+            let disks = &ctx.plan.disks;
+            ctx.note(
+                step,
+                Severity::Information,
+                format!(
+                    "the plan binds to {} ({}): system disks {}; data disks {}",
+                    inventory.model,
+                    ctx.platform.name(),
+                    list(&disks.system),
+                    list(&disks.data)
+                ),
+            );
+            return success("plan bound to the machine");
+        }
+        Op::MergeReadiness => match ctx.platform.merge_readiness().await {
+            Ok(f) => f,
+            Err(e) => return platform_failed(e),
+        },
+        _ => match ctx.platform.readiness().await {
+            Ok(f) => f,
+            Err(e) => return platform_failed(e),
+        },
+    };
+    for finding in &findings {
+        let subject = finding.subject.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+        ctx.note(step, finding.severity, format!("{}{subject}", finding.message));
+    }
+    let blocking: Vec<&Finding> = findings.iter().filter(|f| f.blocks()).collect();
+    let what = if step.op == Op::MergeReadiness { "merge readiness check" } else { "readiness check" };
+    match blocking.as_slice() {
+        [] => success(format!("{what} passed ({} warning(s))", findings.len())),
+        [only] => failed(
+            format!(
+                "{what} failed: {}{}",
+                only.message,
+                only.subject.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+            ),
+            Some(only.help.clone()),
+        ),
+        [first, ..] => failed(
+            format!("{what} failed: {} problems, the first: {}", blocking.len(), first.message),
+            Some(format!("{}; `duet log` lists every problem", first.help)),
+        ),
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() { "none".into() } else { items.join(", ") }
+}
+
+async fn operate<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
+    let Some(op) = operation_of(step.op) else {
+        return failed(format!("{} is not a platform operation", step.id), None);
+    };
+    let mut progress = |p: PlatformProgress| ctx.note(step, Severity::Information, p.message);
+    let run = ctx.platform.operate(op, &mut progress);
+    let result = match step.timeout_ms {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), run).await {
+            Ok(r) => r,
+            Err(_) => {
+                return failed(
+                    format!("the {op} timed out after {}", humantime::format_duration(Duration::from_millis(ms))),
+                    Some(format!("`duet retry` tries the {op} again; if it keeps failing, `duet abort`")),
+                );
+            }
+        },
+        None => run.await,
+    };
+    match result {
+        Ok(()) => success(format!("{op} done")),
+        Err(e) => platform_failed(e),
+    }
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    what: String,
+    fut: impl Future<Output = std::result::Result<T, PlatformError>>,
+) -> std::result::Result<T, StepResult> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(platform_failed(e)),
+        Err(_) => Err(failed(
+            format!("{what} did not finish within {}", humantime::format_duration(limit)),
+            Some(
+                "if the application does not handle the loss of network or disks gracefully, restart the Upgrade Side, then `duet retry`"
+                    .into(),
+            ),
+        )),
+    }
+}
+
+async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
+    let Some(name) = step.service.as_deref() else { return failed(format!("{} names no service", step.id), None) };
+    let (platform, side, limit) = (ctx.platform, step.side, ctx.options.service_timeout);
+    let outcome: std::result::Result<String, StepResult> = async {
+        match step.op {
+            Op::DisableAndStop => {
+                let saved = if let Some(saved) = ctx.saved.get(name) {
+                    *saved
+                } else {
+                    let now = platform.service(side, name).await.map_err(platform_failed)?;
+                    let saved = Saved { startup: now.startup, running: now.running };
+                    let entry = Entry::ServiceSaved {
+                        service: name.to_owned(),
+                        startup: saved.startup,
+                        running: saved.running,
+                    };
+                    ctx.durable(entry)
+                        .await
+                        .map_err(|e| failed(format!("cannot save {name}'s startup type: {e}"), None))?;
+                    saved
+                };
+                platform.set_startup(side, name, Startup::Disabled).await.map_err(platform_failed)?;
+                with_timeout(limit, format!("stopping {name}"), platform.stop_service(side, name)).await?;
+                Ok(format!("startup type {} saved, set to disabled; stopped", startup_str(saved.startup)))
+            }
+            Op::Stop => {
+                with_timeout(limit, format!("stopping {name}"), platform.stop_service(side, name)).await?;
+                Ok("stopped".into())
+            }
+            Op::RestoreAndStart => {
+                let Some(saved) = ctx.saved.get(name) else {
+                    return Err(failed(
+                        format!("no saved startup type for {name}: the split did not record it"),
+                        Some("set its startup type by hand on the Upgrade Side, then `duet retry`".into()),
+                    ));
+                };
+                platform.set_startup(side, name, saved.startup).await.map_err(platform_failed)?;
+                if saved.running {
+                    with_timeout(limit, format!("starting {name}"), platform.start_service(side, name)).await?;
+                    Ok(format!("startup type restored to {}; started", startup_str(saved.startup)))
+                } else {
+                    Ok(format!(
+                        "startup type restored to {}; not started (it was not running before the split)",
+                        startup_str(saved.startup)
+                    ))
+                }
+            }
+            other => Err(failed(format!("{} has an unknown service operation {other:?}", step.id), None)),
+        }
+    }
+    .await;
+    match outcome {
+        Ok(message) => success(message),
+        Err(result) => result,
+    }
+}
+
+fn startup_str(startup: Startup) -> &'static str {
+    match startup {
+        Startup::Automatic => "automatic",
+        Startup::Manual => "manual",
+        Startup::Disabled => "disabled",
+    }
+}
+
+async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (StepResult, Option<Output>) {
+    let Some(action) = action_of(ctx.plan, step) else {
+        return (failed(format!("{} names an action the plan does not have", step.id), None), None);
+    };
+    let mut env: Vec<(String, String)> = Vec::with_capacity(8);
+    if let Some(e) = &step.env {
+        env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_STATE".into(), e.state.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_REQUEST".into(), e.request.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_HW_SPLIT".into(), e.hw_split.as_str().into()));
+    }
+    env.push(("DUET_SESSION".into(), ctx.session_id.into()));
+    env.push(("DUET_STEP".into(), step.id.clone()));
+    env.push(("DUET_ATTEMPT".into(), attempt.to_string()));
+    let args = if action.args.iter().any(|a| a.contains('%')) {
+        let mut all = env.clone();
+        all.extend(std::env::vars());
+        action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
+    } else {
+        action.args.clone()
+    };
+    let program = PathBuf::from(&action.file);
+    let rel = format!("output/{}/{}.{attempt}", ctx.request, sanitize(&step.id));
+    let spec = ProcessSpec {
+        cwd: program.parent().map_or_else(|| ctx.session_dir.to_owned(), Path::to_owned),
+        program,
+        args,
+        env,
+        timeout: Duration::from_millis(step.timeout_ms.unwrap_or(action.timeout_ms)),
+        kill_grace: ctx.options.kill_grace,
+        output_base: ctx.session_dir.join(&rel),
+    };
+    if let Some(parent) = spec.output_base.parent() {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            return (failed(format!("cannot create {}: {e}", parent.display()), None), None);
+        }
+    }
+    let outcome = match ctx.platform.run(step.side, &spec).await {
+        Ok(o) => o,
+        Err(e) => return (platform_failed(e), None),
+    };
+    let output = output_of(&outcome, ctx.session_dir);
+    let timeout = humantime::format_duration(spec.timeout);
+    let result = match outcome.exit {
+        Exit::Code(0) => success("exit value 0"),
+        Exit::Code(n) => failed(
+            format!("Custom action failed with exit value {n}"),
+            Some(format!(
+                "check its output (`duet log`), correct the problem, then `duet retry` (action `{}`)",
+                action.id
+            )),
+        ),
+        Exit::Signal(sig) => failed(
+            format!("Custom action was killed by signal {sig}"),
+            Some(format!("check what stopped it, then `duet retry` (action `{}`)", action.id)),
+        ),
+        Exit::TimedOut => failed(
+            format!("Custom action timed out after {timeout}; it was stopped with its whole process tree"),
+            Some(format!("make it finish in time or raise its `timeout`, then `duet retry` (action `{}`)", action.id)),
+        ),
+        Exit::SpawnFailed { message, not_found } => failed(
+            message,
+            Some(if not_found {
+                format!("ensure `{}` exists on a system disk, then `duet retry`", action.file)
+            } else {
+                format!("make `{}` executable, then `duet retry`", action.file)
+            }),
+        ),
+    };
+    (result, Some(output))
+}
+
+fn output_of(outcome: &ProcessOutcome, session_dir: &Path) -> Output {
+    let stream = |c: &crate::process::Captured| Stream {
+        tail: c.tail.clone(),
+        bytes: c.bytes,
+        file: c.file.as_ref().map(|f| f.strip_prefix(session_dir).unwrap_or(f).display().to_string()),
+    };
+    Output {
+        exit: match outcome.exit {
+            Exit::Code(n) => Some(n),
+            _ => None,
+        },
+        stdout: stream(&outcome.stdout),
+        stderr: stream(&outcome.stderr),
+    }
+}
+
+/// Step ids as file names: `action:x@upgrade` -> `action-x@upgrade`.
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '-' }).collect()
+}
+
+async fn backup<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
+    let evidence = step.id == EVIDENCE_STEP;
+    let sub = if evidence { "evidence" } else { "logs" };
+    let into = match &ctx.plan.logs.staging_dir {
+        Some(dir) => ctx.platform.host_path(dir).join(ctx.session_id).join(sub),
+        None => ctx.session_dir.join(sub),
+    };
+    let mut copied = Vec::new();
+    for log in &step.logs {
+        match ctx.platform.export_event_log(step.side, log, &into).await {
+            Ok(file) => {
+                ctx.note(step, Severity::Information, format!("{log} event log copied to {}", file.display()));
+                copied.push(log.clone());
+            }
+            Err(e) => return platform_failed(e),
+        }
+    }
+    if evidence {
+        match ctx.platform.collect_dumps(step.side, &into).await {
+            Ok(dumps) => {
+                for dump in &dumps {
+                    ctx.note(step, Severity::Warning, format!("Upgrade Side dump file copied to {}", dump.display()));
+                }
+            }
+            Err(e) => return platform_failed(e),
+        }
+    }
+    success(format!("{} copied to {}", list(&copied), into.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ids_become_safe_file_names() {
+        assert_eq!(sanitize("action:app-stop@upgrade"), "action-app-stop@upgrade");
+        assert_eq!(sanitize("service:W3 SVC/x@production"), "service-W3-SVC-x@production");
+    }
+
+    #[test]
+    fn reconciling_trusts_only_a_phase_that_proves_the_operation_done() {
+        assert!(done_on(Operation::Split, Phase::Split));
+        assert!(!done_on(Operation::Split, Phase::Duplexed));
+        assert!(done_on(Operation::Merge, Phase::Merged));
+        assert!(!done_on(Operation::Merge, Phase::Split));
+        assert!(!done_on(Operation::Revert, Phase::Split));
+        assert!(done_on(Operation::Finish, Phase::Duplexed));
+    }
+}

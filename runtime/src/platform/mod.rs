@@ -1,0 +1,253 @@
+//! The split/merge platform: the one place that talks to hardware (execution model 1).
+//!
+//! The runtime sees the machine only through [`Platform`]. duet ships the simulated platform
+//! ([`sim`]); a real backend (an isolated Upgrade Side, A/B system trees, a real service manager)
+//! implements the same trait. Every method names the side it acts on; every long operation
+//! reports progress and can be re-observed after a crash through [`Platform::observe`], so a
+//! restarted runtime reconciles before it continues.
+
+pub(crate) mod readiness;
+pub(crate) mod sim;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use duet_compiler::compiled::Side;
+use duet_compiler::inventory::{Inventory, PartnerState, Startup};
+use serde::{Deserialize, Serialize};
+
+use crate::process::{ProcessOutcome, ProcessSpec};
+
+/// A hardware operation (guide chapter 4). `Revert` shuts the Upgrade Side down and restarts
+/// the applications from the Production Side (abort after a merge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Operation {
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Revert,
+    Finish,
+}
+
+impl Operation {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Revert => "revert",
+            Self::Finish => "finish",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the hardware is, as the platform itself reports it. After a crash the runtime compares
+/// this with its journal: an operation whose start was journaled but not its end has happened
+/// if the platform is already past it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Phase {
+    /// Duplexed, no session on the hardware (also: after finish).
+    Duplexed,
+    /// Split: Production Side runs the applications, the Upgrade Side is isolated.
+    Split,
+    /// Merged: the applications run from the Upgrade Side's disks, duplexed again.
+    Merged,
+    /// Committed: the upgrade is permanent (system disks resynchronise Upgrade -> Production).
+    Committed,
+    /// Aborted: back on the original software (resynchronise Production -> Upgrade).
+    Aborted,
+}
+
+/// What [`Platform::observe`] returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Observed {
+    pub(crate) phase: Phase,
+    /// RDR disks are still resynchronising after a commit or abort.
+    pub(crate) resyncing: bool,
+    /// The state of the other side (guide table 4-6), seen from the side duet runs on.
+    pub(crate) partner: PartnerState,
+}
+
+/// Hardware state of the status bar (guide table 4-3).
+impl Observed {
+    pub(crate) fn hardware(&self) -> Hardware {
+        match self.phase {
+            Phase::Split => Hardware::ProductionSide,
+            _ => Hardware::FaultTolerant,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Hardware {
+    FaultTolerant,
+    ProductionSide,
+}
+
+impl Hardware {
+    /// As the status bar shows it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::FaultTolerant => "Fault Tolerant",
+            Self::ProductionSide => "Production Side",
+        }
+    }
+}
+
+/// One service as the service manager of a side reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ServiceState {
+    pub(crate) running: bool,
+    pub(crate) startup: Startup,
+}
+
+/// Severity of an activity-log entry (guide table 4-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) enum Severity {
+    Success,
+    Pending,
+    Information,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "Success",
+            Self::Pending => "Pending",
+            Self::Information => "Information",
+            Self::Warning => "Warning",
+            Self::Error => "Error",
+        }
+    }
+}
+
+/// One result of a readiness probe. `message` is the guide's own text where it has one
+/// (table 5-1, word for word); `subject` names the disk, team or enclosure it is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Finding {
+    pub(crate) severity: Severity,
+    pub(crate) message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) subject: Option<String>,
+    /// What to do about it (the guide's "Action" column, shortened).
+    pub(crate) help: String,
+}
+
+impl Finding {
+    pub(crate) fn blocks(&self) -> bool {
+        self.severity == Severity::Error
+    }
+}
+
+/// A progress event of a long operation, for the activity log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Progress {
+    pub(crate) message: String,
+}
+
+/// An event-log entry a side records (the sim writes them to real files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EventLog {
+    /// Services starting and stopping.
+    System,
+    /// Custom actions and duet's own steps.
+    Application,
+}
+
+impl EventLog {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "System",
+            Self::Application => "Application",
+        }
+    }
+}
+
+/// A platform failure: what failed, in words an administrator can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct PlatformError {
+    pub(crate) message: String,
+    /// What to do next.
+    pub(crate) help: Option<String>,
+}
+
+impl PlatformError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), help: None }
+    }
+
+    #[must_use]
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+pub(crate) type PlatformResult<T> = Result<T, PlatformError>;
+
+/// The split/merge machine. Implementations keep their own state durable: a process killed at
+/// any instant leaves the machine in a state `observe` reports truthfully, and every mutating
+/// method is idempotent (splitting a split machine, stopping a stopped service succeed), so
+/// the runtime may repeat a step whose completion it did not record.
+pub(crate) trait Platform {
+    /// A short name for messages (`sim`).
+    fn name(&self) -> &str;
+
+    /// What the machine reports about itself (execution model 2.3).
+    fn inventory(&self) -> &Inventory;
+
+    /// The inventory as a file the compiler can bind plans against.
+    fn inventory_file(&self) -> &Path;
+
+    /// Readiness probes (guide table 5-1): every problem found, the guide's wording kept.
+    async fn readiness(&self) -> PlatformResult<Vec<Finding>>;
+
+    /// PrepareMerge probes: the Upgrade Side is up (partner `OS Up`) and nothing is busy.
+    async fn merge_readiness(&self) -> PlatformResult<Vec<Finding>>;
+
+    /// Runs a hardware operation to its end, reporting progress. Idempotent: an operation the
+    /// machine is already past succeeds at once. The caller applies the timeout.
+    async fn operate(&self, op: Operation, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()>;
+
+    /// The machine's real state, for the status bar and for reconciling after a crash.
+    async fn observe(&self) -> PlatformResult<Observed>;
+
+    /// A service on one side.
+    async fn service(&self, side: Side, name: &str) -> PlatformResult<ServiceState>;
+
+    /// Sets a service's startup type on one side.
+    async fn set_startup(&self, side: Side, name: &str, startup: Startup) -> PlatformResult<()>;
+
+    /// Stops a service on one side; succeeds at once if it is stopped. The caller applies the
+    /// timeout (a service that will not stop hangs here).
+    async fn stop_service(&self, side: Side, name: &str) -> PlatformResult<()>;
+
+    /// Starts a service on one side; succeeds at once if it is running.
+    async fn start_service(&self, side: Side, name: &str) -> PlatformResult<()>;
+
+    /// Runs a process on one side. The spec carries the timeout; the outcome says how it ended.
+    async fn run(&self, side: Side, spec: &ProcessSpec) -> PlatformResult<ProcessOutcome>;
+
+    /// Copies a side's event log into `into` (a directory on this host); returns the file.
+    async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf>;
+
+    /// Copies a side's crash dump files (if it crashed) into `into`; returns the files copied.
+    async fn collect_dumps(&self, side: Side, into: &Path) -> PlatformResult<Vec<PathBuf>>;
+
+    /// Where a path of the machine (the plan's `staging_dir`) is on this host. The identity on
+    /// a real machine; the sim keeps its machine's disks under its state directory.
+    fn host_path(&self, machine_path: &str) -> PathBuf;
+}

@@ -1,0 +1,719 @@
+//! The simulated platform `sim`: the guide's Express5800/320Ma, faithful enough to rehearse a
+//! plan end to end (execution model 1 and 2.3).
+//!
+//! ```text
+//! STATE_DIR/sim/
+//!   inventory.yaml              the inventory the machine was built from (plans bind to it)
+//!   state.json                  phase, both sides' services, fault counters, resync deadline
+//!   sides/SIDE/logs/NAME.log    each side's event logs: real files, one entry a line
+//!   sides/SIDE/dumps/           dump files of a crashed side (guide 4-22, C:\sradumps)
+//!   machine/...                 the machine's own paths (the staging directory) on this host
+//! ```
+//!
+//! **Crash safety.** `state.json` is replaced atomically after every change, and each change
+//! is one replacement: an operation first does its idempotent file work (copying one side's
+//! logs over the other's), then flips the phase in one write. A process killed at any instant
+//! leaves a machine whose [`Platform::observe`] tells the truth, and repeating any operation
+//! is harmless.
+//!
+//! **Sides.** Duplexed, the two sides are one machine (the Upgrade Side's record mirrors the
+//! Production Side's). The split copies the Production Side to the Upgrade Side (services and
+//! logs: they are on the mirrored system disks). The commit copies the Upgrade Side over the
+//! Production Side (its system disks win); the abort copies the Production Side over the Upgrade
+//! Side, which is why the runtime saves the Upgrade Side's logs first.
+//!
+//! **Faults** (`simulation.faults`): an operation that fails N times and then succeeds (the
+//! count is kept in `state.json`, so it survives restarts); a service that fails, or hangs,
+//! when stopped or started; a partner state for the Upgrade Side while split (`Hung: ...` makes
+//! it unreachable; a `State Sensitive Recovery` state leaves a dump file).
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use duet_compiler::compiled::Side;
+use duet_compiler::diagnostic::Diagnostics;
+use duet_compiler::inventory::{DiskLocation, Fault, FaultOp, Inventory, PartnerState, ServiceOp, Startup};
+use duet_compiler::report;
+use duet_compiler::source::SourceMap;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    EventLog, Finding, Observed, Operation, Phase, Platform, PlatformError, PlatformResult, Progress, ServiceState,
+    Severity, readiness,
+};
+use crate::error::{Error, Result};
+use crate::fsutil::{self, at};
+use crate::process::{self, Exit, ProcessOutcome, ProcessSpec};
+
+/// The machine the sim is built from when no `--inventory` is given.
+const BUILT_IN: &str = include_str!("../../../plans/machines/320ma.yaml");
+
+/// Each operation's simulated duration when the inventory gives none.
+const DEFAULT_DURATION: Duration = Duration::from_millis(50);
+
+/// The format of `state.json`.
+const STATE_FORMAT: &str = "duet-sim";
+const STATE_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SimState {
+    format: String,
+    version: u32,
+    phase: Phase,
+    production: BTreeMap<String, ServiceState>,
+    upgrade: BTreeMap<String, ServiceState>,
+    /// How often each operation has failed by a simulated fault so far.
+    #[serde(default)]
+    failures: BTreeMap<FaultOp, u32>,
+    /// RDR disks resynchronise until this Unix time (ms), after a commit or an abort.
+    #[serde(default)]
+    resync_until_ms: u64,
+}
+
+impl SimState {
+    fn side(&self, side: Side) -> &BTreeMap<String, ServiceState> {
+        match side {
+            Side::Production => &self.production,
+            Side::Upgrade => &self.upgrade,
+        }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<String, ServiceState> {
+        match side {
+            Side::Production => &mut self.production,
+            Side::Upgrade => &mut self.upgrade,
+        }
+    }
+}
+
+pub(crate) struct Sim {
+    dir: PathBuf,
+    inventory: Inventory,
+    inventory_file: PathBuf,
+    state: Mutex<SimState>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Production => "Production Side",
+        Side::Upgrade => "Upgrade Side",
+    }
+}
+
+fn side_dir(side: Side) -> &'static str {
+    match side {
+        Side::Production => "production",
+        Side::Upgrade => "upgrade",
+    }
+}
+
+/// Windows' words for a start type, as the System log writes them.
+fn start_type(startup: Startup) -> &'static str {
+    match startup {
+        Startup::Automatic => "auto start",
+        Startup::Manual => "demand start",
+        Startup::Disabled => "disabled",
+    }
+}
+
+fn load_inventory(path: &Path) -> Result<Inventory> {
+    let (mut sources, mut diags) = (SourceMap::default(), Diagnostics::default());
+    let inventory = Inventory::load(path, &mut sources, &mut diags);
+    match inventory {
+        Some(inventory) if !diags.has_errors() => Ok(inventory),
+        _ => {
+            let shown = report::render_human(&diags.into_sorted(), &sources, false);
+            Err(Error::new(format!("{}: the inventory is invalid\n{}", path.display(), shown.trim_end()))
+                .help("fix it (`duet check PLAN --inventory FILE` shows its problems too), then run the command again"))
+        }
+    }
+}
+
+impl Sim {
+    /// Opens the simulated machine of a state directory, building it the first time from
+    /// `inventory` (or the built-in 320Ma). A different inventory rebuilds the machine only if
+    /// `may_rebuild` (no session in progress); otherwise it is refused.
+    pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_rebuild: bool) -> Result<Self> {
+        let dir = root.join("sim");
+        let inventory_file = dir.join("inventory.yaml");
+        let state_file = dir.join("state.json");
+        let given = match inventory {
+            Some(path) => Some(std::fs::read(path).map_err(at("read", path)).map_err(|e| {
+                Error::new(e.to_string()).help("give an inventory file that exists (`--inventory FILE`)")
+            })?),
+            None => None,
+        };
+        if state_file.exists() {
+            let current = std::fs::read(&inventory_file).map_err(at("read", &inventory_file))?;
+            let differs = given.as_ref().is_some_and(|g| *g != current);
+            if !differs {
+                let text = std::fs::read_to_string(&state_file).map_err(at("read", &state_file))?;
+                let state = parse_state(&state_file, &text)?;
+                let inventory = load_inventory(&inventory_file)?;
+                return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state) });
+            }
+            if !may_rebuild {
+                return Err(Error::new(format!(
+                    "the simulated machine in {} was built from another inventory, and a session is in progress on it",
+                    dir.display()
+                ))
+                .help("omit `--inventory` to go on with it, or finish (or abort) the session first"));
+            }
+        }
+        // Build (or rebuild) the machine: validate the inventory first, so nothing is replaced
+        // by an invalid one.
+        let inventory = if let Some(path) = inventory {
+            load_inventory(path)?
+        } else {
+            fsutil::create_dir_all_durable(&dir).map_err(at("create", &dir))?;
+            fsutil::write_atomic(&inventory_file, BUILT_IN.as_bytes()).map_err(at("write", &inventory_file))?;
+            load_inventory(&inventory_file)?
+        };
+        let _ = std::fs::remove_dir_all(dir.join("sides"));
+        fsutil::create_dir_all_durable(&dir).map_err(at("create", &dir))?;
+        if let Some(text) = &given {
+            fsutil::write_atomic(&inventory_file, text).map_err(at("write", &inventory_file))?;
+        }
+        let services: BTreeMap<String, ServiceState> = inventory
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), ServiceState { running: s.running, startup: s.startup }))
+            .collect();
+        let state = SimState {
+            format: STATE_FORMAT.into(),
+            version: STATE_VERSION,
+            phase: Phase::Duplexed,
+            production: services.clone(),
+            upgrade: services,
+            failures: BTreeMap::new(),
+            resync_until_ms: 0,
+        };
+        let sim = Self { dir, inventory, inventory_file, state: Mutex::new(state.clone()) };
+        for log in &sim.inventory.event_logs {
+            let file = sim.log_file(Side::Production, log);
+            let parent = file.parent().expect("a log file has a directory");
+            fsutil::create_dir_all_durable(parent).map_err(at("create", parent))?;
+            let line = entry_line(Severity::Information, "EventLog", &format!("The {log} event log was started."));
+            fsutil::write_atomic(&file, line.as_bytes()).map_err(at("write", &file))?;
+        }
+        sim.copy_logs(Side::Production, Side::Upgrade).map_err(|e| Error::new(e.message))?;
+        sim.save(&state).map_err(|e| Error::new(e.message))?;
+        Ok(sim)
+    }
+
+    fn log_file(&self, side: Side, log: &str) -> PathBuf {
+        self.dir.join("sides").join(side_dir(side)).join("logs").join(format!("{log}.log"))
+    }
+
+    fn dumps_dir(&self, side: Side) -> PathBuf {
+        self.dir.join("sides").join(side_dir(side)).join("dumps")
+    }
+
+    fn save(&self, state: &SimState) -> PlatformResult<()> {
+        let path = self.dir.join("state.json");
+        let text = serde_json::to_string_pretty(state).expect("the sim state serializes") + "\n";
+        fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
+            PlatformError::new(format!(
+                "the simulated machine cannot save its state: cannot write {}: {e}",
+                path.display()
+            ))
+            .help("free space in the state directory, then `duet resume`")
+        })
+    }
+
+    /// Changes the state and saves it, as one step.
+    fn change<T>(&self, f: impl FnOnce(&mut SimState) -> PlatformResult<T>) -> PlatformResult<T> {
+        let mut guard = self.state.lock().expect("the sim state lock is never poisoned");
+        let mut next = guard.clone();
+        let value = f(&mut next)?;
+        if next != *guard {
+            self.save(&next)?;
+            *guard = next;
+        }
+        Ok(value)
+    }
+
+    fn snapshot(&self) -> SimState {
+        self.state.lock().expect("the sim state lock is never poisoned").clone()
+    }
+
+    /// Replaces `to`'s event logs (and dumps) with `from`'s: RDR resynchronisation of the
+    /// system disks. Idempotent; each file is replaced atomically.
+    fn copy_logs(&self, from: Side, to: Side) -> PlatformResult<()> {
+        let fail = |e: fsutil::FsError| PlatformError::new(format!("the simulated disk copy failed: {e}"));
+        for log in &self.inventory.event_logs {
+            let (src, dest) = (self.log_file(from, log), self.log_file(to, log));
+            let bytes = std::fs::read(&src).unwrap_or_default();
+            let parent = dest.parent().expect("a log file has a directory");
+            fsutil::create_dir_all_durable(parent).map_err(at("create", parent)).map_err(fail)?;
+            fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+        }
+        let _ = std::fs::remove_dir_all(self.dumps_dir(to));
+        Ok(())
+    }
+
+    /// The partner state a fault sets for a side, if any.
+    fn partner_fault(&self, side: Side) -> Option<PartnerState> {
+        self.inventory.simulation.faults.iter().find_map(|f| match f {
+            Fault::Partner { side: s, partner_state } if *s == side => Some(*partner_state),
+            _ => None,
+        })
+    }
+
+    fn partner(&self, phase: Phase) -> PartnerState {
+        match phase {
+            Phase::Split => self.partner_fault(Side::Upgrade).unwrap_or(PartnerState::OsUp),
+            _ => PartnerState::OsUp,
+        }
+    }
+
+    /// Refuses work on an Upgrade Side that is split off and not up.
+    fn reachable(&self, side: Side) -> PlatformResult<()> {
+        let phase = self.snapshot().phase;
+        let partner = self.partner(phase);
+        if side == Side::Upgrade && phase == Phase::Split && partner != PartnerState::OsUp {
+            return Err(PlatformError::new(format!(
+                "the Upgrade Side is not responding (partner state: {partner})"
+            ))
+            .help("restart the Upgrade Side and wait for `Partner: OS Up` (`duet status`), then `duet retry`; or `duet abort`"));
+        }
+        Ok(())
+    }
+
+    fn duration(&self, op: Operation) -> Duration {
+        let d = &self.inventory.simulation.durations;
+        let ms = match op {
+            Operation::Split => d.split,
+            Operation::Merge => d.merge,
+            Operation::Commit => d.commit,
+            Operation::Abort | Operation::Revert => d.abort,
+            Operation::Finish => d.finish,
+        };
+        ms.map_or(DEFAULT_DURATION, Duration::from_millis)
+    }
+
+    fn resync_ms(&self) -> u64 {
+        self.inventory.simulation.durations.resync.unwrap_or(50)
+    }
+
+    fn service_fault(&self, name: &str, on: ServiceOp) -> Option<bool> {
+        self.inventory.simulation.faults.iter().find_map(|f| match f {
+            Fault::Service { service, on: o, hang } if service == name && *o == on => Some(*hang),
+            _ => None,
+        })
+    }
+
+    fn append_event(&self, side: Side, log: EventLog, severity: Severity, message: &str) -> PlatformResult<()> {
+        if !self.inventory.event_logs.iter().any(|l| l == log.as_str()) {
+            return Ok(());
+        }
+        let path = self.log_file(side, log.as_str());
+        let line = entry_line(severity, "duet", message);
+        OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes())).map_err(
+            |e| PlatformError::new(format!("cannot write the {} event log {}: {e}", side_name(side), path.display())),
+        )
+    }
+
+    fn known(state: &SimState, side: Side, name: &str) -> PlatformResult<ServiceState> {
+        state.side(side).get(name).copied().ok_or_else(|| {
+            PlatformError::new(format!("the {} has no service {name}", side_name(side)))
+                .help("the plan names a service this machine does not have: check the plan against the inventory")
+        })
+    }
+
+    /// Applies an operation's effect on the machine (the durations are waited before).
+    fn apply(&self, op: Operation) -> PlatformResult<()> {
+        let phase = self.snapshot().phase;
+        let wrong = |needs: &str| {
+            PlatformError::new(format!("cannot {op}: the machine is {phase:?}, and the {op} needs it {needs}"))
+                .help("`duet status` shows the machine's state")
+        };
+        match (op, phase) {
+            (Operation::Split, Phase::Split)
+            | (Operation::Merge, Phase::Merged)
+            | (Operation::Commit, Phase::Committed)
+            | (Operation::Abort, Phase::Aborted)
+            | (Operation::Finish, Phase::Duplexed) => Ok(()),
+            (Operation::Split, Phase::Duplexed) => {
+                self.copy_logs(Side::Production, Side::Upgrade)?;
+                if self.partner_fault(Side::Upgrade).is_some_and(PartnerState::is_crash) {
+                    let dumps = self.dumps_dir(Side::Upgrade);
+                    let made = fsutil::create_dir_all_durable(&dumps)
+                        .and_then(|()| fsutil::write_atomic(&dumps.join("Memory1.dmp"), b"simulated crash dump\n"));
+                    made.map_err(|e| PlatformError::new(format!("cannot write the simulated dump file: {e}")))?;
+                }
+                self.change(|s| {
+                    s.upgrade = s.production.clone();
+                    s.phase = Phase::Split;
+                    Ok(())
+                })
+            }
+            (Operation::Split, _) => Err(wrong("Fault Tolerant with no session")),
+            (Operation::Merge, Phase::Split) => self.change(|s| {
+                s.phase = Phase::Merged;
+                Ok(())
+            }),
+            (Operation::Commit, Phase::Merged) => {
+                self.copy_logs(Side::Upgrade, Side::Production)?;
+                let until = now_ms() + self.resync_ms();
+                self.change(|s| {
+                    s.production = s.upgrade.clone();
+                    s.phase = Phase::Committed;
+                    s.resync_until_ms = until;
+                    Ok(())
+                })
+            }
+            (Operation::Commit, _) => Err(wrong("merged")),
+            // Shut the Upgrade Side down and boot the Production Side: its services come back
+            // as their (untouched) startup types say: automatic ones start.
+            (Operation::Revert, Phase::Merged | Phase::Split) => {
+                self.append_event(
+                    Side::Production,
+                    EventLog::System,
+                    Severity::Warning,
+                    "The Upgrade Side was shut down; the system restarted from the Production Side.",
+                )?;
+                self.change(|s| {
+                    for service in s.upgrade.values_mut() {
+                        service.running = false;
+                    }
+                    for service in s.production.values_mut() {
+                        service.running |= service.startup == Startup::Automatic;
+                    }
+                    s.phase = Phase::Split;
+                    Ok(())
+                })
+            }
+            (Operation::Revert, _) => Err(wrong("merged or split")),
+            (Operation::Abort, Phase::Split) => {
+                self.copy_logs(Side::Production, Side::Upgrade)?;
+                let until = now_ms() + self.resync_ms();
+                self.change(|s| {
+                    s.upgrade = s.production.clone();
+                    s.phase = Phase::Aborted;
+                    s.resync_until_ms = until;
+                    Ok(())
+                })
+            }
+            (Operation::Abort, Phase::Merged) => Err(wrong("split (after a merge, revert first)")),
+            (Operation::Merge | Operation::Abort, _) => Err(wrong("split")),
+            (Operation::Finish, Phase::Committed | Phase::Aborted) => self.change(|s| {
+                s.upgrade = s.production.clone();
+                s.phase = Phase::Duplexed;
+                Ok(())
+            }),
+            (Operation::Finish, _) => Err(wrong("committed or aborted")),
+        }
+    }
+}
+
+fn parse_state(path: &Path, text: &str) -> Result<SimState> {
+    #[derive(Deserialize)]
+    struct Header {
+        format: Option<String>,
+        version: Option<u32>,
+    }
+    let rebuild = "remove the directory to rebuild the simulated machine (only when no session is in progress)";
+    let header: Header = serde_json::from_str(text).map_err(|e| {
+        Error::new(format!("{}: the simulated machine's state cannot be read: {e}", path.display())).help(rebuild)
+    })?;
+    match (header.format.as_deref(), header.version) {
+        (Some(STATE_FORMAT), Some(STATE_VERSION)) => {}
+        (Some(STATE_FORMAT), Some(v)) => {
+            return Err(Error::new(format!(
+                "{}: simulated machine state format version {v}; this duet reads version {STATE_VERSION} only",
+                path.display()
+            ))
+            .help("use the duet version that wrote it"));
+        }
+        _ => return Err(Error::new(format!("{}: not a simulated machine's state", path.display())).help(rebuild)),
+    }
+    serde_json::from_str(text).map_err(|e| {
+        Error::new(format!("{}: the simulated machine's state cannot be read: {e}", path.display())).help(rebuild)
+    })
+}
+
+/// One event-log line: time, severity, source, message (tabs and newlines in the message are
+/// escaped so that one entry stays one line).
+fn entry_line(severity: Severity, source: &str, message: &str) -> String {
+    let time = humantime::format_rfc3339_millis(SystemTime::now());
+    let message = message.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n");
+    format!("{time}\t{}\t{source}\t{message}\n", severity.as_str())
+}
+
+impl Platform for Sim {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    fn inventory(&self) -> &Inventory {
+        &self.inventory
+    }
+
+    fn inventory_file(&self) -> &Path {
+        &self.inventory_file
+    }
+
+    async fn readiness(&self) -> PlatformResult<Vec<Finding>> {
+        let state = self.snapshot();
+        let mut found = readiness::findings(&self.inventory);
+        if now_ms() < state.resync_until_ms {
+            for disk in
+                self.inventory.disks.iter().filter(|d| d.location == DiskLocation::Internal && d.rdr && d.synced)
+            {
+                found.push(Finding {
+                    severity: Severity::Error,
+                    message: readiness::RDR_NOT_DUPLEXED.into(),
+                    subject: Some(disk.id.clone()),
+                    help: readiness::RDR_HELP.into(),
+                });
+            }
+        }
+        if state.phase != Phase::Duplexed {
+            found.push(Finding {
+                severity: Severity::Error,
+                message: format!("the machine is not Fault Tolerant: it is {:?}", state.phase),
+                subject: None,
+                help: "finish or abort the upgrade session on the machine first (`duet status`)".into(),
+            });
+        }
+        Ok(found)
+    }
+
+    async fn merge_readiness(&self) -> PlatformResult<Vec<Finding>> {
+        let state = self.snapshot();
+        let partner = self.partner(state.phase);
+        let mut found = Vec::new();
+        if state.phase != Phase::Split {
+            found.push(Finding {
+                severity: Severity::Error,
+                message: format!("the machine is not split: it is {:?}", state.phase),
+                subject: None,
+                help: "`duet status` shows the machine's state".into(),
+            });
+        }
+        if partner != PartnerState::OsUp {
+            found.push(Finding {
+                severity: Severity::Error,
+                message: format!("the Upgrade Side is not up (partner state: {partner})"),
+                subject: Some("Upgrade Side".into()),
+                help: "wait for `Partner: OS Up`; if it is hung, restart the Upgrade Side, then `duet retry`; or `duet abort`"
+                    .into(),
+            });
+        }
+        Ok(found)
+    }
+
+    async fn operate(&self, op: Operation, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
+        let fault = match op {
+            Operation::Split => Some(FaultOp::Split),
+            Operation::Merge => Some(FaultOp::Merge),
+            Operation::Commit => Some(FaultOp::Commit),
+            Operation::Abort => Some(FaultOp::Abort),
+            Operation::Finish => Some(FaultOp::Finish),
+            Operation::Revert => None,
+        };
+        let limit = fault.and_then(|f| {
+            self.inventory.simulation.faults.iter().find_map(|x| match x {
+                Fault::Operation { op, fail_times } if *op == f => Some((f, *fail_times)),
+                _ => None,
+            })
+        });
+        let duration = self.duration(op);
+        progress(Progress {
+            message: format!("{op} in progress (simulated, {})", humantime::format_duration(duration)),
+        });
+        tokio::time::sleep(duration).await;
+        if let Some((f, times)) = limit {
+            let failed = self.change(|s| {
+                let n = s.failures.entry(f).or_default();
+                if *n < times {
+                    *n += 1;
+                    Ok(Some(*n))
+                } else {
+                    Ok(None)
+                }
+            })?;
+            if let Some(n) = failed {
+                return Err(PlatformError::new(format!("the {op} failed (simulated fault, failure {n} of {times})"))
+                    .help(format!("`duet retry` tries the {op} again")));
+            }
+        }
+        self.apply(op)?;
+        progress(Progress { message: format!("{op} complete") });
+        Ok(())
+    }
+
+    async fn observe(&self) -> PlatformResult<Observed> {
+        let state = self.snapshot();
+        Ok(Observed {
+            phase: state.phase,
+            resyncing: now_ms() < state.resync_until_ms,
+            partner: self.partner(state.phase),
+        })
+    }
+
+    async fn service(&self, side: Side, name: &str) -> PlatformResult<ServiceState> {
+        Self::known(&self.snapshot(), side, name)
+    }
+
+    async fn set_startup(&self, side: Side, name: &str, startup: Startup) -> PlatformResult<()> {
+        self.reachable(side)?;
+        let before = self.change(|s| {
+            let before = Self::known(s, side, name)?;
+            s.side_mut(side).insert(name.to_owned(), ServiceState { startup, ..before });
+            Ok(before)
+        })?;
+        if before.startup != startup {
+            self.append_event(
+                side,
+                EventLog::System,
+                Severity::Information,
+                &format!(
+                    "The start type of the {name} service was changed from {} to {}.",
+                    start_type(before.startup),
+                    start_type(startup)
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    async fn stop_service(&self, side: Side, name: &str) -> PlatformResult<()> {
+        self.reachable(side)?;
+        if !Self::known(&self.snapshot(), side, name)?.running {
+            return Ok(());
+        }
+        match self.service_fault(name, ServiceOp::Stop) {
+            Some(true) => std::future::pending::<()>().await,
+            Some(false) => {
+                return Err(PlatformError::new(format!(
+                    "The {name} service on the {} did not stop: it did not respond to the stop request (simulated fault)",
+                    side_name(side)
+                ))
+                .help(format!("stop {name} by hand on the {}, then `duet retry`", side_name(side))));
+            }
+            None => {}
+        }
+        self.change(|s| {
+            if let Some(x) = s.side_mut(side).get_mut(name) {
+                x.running = false;
+            }
+            Ok(())
+        })?;
+        self.append_event(
+            side,
+            EventLog::System,
+            Severity::Information,
+            &format!("The {name} service entered the stopped state."),
+        )
+    }
+
+    async fn start_service(&self, side: Side, name: &str) -> PlatformResult<()> {
+        self.reachable(side)?;
+        let now = Self::known(&self.snapshot(), side, name)?;
+        if now.running {
+            return Ok(());
+        }
+        if now.startup == Startup::Disabled {
+            return Err(PlatformError::new(format!(
+                "{name} on the {}: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.",
+                side_name(side)
+            ))
+            .help("set its startup type to automatic or manual, then `duet retry`"));
+        }
+        match self.service_fault(name, ServiceOp::Start) {
+            Some(true) => std::future::pending::<()>().await,
+            Some(false) => {
+                return Err(PlatformError::new(format!(
+                    "The {name} service on the {} did not start (simulated fault)",
+                    side_name(side)
+                ))
+                .help(format!("start {name} by hand on the {}, then `duet retry`", side_name(side))));
+            }
+            None => {}
+        }
+        self.change(|s| {
+            if let Some(x) = s.side_mut(side).get_mut(name) {
+                x.running = true;
+            }
+            Ok(())
+        })?;
+        self.append_event(
+            side,
+            EventLog::System,
+            Severity::Information,
+            &format!("The {name} service entered the running state."),
+        )
+    }
+
+    async fn run(&self, side: Side, spec: &ProcessSpec) -> PlatformResult<ProcessOutcome> {
+        self.reachable(side)?;
+        let step = spec.env.iter().find(|(n, _)| n == "DUET_STEP").map_or("", |(_, v)| v.as_str());
+        let program = spec.program.display();
+        self.append_event(
+            side,
+            EventLog::Application,
+            Severity::Information,
+            &format!("Custom action {program} started ({step})"),
+        )?;
+        let outcome = process::run(spec).await;
+        let (severity, how) = match &outcome.exit {
+            Exit::Code(0) => (Severity::Success, "exited with value 0".to_owned()),
+            Exit::Code(n) => (Severity::Error, format!("failed with exit value {n}")),
+            Exit::Signal(s) => (Severity::Error, format!("was killed by signal {s}")),
+            Exit::TimedOut => (Severity::Error, "timed out and was stopped".to_owned()),
+            Exit::SpawnFailed { message, .. } => (Severity::Error, format!("could not start: {message}")),
+        };
+        self.append_event(side, EventLog::Application, severity, &format!("Custom action {program} {how} ({step})"))?;
+        Ok(outcome)
+    }
+
+    async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf> {
+        if !self.inventory.event_logs.iter().any(|l| l == log) {
+            return Err(PlatformError::new(format!("the {} has no event log {log}", side_name(side))));
+        }
+        let fail = |e: fsutil::FsError| {
+            PlatformError::new(e.to_string()).help("check the staging directory, then `duet retry`")
+        };
+        fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
+        let bytes = std::fs::read(self.log_file(side, log)).unwrap_or_default();
+        let dest = into.join(format!("{}-{log}.log", side_dir(side)));
+        fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+        Ok(dest)
+    }
+
+    async fn collect_dumps(&self, side: Side, into: &Path) -> PlatformResult<Vec<PathBuf>> {
+        let Ok(entries) = std::fs::read_dir(self.dumps_dir(side)) else { return Ok(Vec::new()) };
+        let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        let fail = |e: fsutil::FsError| PlatformError::new(e.to_string());
+        let mut out = Vec::new();
+        for path in names {
+            let bytes = std::fs::read(&path).map_err(at("read", &path)).map_err(fail)?;
+            let dest = into.join(path.file_name().expect("a dump file has a name"));
+            fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
+            fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+            out.push(dest);
+        }
+        Ok(out)
+    }
+
+    fn host_path(&self, machine_path: &str) -> PathBuf {
+        let mut out = self.dir.join("machine");
+        for c in Path::new(machine_path).components() {
+            if let Component::Normal(part) = c {
+                out.push(part);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,771 @@
+//! Running custom actions: the one place that spawns processes (through duct).
+//!
+//! [`run`] starts one program (never through a shell) in its own process group, captures
+//! stdout and stderr separately and supervises it until it exits or its timeout; [`expand`]
+//! does the `%NAME%` substitution of its arguments.
+//!
+//! **Output.** Each stream is a pipe read on the tokio reactor (no thread per run). Everything
+//! read goes to `<output_base>.stdout` / `.stderr`, a file created on the first byte (a silent
+//! action creates none); memory holds only the last [`TAIL_BYTES`] of each stream, so an action
+//! printing gigabytes costs a 64 KiB read buffer and a 16 KiB tail per stream. When a file
+//! write fails (disk full), the error is recorded and the pipe is still drained, so the child
+//! never blocks on a full pipe.
+//!
+//! **When output ends.** A pipe reaches EOF only when every process holding its write end has
+//! closed it, and an action may leave a daemon behind that keeps its stdout. So the rule is:
+//! once the main process has exited, everything it (and every process of its tree that exited
+//! before it) wrote is already in the pipe, because a `write` to a pipe completes before it
+//! returns. We then read with non-blocking reads until EOF, until a read would block, or until we
+//! have read as much as the pipe can hold ([`fcntl`] `F_GETPIPE_SZ`, so a background process
+//! that keeps writing cannot keep us reading), and stop. Nothing depends on timing. What a
+//! background process writes after that is not captured, and once our read end is closed its
+//! writes to the inherited stdout fail with `EPIPE` (`SIGPIPE`): a daemon should redirect its
+//! output, as it must anyway once duet itself exits.
+//!
+//! **Exit and timeout.** The exit is noticed through `SIGCHLD` (tokio's signal driver) plus a
+//! `waitid(WNOWAIT)` peek, so no thread blocks in `wait`, and the main process stays an
+//! unreaped zombie until we are done with its group: its pid, which is the group id, cannot be
+//! reused meanwhile, so `killpg` never hits a stranger. At the timeout the group gets SIGTERM;
+//! when the main process has exited or `kill_grace` has passed, the group gets SIGKILL, and
+//! [`run`] returns only once no live member of the group is left (checked in `/proc`, bounded by
+//! [`GROUP_EXIT_LIMIT`]). A process that left the group (`setsid`) is out of reach by design. A
+//! normal exit kills nothing: what the action left running on purpose keeps running.
+//!
+//! Dropping the [`run`] future before the main process has exited (cancellation) SIGKILLs the
+//! whole group, so a cancelled attempt leaves nothing behind; duct reaps the zombie later.
+//!
+//! The runtime must have its I/O driver enabled (`enable_all`/`enable_io`): the pipes and the
+//! `SIGCHLD` stream both need it.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::fd::OwnedFd;
+use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use tokio::net::unix::pipe::Receiver;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+/// One process to run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessSpec {
+    pub(crate) program: PathBuf,
+    /// Already `%VAR%`-expanded (see [`expand`]).
+    pub(crate) args: Vec<String>,
+    /// Set on top of the inherited environment.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) timeout: Duration,
+    /// After the timeout: SIGTERM to the process group, then SIGKILL after this grace.
+    pub(crate) kill_grace: Duration,
+    /// The full output of this attempt goes to `<output_base>.stdout` and `<output_base>.stderr`,
+    /// each created only when its stream produced output.
+    pub(crate) output_base: PathBuf,
+}
+
+/// How the process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Killed with its process group after the timeout.
+    TimedOut,
+    /// It never ran: `not_found` when the executable does not exist.
+    SpawnFailed {
+        message: String,
+        not_found: bool,
+    },
+}
+
+/// One output stream: the last bytes in memory, everything in the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Captured {
+    /// The last [`TAIL_BYTES`] of the stream, lossily decoded.
+    pub(crate) tail: String,
+    /// Total bytes the stream produced.
+    pub(crate) bytes: u64,
+    /// The file holding the whole stream, if it produced anything.
+    pub(crate) file: Option<PathBuf>,
+    /// Writing the file failed (the output past that point is lost); why.
+    pub(crate) write_error: Option<String>,
+}
+
+/// Bytes of each stream kept in memory and in the journal.
+pub(crate) const TAIL_BYTES: usize = 16 * 1024;
+
+/// The guide's text for a custom action whose executable is missing.
+pub(crate) const NOT_FOUND_MESSAGE: &str = "The executable filename does not exist.";
+
+/// After the SIGKILL, how long [`run`] waits for the group's members to be gone. Only a process
+/// stuck in an uninterruptible sleep (a dead NFS mount) takes longer; we stop waiting then.
+const GROUP_EXIT_LIMIT: Duration = Duration::from_secs(5);
+
+/// One read from a pipe; the default pipe capacity, so one read usually empties it.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ProcessOutcome {
+    pub(crate) exit: Exit,
+    pub(crate) stdout: Captured,
+    pub(crate) stderr: Captured,
+    pub(crate) duration: Duration,
+}
+
+/// Runs one process to its end (or its timeout).
+pub(crate) async fn run(spec: &ProcessSpec) -> ProcessOutcome {
+    let started = Instant::now();
+    let mut stdout = Sink::new(with_suffix(&spec.output_base, "stdout"));
+    let mut stderr = Sink::new(with_suffix(&spec.output_base, "stderr"));
+    let exit = match Child::spawn(spec) {
+        Ok(child) => child.supervise(spec, &mut stdout, &mut stderr).await,
+        Err(failed) => failed,
+    };
+    ProcessOutcome { exit, stdout: stdout.finish(), stderr: stderr.finish(), duration: started.elapsed() }
+}
+
+/// Expands `%NAME%` from `env` (`%%` is a literal `%`; an unknown name stays as written).
+///
+/// `%` signs pair up from the left, as the compiler's variable check reads them: `%NAME%` with
+/// `NAME` set in `env` becomes its value (the first entry with that name wins, so a caller can
+/// put the action's own variables before the inherited ones), `%%` becomes `%`, any other pair
+/// stays as written, and a last unpaired `%` stays too. So `100% of %X%` is left alone (its
+/// pair is `% of %`); write `100%% of %X%`.
+pub(crate) fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(open) = rest.find('%') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('%') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = &after[..close];
+        if name.is_empty() {
+            out.push('%');
+        } else if let Some((_, value)) = env.iter().find(|(n, _)| n == name) {
+            out.push_str(value);
+        } else {
+            out.push_str(&rest[open..=open + 1 + close]);
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A started process: its duct handle, the read ends of its pipes, and its group.
+struct Child {
+    handle: duct::Handle,
+    /// The main process's pid, which is also its process group id.
+    pid: Pid,
+    stdout: Receiver,
+    stderr: Receiver,
+    sigchld: ExitWatch,
+}
+
+impl Child {
+    fn spawn(spec: &ProcessSpec) -> Result<Self, Exit> {
+        let broken = |what: &str, e: &io::Error| Exit::SpawnFailed {
+            message: format!("{what}: {}", describe(e)),
+            not_found: false,
+        };
+        let (out_read, out_write) = pipe().map_err(|e| broken("create the stdout pipe", &e))?;
+        let (err_read, err_write) = pipe().map_err(|e| broken("create the stderr pipe", &e))?;
+        // Listening before the spawn means no SIGCHLD of this child can be missed.
+        let sigchld = ExitWatch::new();
+        let mut expression = duct::cmd(&spec.program, &spec.args)
+            .dir(&spec.cwd)
+            .stdin_null()
+            .stdout_file(out_write)
+            .stderr_file(err_write)
+            .unchecked()
+            .before_spawn(|command| {
+                command.process_group(0);
+                Ok(())
+            });
+        for (name, value) in &spec.env {
+            expression = expression.env(name, value);
+        }
+        let started = expression.start();
+        // The expression owns our copies of the write ends: drop it so that EOF can happen.
+        drop(expression);
+        let handle = started.map_err(|e| spawn_error(spec, &e))?;
+        let raw = handle.pids().first().copied().and_then(|pid| i32::try_from(pid).ok());
+        let pid = Pid::from_raw(raw.expect("duct returns the pid of the one process it started"));
+        let receiver = |fd| Receiver::from_owned_fd(fd).map_err(|e| broken("watch the output pipes", &e));
+        let (stdout, stderr) = match (receiver(out_read), receiver(err_read)) {
+            (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+            (Err(e), _) | (_, Err(e)) => {
+                let _ = killpg(pid, Signal::SIGKILL);
+                let _ = handle.wait();
+                return Err(e);
+            }
+        };
+        Ok(Self { handle, pid, stdout, stderr, sigchld })
+    }
+
+    /// Waits for the exit (or enforces the timeout) while draining both pipes into the sinks.
+    async fn supervise(self, spec: &ProcessSpec, stdout: &mut Sink, stderr: &mut Sink) -> Exit {
+        let Self { handle, pid, stdout: out_pipe, stderr: err_pipe, mut sigchld } = self;
+        let mut guard = GroupGuard { pgid: pid, armed: true };
+        let (exited_tx, exited_rx) = watch::channel(false);
+        let supervisor = async {
+            let timed_out = tokio::time::timeout(spec.timeout, sigchld.exited(pid)).await.is_err();
+            if timed_out {
+                stop_group(pid, spec.kill_grace, &mut sigchld).await;
+            }
+            guard.armed = false;
+            exited_tx.send_replace(true);
+            timed_out
+        };
+        let (timed_out, (), ()) =
+            tokio::join!(supervisor, pump(&out_pipe, stdout, exited_rx.clone()), pump(&err_pipe, stderr, exited_rx));
+        // The main process is a zombie by now, so this returns at once; it reaps it.
+        let status = handle.wait().map(|output| output.status);
+        if timed_out {
+            return Exit::TimedOut;
+        }
+        match status {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(signal)) => Exit::Signal(signal),
+                (None, None) => {
+                    Exit::SpawnFailed { message: format!("unexpected wait status {status}"), not_found: false }
+                }
+            },
+            Err(e) => {
+                Exit::SpawnFailed { message: format!("wait for the process: {}", describe(&e)), not_found: false }
+            }
+        }
+    }
+}
+
+/// At the timeout: SIGTERM to the group, SIGKILL once the main process has exited or the grace
+/// has passed, then wait for the group to be gone.
+async fn stop_group(pgid: Pid, grace: Duration, sigchld: &mut ExitWatch) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let _ = tokio::time::timeout(grace, sigchld.exited(pgid)).await;
+    let _ = killpg(pgid, Signal::SIGKILL);
+    // The main process stays unreaped (see the module header), so `pgid` is still ours here.
+    sigchld.exited(pgid).await;
+    let deadline = Instant::now() + GROUP_EXIT_LIMIT;
+    let mut pause = Duration::from_millis(1);
+    while group_has_live_members(pgid) && Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Whether any process of group `pgid` is still running (zombies are dead: they only wait to be
+/// reaped, by us or by init).
+fn group_has_live_members(pgid: Pid) -> bool {
+    if killpg(pgid, None) == Err(Errno::ESRCH) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
+    entries.flatten().any(|entry| {
+        let Some(member) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{member}/stat")) else { return false };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        let Some(fields) = stat.rfind(')').map(|end| &stat[end + 1..]) else { return false };
+        let mut fields = fields.split_ascii_whitespace();
+        let (state, pgrp) = (fields.next(), fields.nth(1));
+        pgrp.and_then(|p| p.parse::<i32>().ok()) == Some(pgid.as_raw()) && !matches!(state, Some("Z" | "X" | "x"))
+    })
+}
+
+/// Kills the group if [`run`] is dropped before the main process has exited.
+struct GroupGuard {
+    pgid: Pid,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Tells when the main process has exited, without reaping it.
+enum ExitWatch {
+    Sigchld(tokio::signal::unix::Signal),
+    /// Installing the `SIGCHLD` handler failed: look every few milliseconds instead.
+    Poll,
+}
+
+impl ExitWatch {
+    fn new() -> Self {
+        signal(SignalKind::child()).map_or(Self::Poll, Self::Sigchld)
+    }
+
+    async fn exited(&mut self, pid: Pid) {
+        loop {
+            // WNOWAIT leaves the zombie in place; any error means there is nothing left to wait for.
+            match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT) {
+                Ok(WaitStatus::StillAlive) => {}
+                Ok(_) | Err(_) => return,
+            }
+            match self {
+                Self::Sigchld(stream) => {
+                    stream.recv().await;
+                }
+                Self::Poll => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+}
+
+/// Reads `pipe` into `sink` until EOF, or until the main process has exited and the pipe holds
+/// nothing more (the rule in the module header).
+async fn pump(pipe: &Receiver, sink: &mut Sink, mut exited: watch::Receiver<bool>) {
+    let mut buf = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = exited.wait_for(|exited| *exited) => {
+                drain_after_exit(pipe, sink, &mut buf);
+                return;
+            }
+            ready = pipe.readable() => {
+                if ready.is_err() {
+                    return;
+                }
+                if buf.is_empty() {
+                    buf = vec![0; CHUNK];
+                }
+                match pipe.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => sink.push(&buf[..n]),
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    Err(e) => {
+                        sink.read_failed(&e);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The last reads after the main process exited. These go straight to `read(2)`: tokio's
+/// `try_read` answers `WouldBlock` without reading when the reactor has not yet seen the pipe
+/// become readable, which would lose the last lines the process wrote.
+fn drain_after_exit(pipe: &Receiver, sink: &mut Sink, buf: &mut Vec<u8>) {
+    let capacity = fcntl(pipe, FcntlArg::F_GETPIPE_SZ).ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(CHUNK);
+    let mut budget = capacity.max(CHUNK);
+    while budget > 0 {
+        if buf.is_empty() {
+            *buf = vec![0; CHUNK];
+        }
+        let want = budget.min(buf.len());
+        match nix::unistd::read(pipe, &mut buf[..want]) {
+            Ok(0) | Err(Errno::EAGAIN) => return,
+            Ok(n) => {
+                sink.push(&buf[..n]);
+                budget -= n;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => {
+                sink.read_failed(&io::Error::from(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Where one stream goes: its file (opened on the first byte) and the tail kept in memory.
+struct Sink {
+    path: PathBuf,
+    file: Option<File>,
+    /// The file was created (even if writing it failed later).
+    created: bool,
+    tail: VecDeque<u8>,
+    bytes: u64,
+    write_error: Option<String>,
+}
+
+impl Sink {
+    fn new(path: PathBuf) -> Self {
+        Self { path, file: None, created: false, tail: VecDeque::new(), bytes: 0, write_error: None }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes += chunk.len() as u64;
+        self.write(chunk);
+        if chunk.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail.extend(&chunk[chunk.len() - TAIL_BYTES..]);
+        } else {
+            let overflow = (self.tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
+            self.tail.drain(..overflow);
+            self.tail.extend(chunk);
+        }
+    }
+
+    /// Writes through to the file. Output files are not fsync'd: they are a record for people,
+    /// not state duet resumes from. Writes go to the page cache, so doing them on the reactor
+    /// thread costs less than handing each chunk to a blocking thread.
+    fn write(&mut self, chunk: &[u8]) {
+        if self.write_error.is_some() {
+            return;
+        }
+        if self.file.is_none() {
+            match File::create(&self.path) {
+                Ok(file) => {
+                    self.file = Some(file);
+                    self.created = true;
+                }
+                Err(e) => {
+                    self.write_error = Some(format!("create {}: {}", self.path.display(), describe(&e)));
+                    return;
+                }
+            }
+        }
+        if let Some(Err(e)) = self.file.as_mut().map(|file| file.write_all(chunk)) {
+            self.write_error = Some(format!("write {}: {}", self.path.display(), describe(&e)));
+            self.file = None;
+        }
+    }
+
+    fn read_failed(&mut self, e: &io::Error) {
+        if self.write_error.is_none() {
+            self.write_error = Some(format!("read the output pipe: {}", describe(e)));
+        }
+    }
+
+    fn finish(mut self) -> Captured {
+        let cut = self.bytes > self.tail.len() as u64;
+        let tail = self.tail.make_contiguous();
+        // A tail cut from a longer stream may start inside a UTF-8 sequence: drop those bytes
+        // rather than show a replacement character.
+        let skip = if cut { tail.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count() } else { 0 };
+        Captured {
+            tail: String::from_utf8_lossy(&tail[skip..]).into_owned(),
+            bytes: self.bytes,
+            file: self.created.then_some(self.path),
+            write_error: self.write_error,
+        }
+    }
+}
+
+/// A pipe whose ends are closed on exec, so concurrent spawns do not inherit each other's.
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+fn with_suffix(base: &Path, suffix: &str) -> PathBuf {
+    let mut name = base.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Why the spawn failed, in the guide's words when the executable is missing.
+fn spawn_error(spec: &ProcessSpec, e: &io::Error) -> Exit {
+    if e.kind() == io::ErrorKind::NotFound {
+        // ENOENT also comes from a missing working directory or a missing `#!` interpreter.
+        if !spec.cwd.is_dir() {
+            let message = format!("working directory {} does not exist", spec.cwd.display());
+            return Exit::SpawnFailed { message, not_found: false };
+        }
+        if !spec.program.is_file() || spec.program.components().count() == 1 {
+            return Exit::SpawnFailed { message: NOT_FOUND_MESSAGE.to_owned(), not_found: true };
+        }
+        let message = format!("{}: its interpreter (the #! line) was not found", describe(e));
+        return Exit::SpawnFailed { message, not_found: false };
+    }
+    Exit::SpawnFailed { message: describe(e), not_found: false }
+}
+
+/// An I/O error as a lowercase fragment naming the errno: "permission denied (EACCES)".
+fn describe(e: &io::Error) -> String {
+    let Some(code) = e.raw_os_error() else { return e.to_string() };
+    let errno = Errno::from_raw(code);
+    let desc = errno.desc();
+    let mut chars = desc.chars();
+    let lowered = match (chars.next(), chars.next()) {
+        (Some(first), Some(second)) if !second.is_uppercase() => {
+            first.to_lowercase().chain(desc[1..].chars()).collect()
+        }
+        _ => desc.to_owned(),
+    };
+    format!("{lowered} ({errno:?})")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn spec(dir: &Path, program: &str, args: &[&str]) -> ProcessSpec {
+        ProcessSpec {
+            program: program.into(),
+            args: args.iter().map(|&a| a.to_owned()).collect(),
+            env: Vec::new(),
+            cwd: dir.to_owned(),
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(5),
+            output_base: dir.join("out"),
+        }
+    }
+
+    fn sh(dir: &Path, script: &str) -> ProcessSpec {
+        spec(dir, "/bin/sh", &["-c", script])
+    }
+
+    /// Pids of live processes whose command line contains `marker`.
+    fn processes_with(marker: &str) -> Vec<i32> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            // A zombie's command line reads empty, so only live processes match.
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// A `sleep` duration no other test (nor another test binary) uses, to find its processes.
+    fn marker(n: u32) -> String {
+        format!("300.{}{n}", std::process::id())
+    }
+
+    #[test]
+    fn expand_follows_the_guide() {
+        let env: Vec<(String, String)> =
+            [("ACTIVE_UPGRADE_SIDE", "Upgrade"), ("A", "1"), ("A", "shadowed"), ("EMPTY", "")]
+                .iter()
+                .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+                .collect();
+        let cases = [
+            ("plain", "plain"),
+            ("", ""),
+            ("%ACTIVE_UPGRADE_SIDE%", "Upgrade"),
+            ("side=%ACTIVE_UPGRADE_SIDE%.", "side=Upgrade."),
+            ("%A%%A%", "11"),
+            ("%A%", "1"),
+            ("[%EMPTY%]", "[]"),
+            ("100%%", "100%"),
+            ("%%A%%", "%A%"),
+            ("%%", "%"),
+            ("%%%", "%%"),
+            ("%UNKNOWN%", "%UNKNOWN%"),
+            ("%UNKNOWN%A%", "%UNKNOWN%A%"),
+            ("x%UNKNOWN%%A%", "x%UNKNOWN%1"),
+            ("%", "%"),
+            ("50% off", "50% off"),
+            ("a%b", "a%b"),
+            ("100% of %A%", "100% of %A%"),
+            ("100%% of %A%", "100% of 1"),
+            ("é%A%ü", "é1ü"),
+            ("%a%", "%a%"),
+        ];
+        for (arg, expected) in cases {
+            assert_eq!(expand(arg, &env), expected, "expand({arg:?})");
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run(&sh(dir.path(), "exit 0")).await.exit, Exit::Code(0));
+        assert_eq!(run(&sh(dir.path(), "exit 3")).await.exit, Exit::Code(3));
+        assert_eq!(run(&sh(dir.path(), "kill -KILL $$")).await.exit, Exit::Signal(9));
+    }
+
+    #[tokio::test]
+    async fn env_cwd_and_args_arrive_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sh(
+            dir.path(),
+            r#"printf '%s|%s|%s|%s|%s|%s' "$ACTIVE_UPGRADE_SIDE" "$ACTIVE_UPGRADE_STATE" "$ACTIVE_UPGRADE_REQUEST" "$ACTIVE_UPGRADE_HW_SPLIT" "$PATH" "$(pwd)""#,
+        );
+        s.env = [
+            ("ACTIVE_UPGRADE_SIDE", "Upgrade"),
+            ("ACTIVE_UPGRADE_STATE", "Split"),
+            ("ACTIVE_UPGRADE_REQUEST", "ExecuteSplit"),
+            ("ACTIVE_UPGRADE_HW_SPLIT", "Yes"),
+        ]
+        .iter()
+        .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+        let out = run(&s).await;
+        assert_eq!(out.exit, Exit::Code(0));
+        let cwd = dir.path().canonicalize().unwrap();
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(out.stdout.tail, format!("Upgrade|Split|ExecuteSplit|Yes|{path}|{}", cwd.display()));
+
+        // No shell between duet and the program: spaces, `$HOME` and `*` arrive untouched.
+        let out = run(&spec(dir.path(), "/usr/bin/printf", &["[%s]", "a b", "$HOME", "*", "'q'"])).await;
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!(out.stdout.tail, "[a b][$HOME][*]['q']");
+    }
+
+    #[tokio::test]
+    async fn streams_are_captured_separately_and_files_only_when_non_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(&sh(dir.path(), "echo out; echo err >&2; echo more")).await;
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!((out.stdout.tail.as_str(), out.stdout.bytes), ("out\nmore\n", 9));
+        assert_eq!((out.stderr.tail.as_str(), out.stderr.bytes), ("err\n", 4));
+        assert_eq!(out.stdout.file.as_deref(), Some(dir.path().join("out.stdout").as_path()));
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.stdout")).unwrap(), "out\nmore\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("out.stderr")).unwrap(), "err\n");
+
+        let quiet = tempfile::tempdir().unwrap();
+        let out = run(&sh(quiet.path(), "echo only-err >&2")).await;
+        assert_eq!(out.stdout, Captured::default());
+        assert_eq!(out.stderr.tail, "only-err\n");
+        assert!(!quiet.path().join("out.stdout").exists());
+
+        let silent = tempfile::tempdir().unwrap();
+        let out = run(&spec(silent.path(), "/bin/true", &[])).await;
+        assert_eq!((out.exit, out.stdout, out.stderr), (Exit::Code(0), Captured::default(), Captured::default()));
+        assert_eq!(std::fs::read_dir(silent.path()).unwrap().count(), 0, "a silent action creates no file");
+    }
+
+    #[tokio::test]
+    async fn large_output_keeps_only_the_tail_in_memory_and_everything_on_disk() {
+        const SIZE: u64 = 50 * 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        // 50 MB of zeros, then a recognisable end; stderr gets a little.
+        let script = format!("head -c {SIZE} /dev/zero; printf END; echo e >&2");
+        let out = run(&sh(dir.path(), &script)).await;
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!(out.stdout.bytes, SIZE + 3);
+        assert_eq!(std::fs::metadata(dir.path().join("out.stdout")).unwrap().len(), SIZE + 3);
+        assert_eq!(out.stdout.tail.len(), TAIL_BYTES);
+        assert!(out.stdout.tail.ends_with("\0\0END"));
+        assert_eq!(out.stdout.write_error, None);
+        assert_eq!(out.stderr.tail, "e\n");
+    }
+
+    #[tokio::test]
+    async fn a_tail_cut_inside_a_character_drops_the_broken_start() {
+        let dir = tempfile::tempdir().unwrap();
+        // "é" is two bytes: TAIL_BYTES + 1 bytes of them cut the first one in half.
+        let script = format!(
+            "head -c {} /dev/zero | tr '\\0' x; i=0; while [ $i -lt {} ]; do printf 'éé'; i=$((i+1)); done",
+            10,
+            TAIL_BYTES / 4 + 1
+        );
+        let out = run(&sh(dir.path(), &script)).await;
+        assert_eq!(out.stdout.bytes, 10 + 4 * (TAIL_BYTES as u64 / 4 + 1));
+        assert!(out.stdout.tail.chars().all(|c| c == 'é'), "no replacement character");
+        assert_eq!(out.stdout.tail.len(), TAIL_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_failing_file_write_keeps_the_tail_and_drains_the_pipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = sh(dir.path(), "head -c 1000000 /dev/zero; echo done");
+        s.output_base = dir.path().join("missing-dir").join("out");
+        let out = run(&s).await;
+        assert_eq!(out.exit, Exit::Code(0), "the child was never blocked");
+        assert_eq!(out.stdout.bytes, 1_000_005);
+        assert!(out.stdout.tail.ends_with("done\n"));
+        assert_eq!(out.stdout.file, None);
+        let error = out.stdout.write_error.unwrap();
+        assert!(error.starts_with("create ") && error.ends_with("no such file or directory (ENOENT)"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker(1);
+        let mut s = sh(dir.path(), &format!("sleep {marker} & sleep {marker} & echo started; wait"));
+        s.timeout = Duration::from_millis(300);
+        let out = run(&s).await;
+        assert_eq!(out.exit, Exit::TimedOut);
+        assert_eq!(processes_with(&marker), Vec::<i32>::new(), "no process of the group survives");
+        assert!(out.duration >= s.timeout);
+    }
+
+    #[tokio::test]
+    async fn a_tree_that_ignores_sigterm_gets_sigkill_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker(2);
+        let mut s = sh(dir.path(), &format!("trap '' TERM; sleep {marker} & sleep {marker} & wait"));
+        s.timeout = Duration::from_millis(300);
+        s.kill_grace = Duration::from_millis(300);
+        let out = run(&s).await;
+        assert_eq!(out.exit, Exit::TimedOut);
+        assert_eq!(processes_with(&marker), Vec::<i32>::new());
+        assert!(out.duration >= s.timeout + s.kill_grace, "the grace was waited for: {:?}", out.duration);
+    }
+
+    #[tokio::test]
+    async fn a_daemon_holding_stdout_neither_blocks_nor_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker(3);
+        let s = sh(dir.path(), &format!("sleep {marker} & echo $!; echo bye >&2"));
+        let out =
+            tokio::time::timeout(Duration::from_secs(60), run(&s)).await.expect("run returned while the daemon lives");
+        assert_eq!(out.exit, Exit::Code(0));
+        assert_eq!(out.stderr.tail, "bye\n");
+        let daemon: i32 = out.stdout.tail.trim().parse().unwrap();
+        let alive = processes_with(&marker);
+        // Clean up before asserting: the daemon is this test's own child's child.
+        let _ = nix::sys::signal::kill(Pid::from_raw(daemon), Signal::SIGKILL);
+        assert_eq!(alive, vec![daemon], "a process left running on purpose is not killed");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_reported_in_the_guides_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(&spec(dir.path(), &dir.path().join("nope.sh").display().to_string(), &[])).await;
+        assert_eq!(out.exit, Exit::SpawnFailed { message: NOT_FOUND_MESSAGE.to_owned(), not_found: true });
+        assert_eq!((out.stdout, out.stderr), (Captured::default(), Captured::default()));
+        let out = run(&spec(dir.path(), "duet-no-such-program", &[])).await;
+        assert_eq!(out.exit, Exit::SpawnFailed { message: NOT_FOUND_MESSAGE.to_owned(), not_found: true });
+    }
+
+    #[tokio::test]
+    async fn a_program_that_cannot_run_names_the_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = run(&spec(dir.path(), &script.display().to_string(), &[])).await;
+        assert_eq!(out.exit, Exit::SpawnFailed { message: "permission denied (EACCES)".to_owned(), not_found: false });
+
+        std::fs::write(&script, "#!/no/such/interpreter\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let Exit::SpawnFailed { message, not_found } =
+            run(&spec(dir.path(), &script.display().to_string(), &[])).await.exit
+        else {
+            panic!("a missing interpreter cannot run")
+        };
+        assert!(!not_found && message.contains("interpreter"), "{message}");
+
+        let mut s = spec(dir.path(), "/bin/true", &[]);
+        s.cwd = dir.path().join("gone");
+        let out = run(&s).await;
+        assert!(
+            matches!(out.exit, Exit::SpawnFailed { not_found: false, ref message } if message.contains("working directory")),
+            "{:?}",
+            out.exit
+        );
+    }
+
+    #[test]
+    fn the_run_future_can_move_between_threads() {
+        fn assert_send<T: Send>(_: &T) {}
+        let s = sh(Path::new("/"), "true");
+        assert_send(&run(&s));
+    }
+}

@@ -1,0 +1,163 @@
+//! What the journal records (execution model 6 and 7): the entries of a session's or a
+//! readiness check's journal. The journal itself (framing, checksums, versions) is
+//! [`crate::journal`]; this is its vocabulary. Every activity-log line is derived from these.
+
+use duet_compiler::compiled::RequestName;
+use duet_compiler::inventory::Startup;
+use serde::{Deserialize, Serialize};
+
+use crate::platform::Severity;
+
+/// A user command that drives requests: `split` is CheckReadiness, PrepareSplit, ExecuteSplit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OperationName {
+    Readiness,
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+}
+
+impl OperationName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Readiness => "readiness",
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Finish => "finish",
+        }
+    }
+}
+
+/// How far `duet run` should drive the session; `resume` carries on to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Through {
+    Split,
+    Merge,
+    Commit,
+    Finish,
+}
+
+/// How a step attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub(crate) enum StepResult {
+    Success {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        message: String,
+    },
+    Failed {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        help: Option<String>,
+    },
+    /// Not run now: found already done on the platform when reconciling after a crash.
+    Reconciled { message: String },
+}
+
+impl StepResult {
+    pub(crate) fn succeeded(&self) -> bool {
+        !matches!(self, Self::Failed { .. })
+    }
+}
+
+/// The output of an action attempt: the tail of each stream and where the whole of it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Output {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) exit: Option<i32>,
+    pub(crate) stdout: Stream,
+    pub(crate) stderr: Stream,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stream {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) tail: String,
+    #[serde(default)]
+    pub(crate) bytes: u64,
+    /// Relative to the session directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub(crate) enum Entry {
+    /// The first entry of every journal.
+    Begin {
+        /// Session id (or `readiness-<time>` for a readiness check in Idle).
+        id: String,
+        plan: String,
+        platform: String,
+        duet: String,
+    },
+    /// A command started driving requests. `goal` is where `duet run` is headed.
+    Operation {
+        operation: OperationName,
+        requests: Vec<RequestName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        goal: Option<Through>,
+        command: String,
+        user: String,
+    },
+    RequestStarted {
+        request: RequestName,
+    },
+    StepStarted {
+        request: RequestName,
+        step: String,
+        attempt: u32,
+    },
+    StepFinished {
+        request: RequestName,
+        step: String,
+        attempt: u32,
+        #[serde(flatten)]
+        result: StepResult,
+        duration_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Output>,
+    },
+    /// A service's startup type and run state, saved before ExecuteSplit disables it, so
+    /// ExecuteMerge can restore it (and a repeated step never saves `Disabled`).
+    ServiceSaved {
+        service: String,
+        startup: Startup,
+        running: bool,
+    },
+    /// Information for the activity log: progress, readiness findings, reconciliation.
+    Note {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<String>,
+        severity: Severity,
+        message: String,
+    },
+    RequestFinished {
+        request: RequestName,
+        /// `None`: Ready. `Some`: Broken, and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broken: Option<Broken>,
+        /// duet's peak resident memory so far, in KiB (Linux `VmHWM`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peak_rss_kib: Option<u64>,
+    },
+    /// An operator asked to retry the failed request (audit trail).
+    Retry {
+        request: RequestName,
+        user: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Broken {
+    pub(crate) step: String,
+    pub(crate) message: String,
+}

@@ -1,0 +1,268 @@
+//! Sessions on disk (execution model 6): the state directory, each session's snapshot of the
+//! plan, and its journal.
+//!
+//! ```text
+//! STATE_DIR/
+//!   lock                    held by the one process driving this directory
+//!   sim/                    the simulated machine (platform::sim)
+//!   session/                the session in progress, if any
+//!     journal               append-only, checksummed (journal.rs)
+//!     plan/compiled.json    the compiled plan the session runs, whatever happens to the files
+//!     plan/sources.json     where each source file came from
+//!     plan/sources/N-NAME   a copy of every plan file, as compiled
+//!     output/REQUEST/STEP.ATTEMPT.{stdout,stderr}   the full output of each action attempt
+//!     evidence/, logs/      Upgrade Side evidence and log backups, when the plan has no staging_dir
+//!   readiness/              the last readiness check run in Idle (same layout)
+//!   history/ID/             finished (or never started) sessions
+//! ```
+//!
+//! A session directory is built under a temporary name and renamed into place, so it either
+//! exists whole or not at all; finishing renames it into `history/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use duet_compiler::Compilation;
+use duet_compiler::compiled::CompiledPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, at};
+use crate::journal::{Damage, Durability, Journal, Record};
+use crate::record::Entry;
+use crate::state::Progress;
+
+/// Where duet keeps its state.
+#[derive(Clone, Debug)]
+pub(crate) struct StateDir {
+    pub(crate) root: PathBuf,
+}
+
+impl StateDir {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub(crate) fn session(&self) -> PathBuf {
+        self.root.join("session")
+    }
+
+    pub(crate) fn readiness(&self) -> PathBuf {
+        self.root.join("readiness")
+    }
+
+    pub(crate) fn history(&self) -> PathBuf {
+        self.root.join("history")
+    }
+
+    pub(crate) fn ensure(&self) -> Result<()> {
+        fsutil::create_dir_all_durable(&self.root).map_err(at("create", &self.root))?;
+        Ok(())
+    }
+
+    /// Removes directories a killed process left half-built (they were never renamed into place).
+    pub(crate) fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".new-") || name.starts_with(".old-") {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SnapshotFile {
+    /// As the user named it.
+    pub(crate) file: String,
+    /// Absolute path at the time of the snapshot.
+    pub(crate) path: String,
+    /// The copy, relative to the session directory.
+    pub(crate) snapshot: String,
+}
+
+/// A session (or a readiness check) with its journal open for appending.
+pub(crate) struct Session {
+    pub(crate) dir: PathBuf,
+    pub(crate) journal: Journal<Entry>,
+    pub(crate) progress: Progress,
+    pub(crate) compiled: Arc<CompiledPlan>,
+}
+
+/// A read-only view, for `status` and `log`: never modifies anything, reports damage.
+pub(crate) struct View {
+    pub(crate) dir: PathBuf,
+    pub(crate) records: Vec<Record<Entry>>,
+    pub(crate) damage: Option<Damage>,
+    pub(crate) progress: Progress,
+    pub(crate) compiled: Option<CompiledPlan>,
+}
+
+pub(crate) fn new_id() -> String {
+    let now = SystemTime::now();
+    let stamp = humantime::format_rfc3339_seconds(now).to_string();
+    let digits: String = stamp.chars().filter(char::is_ascii_digit).collect();
+    let nanos = now.duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or_default();
+    let salt = (nanos ^ std::process::id().rotate_left(16)) & 0xffff;
+    format!("{}-{}-{salt:04x}", &digits[..8], &digits[8..14])
+}
+
+impl Session {
+    /// Builds a session directory at `dest` (which must not exist): the snapshot, then a
+    /// journal starting with `begin`. Built aside and renamed into place.
+    pub(crate) fn create(
+        state: &StateDir,
+        dest: &Path,
+        compilation: &Compilation,
+        compiled: &CompiledPlan,
+        begin: &Entry,
+    ) -> Result<Self> {
+        let tmp = state.root.join(format!(".new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let plan_dir = tmp.join("plan");
+        let sources_dir = plan_dir.join("sources");
+        fsutil::create_dir_all_durable(&sources_dir).map_err(at("create", &sources_dir))?;
+        let mut manifest = Vec::new();
+        let wanted: Vec<&str> = compiled.sources.iter().map(|s| s.path.as_str()).collect();
+        for (i, file) in
+            compilation.sources.files().filter(|f| wanted.contains(&&*f.canonical.to_string_lossy())).enumerate()
+        {
+            let name = file.canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = format!("plan/sources/{}-{name}", i + 1);
+            let path = tmp.join(&rel);
+            fsutil::write_atomic(&path, file.text.as_bytes()).map_err(at("write", &path))?;
+            manifest.push(SnapshotFile {
+                file: file.display.clone(),
+                path: file.canonical.display().to_string(),
+                snapshot: rel,
+            });
+        }
+        let write_json = |name: &str, value: &dyn erased::Json| -> Result<()> {
+            let path = plan_dir.join(name);
+            fsutil::write_atomic(&path, value.to_json().as_bytes()).map_err(at("write", &path))?;
+            Ok(())
+        };
+        write_json("sources.json", &manifest)?;
+        write_json("compiled.json", compiled)?;
+        let mut journal = Journal::create(&tmp.join("journal"))?;
+        journal.append(begin, Durability::Durable)?;
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::new(format!("{} already exists", dest.display()))
+                .help("another session was started meanwhile: run `duet status`"));
+        }
+        fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
+        drop(journal);
+        Self::open(dest)
+    }
+
+    /// Opens a session for appending: replays its journal, refusing any damage.
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let (journal, records) = Journal::open(&dir.join("journal"))?;
+        let compiled = read_compiled(dir)?;
+        let progress = Progress::replay(&records);
+        Ok(Self { dir: dir.to_owned(), journal, progress, compiled: Arc::new(compiled) })
+    }
+
+    /// Appends an entry and folds it into the progress.
+    pub(crate) fn record(&mut self, entry: &Entry, durability: Durability) -> Result<()> {
+        self.journal.append(entry, durability)?;
+        self.progress.apply(entry);
+        crash_point(self.progress.records);
+        Ok(())
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.progress.id
+    }
+}
+
+impl View {
+    /// Reads a session or readiness directory without changing it. `None` if there is none.
+    pub(crate) fn read(dir: &Path) -> Result<Option<Self>> {
+        let journal = dir.join("journal");
+        if !journal.exists() {
+            return Ok(None);
+        }
+        let replay = Journal::<Entry>::read(&journal)?;
+        let progress = Progress::replay(&replay.records);
+        let compiled = read_compiled(dir).ok();
+        Ok(Some(Self { dir: dir.to_owned(), records: replay.records, damage: replay.damage, progress, compiled }))
+    }
+
+    /// Plan files that changed since the snapshot (the session keeps using the snapshot).
+    pub(crate) fn changed_sources(&self) -> Vec<String> {
+        let Ok(text) = std::fs::read_to_string(self.dir.join("plan/sources.json")) else { return Vec::new() };
+        let Ok(files) = serde_json::from_str::<Vec<SnapshotFile>>(&text) else { return Vec::new() };
+        files
+            .into_iter()
+            .filter(|f| {
+                let now = std::fs::read(&f.path).ok();
+                let then = std::fs::read(self.dir.join(&f.snapshot)).ok();
+                now != then
+            })
+            .map(|f| f.file)
+            .collect()
+    }
+}
+
+/// Fault injection for the crash tests: with `DUET_KILL_AFTER_RECORDS=N`, the process kills
+/// itself with SIGKILL right after the journal holds N records, exactly as `kill -9` at that
+/// step boundary would. Unset in normal use: one environment lookup per process.
+fn crash_point(records: usize) {
+    static LIMIT: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let limit = LIMIT.get_or_init(|| std::env::var("DUET_KILL_AFTER_RECORDS").ok().and_then(|v| v.parse().ok()));
+    if *limit == Some(records) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+fn read_compiled(dir: &Path) -> Result<CompiledPlan> {
+    let path = dir.join("plan/compiled.json");
+    let text = std::fs::read_to_string(&path).map_err(at("read", &path))?;
+    CompiledPlan::from_json(&text).map_err(|why| {
+        Error::new(format!("{}: {why}", path.display()))
+            .help("this session was written by another duet version: finish it with that version")
+    })
+}
+
+/// Moves a finished session into `history/`.
+pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf> {
+    let history = state.history();
+    fsutil::create_dir_all_durable(&history).map_err(at("create", &history))?;
+    let mut dest = history.join(id);
+    let mut n = 1;
+    while dest.exists() {
+        n += 1;
+        dest = history.join(format!("{id}.{n}"));
+    }
+    fsutil::rename_durable(dir, &dest).map_err(at("rename", dir))?;
+    Ok(dest)
+}
+
+/// Replaces `dest` (a directory) with `src`, keeping the old one aside until the swap is done.
+pub(crate) fn replace_dir(state: &StateDir, src: &Path, dest: &Path) -> Result<()> {
+    let old = state.root.join(format!(".old-{}", std::process::id()));
+    if dest.exists() {
+        fsutil::rename_durable(dest, &old).map_err(at("rename", dest))?;
+    }
+    fsutil::rename_durable(src, dest).map_err(at("rename", src))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+mod erased {
+    /// Pretty JSON of anything serializable, through a trait object.
+    pub(super) trait Json {
+        fn to_json(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string_pretty(self).expect("plain data serializes") + "\n"
+        }
+    }
+}

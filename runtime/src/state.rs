@@ -1,0 +1,345 @@
+//! The state model (execution model 3, guide 1-8 and 4-25), replayed from a journal.
+//!
+//! [`Progress`] is what the journal says happened: which requests started and finished, which
+//! steps completed, which were running when the process died. The upgrade state, the
+//! operational state and every rule about which command may run next are derived from it here,
+//! in one place; a refused command changes nothing.
+
+use std::collections::HashMap;
+
+use duet_compiler::compiled::{RequestName, State};
+use duet_compiler::inventory::Startup;
+use indexmap::IndexMap;
+use serde::Serialize;
+
+use crate::journal::Record;
+use crate::record::{Broken, Entry, StepResult, Through};
+
+/// Operational state (guide table 4-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub(crate) enum Operational {
+    Ready,
+    Busy,
+    Broken,
+}
+
+impl Operational {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Busy => "Busy",
+            Self::Broken => "Broken",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepProgress {
+    pub(crate) attempts: u32,
+    /// Started and not finished: the process died (or is still running it).
+    pub(crate) running: bool,
+    pub(crate) result: Option<StepResult>,
+}
+
+impl StepProgress {
+    pub(crate) fn completed(&self) -> bool {
+        !self.running && self.result.as_ref().is_some_and(StepResult::succeeded)
+    }
+}
+
+/// How a request stands in the journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Started and not finished: running, or interrupted.
+    #[default]
+    No,
+    Ready,
+    Broken(Broken),
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RequestProgress {
+    pub(crate) ended: Ended,
+    pub(crate) steps: HashMap<String, StepProgress>,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct OperationProgress {
+    pub(crate) requests: Vec<RequestName>,
+    pub(crate) goal: Option<Through>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Saved {
+    pub(crate) startup: Startup,
+    pub(crate) running: bool,
+}
+
+/// Everything a journal says, folded.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) id: String,
+    pub(crate) plan: String,
+    pub(crate) operation: Option<OperationProgress>,
+    /// In the order they first started.
+    pub(crate) requests: IndexMap<RequestName, RequestProgress>,
+    pub(crate) saved: IndexMap<String, Saved>,
+    pub(crate) records: usize,
+}
+
+impl Progress {
+    pub(crate) fn replay(records: &[Record<Entry>]) -> Self {
+        let mut progress = Self::default();
+        for record in records {
+            progress.apply(&record.entry);
+        }
+        progress
+    }
+
+    pub(crate) fn apply(&mut self, entry: &Entry) {
+        self.records += 1;
+        match entry {
+            Entry::Begin { id, plan, .. } => {
+                self.id.clone_from(id);
+                self.plan.clone_from(plan);
+            }
+            Entry::Operation { requests, goal, .. } => {
+                self.operation = Some(OperationProgress { requests: requests.clone(), goal: *goal });
+            }
+            Entry::RequestStarted { request } => {
+                self.requests.entry(*request).or_default().ended = Ended::No;
+            }
+            Entry::StepStarted { request, step, attempt } => {
+                let s = self.requests.entry(*request).or_default().steps.entry(step.clone()).or_default();
+                s.attempts = (*attempt).max(s.attempts);
+                s.running = true;
+            }
+            Entry::StepFinished { request, step, result, .. } => {
+                let s = self.requests.entry(*request).or_default().steps.entry(step.clone()).or_default();
+                s.running = false;
+                s.result = Some(result.clone());
+            }
+            Entry::ServiceSaved { service, startup, running } => {
+                // The first save is the original state; a repeated step never overwrites it.
+                self.saved.entry(service.clone()).or_insert(Saved { startup: *startup, running: *running });
+            }
+            Entry::RequestFinished { request, broken, .. } => {
+                self.requests.entry(*request).or_default().ended = match broken {
+                    Some(b) => Ended::Broken(b.clone()),
+                    None => Ended::Ready,
+                };
+            }
+            Entry::Note { .. } | Entry::Retry { .. } => {}
+        }
+    }
+
+    pub(crate) fn step(&self, request: RequestName, step: &str) -> Option<&StepProgress> {
+        self.requests.get(&request).and_then(|r| r.steps.get(step))
+    }
+
+    /// The request that started last.
+    pub(crate) fn current(&self) -> Option<(RequestName, &RequestProgress)> {
+        self.requests.last().map(|(name, p)| (*name, p))
+    }
+
+    pub(crate) fn finished_ok(&self, request: RequestName) -> bool {
+        self.requests.get(&request).is_some_and(|r| r.ended == Ended::Ready)
+    }
+
+    /// The upgrade state (guide table 4-4).
+    pub(crate) fn upgrade_state(&self) -> State {
+        let Some((request, progress)) = self.current() else { return State::Idle };
+        match request {
+            RequestName::CheckReadiness => State::Idle,
+            RequestName::PrepareSplit => State::PrepareSplit,
+            RequestName::ExecuteSplit => State::Split,
+            RequestName::PrepareMerge => State::PrepareMerge,
+            RequestName::ExecuteMerge => State::Merge,
+            RequestName::Commit => State::Commit,
+            RequestName::AbortFromSplit | RequestName::AbortFromMerge => State::Abort,
+            RequestName::Finish if progress.ended == Ended::Ready => State::Idle,
+            RequestName::Finish => {
+                if self.requests.contains_key(&RequestName::Commit) {
+                    State::Commit
+                } else {
+                    State::Abort
+                }
+            }
+        }
+    }
+
+    /// The operational state (guide table 4-5). An unfinished request is Busy: either a duet
+    /// process is driving it, or one died and `duet resume` continues it.
+    pub(crate) fn operational(&self) -> Operational {
+        match self.current().map(|(_, p)| &p.ended) {
+            None | Some(Ended::Ready) => Operational::Ready,
+            Some(Ended::Broken(_)) => Operational::Broken,
+            Some(Ended::No) => Operational::Busy,
+        }
+    }
+
+    /// Why the current request is Broken.
+    pub(crate) fn broken(&self) -> Option<(RequestName, &Broken)> {
+        self.current().and_then(|(r, p)| match &p.ended {
+            Ended::Broken(b) => Some((r, b)),
+            _ => None,
+        })
+    }
+
+    /// Requests of the current operation that have not finished Ready, in order.
+    pub(crate) fn remaining(&self) -> Vec<RequestName> {
+        self.operation
+            .as_ref()
+            .map(|op| op.requests.iter().copied().filter(|r| !self.finished_ok(*r)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The hardware merge completed (abort must revert first).
+    pub(crate) fn merged(&self) -> bool {
+        self.step(RequestName::ExecuteMerge, "platform:merge").is_some_and(StepProgress::completed)
+    }
+
+    /// ExecuteMerge stopped something on the Production Side, so an abort must restart it.
+    pub(crate) fn production_touched(&self) -> bool {
+        self.requests
+            .get(&RequestName::ExecuteMerge)
+            .is_some_and(|r| r.steps.iter().any(|(id, s)| id.ends_with("@production") && (s.attempts > 0 || s.running)))
+    }
+}
+
+/// A command the state model can accept or refuse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Command {
+    Readiness,
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+    Retry,
+    Resume,
+}
+
+impl Command {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Readiness => "readiness",
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Finish => "finish",
+            Self::Retry => "retry",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// Why a command may not run now: the message, and what to do instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) message: String,
+    pub(crate) help: String,
+}
+
+fn refuse(message: impl Into<String>, help: impl Into<String>) -> Refusal {
+    Refusal { message: message.into(), help: help.into() }
+}
+
+/// Checks a command against the session's state (`None`: no session, Idle). On success says
+/// which requests to run, in order.
+pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<RequestName>, Refusal> {
+    use RequestName as R;
+    let Some(p) = session else {
+        return match command {
+            Command::Readiness => Ok(vec![R::CheckReadiness]),
+            Command::Split => Ok(vec![R::CheckReadiness, R::PrepareSplit, R::ExecuteSplit]),
+            Command::Retry | Command::Resume => Err(refuse(
+                format!("cannot {}: no upgrade session (state Idle)", command.as_str()),
+                "start one with `duet split PLAN` or `duet run PLAN`",
+            )),
+            _ => Err(refuse(
+                format!("cannot {}: no upgrade session (state Idle)", command.as_str()),
+                "start one with `duet split PLAN`; `duet readiness PLAN` checks the machine first",
+            )),
+        };
+    };
+    let state = p.upgrade_state();
+    let operational = p.operational();
+    let here = format!("the session is in state {state} ({})", operational.as_str());
+    let interrupted = operational == Operational::Busy;
+    match command {
+        Command::Resume => match operational {
+            Operational::Busy => Ok(p.remaining()),
+            Operational::Broken => {
+                let (request, broken) = p.broken().expect("Broken has a reason");
+                Err(refuse(
+                    format!("cannot resume: {request} is Broken at step {}: {}", broken.step, broken.message),
+                    "correct the problem, then `duet retry`; or `duet abort`",
+                ))
+            }
+            Operational::Ready => Err(refuse(format!("nothing to resume: {here}"), next_hint(state))),
+        },
+        Command::Retry => match operational {
+            Operational::Broken => Ok(p.remaining()),
+            Operational::Busy => Err(refuse(
+                format!("cannot retry: {here}, interrupted while running"),
+                "run `duet resume` to continue where it stopped",
+            )),
+            Operational::Ready => Err(refuse(format!("nothing to retry: {here}"), next_hint(state))),
+        },
+        Command::Abort if abortable(state) => Ok(abort_requests(p)),
+        Command::Abort if state == State::Commit => Err(refuse(
+            "cannot abort: the upgrade is committed, and a commit cannot be undone",
+            match operational {
+                Operational::Ready => "run `duet finish`",
+                Operational::Busy => "run `duet resume` to finish the commit",
+                Operational::Broken => "correct the problem, then `duet retry` the commit",
+            },
+        )),
+        _ if interrupted => Err(refuse(
+            format!("cannot {}: {here}: its last request was interrupted", command.as_str()),
+            "run `duet resume` to finish it first",
+        )),
+        _ if operational == Operational::Broken => {
+            let (request, broken) = p.broken().expect("Broken has a reason");
+            Err(refuse(
+                format!("cannot {}: {request} is Broken at step {}: {}", command.as_str(), broken.step, broken.message),
+                if abortable(state) {
+                    "correct the problem, then `duet retry`; or `duet abort`"
+                } else {
+                    "correct the problem, then `duet retry`"
+                },
+            ))
+        }
+        Command::Merge if state == State::Split => Ok(vec![R::PrepareMerge, R::ExecuteMerge]),
+        Command::Commit if state == State::Merge => Ok(vec![R::Commit]),
+        Command::Finish if matches!(state, State::Commit | State::Abort) => Ok(vec![R::Finish]),
+        _ => Err(refuse(format!("cannot {}: {here}", command.as_str()), next_hint(state))),
+    }
+}
+
+fn abortable(state: State) -> bool {
+    matches!(state, State::PrepareSplit | State::Split | State::PrepareMerge | State::Merge)
+}
+
+/// Abort from Split, or from Merge once the Production Side was touched (its services were
+/// stopped, or the hardware merged): that variant restarts the Production Side first.
+fn abort_requests(p: &Progress) -> Vec<RequestName> {
+    if p.merged() || p.production_touched() {
+        vec![RequestName::AbortFromMerge]
+    } else {
+        vec![RequestName::AbortFromSplit]
+    }
+}
+
+/// What may come next from a Ready state.
+pub(crate) fn next_hint(state: State) -> String {
+    match state {
+        State::Idle => "start a session with `duet split PLAN`".into(),
+        State::PrepareSplit | State::PrepareMerge => "run `duet resume`".into(),
+        State::Split => "install the software on the Upgrade Side, then `duet merge`; or `duet abort`".into(),
+        State::Merge => "check the applications, then `duet commit`; or `duet abort`".into(),
+        State::Commit | State::Abort => "run `duet finish`".into(),
+    }
+}

@@ -1,0 +1,234 @@
+//! `duet status`: the guide's status bar (hardware | upgrade state | operational state, and the
+//! partner state, guide 4-25) and the controlled services on both sides. Read-only: it takes no
+//! lock, so it works while another process drives the session.
+
+use duet_compiler::compiled::{Side, State};
+use duet_compiler::inventory::Startup;
+use serde::Serialize;
+
+use crate::commands::Context;
+use crate::error::{Error, Result};
+use crate::lock::StateLock;
+use crate::outcome::Outcome;
+use crate::platform::sim::Sim;
+use crate::platform::{Hardware, Platform};
+use crate::session::View;
+use crate::state::{self, Operational};
+
+#[derive(Debug, Serialize)]
+struct Status {
+    hardware: Hardware,
+    upgrade: State,
+    operational: Operational,
+    partner: String,
+    session: Option<String>,
+    plan: Option<String>,
+    /// The process driving the session now, if any.
+    driver: Option<Driver>,
+    /// A request was left unfinished by a process that is gone: `duet resume` continues it.
+    interrupted: bool,
+    broken: Option<BrokenStatus>,
+    /// Plan files edited since the session's snapshot (the session keeps the snapshot).
+    changed_files: Vec<String>,
+    journal_damage: Option<String>,
+    services: Vec<ServiceStatus>,
+    next: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Driver {
+    pid: u32,
+    command: String,
+    since: String,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokenStatus {
+    request: String,
+    step: String,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceStatus {
+    name: String,
+    production: Option<SideService>,
+    upgrade: Option<SideService>,
+}
+
+#[derive(Debug, Serialize)]
+struct SideService {
+    running: bool,
+    startup: Startup,
+}
+
+async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
+    let session = View::read(&ctx.state.session())?;
+    let in_session = session.is_some();
+    let view = match session {
+        Some(v) => Some(v),
+        None => View::read(&ctx.state.readiness())?,
+    };
+    let observed = platform.observe().await?;
+    let holder = StateLock::holder(&ctx.state.root);
+    let (upgrade, mut operational) = match &view {
+        Some(v) if in_session => (v.progress.upgrade_state(), v.progress.operational()),
+        Some(v) => (State::Idle, v.progress.operational()),
+        None => (State::Idle, Operational::Ready),
+    };
+    let interrupted = operational == Operational::Busy && holder.is_none();
+    if view.as_ref().is_some_and(|v| v.damage.is_some()) && operational != Operational::Broken {
+        operational = Operational::Broken;
+    }
+    let broken = view.as_ref().and_then(|v| v.progress.broken()).map(|(request, b)| BrokenStatus {
+        request: request.to_string(),
+        step: b.step.clone(),
+        message: b.message.clone(),
+    });
+    let mut services = Vec::new();
+    if let Some(plan) = view.as_ref().and_then(|v| v.compiled.as_ref()) {
+        for service in &plan.services {
+            let side = |s: Side| async move {
+                platform
+                    .service(s, &service.name)
+                    .await
+                    .ok()
+                    .map(|st| SideService { running: st.running, startup: st.startup })
+            };
+            services.push(ServiceStatus {
+                name: service.name.clone(),
+                production: side(Side::Production).await,
+                upgrade: side(Side::Upgrade).await,
+            });
+        }
+    }
+    let next = match (operational, interrupted, &view) {
+        (_, _, Some(v)) if v.damage.is_some() => {
+            "the journal is damaged: `duet resume --repair-journal` (see `duet log`)".to_owned()
+        }
+        (Operational::Busy, true, _) => "run `duet resume` to continue where it stopped".to_owned(),
+        (Operational::Busy, false, _) => "wait: another duet process is driving the session".to_owned(),
+        (Operational::Broken, ..) if upgrade == State::Idle => {
+            "correct the problems the readiness check found (`duet log`), then run it again".to_owned()
+        }
+        (Operational::Broken, ..) if matches!(upgrade, State::Commit | State::Abort) => {
+            "correct the problem (`duet log`), then `duet retry`".to_owned()
+        }
+        (Operational::Broken, ..) => "correct the problem (`duet log`), then `duet retry`; or `duet abort`".to_owned(),
+        (Operational::Ready, ..) => state::next_hint(upgrade),
+    };
+    Ok(Status {
+        hardware: observed.hardware(),
+        upgrade,
+        operational,
+        partner: observed.partner.as_str().to_owned(),
+        session: view.as_ref().filter(|_| in_session).map(|v| v.progress.id.clone()),
+        plan: view.as_ref().map(|v| v.progress.plan.clone()).filter(|p| !p.is_empty()),
+        driver: holder.map(|h| Driver { pid: h.pid, command: h.command, since: h.since }),
+        interrupted,
+        broken,
+        changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
+        journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
+        services,
+        next,
+    })
+}
+
+fn upgrade_label(state: State) -> &'static str {
+    match state {
+        State::PrepareSplit => "Prepare Split",
+        State::PrepareMerge => "Prepare Merge",
+        other => other.as_str(),
+    }
+}
+
+fn bar(s: &Status) -> String {
+    format!(
+        "{} | {} | {}    Partner: {}",
+        s.hardware.label(),
+        upgrade_label(s.upgrade),
+        s.operational.as_str(),
+        s.partner
+    )
+}
+
+/// The status bar after a command.
+pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P) {
+    if let Ok(status) = gather(ctx, platform).await {
+        println!("{}", bar(&status));
+    }
+}
+
+fn startup_label(startup: Startup) -> &'static str {
+    match startup {
+        Startup::Automatic => "automatic",
+        Startup::Manual => "manual",
+        Startup::Disabled => "disabled",
+    }
+}
+
+fn render(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", bar(s));
+    if let Some(plan) = &s.plan {
+        let what = match &s.session {
+            Some(id) => format!("session {id}"),
+            None => "last readiness check".to_owned(),
+        };
+        let _ = writeln!(out, "Plan: {plan} ({what})");
+    }
+    for file in &s.changed_files {
+        let _ = writeln!(out, "note: {file} changed since the session started; the session keeps running its snapshot");
+    }
+    if let Some(d) = &s.driver {
+        let _ = writeln!(out, "Driven by: pid {} since {} ({})", d.pid, d.since, d.command);
+    } else if s.interrupted {
+        let _ = writeln!(out, "Interrupted: no duet process is driving the session");
+    }
+    if let Some(b) = &s.broken {
+        let _ = writeln!(out, "Broken: {} at {}: {}", b.request, b.step, crate::console::escape(&b.message));
+    }
+    if let Some(damage) = &s.journal_damage {
+        let _ = writeln!(out, "Journal: {damage}");
+    }
+    if !s.services.is_empty() {
+        let width = s.services.iter().map(|x| x.name.len()).max().unwrap_or(0).max(7);
+        let _ = writeln!(out, "Services:\n  {:<width$}  {:<22}  Upgrade Side", "", "Production Side");
+        let cell = |x: &Option<SideService>| match x {
+            Some(x) => format!("{}, {}", if x.running { "running" } else { "stopped" }, startup_label(x.startup)),
+            None => "unavailable".to_owned(),
+        };
+        for x in &s.services {
+            let _ = writeln!(out, "  {:<width$}  {:<22}  {}", x.name, cell(&x.production), cell(&x.upgrade));
+        }
+    }
+    let _ = writeln!(out, "Next: {}", s.next);
+    out
+}
+
+pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
+    let result = (|| -> Result<Status> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
+        ctx.state.ensure()?;
+        let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), false)?;
+        runtime.block_on(gather(ctx, &platform))
+    })();
+    match result {
+        Ok(status) => {
+            let text = if json {
+                serde_json::to_string_pretty(&status).expect("status serializes") + "\n"
+            } else {
+                render(&status)
+            };
+            crate::check::out(&text)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Outcome::Failure
+        }
+    }
+}
