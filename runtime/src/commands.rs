@@ -109,11 +109,10 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     let outcome = match request {
         Request::Readiness { plan } => readiness(ctx, &platform, session.as_ref(), plan, console).await?,
         Request::Split { plan } => start(ctx, &platform, session.as_ref(), plan, None, console).await?,
-        Request::Run { plan, through } => {
+        Request::Run { plan, through } => 'run: {
             if session.is_none() {
-                match start(ctx, &platform, None, plan, Some(*through), console).await? {
-                    Outcome::Success => {}
-                    failure @ Outcome::Failure => return Ok(failure),
+                if start(ctx, &platform, None, plan, Some(*through), console).await? == Outcome::Failure {
+                    break 'run Outcome::Failure;
                 }
                 session = open_session(ctx, console)?;
             } else {

@@ -148,7 +148,9 @@ pub(crate) async fn run_request<P: Platform>(
         if progress.completed() {
             sched[i] = Sched::Done;
         } else if progress.running {
-            if let Some(outcome) = reconcile(platform, session, request, step, progress.attempts, console).await? {
+            if let Some(outcome) =
+                reconcile(platform, session, request, step, progress.attempts, options, console).await?
+            {
                 sched[i] = outcome;
                 if outcome == Sched::Failed {
                     return finish(session, request, console, Some(step));
@@ -262,6 +264,7 @@ async fn reconcile<P: Platform>(
     request: RequestName,
     step: &Step,
     attempts: u32,
+    options: &Options,
     console: &mut Console,
 ) -> Result<Option<Sched>> {
     let plan = Arc::clone(&session.compiled);
@@ -284,10 +287,18 @@ async fn reconcile<P: Platform>(
             return Ok(Some(Sched::Done));
         }
     }
+    let attempt = attempts.to_string();
+    let marks = [("DUET_SESSION", session.id()), ("DUET_STEP", step.id.as_str()), ("DUET_ATTEMPT", attempt.as_str())];
     if let Some(action) = action_of(&plan, step).filter(|a| a.rerun == Rerun::Unsafe) {
+        let alive = platform.leftovers(step.side, &marks).await?;
+        let still = if alive.is_empty() {
+            String::new()
+        } else {
+            format!("; its processes {} are still running", pids(&alive))
+        };
         let result = StepResult::Failed {
             message: format!(
-                "custom action `{}` was running when duet stopped (attempt {attempts}); it is marked `rerun: unsafe`, so duet did not run it again",
+                "custom action `{}` was running when duet stopped (attempt {attempts}){still}; it is marked `rerun: unsafe`, so duet did not run it again",
                 action.id
             ),
             help: Some("check whether it completed, then `duet retry` to run it again; or `duet abort`".into()),
@@ -296,6 +307,26 @@ async fn reconcile<P: Platform>(
         session.record(&finished(result), Durability::Durable)?;
         return Ok(Some(Sched::Failed));
     }
+    if step.kind == StepKind::Action {
+        let stopped = platform.stop_leftovers(step.side, &marks, options.kill_grace).await?;
+        if !stopped.is_empty() {
+            let message = format!(
+                "attempt {attempts} of {} outlived the duet that started it: stopped its processes {}",
+                step.id,
+                pids(&stopped)
+            );
+            console.note(Severity::Warning, &message);
+            session.record(
+                &Entry::Note {
+                    request: Some(request),
+                    step: Some(step.id.clone()),
+                    severity: Severity::Warning,
+                    message,
+                },
+                Durability::Buffered,
+            )?;
+        }
+    }
     let message = format!("{} was interrupted at attempt {attempts}; running it again", step.id);
     console.note(Severity::Warning, &message);
     session.record(
@@ -303,6 +334,10 @@ async fn reconcile<P: Platform>(
         Durability::Buffered,
     )?;
     Ok(None)
+}
+
+fn pids(pids: &[u32]) -> String {
+    pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
 fn operation_of(op: Op) -> Option<Operation> {

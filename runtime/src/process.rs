@@ -283,6 +283,59 @@ fn group_has_live_members(pgid: Pid) -> bool {
     })
 }
 
+/// Live processes whose environment holds every `NAME=VALUE` of `marks`: what an earlier
+/// attempt of a step left running when the duet supervising it was killed (an action's tree
+/// inherits `DUET_SESSION`, `DUET_STEP` and `DUET_ATTEMPT`). Sorted, this process excluded.
+pub(crate) fn leftovers(marks: &[(&str, &str)]) -> Vec<u32> {
+    let wanted: Vec<Vec<u8>> = marks.iter().map(|(n, v)| format!("{n}={v}").into_bytes()).collect();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|&pid| pid != me && is_live(pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| wanted.iter().all(|w| env.split(|&b| b == 0).any(|var| var == w.as_slice())))
+        })
+        .collect();
+    found.sort_unstable();
+    found
+}
+
+fn is_live(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_ascii_whitespace().next());
+    !matches!(state, None | Some("Z" | "X" | "x"))
+}
+
+/// Stops [`leftovers`]: SIGTERM, then SIGKILL to what is still there after `grace`. Returns
+/// the pids it found.
+pub(crate) async fn stop_leftovers(marks: &[(&str, &str)], grace: Duration) -> Vec<u32> {
+    let found = leftovers(marks);
+    let signal_all = |signal: Signal| {
+        for &pid in &found {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::signal::kill(Pid::from_raw(raw), signal);
+            }
+        }
+    };
+    if found.is_empty() {
+        return found;
+    }
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while found.iter().any(|&pid| is_live(pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal_all(Signal::SIGKILL);
+    let deadline = Instant::now() + GROUP_EXIT_LIMIT;
+    while found.iter().any(|&pid| is_live(pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    found
+}
+
 /// Kills the group if [`run`] is dropped before the main process has exited.
 struct GroupGuard {
     pgid: Pid,
@@ -722,6 +775,35 @@ mod tests {
         // Clean up before asserting: the daemon is this test's own child's child.
         let _ = nix::sys::signal::kill(Pid::from_raw(daemon), Signal::SIGKILL);
         assert_eq!(alive, vec![daemon], "a process left running on purpose is not killed");
+    }
+
+    #[tokio::test]
+    async fn leftovers_of_a_killed_supervisor_are_found_by_their_marks_and_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mark = marker(7);
+        // What an action's tree looks like after the duet running it died: still running,
+        // carrying the attempt's marks.
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "trap '' TERM; sleep 300 & wait"])
+            .env("DUET_TEST_MARK", &mark)
+            .env("DUET_STEP", "action:x@upgrade")
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
+        let marks = [("DUET_TEST_MARK", mark.as_str()), ("DUET_STEP", "action:x@upgrade")];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut found = leftovers(&marks);
+        while found.len() < 2 {
+            assert!(Instant::now() < deadline, "the shell and its sleep never showed up: {found:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            found = leftovers(&marks);
+        }
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(leftovers(&[("DUET_TEST_MARK", mark.as_str()), ("DUET_STEP", "action:y@upgrade")]).is_empty());
+        let stopped = stop_leftovers(&marks, Duration::from_millis(100)).await;
+        assert_eq!(stopped, found);
+        let _ = child.wait();
+        assert!(leftovers(&marks).is_empty(), "the shell ignored SIGTERM and still got SIGKILL");
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub(crate) mod sim;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use duet_compiler::compiled::Side;
 use duet_compiler::inventory::{Inventory, PartnerState, Startup};
@@ -240,6 +241,13 @@ pub(crate) trait Platform {
 
     /// Runs a process on one side. The spec carries the timeout; the outcome says how it ended.
     async fn run(&self, side: Side, spec: &ProcessSpec) -> PlatformResult<ProcessOutcome>;
+
+    /// Processes on one side that an earlier attempt of a step left running (the duet that
+    /// supervised them died): those whose environment holds every `NAME=VALUE` of `marks`.
+    async fn leftovers(&self, side: Side, marks: &[(&str, &str)]) -> PlatformResult<Vec<u32>>;
+
+    /// Stops [`Platform::leftovers`] (SIGTERM, SIGKILL after `grace`); returns their pids.
+    async fn stop_leftovers(&self, side: Side, marks: &[(&str, &str)], grace: Duration) -> PlatformResult<Vec<u32>>;
 
     /// Copies a side's event log into `into` (a directory on this host); returns the file.
     async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf>;

@@ -403,6 +403,11 @@ impl Sim {
                     Ok(())
                 })
             }
+            // Aborted before the hardware split (from Prepare Split): nothing to resynchronise.
+            (Operation::Abort, Phase::Duplexed) => self.change(|s| {
+                s.phase = Phase::Aborted;
+                Ok(())
+            }),
             (Operation::Abort, Phase::Merged) => Err(wrong("split (after a merge, revert first)")),
             (Operation::Merge | Operation::Abort, _) => Err(wrong("split")),
             (Operation::Finish, Phase::Committed | Phase::Aborted) => self.change(|s| {
@@ -675,6 +680,14 @@ impl Platform for Sim {
         };
         self.append_event(side, EventLog::Application, severity, &format!("Custom action {program} {how} ({step})"))?;
         Ok(outcome)
+    }
+
+    async fn leftovers(&self, _side: Side, marks: &[(&str, &str)]) -> PlatformResult<Vec<u32>> {
+        Ok(process::leftovers(marks))
+    }
+
+    async fn stop_leftovers(&self, _side: Side, marks: &[(&str, &str)], grace: Duration) -> PlatformResult<Vec<u32>> {
+        Ok(process::stop_leftovers(marks, grace).await)
     }
 
     async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf> {
