@@ -4,4 +4,6 @@
 mod cli;
 mod compile;
 mod hostile;
+mod machine;
+mod run;
 mod support;
