@@ -453,7 +453,8 @@ async fn probe<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
     let blocking: Vec<&Finding> = findings.iter().filter(|f| f.blocks()).collect();
     let what = if step.op == Op::MergeReadiness { "merge readiness check" } else { "readiness check" };
     match blocking.as_slice() {
-        [] => success(format!("{what} passed ({} warning(s))", findings.len())),
+        [] if findings.is_empty() => success(format!("{what} passed")),
+        [] => success(format!("{what} passed with {} warning(s)", findings.len())),
         [only] => failed(
             format!(
                 "{what} failed: {}{}",
