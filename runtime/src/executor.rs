@@ -13,14 +13,14 @@
 //! running it again; an action marked `rerun: unsafe` is not run again and leaves the request
 //! Broken until an operator retries it; anything else runs again (at-least-once).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use duet_compiler::compiled::{CompiledPlan, Op, RequestName, Side, Step, StepKind};
+use duet_compiler::compiled::{Action, CompiledPlan, Op, RequestName, Side, Step, StepKind};
 use duet_compiler::inventory::Startup;
 use duet_compiler::plan::Rerun;
 use futures_util::StreamExt;
@@ -118,6 +118,7 @@ enum Sched {
 struct Ctx<'a, P> {
     platform: &'a P,
     plan: &'a CompiledPlan,
+    actions: &'a HashMap<&'a str, &'a Action>,
     request: RequestName,
     session_dir: &'a Path,
     session_id: &'a str,
@@ -159,25 +160,46 @@ pub(crate) async fn run_request<P: Platform>(
         }
     }
 
+    // Each step waits for its dependencies in this request (an `after` naming no step here is
+    // met); a step becomes ready when the last one completes, and ready steps start in the
+    // DAG's order.
     let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+    let mut waiting: Vec<usize> = vec![0; steps.len()];
+    for (i, step) in steps.iter().enumerate() {
+        for j in step.after.iter().filter_map(|d| index.get(d.as_str()).copied()) {
+            dependents[j].push(i);
+            if sched[j] != Sched::Done {
+                waiting[i] += 1;
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> =
+        (0..steps.len()).filter(|&i| sched[i] == Sched::Pending && waiting[i] == 0).collect();
+    let actions: HashMap<&str, &Action> = plan.actions.iter().map(|a| (a.id.as_str(), a)).collect();
     let saved = session.progress.saved.clone();
     let dir = session.dir.clone();
     let id = session.id().to_owned();
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let ctx = Ctx { platform, plan: &plan, request, session_dir: &dir, session_id: &id, saved: &saved, options, tx };
+    let ctx = Ctx {
+        platform,
+        plan: &plan,
+        actions: &actions,
+        request,
+        session_dir: &dir,
+        session_id: &id,
+        saved: &saved,
+        options,
+        tx,
+    };
     let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + '_>>> = FuturesUnordered::new();
     let mut failed: Option<usize> = None;
     loop {
         if failed.is_none() {
-            for i in 0..steps.len() {
-                let ready = sched[i] == Sched::Pending
-                    && steps[i].after.iter().all(|d| index.get(d.as_str()).is_none_or(|&j| sched[j] == Sched::Done));
-                if !ready {
-                    continue;
-                }
+            while let Some(i) = ready.pop_first() {
                 let step = &steps[i];
                 let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
-                let unsafe_action = action_of(&plan, step).is_some_and(|a| a.rerun == Rerun::Unsafe);
+                let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
                 let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
                 session.record(&Entry::StepStarted { request, step: step.id.clone(), attempt }, durability)?;
                 console.step_started(step, attempt);
@@ -210,6 +232,14 @@ pub(crate) async fn run_request<P: Platform>(
                     Durability::Durable,
                 )?;
                 sched[done.index] = if ok { Sched::Done } else { Sched::Failed };
+                if ok {
+                    for &k in &dependents[done.index] {
+                        waiting[k] -= 1;
+                        if waiting[k] == 0 && sched[k] == Sched::Pending {
+                            ready.insert(k);
+                        }
+                    }
+                }
                 if !ok && failed.is_none() {
                     failed = Some(done.index);
                 }
@@ -393,6 +423,10 @@ async fn run_step<P: Platform>(ctx: &Ctx<'_, P>, index: usize, step: &Step, atte
 }
 
 impl<P> Ctx<'_, P> {
+    fn action(&self, step: &Step) -> Option<&Action> {
+        step.action.as_deref().and_then(|id| self.actions.get(id).copied())
+    }
+
     fn note(&self, step: &Step, severity: Severity, message: impl Into<String>) {
         let entry =
             Entry::Note { request: Some(self.request), step: Some(step.id.clone()), severity, message: message.into() };
@@ -582,7 +616,7 @@ fn startup_str(startup: Startup) -> &'static str {
 }
 
 async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (StepResult, Option<Output>) {
-    let Some(action) = action_of(ctx.plan, step) else {
+    let Some(action) = ctx.action(step) else {
         return (failed(format!("{} names an action the plan does not have", step.id), None), None);
     };
     let mut env: Vec<(String, String)> = Vec::with_capacity(8);
