@@ -242,7 +242,8 @@ pub(crate) fn log(
         Some(id) => vec![state.history().join(id)],
         None => vec![state.session(), state.readiness()],
     };
-    let view = dirs.iter().find_map(|d| crate::session::View::read(d).transpose());
+    let driven = crate::lock::StateLock::holder(&state.root).is_some();
+    let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven).transpose());
     let view = match view {
         Some(Ok(v)) => v,
         Some(Err(e)) => {

@@ -78,6 +78,9 @@ pub(crate) struct Damage {
     pub(crate) why: String,
     /// Intact records follow the damage: not a torn write, so not repairable by truncation.
     pub(crate) followed_by_intact: bool,
+    /// The last record has no end of line: a crash cut the write short, or (for a reader
+    /// while a driver runs) it is being written right now.
+    pub(crate) unfinished: bool,
 }
 
 impl fmt::Display for Damage {
@@ -212,8 +215,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 Ok(record) => records.push(record),
                 Err(why) => {
                     let followed_by_intact = complete && intact_after(&bytes[offset + len..]);
-                    damage =
-                        Some(Damage { path: path.to_owned(), line, offset: offset as u64, why, followed_by_intact });
+                    damage = Some(Damage {
+                        path: path.to_owned(),
+                        line,
+                        offset: offset as u64,
+                        why,
+                        followed_by_intact,
+                        unfinished: !complete,
+                    });
                     break;
                 }
             }

@@ -182,12 +182,17 @@ impl Session {
 
 impl View {
     /// Reads a session or readiness directory without changing it. `None` if there is none.
-    pub(crate) fn read(dir: &Path) -> Result<Option<Self>> {
+    /// While another process drives it (`driven`), a last record without its end of line is
+    /// one being written, not damage.
+    pub(crate) fn read(dir: &Path, driven: bool) -> Result<Option<Self>> {
         let journal = dir.join("journal");
         if !journal.exists() {
             return Ok(None);
         }
-        let replay = Journal::<Entry>::read(&journal)?;
+        let mut replay = Journal::<Entry>::read(&journal)?;
+        if driven && replay.damage.as_ref().is_some_and(|d| d.unfinished) {
+            replay.damage = None;
+        }
         let progress = Progress::replay(&replay.records);
         let compiled = read_compiled(dir).ok();
         Ok(Some(Self { dir: dir.to_owned(), records: replay.records, damage: replay.damage, progress, compiled }))

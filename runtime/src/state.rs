@@ -223,7 +223,7 @@ pub(crate) enum Command {
 impl Command {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
-            Self::Readiness => "readiness",
+            Self::Readiness => "run a readiness check",
             Self::Split => "split",
             Self::Merge => "merge",
             Self::Commit => "commit",

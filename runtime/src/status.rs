@@ -63,14 +63,14 @@ struct SideService {
 }
 
 async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
-    let session = View::read(&ctx.state.session())?;
+    let holder = StateLock::holder(&ctx.state.root);
+    let session = View::read(&ctx.state.session(), holder.is_some())?;
     let in_session = session.is_some();
     let view = match session {
         Some(v) => Some(v),
-        None => View::read(&ctx.state.readiness())?,
+        None => View::read(&ctx.state.readiness(), holder.is_some())?,
     };
     let observed = platform.observe().await?;
-    let holder = StateLock::holder(&ctx.state.root);
     let (upgrade, mut operational) = match &view {
         Some(v) if in_session => (v.progress.upgrade_state(), v.progress.operational()),
         Some(v) => (State::Idle, v.progress.operational()),

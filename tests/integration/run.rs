@@ -257,7 +257,7 @@ fn refused_requests_change_nothing() {
         (&["finish"], "cannot finish: the session is in state Split (Ready)"),
         (&["retry"], "nothing to retry: the session is in state Split (Ready)"),
         (&["resume"], "nothing to resume: the session is in state Split (Ready)"),
-        (&["readiness", &plan], "cannot readiness"),
+        (&["readiness", &plan], "cannot run a readiness check: the session is in state Split (Ready)"),
     ];
     for (args, message) in cases {
         let (journal, sim) = (m.journal(), m.sim_state());
