@@ -51,10 +51,4 @@ impl From<crate::lock::LockError> for Error {
     }
 }
 
-impl From<crate::platform::PlatformError> for Error {
-    fn from(e: crate::platform::PlatformError) -> Self {
-        Self { message: e.message, help: e.help }
-    }
-}
-
 pub(crate) type Result<T> = std::result::Result<T, Error>;

@@ -176,26 +176,9 @@ impl EventLog {
     }
 }
 
-/// A platform failure: what failed, in words an administrator can act on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub(crate) struct PlatformError {
-    pub(crate) message: String,
-    /// What to do next.
-    pub(crate) help: Option<String>,
-}
-
-impl PlatformError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), help: None }
-    }
-
-    #[must_use]
-    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
-    }
-}
+/// A platform failure: what failed, in words an administrator can act on, and what to do next
+/// (the runtime's user-facing error: a failed step shows both).
+pub(crate) use crate::error::Error as PlatformError;
 
 pub(crate) type PlatformResult<T> = Result<T, PlatformError>;
 

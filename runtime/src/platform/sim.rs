@@ -204,8 +204,8 @@ impl Sim {
             let line = entry_line(Severity::Information, "EventLog", &format!("The {log} event log was started."));
             fsutil::write_atomic(&file, line.as_bytes()).map_err(at("write", &file))?;
         }
-        sim.copy_logs(Side::Production, Side::Upgrade).map_err(|e| Error::new(e.message))?;
-        sim.save(&state).map_err(|e| Error::new(e.message))?;
+        sim.copy_logs(Side::Production, Side::Upgrade)?;
+        sim.save(&state)?;
         Ok(sim)
     }
 
@@ -327,6 +327,49 @@ impl Sim {
             PlatformError::new(format!("the {} has no service {name}", side_name(side)))
                 .help("the plan names a service this machine does not have: check the plan against the inventory")
         })
+    }
+
+    /// Stops or starts a service: at once if it already is, never if a fault says so.
+    async fn control(&self, side: Side, name: &str, op: ServiceOp) -> PlatformResult<()> {
+        self.reachable(side)?;
+        let now = Self::known(&self.snapshot(), side, name)?;
+        let (running, verb, state) = match op {
+            ServiceOp::Stop => (false, "stop", "stopped"),
+            ServiceOp::Start => (true, "start", "running"),
+        };
+        if now.running == running {
+            return Ok(());
+        }
+        if running && now.startup == Startup::Disabled {
+            return Err(PlatformError::new(format!(
+                "{name} on the {}: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.",
+                side_name(side)
+            ))
+            .help("set its startup type to automatic or manual, then `duet retry`"));
+        }
+        match self.service_fault(name, op) {
+            Some(true) => std::future::pending::<()>().await,
+            Some(false) => {
+                return Err(PlatformError::new(format!(
+                    "The {name} service on the {} did not {verb}: it did not respond to the {verb} request (simulated fault)",
+                    side_name(side)
+                ))
+                .help(format!("{verb} {name} by hand on the {}, then `duet retry`", side_name(side))));
+            }
+            None => {}
+        }
+        self.change(|s| {
+            if let Some(x) = s.side_mut(side).get_mut(name) {
+                x.running = running;
+            }
+            Ok(())
+        })?;
+        self.append_event(
+            side,
+            EventLog::System,
+            Severity::Information,
+            &format!("The {name} service entered the {state} state."),
+        )
     }
 
     /// Applies an operation's effect on the machine (the durations are waited before).
@@ -593,71 +636,11 @@ impl Platform for Sim {
     }
 
     async fn stop_service(&self, side: Side, name: &str) -> PlatformResult<()> {
-        self.reachable(side)?;
-        if !Self::known(&self.snapshot(), side, name)?.running {
-            return Ok(());
-        }
-        match self.service_fault(name, ServiceOp::Stop) {
-            Some(true) => std::future::pending::<()>().await,
-            Some(false) => {
-                return Err(PlatformError::new(format!(
-                    "The {name} service on the {} did not stop: it did not respond to the stop request (simulated fault)",
-                    side_name(side)
-                ))
-                .help(format!("stop {name} by hand on the {}, then `duet retry`", side_name(side))));
-            }
-            None => {}
-        }
-        self.change(|s| {
-            if let Some(x) = s.side_mut(side).get_mut(name) {
-                x.running = false;
-            }
-            Ok(())
-        })?;
-        self.append_event(
-            side,
-            EventLog::System,
-            Severity::Information,
-            &format!("The {name} service entered the stopped state."),
-        )
+        self.control(side, name, ServiceOp::Stop).await
     }
 
     async fn start_service(&self, side: Side, name: &str) -> PlatformResult<()> {
-        self.reachable(side)?;
-        let now = Self::known(&self.snapshot(), side, name)?;
-        if now.running {
-            return Ok(());
-        }
-        if now.startup == Startup::Disabled {
-            return Err(PlatformError::new(format!(
-                "{name} on the {}: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.",
-                side_name(side)
-            ))
-            .help("set its startup type to automatic or manual, then `duet retry`"));
-        }
-        match self.service_fault(name, ServiceOp::Start) {
-            Some(true) => std::future::pending::<()>().await,
-            Some(false) => {
-                return Err(PlatformError::new(format!(
-                    "The {name} service on the {} did not start (simulated fault)",
-                    side_name(side)
-                ))
-                .help(format!("start {name} by hand on the {}, then `duet retry`", side_name(side))));
-            }
-            None => {}
-        }
-        self.change(|s| {
-            if let Some(x) = s.side_mut(side).get_mut(name) {
-                x.running = true;
-            }
-            Ok(())
-        })?;
-        self.append_event(
-            side,
-            EventLog::System,
-            Severity::Information,
-            &format!("The {name} service entered the running state."),
-        )
+        self.control(side, name, ServiceOp::Start).await
     }
 
     async fn run(&self, side: Side, spec: &ProcessSpec) -> PlatformResult<ProcessOutcome> {
