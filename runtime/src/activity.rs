@@ -52,7 +52,7 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
             }
             Entry::Operation { operation, requests, goal, command, user } => {
                 let names: Vec<String> = requests.iter().map(ToString::to_string).collect();
-                let goal = goal.map(|g| format!(", through {g:?}").to_lowercase()).unwrap_or_default();
+                let goal = goal.map(|g| format!(", through {}", g.as_str())).unwrap_or_default();
                 (
                     Severity::Information,
                     None,

@@ -17,7 +17,7 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::Platform;
 use crate::platform::sim::Sim;
-use crate::record::{Entry, OperationName, Through};
+use crate::record::{Entry, OperationName, StepResult, Through};
 use crate::session::{self, Session, StateDir};
 use crate::state::{self, Command, Operational, Progress};
 use crate::status;
@@ -104,7 +104,10 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     if let Request::Resume { repair_journal: true } = request {
         repair(&ctx.state.session(), console)?;
     }
-    let mut session = open_session(ctx, console)?;
+    let (mut session, archived) = open_session(ctx, console)?;
+    if archived && matches!(request, Request::Resume { .. }) {
+        return Ok(Outcome::Success);
+    }
     let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), session.is_none())?;
     let outcome = match request {
         Request::Readiness { plan } => readiness(ctx, &platform, session.as_ref(), plan, console).await?,
@@ -114,7 +117,7 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
                 if start(ctx, &platform, None, plan, Some(*through), console).await? == Outcome::Failure {
                     break 'run Outcome::Failure;
                 }
-                session = open_session(ctx, console)?;
+                session = open_session(ctx, console)?.0;
             } else {
                 console.say(&format!(
                     "continuing the session in progress; it runs its snapshot of the plan, not {}",
@@ -168,11 +171,12 @@ fn admit(command: Command, progress: Option<&Progress>) -> Result<Vec<RequestNam
     state::admit(command, progress).map_err(|r| Error::new(r.message).help(r.help))
 }
 
-/// Opens the session in progress, finishing the archiving of one that had finished.
-fn open_session(ctx: &Context, console: &mut Console) -> Result<Option<Session>> {
+/// Opens the session in progress. One that had finished (duet stopped before moving it to
+/// `history/`) is archived now; the second value says so.
+fn open_session(ctx: &Context, console: &mut Console) -> Result<(Option<Session>, bool)> {
     let dir = ctx.state.session();
     if !dir.join("journal").exists() {
-        return Ok(None);
+        return Ok((None, false));
     }
     let session = Session::open(&dir)?;
     if session.progress.finished_ok(RequestName::Finish) {
@@ -180,9 +184,9 @@ fn open_session(ctx: &Context, console: &mut Console) -> Result<Option<Session>>
         drop(session);
         let dest = session::archive(&ctx.state, &dir, &id)?;
         console.say(&format!("session {id} had finished; archived to {}", dest.display()));
-        return Ok(None);
+        return Ok((None, true));
     }
-    Ok(Some(session))
+    Ok((Some(session), false))
 }
 
 fn repair(dir: &Path, console: &mut Console) -> Result<()> {
@@ -215,16 +219,17 @@ fn begin_entry<P: Platform>(id: &str, plan: &Path, platform: &P) -> Entry {
     }
 }
 
+fn operation_entry(operation: OperationName, requests: &[RequestName], goal: Option<Through>) -> Entry {
+    Entry::Operation { operation, requests: requests.to_vec(), goal, command: command_line(), user: user() }
+}
+
 fn begin(
     session: &mut Session,
     operation: OperationName,
     requests: &[RequestName],
     goal: Option<Through>,
 ) -> Result<()> {
-    session.record(
-        &Entry::Operation { operation, requests: requests.to_vec(), goal, command: command_line(), user: user() },
-        Durability::Durable,
-    )
+    session.record(&operation_entry(operation, requests, goal), Durability::Durable)
 }
 
 /// `duet readiness PLAN`: a readiness check in Idle, kept in `readiness/` (the last one).
@@ -245,9 +250,10 @@ async fn readiness<P: Platform>(
         let _ = std::fs::remove_dir_all(&old);
     }
     let id = format!("readiness-{}", session::new_id());
-    let mut s = Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform))?;
+    let operation = operation_entry(OperationName::Readiness, &requests, None);
+    let mut s =
+        Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
-    begin(&mut s, OperationName::Readiness, &requests, None)?;
     run_requests(ctx, platform, &mut s, &requests, console).await
 }
 
@@ -267,17 +273,12 @@ async fn start<P: Platform>(
     let compiled = compilation.compiled.as_ref().expect("checked");
     let id = session::new_id();
     let dir = ctx.state.session();
-    let mut s = Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform))?;
+    let operation = operation_entry(OperationName::Split, &requests, goal);
+    let mut s =
+        Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
     console.say(&format!("session {id}: {} on {} ({})", plan.display(), platform.name(), platform.inventory().model));
-    begin(&mut s, OperationName::Split, &requests, goal)?;
-    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
-    if outcome == Outcome::Failure && !s.progress.finished_ok(RequestName::CheckReadiness) {
-        drop(s);
-        session::replace_dir(&ctx.state, &dir, &ctx.state.readiness())?;
-        console.say("the readiness check failed, so nothing was split; the state stays Idle");
-    }
-    Ok(outcome)
+    run_requests(ctx, platform, &mut s, &requests, console).await
 }
 
 async fn run_requests<P: Platform>(
@@ -288,9 +289,24 @@ async fn run_requests<P: Platform>(
     console: &mut Console,
 ) -> Result<Outcome> {
     for &request in requests {
-        if let RequestOutcome::Broken(_) =
+        if let RequestOutcome::Broken(broken) =
             executor::run_request(platform, session, request, &ctx.options, console).await?
         {
+            let help = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
+                Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
+                _ => "correct the problem (`duet log`), then `duet retry`".to_owned(),
+            };
+            eprintln!(
+                "{}",
+                Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message)).help(help)
+            );
+            // A session's readiness check failed: nothing was split. The attempt is kept as the
+            // last readiness check, and the state stays Idle.
+            if request == RequestName::CheckReadiness && session.dir == ctx.state.session() {
+                session::replace_dir(&ctx.state, &session.dir, &ctx.state.readiness())?;
+                session.dir = ctx.state.readiness();
+                console.say("the readiness check failed, so nothing was split; the state stays Idle");
+            }
             return Ok(Outcome::Failure);
         }
     }

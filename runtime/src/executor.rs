@@ -114,6 +114,53 @@ enum Sched {
     Failed,
 }
 
+/// Which steps may start: each waits for its dependencies in this request (an `after` naming
+/// no step here is met) and becomes ready when the last one completes; ready steps start in the
+/// DAG's order. Linear in the steps and their dependencies.
+struct Schedule {
+    state: Vec<Sched>,
+    dependents: Vec<Vec<usize>>,
+    waiting: Vec<usize>,
+    ready: BTreeSet<usize>,
+}
+
+impl Schedule {
+    fn new(steps: &[Step], state: Vec<Sched>) -> Self {
+        let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
+        let mut waiting: Vec<usize> = vec![0; steps.len()];
+        for (i, step) in steps.iter().enumerate() {
+            for j in step.after.iter().filter_map(|d| index.get(d.as_str()).copied()) {
+                dependents[j].push(i);
+                if state[j] != Sched::Done {
+                    waiting[i] += 1;
+                }
+            }
+        }
+        let ready = (0..steps.len()).filter(|&i| state[i] == Sched::Pending && waiting[i] == 0).collect();
+        Self { state, dependents, waiting, ready }
+    }
+
+    /// The next step to start (marked running).
+    fn next(&mut self) -> Option<usize> {
+        let i = self.ready.pop_first()?;
+        self.state[i] = Sched::Running;
+        Some(i)
+    }
+
+    fn finished(&mut self, i: usize, ok: bool) {
+        self.state[i] = if ok { Sched::Done } else { Sched::Failed };
+        if ok {
+            for &k in &self.dependents[i] {
+                self.waiting[k] -= 1;
+                if self.waiting[k] == 0 && self.state[k] == Sched::Pending {
+                    self.ready.insert(k);
+                }
+            }
+        }
+    }
+}
+
 /// What a step needs, shared by all running steps (the loop keeps the session to itself).
 struct Ctx<'a, P> {
     platform: &'a P,
@@ -160,22 +207,7 @@ pub(crate) async fn run_request<P: Platform>(
         }
     }
 
-    // Each step waits for its dependencies in this request (an `after` naming no step here is
-    // met); a step becomes ready when the last one completes, and ready steps start in the
-    // DAG's order.
-    let index: HashMap<&str, usize> = steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); steps.len()];
-    let mut waiting: Vec<usize> = vec![0; steps.len()];
-    for (i, step) in steps.iter().enumerate() {
-        for j in step.after.iter().filter_map(|d| index.get(d.as_str()).copied()) {
-            dependents[j].push(i);
-            if sched[j] != Sched::Done {
-                waiting[i] += 1;
-            }
-        }
-    }
-    let mut ready: BTreeSet<usize> =
-        (0..steps.len()).filter(|&i| sched[i] == Sched::Pending && waiting[i] == 0).collect();
+    let mut schedule = Schedule::new(&steps, sched);
     let actions: HashMap<&str, &Action> = plan.actions.iter().map(|a| (a.id.as_str(), a)).collect();
     let saved = session.progress.saved.clone();
     let dir = session.dir.clone();
@@ -196,14 +228,13 @@ pub(crate) async fn run_request<P: Platform>(
     let mut failed: Option<usize> = None;
     loop {
         if failed.is_none() {
-            while let Some(i) = ready.pop_first() {
+            while let Some(i) = schedule.next() {
                 let step = &steps[i];
                 let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
                 let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
                 let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
                 session.record(&Entry::StepStarted { request, step: step.id.clone(), attempt }, durability)?;
                 console.step_started(step, attempt);
-                sched[i] = Sched::Running;
                 running.push(Box::pin(run_step(&ctx, i, step, attempt)));
             }
         }
@@ -231,15 +262,7 @@ pub(crate) async fn run_request<P: Platform>(
                     },
                     Durability::Durable,
                 )?;
-                sched[done.index] = if ok { Sched::Done } else { Sched::Failed };
-                if ok {
-                    for &k in &dependents[done.index] {
-                        waiting[k] -= 1;
-                        if waiting[k] == 0 && sched[k] == Sched::Pending {
-                            ready.insert(k);
-                        }
-                    }
-                }
+                schedule.finished(done.index, ok);
                 if !ok && failed.is_none() {
                     failed = Some(done.index);
                 }

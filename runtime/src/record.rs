@@ -34,6 +34,7 @@ impl OperationName {
 }
 
 /// How far `duet run` should drive the session; `resume` carries on to it.
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Through {
@@ -41,6 +42,17 @@ pub(crate) enum Through {
     Merge,
     Commit,
     Finish,
+}
+
+impl Through {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Finish => "finish",
+        }
+    }
 }
 
 /// How a step attempt ended.

@@ -112,13 +112,15 @@ pub(crate) fn new_id() -> String {
 
 impl Session {
     /// Builds a session directory at `dest` (which must not exist): the snapshot, then a
-    /// journal starting with `begin`. Built aside and renamed into place.
+    /// journal starting with `begin` and the `operation` that starts it. Built aside and
+    /// renamed into place, so a session always says what it was started to do.
     pub(crate) fn create(
         state: &StateDir,
         dest: &Path,
         compilation: &Compilation,
         compiled: &CompiledPlan,
         begin: &Entry,
+        operation: &Entry,
     ) -> Result<Self> {
         let tmp = state.root.join(format!(".new-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
@@ -149,6 +151,8 @@ impl Session {
         write_json("compiled.json", compiled)?;
         let mut journal = Journal::create(&tmp.join("journal"))?;
         journal.append(begin, Durability::Durable)?;
+        crash_point(1);
+        journal.append(operation, Durability::Durable)?;
         if dest.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::new(format!("{} already exists", dest.display()))
@@ -156,7 +160,9 @@ impl Session {
         }
         fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
         drop(journal);
-        Self::open(dest)
+        let session = Self::open(dest)?;
+        crash_point(2);
+        Ok(session)
     }
 
     /// Opens a session for appending: replays its journal, refusing any damage.

@@ -170,12 +170,34 @@ impl Progress {
 
     /// The operational state (guide table 4-5). An unfinished request is Busy: either a duet
     /// process is driving it, or one died and `duet resume` continues it.
+    ///
+    /// An operation whose requests have not all run is Busy too: the process died between two
+    /// of them (or right after recording the operation), and `duet resume` runs the rest.
     pub(crate) fn operational(&self) -> Operational {
-        match self.current().map(|(_, p)| &p.ended) {
-            None | Some(Ended::Ready) => Operational::Ready,
-            Some(Ended::Broken(_)) => Operational::Broken,
-            Some(Ended::No) => Operational::Busy,
+        let pending = !self.remaining().is_empty();
+        let in_operation = |r: RequestName| self.operation.as_ref().is_some_and(|o| o.requests.contains(&r));
+        match self.current() {
+            Some((_, RequestProgress { ended: Ended::No, .. })) => Operational::Busy,
+            Some((r, RequestProgress { ended: Ended::Broken(_), .. })) if pending && !in_operation(r) => {
+                Operational::Busy
+            }
+            Some((_, RequestProgress { ended: Ended::Broken(_), .. })) => Operational::Broken,
+            Some(_) | None if pending => Operational::Busy,
+            Some(_) | None => Operational::Ready,
         }
+    }
+
+    /// Where a `duet run` was headed when it stopped between two operations (Ready, not there
+    /// yet): `duet resume` carries on to it.
+    pub(crate) fn goal_ahead(&self) -> Option<Through> {
+        let goal = self.operation.as_ref()?.goal?;
+        let ahead = match self.upgrade_state() {
+            State::Split => goal > Through::Split,
+            State::Merge => goal > Through::Merge,
+            State::Commit | State::Abort => goal == Through::Finish,
+            _ => false,
+        };
+        (ahead && self.operational() == Operational::Ready).then_some(goal)
     }
 
     /// Why the current request is Broken.
@@ -278,6 +300,7 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
                     "correct the problem, then `duet retry`; or `duet abort`",
                 ))
             }
+            Operational::Ready if p.goal_ahead().is_some() => Ok(Vec::new()),
             Operational::Ready => Err(refuse(format!("nothing to resume: {here}"), next_hint(state))),
         },
         Command::Retry => match operational {

@@ -64,7 +64,9 @@ struct SideService {
 
 async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
-    let session = View::read(&ctx.state.session(), holder.is_some())?;
+    // A session whose Finish completed is over, even before the next command archives it.
+    let session = View::read(&ctx.state.session(), holder.is_some())?
+        .filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
     let in_session = session.is_some();
     let view = match session {
         Some(v) => Some(v),
@@ -115,6 +117,11 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
             "correct the problem (`duet log`), then `duet retry`".to_owned()
         }
         (Operational::Broken, ..) => "correct the problem (`duet log`), then `duet retry`; or `duet abort`".to_owned(),
+        (Operational::Ready, _, Some(v)) if in_session && v.progress.goal_ahead().is_some() => format!(
+            "`duet run` stopped on its way to {}: `duet resume` carries on; or {}",
+            v.progress.goal_ahead().map_or("", |g| g.as_str()),
+            state::next_hint(upgrade)
+        ),
         (Operational::Ready, ..) => state::next_hint(upgrade),
     };
     Ok(Status {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod compile;
+mod crash;
 mod hostile;
 mod machine;
 mod run;

@@ -30,16 +30,6 @@ impl Duet {
         self.command.spawn().expect("duet starts")
     }
 
-    /// Runs duet, which may be killed by a signal (the crash tests): the exit code or `None`.
-    pub(crate) fn run_maybe_killed(mut self) -> (Option<i32>, String, String) {
-        let out = self.command.output().expect("duet runs");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
     pub(crate) fn in_dir(mut self, dir: &Path) -> Self {
         self.command.current_dir(dir);
         self

@@ -1,0 +1,870 @@
+//! duet killed anywhere, as a user would meet it: at every journal record of a full cycle,
+//! inside a running action (a `rerun: safe` and a `rerun: unsafe` one), while another process
+//! drives the state directory, with a torn or a corrupt journal, and while a session is being
+//! created. Everything goes through the real binary and the rig of `machine.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::machine::Machine;
+
+/// The bound of every wait: far beyond what any of them takes, so only a hang reaches it.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Commands a kill point may need to reach the end of the cycle before it counts as stuck.
+const MAX_COMMANDS: usize = 10;
+
+/// How a duet process ended, and what it printed.
+struct Exit {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Exit {
+    fn new(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Self {
+        Self {
+            code: status.code(),
+            signal: status.signal(),
+            stdout: String::from_utf8_lossy(stdout).into_owned(),
+            stderr: String::from_utf8_lossy(stderr).into_owned(),
+        }
+    }
+
+    fn killed(&self) -> bool {
+        self.signal == Some(nix::sys::signal::Signal::SIGKILL as i32)
+    }
+
+    /// In either stream: what the user sees on the terminal.
+    fn says(&self, fragment: &str) -> bool {
+        self.stdout.contains(fragment) || self.stderr.contains(fragment)
+    }
+
+    fn show(&self) -> String {
+        let cut = |s: &str| {
+            let s = s.trim_end();
+            let mut from = s.len().saturating_sub(1500);
+            while !s.is_char_boundary(from) {
+                from += 1;
+            }
+            if from > 0 { format!("...{}", &s[from..]) } else { s.to_owned() }
+        };
+        let how = match (self.code, self.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "no exit status".to_owned(),
+        };
+        format!("{how}\n  stdout: {}\n  stderr: {}", cut(&self.stdout), cut(&self.stderr))
+    }
+}
+
+/// `duet ARGS` on the rig, with extra environment; never panics on the outcome.
+fn exec(m: &Machine, args: &[&str], env: &[(&str, &str)]) -> Exit {
+    let mut duet = m.duet(args);
+    for (name, value) in env {
+        duet = duet.env(name, value);
+    }
+    let out = duet.spawn().wait_with_output().expect("wait for duet");
+    Exit::new(out.status, &out.stdout, &out.stderr)
+}
+
+/// `duet status --json`, or why it could not be had.
+fn status_of(m: &Machine) -> Result<Value, String> {
+    let out = exec(m, &["status", "--json"], &[]);
+    if out.code != Some(0) {
+        return Err(format!("`duet status --json`: {}", out.show()));
+    }
+    serde_json::from_str(&out.stdout).map_err(|e| format!("`duet status --json` is not JSON ({e}): {}", out.stdout))
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The journal, read the way duet's reader does.
+
+/// The records of a journal (`{"seq", "t", "e"}`), every line checked: the header, a complete
+/// last line, each CRC-32 and the sequence.
+fn read_journal(path: &Path) -> Result<Vec<Value>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
+    let body = text.strip_prefix("duet-journal 1\n").ok_or_else(|| format!("{} has no header", path.display()))?;
+    if !body.is_empty() && !body.ends_with('\n') {
+        return Err(format!("{}: the last record is incomplete", path.display()));
+    }
+    let mut records = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        let at = || format!("{} line {}", path.display(), i + 2);
+        let (crc, json) = line.split_once(' ').ok_or_else(|| format!("{}: no checksum", at()))?;
+        let crc = u32::from_str_radix(crc, 16).ok().filter(|_| crc.len() == 8);
+        if crc != Some(crc32fast::hash(json.as_bytes())) {
+            return Err(format!("{}: the checksum does not match", at()));
+        }
+        let record: Value = serde_json::from_str(json).map_err(|e| format!("{}: {e}", at()))?;
+        if record["seq"].as_u64() != Some(i as u64 + 1) {
+            return Err(format!("{}: seq {} where {} was expected", at(), record["seq"], i + 1));
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// The one finished session under `history/`.
+fn history_session(m: &Machine) -> Result<PathBuf, String> {
+    let dir = m.state().join("history");
+    let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .map(|e| e.expect("entry").path())
+        .collect();
+    match entries.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(format!("{} holds {entries:?}, not one finished session", dir.display())),
+    }
+}
+
+/// The upgrade state a request runs in, as the actions see it (`ACTIVE_UPGRADE_STATE`).
+fn state_of(request: &str) -> &'static str {
+    match request {
+        "CheckReadiness" | "Finish" => "Idle",
+        "PrepareSplit" => "PrepareSplit",
+        "ExecuteSplit" => "Split",
+        "PrepareMerge" => "PrepareMerge",
+        "ExecuteMerge" => "Merge",
+        "Commit" => "Commit",
+        _ => "Abort",
+    }
+}
+
+/// Steps started and not finished in `records`: `(request, step)` -> index of the start.
+fn in_flight(records: &[Value]) -> BTreeMap<(String, String), usize> {
+    let mut running = BTreeMap::new();
+    for (i, record) in records.iter().enumerate() {
+        let e = &record["e"];
+        let key = (text(&e["request"]).to_owned(), text(&e["step"]).to_owned());
+        match text(&e["type"]) {
+            "step-started" => {
+                running.insert(key, i);
+            }
+            "step-finished" => {
+                running.remove(&key);
+            }
+            _ => {}
+        }
+    }
+    running
+}
+
+/// Actions (as `step|state`) that the first `n` records show running and already launched
+/// when duet died: a record other than a step start follows their start, so duet's loop had
+/// polled them. Steps on the two sides run concurrently, so a kill at one side's record
+/// boundary can fall inside the other side's action: that one may run again (at-least-once).
+/// An action whose start is among the last records, with only step starts after it, was never
+/// launched and must not run twice.
+fn launched_at_the_kill(records: &[Value], n: usize) -> BTreeSet<String> {
+    let prefix = &records[..n.min(records.len())];
+    in_flight(prefix)
+        .into_iter()
+        .filter(|((_, step), i)| {
+            step.starts_with("action:") && prefix[i + 1..].iter().any(|r| r["e"]["type"] != "step-started")
+        })
+        .map(|((request, step), _)| format!("{step}|{}", state_of(&request)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state a finished cycle leaves.
+
+/// What a user can observe once a cycle is over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Final {
+    /// `duet status --json`, the session id, the driver and the temporary path made stable.
+    status: Value,
+    /// The simulated machine (`sim/state.json`): phase and both sides' services.
+    sim: Value,
+    /// The state directory's entries, `history` as how many sessions it holds.
+    entries: Vec<String>,
+    /// Every action run the recorder saw, `step|state|request` -> how many times.
+    runs: BTreeMap<String, usize>,
+    /// Steps the finished session's journal records as completed (done, or found done when
+    /// reconciling), `REQUEST step` -> how many times: each once, whatever the kills.
+    completed: BTreeMap<String, usize>,
+}
+
+fn stable(value: &Value, root: &str) -> Value {
+    match value {
+        Value::String(s) => Value::String(s.replace(root, "<tmp>")),
+        Value::Array(items) => Value::Array(items.iter().map(|v| stable(v, root)).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), stable(v, root))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn runs(m: &Machine) -> BTreeMap<String, usize> {
+    let mut runs = BTreeMap::new();
+    for side in ["Production", "Upgrade"] {
+        for line in m.recorded(side) {
+            let f: Vec<&str> = line.split('|').collect();
+            *runs.entry(format!("{}|{}|{}", f[0], f[2], f[3])).or_default() += 1;
+        }
+    }
+    runs
+}
+
+/// The attempts (`DUET_ATTEMPT`) the recorder saw for one step in one state, in order.
+fn attempts(m: &Machine, step: &str, state: &str) -> Vec<String> {
+    let side = if step.ends_with("@upgrade") { "Upgrade" } else { "Production" };
+    m.recorded(side)
+        .iter()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .filter(|f| f[0] == step && f[2] == state)
+        .map(|f| f[5].to_owned())
+        .collect()
+}
+
+fn entries(m: &Machine) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(m.state())
+        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    for name in &mut names {
+        if name == "history" {
+            let n = std::fs::read_dir(m.state().join("history")).map(Iterator::count).unwrap_or_default();
+            *name = format!("history ({n} sessions)");
+        }
+    }
+    names.sort();
+    names
+}
+
+fn final_state(m: &Machine) -> Result<Final, String> {
+    let root = m.dir.path().display().to_string();
+    let mut status = stable(&status_of(m)?, &root);
+    if status["session"].is_string() {
+        status["session"] = "<session id>".into();
+    }
+    if status["driver"].is_object() {
+        status["driver"]["pid"] = "<pid>".into();
+        status["driver"]["since"] = "<time>".into();
+    }
+    let mut sim: Value =
+        serde_json::from_str(&m.sim_state()).map_err(|e| format!("sim/state.json is not JSON: {e}"))?;
+    // When the disks finish resynchronising: a time.
+    sim.as_object_mut().ok_or("sim/state.json is not an object")?.remove("resync_until_ms");
+    let completed = history_session(m)
+        .and_then(|session| read_journal(&session.join("journal")))
+        .map(|records| completions(&records))
+        .unwrap_or_default();
+    Ok(Final { status, sim: stable(&sim, &root), entries: entries(m), runs: runs(m), completed })
+}
+
+fn completions(records: &[Value]) -> BTreeMap<String, usize> {
+    let mut done = BTreeMap::new();
+    for e in records.iter().map(|r| &r["e"]) {
+        if e["type"] == "step-finished" && e["result"] != "failed" {
+            *done.entry(format!("{} {}", text(&e["request"]), text(&e["step"]))).or_default() += 1;
+        }
+    }
+    done
+}
+
+/// How `got` differs from `want`. An action run in `may_repeat` (`step|state`) may have run once
+/// more than in `want`.
+fn differences(want: &Final, got: &Final, may_repeat: &BTreeSet<String>) -> Vec<String> {
+    let mut out = Vec::new();
+    if want.status != got.status {
+        out.push(format!("status --json differs:\n  want {}\n  got  {}", want.status, got.status));
+    }
+    if want.sim != got.sim {
+        out.push(format!("the simulated machine differs:\n  want {}\n  got  {}", want.sim, got.sim));
+    }
+    if want.entries != got.entries {
+        out.push(format!("the state directory differs: want {:?}, got {:?}", want.entries, got.entries));
+    }
+    if want.completed != got.completed {
+        let keys: BTreeSet<&String> = want.completed.keys().chain(got.completed.keys()).collect();
+        for key in keys {
+            let (w, g) = (want.completed.get(key).unwrap_or(&0), got.completed.get(key).unwrap_or(&0));
+            if w != g {
+                out.push(format!("the journal records {key} completed {g} times, the uninterrupted run {w}"));
+            }
+        }
+    }
+    let keys: BTreeSet<&String> = want.runs.keys().chain(got.runs.keys()).collect();
+    for key in keys {
+        let (w, g) = (want.runs.get(key).copied().unwrap_or(0), got.runs.get(key).copied().unwrap_or(0));
+        let step_state = key.rsplit_once('|').map_or(key.as_str(), |(s, _)| s);
+        let slack = usize::from(may_repeat.contains(step_state));
+        if g < w || g > w + slack {
+            let allowed = if slack > 0 { format!(" (or {})", w + 1) } else { String::new() };
+            out.push(format!("{key} ran {g} times, the uninterrupted run {w}{allowed}"));
+        }
+    }
+    out
+}
+
+/// An uninterrupted `duet run` of the rig's plan: how many records its journal holds, and the
+/// state it leaves. Computed once for all the tests of this file.
+struct Reference {
+    records: usize,
+    state: Final,
+}
+
+fn reference() -> &'static Reference {
+    static REFERENCE: OnceLock<Reference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let m = Machine::new();
+        let run = exec(&m, &["run", &m.plan(), "-q"], &[]);
+        assert_eq!(run.code, Some(0), "the uninterrupted run: {}", run.show());
+        let session = history_session(&m).unwrap_or_else(|e| panic!("{e}"));
+        let records = read_journal(&session.join("journal")).unwrap_or_else(|e| panic!("{e}")).len();
+        let state = final_state(&m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&state.status["upgrade"]), "Idle", "{:#}", state.status);
+        assert_eq!(text(&state.status["operational"]), "Ready", "{:#}", state.status);
+        assert!(state.status["session"].is_null(), "{:#}", state.status);
+        assert!(state.runs.contains_key("action:save@production|Merge|Backup"), "{:?}", state.runs);
+        assert_eq!(state.completed.get("Finish platform:finish"), Some(&1), "{:?}", state.completed);
+        assert!(state.completed.values().all(|&n| n == 1), "{:?}", state.completed);
+        Reference { records, state }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A kill at every record boundary of a full cycle.
+
+/// After `duet run` died, what a user does until the cycle is over: `duet resume` while a
+/// request is interrupted; `duet retry` once the operator has checked an action marked
+/// `rerun: unsafe`; when nothing is interrupted but the run had not reached its goal (`resume`
+/// then says there is nothing to resume), `duet run PLAN` again. Returns the problems.
+fn drive_to_the_end(m: &Machine) -> Vec<String> {
+    let plan = m.plan();
+    let mut problems = Vec::new();
+    let mut nothing_to_resume: Option<Value> = None;
+    for _ in 0..MAX_COMMANDS {
+        let status = match status_of(m) {
+            Ok(s) => s,
+            Err(e) => return vec![e],
+        };
+        let (upgrade, operational) = (text(&status["upgrade"]), text(&status["operational"]));
+        let at = format!("in {upgrade} ({operational}{})", if status["session"].is_null() { "" } else { ", session" });
+        if upgrade == "Idle" && operational == "Ready" && status["session"].is_null() {
+            let finished = std::fs::read_dir(m.state().join("history")).map_or(0, Iterator::count);
+            if finished > 0 {
+                return problems;
+            }
+            // A finished session not yet moved to history/ (killed right after Finish): resume
+            // archives it. No session at all: killed before it existed, nothing was split, and
+            // the operator starts again.
+            let finished_here = m.state().join("session/journal").exists();
+            let out = if finished_here { exec(m, &["resume", "-q"], &[]) } else { exec(m, &["run", &plan, "-q"], &[]) };
+            if out.code != Some(0) {
+                problems.push(format!("{at}, no session yet: `duet run PLAN`: {}", out.show()));
+                return problems;
+            }
+            continue;
+        }
+        let (args, out): (&[&str], Exit) = match operational {
+            "Broken" if text(&status["broken"]["message"]).contains("rerun: unsafe") => {
+                (&["retry"], exec(m, &["retry", "-q"], &[]))
+            }
+            "Broken" => {
+                problems.push(format!("{at}: Broken: {}", status["broken"]));
+                return problems;
+            }
+            "Busy" if status["interrupted"] != true => {
+                problems.push(format!("{at}: Busy but not interrupted, with nobody driving: {status}"));
+                return problems;
+            }
+            "Busy" => (&["resume"], exec(m, &["resume", "-q"], &[])),
+            _ if nothing_to_resume.as_ref() == Some(&status) => {
+                let out = exec(m, &["run", &plan, "-q"], &[]);
+                if out.code == Some(0) && status_of(m).as_ref() == Ok(&status) {
+                    problems.push(format!(
+                        "{at}: stuck: `duet resume` says there is nothing to resume, and `duet run PLAN` exits 0 \
+                         without changing anything:\n  {}\n  status: {status}",
+                        out.show()
+                    ));
+                    return problems;
+                }
+                (&["run", "PLAN"], out)
+            }
+            _ => {
+                let out = exec(m, &["resume", "-q"], &[]);
+                let refused = out.code == Some(1)
+                    && (out.stderr.contains("nothing to resume") || out.stderr.contains("no upgrade session"));
+                if refused {
+                    nothing_to_resume = Some(status);
+                    continue;
+                }
+                (&["resume"], out)
+            }
+        };
+        let unsafe_refusal = args == ["resume"] && out.code == Some(1) && out.says("rerun: unsafe");
+        if (out.code != Some(0) && !unsafe_refusal) || out.says("panicked") {
+            problems.push(format!("{at}: `duet {}`: {}", args.join(" "), out.show()));
+            return problems;
+        }
+    }
+    problems.push(format!("the cycle did not end within {MAX_COMMANDS} commands: {:?}", status_of(m)));
+    problems
+}
+
+/// Kills `duet run` right after its journal holds `n` records, finishes the cycle as a user
+/// would, and checks it ends as the uninterrupted run did. Returns the problems, and the
+/// actions the kill fell inside of that did run again.
+fn kill_point(n: usize, reference: &Reference) -> (Vec<String>, Vec<String>) {
+    let m = Machine::new();
+    let count = n.to_string();
+    let first = exec(&m, &["run", &m.plan(), "-q"], &[("DUET_KILL_AFTER_RECORDS", &count)]);
+    let mut problems = Vec::new();
+    let as_expected = match n.cmp(&reference.records) {
+        std::cmp::Ordering::Less => first.killed(),
+        std::cmp::Ordering::Equal => first.killed() || first.code == Some(0),
+        std::cmp::Ordering::Greater => first.code == Some(0),
+    };
+    if !as_expected {
+        let want = if n < reference.records { "killed by SIGKILL" } else { "exit 0" };
+        problems.push(format!("`DUET_KILL_AFTER_RECORDS={n} duet run PLAN`: want {want}, got {}", first.show()));
+    }
+    let stuck = drive_to_the_end(&m);
+    if !stuck.is_empty() {
+        problems.extend(stuck);
+        return (problems, Vec::new());
+    }
+    let journal = match history_session(&m).and_then(|s| read_journal(&s.join("journal")).map(|r| (s, r))) {
+        Ok((session, records)) => {
+            let id = session.file_name().expect("id").to_string_lossy().into_owned();
+            let log = exec(&m, &["log", "--session", &id, "--format", "json"], &[]);
+            if log.code != Some(0) || !log.stderr.is_empty() {
+                problems.push(format!("`duet log --session {id} --format json`: {}", log.show()));
+            }
+            records
+        }
+        Err(e) => {
+            problems.push(e);
+            Vec::new()
+        }
+    };
+    let may_repeat = launched_at_the_kill(&journal, n);
+    match final_state(&m) {
+        Ok(got) => problems.extend(differences(&reference.state, &got, &may_repeat)),
+        Err(e) => problems.push(e),
+    }
+    let got = runs(&m);
+    let repeated = may_repeat
+        .into_iter()
+        .filter(|s| {
+            let prefix = format!("{s}|");
+            let count = |r: &BTreeMap<String, usize>| -> usize {
+                r.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, c)| c).sum()
+            };
+            count(&got) > count(&reference.state.runs)
+        })
+        .collect();
+    (problems, repeated)
+}
+
+/// For every N from 1 to one past the records of a full cycle: `duet run` killed right after
+/// its journal holds N records, then driven to the end as a user would. It must end as the
+/// uninterrupted run did: the same status, machine and state directory, every step completed
+/// once in the journal, every action run as often (an action of the other side that the kill
+/// fell inside of may run once more: at-least-once), and a journal that reads back whole.
+/// Each kill point has its own rig; two run at a time.
+#[test]
+fn a_kill_at_every_record_boundary_of_a_full_cycle_ends_as_the_uninterrupted_run() {
+    let reference = reference();
+    let started = Instant::now();
+    let last = reference.records + 1;
+    let next = AtomicUsize::new(1);
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n > last {
+                        break;
+                    }
+                    let result = kill_point(n, reference);
+                    results.lock().expect("results").push((n, result));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("results");
+    results.sort_by_key(|(n, _)| *n);
+    let repeated: Vec<String> = results
+        .iter()
+        .filter(|(_, (_, r))| !r.is_empty())
+        .map(|(n, (_, r))| format!("{n}: {}", r.join(", ")))
+        .collect();
+    eprintln!(
+        "{} kill points (the journal of a full cycle holds {} records) in {:.1?}; a concurrent action the \
+         kill fell inside of ran again at: {repeated:?}",
+        results.len(),
+        reference.records,
+        started.elapsed()
+    );
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|(_, (p, _))| !p.is_empty())
+        .map(|(n, (p, _))| format!("kill after record {n}:\n  {}", p.join("\n  ")))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} kill points went wrong:\n\n{}",
+        failed.len(),
+        results.len(),
+        failed.join("\n\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A kill inside a running action.
+
+/// Makes the recorder block in `step` (every request that runs it) until [`release`].
+fn block(m: &Machine, step: &str) {
+    std::fs::write(m.rec().join(format!("block-{step}")), "").expect("marker");
+}
+
+/// Polls `ready` until it holds, at most [`PATIENCE`].
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Starts `duet run PLAN` and waits until it is blocked in `step` (`request` in its journal)
+/// with nothing else running, so a kill now falls inside that one action and nowhere else.
+fn run_until_blocked(m: &Machine, request: &str, step: &str) -> Child {
+    block(m, step);
+    let mut child = m.duet(&["run", &m.plan()]).spawn();
+    let journal = m.state().join("session/journal");
+    wait_for(&format!("duet to block in {step}"), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            let read = |pipe: Option<&mut dyn std::io::Read>| {
+                let mut bytes = Vec::new();
+                pipe.map(|p| p.read_to_end(&mut bytes));
+                bytes
+            };
+            let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+            let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+            panic!("duet ended before blocking in {step}: {}", Exit::new(status, &stdout, &stderr).show());
+        }
+        let running = read_journal(&journal).map(|r| in_flight(&r).into_keys().collect::<Vec<_>>());
+        m.rec().join("blocked").exists() && running == Ok(vec![(request.to_owned(), step.to_owned())])
+    });
+    child
+}
+
+fn pid_of(child: &Child) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"))
+}
+
+/// SIGKILLs duet, as `kill -9` does.
+fn kill(mut child: Child) {
+    nix::sys::signal::kill(pid_of(&child), nix::sys::signal::Signal::SIGKILL).expect("kill duet");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(nix::sys::signal::Signal::SIGKILL as i32), "{status:?}");
+}
+
+/// Whether a process runs (a zombie waiting for its new parent to reap it does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// Lets the blocked recorder go, and stops it if it outlived duet.
+fn release(m: &Machine) {
+    std::fs::write(m.rec().join("go"), "").expect("go");
+    for marker in std::fs::read_dir(m.rec()).expect("rec").flatten() {
+        if marker.file_name().to_string_lossy().starts_with("block-") {
+            std::fs::remove_file(marker.path()).expect("unblock");
+        }
+    }
+    let pid: i32 = std::fs::read_to_string(m.rec().join("blocked")).expect("pid").trim().parse().expect("a pid");
+    let start = Instant::now();
+    while alive(pid) && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if alive(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    std::fs::remove_file(m.rec().join("blocked")).expect("blocked");
+}
+
+/// The reference, with `key` (`step|state|request`) run `extra` more times.
+fn reference_plus(key: &str, extra: usize) -> Final {
+    let mut want = reference().state.clone();
+    *want.runs.get_mut(key).unwrap_or_else(|| panic!("the uninterrupted run has no {key}")) += extra;
+    want
+}
+
+#[track_caller]
+fn assert_final(m: &Machine, want: &Final) {
+    let got = final_state(m).unwrap_or_else(|e| panic!("{e}"));
+    let diff = differences(want, &got, &BTreeSet::new());
+    assert!(diff.is_empty(), "the cycle did not end as the uninterrupted run:\n{}", diff.join("\n"));
+}
+
+#[test]
+fn a_kill_inside_a_safe_action_runs_it_again_as_attempt_2() {
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    kill(run_until_blocked(&m, "ExecuteSplit", step));
+    release(&m);
+    assert_eq!(attempts(&m, step, "Split"), ["1"]);
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Busy"), "{status:#}");
+    assert_eq!((&status["interrupted"], &status["driver"]), (&Value::Bool(true), &Value::Null), "{status:#}");
+
+    let resume = m.run(&["resume"]);
+    resume.code(0).stdout_has(&format!("{step} was interrupted at attempt 1; running it again"));
+    assert_eq!(attempts(&m, step, "Split"), ["1", "2"], "resume re-runs it with DUET_ATTEMPT=2");
+    // `duet resume` carried on to the goal of `duet run`: everything else ran exactly once.
+    assert_final(&m, &reference_plus(&format!("{step}|Split|ExecuteSplit"), 1));
+}
+
+#[test]
+fn a_kill_inside_an_unsafe_action_leaves_it_to_the_operator() {
+    let m = Machine::new();
+    let step = "action:save@production";
+    kill(run_until_blocked(&m, "ExecuteMerge", step));
+    release(&m);
+
+    let resume = exec(&m, &["resume"], &[]);
+    assert_eq!(resume.code, Some(1), "{}", resume.show());
+    for fragment in ["custom action `save` was running when duet stopped", "rerun: unsafe", "`duet retry`"] {
+        assert!(resume.says(fragment), "resume does not say {fragment:?}: {}", resume.show());
+    }
+    assert_eq!(attempts(&m, step, "Merge"), ["1"], "resume must not run an unsafe action again");
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Merge", "Broken"), "{status:#}");
+    assert_eq!(text(&status["broken"]["step"]), step, "{status:#}");
+    assert!(text(&status["broken"]["message"]).contains("rerun: unsafe"), "{status:#}");
+    // Broken is not interrupted: resume keeps refusing, and says what to do.
+    m.run(&["resume"]).code(1).stderr_has(&format!("Broken at step {step}")).stderr_has("duet retry");
+
+    // The operator checked: `duet retry` runs it again, finishes ExecuteMerge, and carries on to
+    // the goal of `duet run` (docs/runtime.md: retry and resume carry on to that goal).
+    m.run(&["retry"]).code(0).stdout_has("finished");
+    let saves: Vec<String> = m.runs().into_iter().filter(|r| r.starts_with(&format!("{step}|"))).collect();
+    assert_eq!(saves, [format!("{step}|Backup|1"), format!("{step}|Backup|2")], "killed at attempt 1, retried as 2");
+    m.run(&["resume"]).code(1).stderr_has("no upgrade session");
+    assert_final(&m, &reference_plus(&format!("{step}|Merge|Backup"), 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Two processes, one state directory.
+
+#[test]
+fn a_second_process_is_refused_while_one_drives_and_status_names_the_driver() {
+    let m = Machine::new();
+    let child = run_until_blocked(&m, "ExecuteSplit", "action:stop@upgrade");
+    let pid = child.id();
+    let (journal, sim) = (m.journal(), m.sim_state());
+    let lock = std::fs::read(m.state().join("lock")).expect("lock");
+    for args in [&["merge"][..], &["resume"], &["abort"], &["run", &m.plan()]] {
+        m.run(args)
+            .code(1)
+            .stderr_has(&format!("another duet process is driving {}: pid {pid} since", m.state().display()))
+            .stderr_has("duet run");
+    }
+    assert_eq!(m.journal(), journal, "a refused command wrote to the journal");
+    assert_eq!(m.sim_state(), sim, "a refused command changed the machine");
+    assert_eq!(std::fs::read(m.state().join("lock")).expect("lock"), lock, "a refused command rewrote the lock");
+
+    let status = m.status();
+    assert_eq!(status["driver"]["pid"], pid, "{status:#}");
+    assert!(text(&status["driver"]["command"]).contains(" run "), "{status:#}");
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Busy"), "{status:#}");
+    assert_eq!(status["interrupted"], false, "{status:#}");
+    m.run(&["status"]).code(0).stdout_has(&format!("Driven by: pid {pid} since"));
+    m.run(&["log"]).code(0).stdout_has("action:stop@upgrade started");
+
+    std::fs::write(m.rec().join("go"), "").expect("go");
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    let out = result.recv_timeout(PATIENCE).expect("duet finishes once released").expect("output");
+    let out = Exit::new(out.status, &out.stdout, &out.stderr);
+    assert_eq!(out.code, Some(0), "{}", out.show());
+    assert!(out.says("finished"), "{}", out.show());
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), &status["driver"]), ("Idle", &Value::Null), "{status:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4 and 5. A damaged journal.
+
+/// `duet split`: a session Ready in Split, its journal's bytes and records.
+fn split(m: &Machine) -> (Vec<u8>, Vec<Value>) {
+    m.run(&["split", &m.plan()]).code(0);
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+    (m.journal(), read_journal(&m.state().join("session/journal")).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn damaged_files(m: &Machine) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(m.state().join("session"))
+        .expect("session")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("journal.damaged"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every command that would write is refused with `says`, and nothing changes.
+#[track_caller]
+fn writers_refused(m: &Machine, commands: &[&[&str]], says: &[&str]) {
+    let (journal, sim, before) = (m.journal(), m.sim_state(), runs(m));
+    for args in commands {
+        let out = m.run(args);
+        out.code(1);
+        for fragment in says {
+            out.stderr_has(fragment);
+        }
+        assert_eq!(m.journal(), journal, "`duet {}` changed the journal", args.join(" "));
+        assert_eq!(m.sim_state(), sim, "`duet {}` changed the machine", args.join(" "));
+        assert_eq!(runs(m), before, "`duet {}` ran actions", args.join(" "));
+        assert_eq!(damaged_files(m), Vec::<String>::new(), "`duet {}` set bytes aside", args.join(" "));
+    }
+}
+
+#[test]
+fn a_torn_journal_tail_stops_writers_until_resume_repairs_it() {
+    let m = Machine::new();
+    let (whole, records) = split(&m);
+    let path = m.state().join("session/journal");
+    let torn = &whole[..whole.len() - 5];
+    std::fs::write(&path, torn).expect("tear the tail");
+    // The last record, now incomplete: its line and the byte where it starts.
+    let offset = torn.iter().rposition(|&b| b == b'\n').expect("a newline") + 1;
+    let line = records.len() + 1;
+    let damage = format!("{} has a torn or corrupt tail at line {line}, byte {offset}", path.display());
+    let plan = m.plan();
+    writers_refused(
+        &m,
+        &[&["merge"], &["abort"], &["resume"], &["run", &plan]],
+        &[&damage, "incomplete", "duet resume --repair-journal"],
+    );
+    assert_eq!(m.journal(), torn);
+
+    m.run(&["status"]).code(0).stdout_has(&format!("Journal: {damage}")).stdout_has("--repair-journal");
+    let status = m.status();
+    assert!(text(&status["journal_damage"]).contains(&damage), "{status:#}");
+    assert_eq!(text(&status["operational"]), "Broken", "{status:#}");
+    // `duet log` prints every intact record, and where the journal ends.
+    let log = m.run(&["log", "--format", "json"]);
+    log.code(0).stderr_has("the journal is damaged");
+    let seqs: Vec<u64> =
+        log.json().as_array().expect("entries").iter().map(|e| e["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..records.len() as u64).collect::<Vec<_>>());
+    m.run(&["log"]).code(0).stdout_has(&format!("error: {damage}"));
+
+    let before = runs(&m);
+    let aside = format!("journal.damaged-{offset}");
+    m.run(&["resume", "--repair-journal"])
+        .code(0)
+        .stdout_has(&format!("moved to {}", path.with_file_name(&aside).display()))
+        .stdout_has(&format!("the journal continues after record {}", records.len() - 1));
+    assert_eq!(damaged_files(&m), std::slice::from_ref(&aside));
+    assert_eq!(std::fs::read(m.state().join("session").join(&aside)).expect("aside"), &torn[offset..]);
+    // What resume did: the torn record was ExecuteSplit's end; every step of it had finished, so
+    // it ran nothing again and wrote that end once more. `duet split` has no goal beyond Split.
+    assert_eq!(runs(&m), before, "resume ran actions again");
+    let repaired = read_journal(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(repaired.len(), records.len());
+    assert_eq!(repaired[..records.len() - 1], records[..records.len() - 1]);
+    let end = &repaired[records.len() - 1]["e"];
+    assert_eq!((text(&end["type"]), text(&end["request"])), ("request-finished", "ExecuteSplit"), "{end}");
+    assert!(end.get("broken").is_none(), "{end}");
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+    assert!(status["journal_damage"].is_null(), "{status:#}");
+
+    m.run(&["merge"]).code(0);
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Merge", "Ready"), "{status:#}");
+}
+
+#[test]
+fn a_corrupt_record_followed_by_intact_ones_is_refused_even_by_repair() {
+    let m = Machine::new();
+    let (whole, records) = split(&m);
+    let path = m.state().join("session/journal");
+    // Flip one digit of the time of a record in the middle: still JSON, its checksum fails.
+    let line = records.len() / 2 + 1;
+    let start = whole.split_inclusive(|&b| b == b'\n').take(line - 1).map(<[u8]>::len).sum::<usize>();
+    let field = whole[start..].windows(4).position(|w| w == b"\"t\":").expect("a time") + start + 5;
+    let mut bytes = whole.clone();
+    bytes[field] ^= 0x01;
+    std::fs::write(&path, &bytes).expect("corrupt");
+    let damage = format!("{} is corrupt at line {line}, byte {start}: the record fails its checksum", path.display());
+    let plan = m.plan();
+    writers_refused(
+        &m,
+        &[&["merge"], &["abort"], &["resume"], &["resume", "--repair-journal"], &["run", &plan]],
+        &[&damage, "not a crash artefact"],
+    );
+    assert_eq!(m.journal(), bytes);
+    let status = m.status();
+    assert!(text(&status["journal_damage"]).contains(&damage), "{status:#}");
+    let log = m.run(&["log", "--format", "json"]);
+    log.code(0).stderr_has(&damage);
+    assert_eq!(log.json().as_array().expect("entries").len(), line - 2, "the intact records before the damage");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. The session directory exists whole or not at all.
+
+#[test]
+fn a_kill_after_the_first_record_leaves_no_session_or_a_whole_one() {
+    let m = Machine::new();
+    let out = exec(&m, &["split", &m.plan()], &[("DUET_KILL_AFTER_RECORDS", "1")]);
+    assert!(out.killed(), "`DUET_KILL_AFTER_RECORDS=1 duet split PLAN` was not killed: {}", out.show());
+    let session = m.state().join("session");
+    let next = if session.exists() {
+        for part in ["journal", "plan/compiled.json", "plan/sources.json"] {
+            assert!(session.join(part).is_file(), "a half-built session: no {part}");
+        }
+        let records = read_journal(&session.join("journal")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&records[0]["e"]["type"]), "begin");
+        m.run(&["resume"])
+    } else {
+        let status = m.status();
+        assert!(status["session"].is_null(), "{status:#}");
+        m.run(&["split", &m.plan()])
+    };
+    next.code(0);
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+    let left: Vec<String> =
+        entries(&m).into_iter().filter(|n| n.starts_with(".new-") || n.starts_with(".old-")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_half_built_session_directory_is_never_taken_for_a_session() {
+    let m = Machine::new();
+    m.run(&["status"]).code(0);
+    // What a process killed while building a session leaves: a journal, no plan snapshot.
+    let half = m.state().join(".new-4000000");
+    std::fs::create_dir_all(half.join("plan/sources")).expect("mkdir");
+    std::fs::write(half.join("journal"), "duet-journal 1\n").expect("journal");
+    let status = m.status();
+    assert!(status["session"].is_null() && text(&status["upgrade"]) == "Idle", "{status:#}");
+    m.run(&["split", &m.plan()]).code(0);
+    assert!(!half.exists(), "the next command must sweep {}", half.display());
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+}
