@@ -108,7 +108,10 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     if archived && matches!(request, Request::Resume { .. }) {
         return Ok(Outcome::Success);
     }
-    let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), session.is_none())?;
+    // Only a command that may start a session rebuilds the machine from a new inventory, and
+    // only with no session in progress: a refused command changes nothing.
+    let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
+    let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
     let outcome = match request {
         Request::Readiness { plan } => readiness(ctx, &platform, session.as_ref(), plan, console).await?,
         Request::Split { plan } => start(ctx, &platform, session.as_ref(), plan, None, console).await?,

@@ -162,10 +162,14 @@ impl Sim {
             }
             if !may_rebuild {
                 return Err(Error::new(format!(
-                    "the simulated machine in {} was built from another inventory, and a session is in progress on it",
-                    dir.display()
+                    "the simulated machine in {} was built from another inventory than {}",
+                    dir.display(),
+                    inventory.map_or_else(String::new, |p| p.display().to_string())
                 ))
-                .help("omit `--inventory` to go on with it, or finish (or abort) the session first"));
+                .help(
+                    "omit `--inventory` to use the machine as it is; it is rebuilt from a new inventory only by \
+                     `duet readiness` or `duet split` with no session in progress (finish or abort it first)",
+                ));
             }
         }
         // Build (or rebuild) the machine: validate the inventory first, so nothing is replaced
