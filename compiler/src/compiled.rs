@@ -312,11 +312,19 @@ impl Request {
 
 impl CompiledPlan {
     /// Reads a compiled plan, refusing a format version this build does not understand.
+    ///
+    /// The version is read first (a pass that skips everything else without building it), then
+    /// the plan straight into its types: going through a `serde_json::Value` cost 5x the time
+    /// and memory on a 10,000-action plan (docs/performance.md).
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
-        match value.get("format_version").and_then(serde_json::Value::as_u64) {
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: Option<u64>,
+        }
+        let header: Header = serde_json::from_str(text).map_err(|e| format!("not a compiled plan: {e}"))?;
+        match header.format_version {
             Some(v) if v == u64::from(FORMAT_VERSION) => {
-                serde_json::from_value(value).map_err(|e| format!("malformed compiled plan: {e}"))
+                serde_json::from_str(text).map_err(|e| format!("malformed compiled plan: {e}"))
             }
             Some(v) => Err(format!(
                 "compiled plan format version {v} is not supported; this duet reads version {FORMAT_VERSION}"

@@ -244,8 +244,8 @@ async fn readiness<P: Platform>(
     console: &mut Console,
 ) -> Result<Outcome> {
     let requests = admit(Command::Readiness, session.map(|s| &s.progress))?;
-    let compilation = compile_for(platform, plan)?;
-    let compiled = compilation.compiled.as_ref().expect("checked");
+    let mut compilation = compile_for(platform, plan)?;
+    let compiled = compilation.compiled.take().expect("checked");
     let dest = ctx.state.readiness();
     let old = ctx.state.root.join(format!(".old-{}", std::process::id()));
     if dest.exists() {
@@ -272,8 +272,8 @@ async fn start<P: Platform>(
     console: &mut Console,
 ) -> Result<Outcome> {
     let requests = admit(Command::Split, session.map(|s| &s.progress))?;
-    let compilation = compile_for(platform, plan)?;
-    let compiled = compilation.compiled.as_ref().expect("checked");
+    let mut compilation = compile_for(platform, plan)?;
+    let compiled = compilation.compiled.take().expect("checked");
     let id = session::new_id();
     let dir = ctx.state.session();
     let operation = operation_entry(OperationName::Split, &requests, goal);

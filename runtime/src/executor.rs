@@ -172,6 +172,8 @@ struct Ctx<'a, P> {
     saved: &'a IndexMap<String, Saved>,
     options: &'a Options,
     tx: mpsc::UnboundedSender<Message>,
+    /// This request's output directory exists (made by the first action that runs).
+    output_dir: std::cell::Cell<bool>,
 }
 
 pub(crate) async fn run_request<P: Platform>(
@@ -223,6 +225,7 @@ pub(crate) async fn run_request<P: Platform>(
         saved: &saved,
         options,
         tx,
+        output_dir: std::cell::Cell::new(false),
     };
     let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + '_>>> = FuturesUnordered::new();
     let mut failed: Option<usize> = None;
@@ -670,10 +673,11 @@ async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (St
         kill_grace: ctx.options.kill_grace,
         output_base: ctx.session_dir.join(&rel),
     };
-    if let Some(parent) = spec.output_base.parent() {
+    if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
             return (failed(format!("cannot create {}: {e}", parent.display()), None), None);
         }
+        ctx.output_dir.set(true);
     }
     let outcome = match ctx.platform.run(step.side, &spec).await {
         Ok(o) => o,

@@ -170,6 +170,12 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok((journal, replay.records))
     }
 
+    /// The journal's file was renamed (its directory moved into place): name the new path in
+    /// messages. The open file is the same.
+    pub(crate) fn moved_to(&mut self, path: PathBuf) {
+        self.path = path;
+    }
+
     /// Reads a journal without changing it: the intact records and any damage after them. A
     /// missing or unreadable file, or another format version, is an error.
     pub(crate) fn read(path: &Path) -> Result<Replay<T>, JournalError> {

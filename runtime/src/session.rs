@@ -98,7 +98,6 @@ pub(crate) struct View {
     pub(crate) records: Vec<Record<Entry>>,
     pub(crate) damage: Option<Damage>,
     pub(crate) progress: Progress,
-    pub(crate) compiled: Option<CompiledPlan>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -118,7 +117,7 @@ impl Session {
         state: &StateDir,
         dest: &Path,
         compilation: &Compilation,
-        compiled: &CompiledPlan,
+        compiled: CompiledPlan,
         begin: &Entry,
         operation: &Entry,
     ) -> Result<Self> {
@@ -148,7 +147,7 @@ impl Session {
             Ok(())
         };
         write_json("sources.json", &manifest)?;
-        write_json("compiled.json", compiled)?;
+        write_json("compiled.json", &compiled)?;
         let mut journal = Journal::create(&tmp.join("journal"))?;
         journal.append(begin, Durability::Durable)?;
         crash_point(1);
@@ -159,10 +158,12 @@ impl Session {
                 .help("another session was started meanwhile: run `duet status`"));
         }
         fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
-        drop(journal);
-        let session = Self::open(dest)?;
+        journal.moved_to(dest.join("journal"));
+        let mut progress = Progress::default();
+        progress.apply(begin);
+        progress.apply(operation);
         crash_point(2);
-        Ok(session)
+        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled) })
     }
 
     /// Opens a session for appending: replays its journal, refusing any damage.
@@ -200,8 +201,12 @@ impl View {
             replay.damage = None;
         }
         let progress = Progress::replay(&replay.records);
-        let compiled = read_compiled(dir).ok();
-        Ok(Some(Self { dir: dir.to_owned(), records: replay.records, damage: replay.damage, progress, compiled }))
+        Ok(Some(Self { dir: dir.to_owned(), records: replay.records, damage: replay.damage, progress }))
+    }
+
+    /// The compiled plan the session runs (read on demand: it is the largest file).
+    pub(crate) fn compiled(&self) -> Option<CompiledPlan> {
+        read_compiled(&self.dir).ok()
     }
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).

@@ -62,7 +62,9 @@ struct SideService {
     startup: Startup,
 }
 
-async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
+/// The status; `detail: false` leaves out what only `duet status` shows (the services, which
+/// need the compiled plan, and changed plan files), for the bar after a command.
+async fn gather<P: Platform>(ctx: &Context, platform: &P, detail: bool) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
     // A session whose Finish completed is over, even before the next command archives it.
     let session = View::read(&ctx.state.session(), holder.is_some())?
@@ -88,7 +90,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         message: b.message.clone(),
     });
     let mut services = Vec::new();
-    if let Some(plan) = view.as_ref().and_then(|v| v.compiled.as_ref()) {
+    if let Some(plan) = view.as_ref().filter(|_| detail).and_then(View::compiled) {
         for service in &plan.services {
             let side = |s: Side| async move {
                 platform
@@ -134,7 +136,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         driver: holder.map(|h| Driver { pid: h.pid, command: h.command, since: h.since }),
         interrupted,
         broken,
-        changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
+        changed_files: view.as_ref().filter(|_| in_session && detail).map(View::changed_sources).unwrap_or_default(),
         journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
         services,
         next,
@@ -161,7 +163,7 @@ fn bar(s: &Status) -> String {
 
 /// The status bar after a command.
 pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P) {
-    if let Ok(status) = gather(ctx, platform).await {
+    if let Ok(status) = gather(ctx, platform, false).await {
         println!("{}", bar(&status));
     }
 }
@@ -222,7 +224,7 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
         ctx.state.ensure()?;
         let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), false)?;
-        runtime.block_on(gather(ctx, &platform))
+        runtime.block_on(gather(ctx, &platform, true))
     })();
     match result {
         Ok(status) => {

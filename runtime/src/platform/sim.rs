@@ -95,6 +95,9 @@ pub(crate) struct Sim {
     inventory: Inventory,
     inventory_file: PathBuf,
     state: Mutex<SimState>,
+    /// Event-log files open for appending (one open per log, not per entry). Dropped whenever a
+    /// disk copy replaces the files.
+    logs: Mutex<BTreeMap<PathBuf, std::fs::File>>,
 }
 
 fn now_ms() -> u64 {
@@ -158,7 +161,7 @@ impl Sim {
                 let text = std::fs::read_to_string(&state_file).map_err(at("read", &state_file))?;
                 let state = parse_state(&state_file, &text)?;
                 let inventory = load_inventory(&inventory_file)?;
-                return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state) });
+                return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() });
             }
             if !may_rebuild {
                 return Err(Error::new(format!(
@@ -200,7 +203,7 @@ impl Sim {
             failures: BTreeMap::new(),
             resync_until_ms: 0,
         };
-        let sim = Self { dir, inventory, inventory_file, state: Mutex::new(state.clone()) };
+        let sim = Self { dir, inventory, inventory_file, state: Mutex::new(state.clone()), logs: Mutex::default() };
         for log in &sim.inventory.event_logs {
             let file = sim.log_file(Side::Production, log);
             let parent = file.parent().expect("a log file has a directory");
@@ -253,6 +256,7 @@ impl Sim {
     /// system disks. Idempotent; each file is replaced atomically.
     fn copy_logs(&self, from: Side, to: Side) -> PlatformResult<()> {
         let fail = |e: fsutil::FsError| PlatformError::new(format!("the simulated disk copy failed: {e}"));
+        self.logs.lock().expect("the log files lock is never poisoned").clear();
         for log in &self.inventory.event_logs {
             let (src, dest) = (self.log_file(from, log), self.log_file(to, log));
             let bytes = std::fs::read(&src).unwrap_or_default();
@@ -321,9 +325,19 @@ impl Sim {
         }
         let path = self.log_file(side, log.as_str());
         let line = entry_line(severity, "duet", message);
-        OpenOptions::new().create(true).append(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes())).map_err(
-            |e| PlatformError::new(format!("cannot write the {} event log {}: {e}", side_name(side), path.display())),
-        )
+        let mut logs = self.logs.lock().expect("the log files lock is never poisoned");
+        let written = match logs.entry(path.clone()) {
+            std::collections::btree_map::Entry::Occupied(mut file) => file.get_mut().write_all(line.as_bytes()),
+            std::collections::btree_map::Entry::Vacant(slot) => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|file| slot.insert(file).write_all(line.as_bytes())),
+        };
+        written.map_err(|e| {
+            logs.remove(&path);
+            PlatformError::new(format!("cannot write the {} event log {}: {e}", side_name(side), path.display()))
+        })
     }
 
     fn known(state: &SimState, side: Side, name: &str) -> PlatformResult<ServiceState> {
