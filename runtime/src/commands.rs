@@ -113,14 +113,23 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
     let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
     let outcome = match request {
-        Request::Readiness { plan } => readiness(ctx, &platform, session.as_ref(), plan, console).await?,
-        Request::Split { plan } => start(ctx, &platform, session.as_ref(), plan, None, console).await?,
+        Request::Readiness { plan } => {
+            let (outcome, check) = readiness(ctx, &platform, session.as_ref(), plan, console).await?;
+            session = Some(check);
+            outcome
+        }
+        Request::Split { plan } => {
+            let (outcome, started) = start(ctx, &platform, session.as_ref(), plan, None, console).await?;
+            session = Some(started);
+            outcome
+        }
         Request::Run { plan, through } => 'run: {
             if session.is_none() {
-                if start(ctx, &platform, None, plan, Some(*through), console).await? == Outcome::Failure {
+                let (outcome, started) = start(ctx, &platform, None, plan, Some(*through), console).await?;
+                session = Some(started);
+                if outcome == Outcome::Failure {
                     break 'run Outcome::Failure;
                 }
-                session = open_session(ctx, console)?.0;
             } else {
                 console.say(&format!(
                     "continuing the session in progress; it runs its snapshot of the plan, not {}",
@@ -166,7 +175,7 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             }
         }
     };
-    status::print_bar(ctx, &platform).await;
+    status::print_bar(ctx, &platform, session.as_ref()).await;
     Ok(outcome)
 }
 
@@ -242,7 +251,7 @@ async fn readiness<P: Platform>(
     session: Option<&Session>,
     plan: &Path,
     console: &mut Console,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Session)> {
     let requests = admit(Command::Readiness, session.map(|s| &s.progress))?;
     let mut compilation = compile_for(platform, plan)?;
     let compiled = compilation.compiled.take().expect("checked");
@@ -257,7 +266,8 @@ async fn readiness<P: Platform>(
     let mut s =
         Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
-    run_requests(ctx, platform, &mut s, &requests, console).await
+    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
+    Ok((outcome, s))
 }
 
 /// `duet split PLAN` (and the start of `duet run`): a new session, whose first request is the
@@ -270,7 +280,7 @@ async fn start<P: Platform>(
     plan: &Path,
     goal: Option<Through>,
     console: &mut Console,
-) -> Result<Outcome> {
+) -> Result<(Outcome, Session)> {
     let requests = admit(Command::Split, session.map(|s| &s.progress))?;
     let mut compilation = compile_for(platform, plan)?;
     let compiled = compilation.compiled.take().expect("checked");
@@ -281,7 +291,8 @@ async fn start<P: Platform>(
         Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
     console.say(&format!("session {id}: {} on {} ({})", plan.display(), platform.name(), platform.inventory().model));
-    run_requests(ctx, platform, &mut s, &requests, console).await
+    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
+    Ok((outcome, s))
 }
 
 async fn run_requests<P: Platform>(

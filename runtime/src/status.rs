@@ -12,7 +12,7 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::sim::Sim;
 use crate::platform::{Hardware, Platform};
-use crate::session::View;
+use crate::session::{Session, View};
 use crate::state::{self, Operational};
 
 #[derive(Debug, Serialize)]
@@ -62,9 +62,7 @@ struct SideService {
     startup: Startup,
 }
 
-/// The status; `detail: false` leaves out what only `duet status` shows (the services, which
-/// need the compiled plan, and changed plan files), for the bar after a command.
-async fn gather<P: Platform>(ctx: &Context, platform: &P, detail: bool) -> Result<Status> {
+async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
     // A session whose Finish completed is over, even before the next command archives it.
     let session = View::read(&ctx.state.session(), holder.is_some())?
@@ -90,7 +88,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P, detail: bool) -> Resul
         message: b.message.clone(),
     });
     let mut services = Vec::new();
-    if let Some(plan) = view.as_ref().filter(|_| detail).and_then(View::compiled) {
+    if let Some(plan) = view.as_ref().and_then(View::compiled) {
         for service in &plan.services {
             let side = |s: Side| async move {
                 platform
@@ -136,7 +134,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P, detail: bool) -> Resul
         driver: holder.map(|h| Driver { pid: h.pid, command: h.command, since: h.since }),
         interrupted,
         broken,
-        changed_files: view.as_ref().filter(|_| in_session && detail).map(View::changed_sources).unwrap_or_default(),
+        changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
         journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
         services,
         next,
@@ -151,20 +149,20 @@ fn upgrade_label(state: State) -> &'static str {
     }
 }
 
-fn bar(s: &Status) -> String {
-    format!(
-        "{} | {} | {}    Partner: {}",
-        s.hardware.label(),
-        upgrade_label(s.upgrade),
-        s.operational.as_str(),
-        s.partner
-    )
+fn bar(hardware: Hardware, upgrade: State, operational: Operational, partner: &str) -> String {
+    format!("{} | {} | {}    Partner: {partner}", hardware.label(), upgrade_label(upgrade), operational.as_str())
 }
 
-/// The status bar after a command.
-pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P) {
-    if let Ok(status) = gather(ctx, platform, false).await {
-        println!("{}", bar(&status));
+/// The status bar after a command, from the session it drove (no re-reading).
+pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P, session: Option<&Session>) {
+    let (upgrade, operational) = match session {
+        Some(s) if s.dir == ctx.state.session() => (s.progress.upgrade_state(), s.progress.operational()),
+        // A readiness check in Idle (or a session's failed one, set aside as such).
+        Some(s) if s.dir == ctx.state.readiness() => (State::Idle, s.progress.operational()),
+        _ => (State::Idle, Operational::Ready),
+    };
+    if let Ok(observed) = platform.observe().await {
+        println!("{}", bar(observed.hardware(), upgrade, operational, observed.partner.as_str()));
     }
 }
 
@@ -179,7 +177,7 @@ fn startup_label(startup: Startup) -> &'static str {
 fn render(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "{}", bar(s));
+    let _ = writeln!(out, "{}", bar(s.hardware, s.upgrade, s.operational, &s.partner));
     if let Some(plan) = &s.plan {
         let what = match &s.session {
             Some(id) => format!("session {id}"),
@@ -224,7 +222,7 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
         ctx.state.ensure()?;
         let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), false)?;
-        runtime.block_on(gather(ctx, &platform, true))
+        runtime.block_on(gather(ctx, &platform))
     })();
     match result {
         Ok(status) => {
