@@ -176,7 +176,9 @@ fn xml(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\t' | '\n' | '\r' => out.push(c),
+            '\t' | '\n' => out.push(c),
+            // A bare carriage return would move a terminal's cursor; XML keeps it as a reference.
+            '\r' => out.push_str("&#13;"),
             c if c.is_control() => {
                 let _ = write!(out, "\\x{{{:x}}}", u32::from(c));
             }
@@ -240,7 +242,22 @@ pub(crate) fn log(
             return Outcome::Failure;
         }
         Some(id) => vec![state.history().join(id)],
-        None => vec![state.session(), state.readiness()],
+        // The session in progress; else whichever was written last of the last readiness
+        // check and the last finished session.
+        None => {
+            let modified =
+                |dir: &std::path::Path| std::fs::metadata(dir.join("journal")).and_then(|m| m.modified()).ok();
+            let mut latest: Vec<_> = std::fs::read_dir(state.history())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .chain([state.readiness()])
+                .filter_map(|d| Some((modified(&d)?, d)))
+                .collect();
+            latest.sort();
+            std::iter::once(state.session()).chain(latest.into_iter().rev().map(|(_, d)| d)).collect()
+        }
     };
     let driven = crate::lock::StateLock::holder(&state.root).is_some();
     let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven).transpose());
@@ -283,5 +300,6 @@ mod tests {
     fn xml_text_is_escaped_and_well_formed() {
         assert_eq!(xml("a<b>&\"c\""), "a&lt;b&gt;&amp;&quot;c&quot;");
         assert_eq!(xml("esc\u{1b}[0m"), "esc\\x{1b}[0m");
+        assert_eq!(xml("50%\r75%\n"), "50%&#13;75%\n");
     }
 }

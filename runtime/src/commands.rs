@@ -15,8 +15,8 @@ use crate::executor::{self, Outcome as RequestOutcome};
 use crate::journal::{Durability, Journal};
 use crate::lock::StateLock;
 use crate::outcome::Outcome;
-use crate::platform::Platform;
 use crate::platform::sim::Sim;
+use crate::platform::{Phase, Platform};
 use crate::record::{Entry, OperationName, StepResult, Through};
 use crate::session::{self, Session, StateDir};
 use crate::state::{self, Command, Operational, Progress};
@@ -65,6 +65,22 @@ fn default_state_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(".duet-state"), |d| d.join("duet"))
 }
 
+impl Request {
+    /// The command the state model judges.
+    fn command(&self) -> Command {
+        match self {
+            Self::Readiness { .. } => Command::Readiness,
+            Self::Split { .. } | Self::Run { .. } => Command::Split,
+            Self::Merge => Command::Merge,
+            Self::Commit => Command::Commit,
+            Self::Abort => Command::Abort,
+            Self::Finish => Command::Finish,
+            Self::Retry => Command::Retry,
+            Self::Resume { .. } => Command::Resume,
+        }
+    }
+}
+
 pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     let mut ctx = Context::reading(&args.state);
     ctx.options.service_timeout = args.service_timeout;
@@ -98,6 +114,11 @@ fn user() -> String {
 }
 
 async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Result<Outcome> {
+    let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
+    if !starts && !ctx.state.session().join("journal").exists() {
+        // Nothing to act on: refused before anything is created (not even the state directory).
+        admit(request.command(), None)?;
+    }
     ctx.state.ensure()?;
     let _lock = StateLock::acquire(&ctx.state.root, &command_line())?;
     ctx.state.sweep();
@@ -108,9 +129,8 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     if archived && matches!(request, Request::Resume { .. }) {
         return Ok(Outcome::Success);
     }
-    // Only a command that may start a session rebuilds the machine from a new inventory, and
-    // only with no session in progress: a refused command changes nothing.
-    let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
+    // Only a command that may start a session builds the machine, or rebuilds it from a new
+    // inventory, and only with no session in progress: a refused command changes nothing.
     let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
     let outcome = match request {
         Request::Readiness { plan } => {
@@ -130,11 +150,9 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
                 if outcome == Outcome::Failure {
                     break 'run Outcome::Failure;
                 }
-            } else {
-                console.say(&format!(
-                    "continuing the session in progress; it runs its snapshot of the plan, not {}",
-                    plan.display()
-                ));
+            } else if let Some(s) = session.as_ref() {
+                same_plan(s, plan)?;
+                console.say(&format!("continuing session {} (from its snapshot of the plan)", s.id()));
             }
             match session.as_mut() {
                 Some(s) => toward(ctx, &platform, s, *through, console).await?,
@@ -147,16 +165,24 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
         | Request::Finish
         | Request::Retry
         | Request::Resume { .. } => {
-            let (command, operation) = match request {
-                Request::Merge => (Command::Merge, Some(OperationName::Merge)),
-                Request::Commit => (Command::Commit, Some(OperationName::Commit)),
-                Request::Abort => (Command::Abort, Some(OperationName::Abort)),
-                Request::Finish => (Command::Finish, Some(OperationName::Finish)),
-                Request::Retry => (Command::Retry, None),
-                _ => (Command::Resume, None),
+            let command = request.command();
+            let operation = match command {
+                Command::Merge => Some(OperationName::Merge),
+                Command::Commit => Some(OperationName::Commit),
+                Command::Abort => Some(OperationName::Abort),
+                Command::Finish => Some(OperationName::Finish),
+                _ => None,
             };
-            let requests = admit(command, session.as_ref().map(|s| &s.progress))?;
+            let mut requests = admit(command, session.as_ref().map(|s| &s.progress))?;
             let s = session.as_mut().expect("admitted commands have a session");
+            if command == Command::Abort {
+                executor::stop_interrupted(&platform, s, &ctx.options, console).await?;
+                // The journal may not know of a merge the machine made just before duet died.
+                if requests == [RequestName::AbortFromSplit] && platform.observe().await?.phase == Phase::Merged {
+                    console.say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
+                    requests = vec![RequestName::AbortFromMerge];
+                }
+            }
             if let Some(operation) = operation {
                 begin(s, operation, &requests, None)?;
             } else if command == Command::Retry {
@@ -177,6 +203,21 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     };
     status::print_bar(ctx, &platform, session.as_ref()).await;
     Ok(outcome)
+}
+
+/// `duet run PLAN` continues the session in progress only if it was started from PLAN.
+fn same_plan(session: &Session, plan: &Path) -> Result<()> {
+    let ours = session.compiled.sources.first().map(|s| PathBuf::from(&s.path));
+    if ours.is_some() && std::fs::canonicalize(plan).ok() == ours {
+        return Ok(());
+    }
+    let theirs = ours.map_or_else(|| session.progress.plan.clone(), |p| p.display().to_string());
+    Err(Error::new(format!(
+        "cannot run {}: session {} in progress runs {theirs}",
+        plan.display(),
+        session.id()
+    ))
+    .help(format!("`duet run {theirs}` continues it (`duet status` shows where it is); to start another, finish or abort it first")))
 }
 
 fn admit(command: Command, progress: Option<&Progress>) -> Result<Vec<RequestName>> {
@@ -355,8 +396,12 @@ async fn toward<P: Platform>(
                 continue;
             }
             Operational::Broken => {
-                admit(Command::Merge, Some(progress))?;
-                return Ok(Outcome::Failure);
+                let (request, broken) = progress.broken().expect("Broken has a reason");
+                return Err(Error::new(format!(
+                    "cannot run on: {request} is Broken at step {}: {}",
+                    broken.step, broken.message
+                ))
+                .help("correct the problem, then `duet retry` (it carries on to where `duet run` was headed); or `duet abort`"));
             }
         }
         let (command, operation) = match (progress.upgrade_state(), goal) {

@@ -364,24 +364,7 @@ async fn reconcile<P: Platform>(
         return Ok(Some(Sched::Failed));
     }
     if step.kind == StepKind::Action {
-        let stopped = platform.stop_leftovers(step.side, &marks, options.kill_grace).await?;
-        if !stopped.is_empty() {
-            let message = format!(
-                "attempt {attempts} of {} outlived the duet that started it: stopped its processes {}",
-                step.id,
-                pids(&stopped)
-            );
-            console.note(Severity::Warning, &message);
-            session.record(
-                &Entry::Note {
-                    request: Some(request),
-                    step: Some(step.id.clone()),
-                    severity: Severity::Warning,
-                    message,
-                },
-                Durability::Buffered,
-            )?;
-        }
+        stop_attempt(platform, session, request, step, attempts, options, console).await?;
     }
     let message = format!("{} was interrupted at attempt {attempts}; running it again", step.id);
     console.note(Severity::Warning, &message);
@@ -390,6 +373,62 @@ async fn reconcile<P: Platform>(
         Durability::Buffered,
     )?;
     Ok(None)
+}
+
+/// Stops what attempt `attempts` of an action step left running when the duet supervising it
+/// died (found by the marks in its environment), and says so.
+async fn stop_attempt<P: Platform>(
+    platform: &P,
+    session: &mut Session,
+    request: RequestName,
+    step: &Step,
+    attempts: u32,
+    options: &Options,
+    console: &mut Console,
+) -> Result<()> {
+    let attempt = attempts.to_string();
+    let marks = [("DUET_SESSION", session.id()), ("DUET_STEP", step.id.as_str()), ("DUET_ATTEMPT", attempt.as_str())];
+    let stopped = platform.stop_leftovers(step.side, &marks, options.kill_grace).await?;
+    if !stopped.is_empty() {
+        let message = format!(
+            "attempt {attempts} of {} outlived the duet that started it: stopped its processes {}",
+            step.id,
+            pids(&stopped)
+        );
+        console.note(Severity::Warning, &message);
+        session.record(
+            &Entry::Note { request: Some(request), step: Some(step.id.clone()), severity: Severity::Warning, message },
+            Durability::Buffered,
+        )?;
+    }
+    Ok(())
+}
+
+/// Before an abort: what the interrupted request's running actions left behind is stopped, so
+/// nothing of the abandoned request runs on while the abort does.
+pub(crate) async fn stop_interrupted<P: Platform>(
+    platform: &P,
+    session: &mut Session,
+    options: &Options,
+    console: &mut Console,
+) -> Result<()> {
+    let Some((request, progress)) = session.progress.current() else { return Ok(()) };
+    if progress.ended != crate::state::Ended::No {
+        return Ok(());
+    }
+    let plan = Arc::clone(&session.compiled);
+    let running: Vec<(Step, u32)> = steps_of(&plan, request, &[])
+        .into_iter()
+        .filter(|step| step.kind == StepKind::Action)
+        .filter_map(|step| {
+            let attempts = progress.steps.get(&step.id).filter(|p| p.running)?.attempts;
+            Some((step, attempts))
+        })
+        .collect();
+    for (step, attempts) in running {
+        stop_attempt(platform, session, request, &step, attempts, options, console).await?;
+    }
+    Ok(())
 }
 
 fn pids(pids: &[u32]) -> String {
@@ -657,7 +696,9 @@ async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (St
     env.push(("DUET_ATTEMPT".into(), attempt.to_string()));
     let args = if action.args.iter().any(|a| a.contains('%')) {
         let mut all = env.clone();
-        all.extend(std::env::vars());
+        // `%NAME%` expands from duet's environment too; a variable that is not UTF-8 cannot be
+        // named in a plan, so it is skipped (std::env::vars would panic on it).
+        all.extend(std::env::vars_os().filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))));
         action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
     } else {
         action.args.clone()

@@ -169,6 +169,7 @@ impl Session {
     /// Opens a session for appending: replays its journal, refusing any damage.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
         let (journal, records) = Journal::open(&dir.join("journal"))?;
+        begins(dir, &records)?;
         let compiled = read_compiled(dir)?;
         let progress = Progress::replay(&records);
         Ok(Self { dir: dir.to_owned(), journal, progress, compiled: Arc::new(compiled) })
@@ -197,6 +198,7 @@ impl View {
             return Ok(None);
         }
         let mut replay = Journal::<Entry>::read(&journal)?;
+        begins(dir, &replay.records)?;
         if driven && replay.damage.as_ref().is_some_and(|d| d.unfinished) {
             replay.damage = None;
         }
@@ -233,6 +235,22 @@ fn crash_point(records: usize) {
     let limit = LIMIT.get_or_init(|| std::env::var("DUET_KILL_AFTER_RECORDS").ok().and_then(|v| v.parse().ok()));
     if *limit == Some(records) {
         let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// A session's journal starts with its `begin` record: one that does not (emptied, or another
+/// file) is no session, and is not taken for an Idle one.
+fn begins(dir: &Path, records: &[Record<Entry>]) -> Result<()> {
+    match records.first().map(|r| &r.entry) {
+        Some(Entry::Begin { .. }) => Ok(()),
+        _ => Err(Error::new(format!(
+            "{}: the journal holds no session (its first record is not `begin`)",
+            dir.join("journal").display()
+        ))
+        .help(format!(
+            "the session directory is damaged: keep a copy, then move {} aside to start again",
+            dir.display()
+        ))),
     }
 }
 

@@ -62,6 +62,27 @@ struct SideService {
     startup: Startup,
 }
 
+impl Status {
+    /// A state directory whose simulated machine was never built: Idle, nothing to show yet.
+    fn unbuilt() -> Self {
+        Self {
+            hardware: Hardware::FaultTolerant,
+            upgrade: State::Idle,
+            operational: Operational::Ready,
+            partner: duet_compiler::inventory::PartnerState::OsUp.as_str().to_owned(),
+            session: None,
+            plan: None,
+            driver: None,
+            interrupted: false,
+            broken: None,
+            changed_files: Vec::new(),
+            journal_damage: None,
+            services: Vec::new(),
+            next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts".into(),
+        }
+    }
+}
+
 async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
     // A session whose Finish completed is over, even before the next command archives it.
@@ -78,8 +99,9 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         Some(v) => (State::Idle, v.progress.operational()),
         None => (State::Idle, Operational::Ready),
     };
-    let interrupted = operational == Operational::Busy && holder.is_none();
-    if view.as_ref().is_some_and(|v| v.damage.is_some()) && operational != Operational::Broken {
+    let damaged = view.as_ref().is_some_and(|v| v.damage.is_some());
+    let interrupted = operational == Operational::Busy && holder.is_none() && !damaged;
+    if damaged {
         operational = Operational::Broken;
     }
     let broken = view.as_ref().and_then(|v| v.progress.broken()).map(|(request, b)| BrokenStatus {
@@ -107,6 +129,9 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let next = match (operational, interrupted, &view) {
         (_, _, Some(v)) if v.damage.is_some() => {
             "the journal is damaged: `duet resume --repair-journal` (see `duet log`)".to_owned()
+        }
+        (Operational::Busy, true, _) if !in_session => {
+            "the readiness check was interrupted: run `duet readiness PLAN` again".to_owned()
         }
         (Operational::Busy, true, _) => "run `duet resume` to continue where it stopped".to_owned(),
         (Operational::Busy, false, _) => "wait: another duet process is driving the session".to_owned(),
@@ -220,9 +245,15 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             .enable_all()
             .build()
             .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
-        ctx.state.ensure()?;
-        let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), false)?;
-        runtime.block_on(gather(ctx, &platform))
+        match Sim::existing(&ctx.state.root, ctx.inventory.as_deref())? {
+            Some(platform) => runtime.block_on(gather(ctx, &platform)),
+            None if ctx.state.session().join("journal").exists() => Err(Error::new(format!(
+                "the simulated machine's state {} is missing, and a session is in progress on it",
+                ctx.state.root.join("sim/state.json").display()
+            ))
+            .help("restore the state directory from a backup")),
+            None => Ok(Status::unbuilt()),
+        }
     })();
     match result {
         Ok(status) => {

@@ -244,11 +244,12 @@ fn abort_from_every_allowed_state_keeps_every_upgrade_side_log_line() {
 fn refused_requests_change_nothing() {
     let m = Machine::new();
     let plan = m.plan();
-    m.status();
+    m.run(&["readiness", &plan]).code(0);
     let inventory = || std::fs::read_to_string(m.state().join("sim/inventory.yaml")).unwrap();
     let built = inventory();
     m.write("inventory.yaml", &INVENTORY.replace("remote_desktop: true", "remote_desktop: false"));
-    m.run(&["merge"]).code(1).stderr_has("was built from another inventory than");
+    m.run(&["merge"]).code(1).stderr_has("cannot merge: no upgrade session (state Idle)");
+    m.run(&["status"]).code(1).stderr_has("was built from another inventory than");
     assert_eq!(inventory(), built, "a refused command does not rebuild the machine");
     m.write("inventory.yaml", INVENTORY);
     for command in ["merge", "commit", "abort", "finish", "retry", "resume"] {
@@ -258,6 +259,7 @@ fn refused_requests_change_nothing() {
             .stderr_has("help: ");
     }
     m.run(&["split", &plan]).code(0);
+    let other = repo().join("plans/quickstart.yaml").display().to_string();
     let cases: &[(&[&str], &str)] = &[
         (&["split", &plan], "cannot split: the session is in state Split (Ready)"),
         (&["commit"], "cannot commit: the session is in state Split (Ready)"),
@@ -265,6 +267,8 @@ fn refused_requests_change_nothing() {
         (&["retry"], "nothing to retry: the session is in state Split (Ready)"),
         (&["resume"], "nothing to resume: the session is in state Split (Ready)"),
         (&["readiness", &plan], "cannot run a readiness check: the session is in state Split (Ready)"),
+        (&["run", &other], "in progress runs"),
+        (&["run", "no-such-plan.yaml"], "in progress runs"),
     ];
     for (args, message) in cases {
         let (journal, sim) = (m.journal(), m.sim_state());
@@ -452,7 +456,7 @@ fn the_activity_log_reads_as_text_json_and_the_guides_xml() {
     let xml = m.run(&["log", "--format", "xml"]).code(0).stdout.clone();
     assert!(xml.starts_with("<?xml") && xml.trim_end().ends_with("</ActivityLog>"), "{xml}");
     assert_eq!(xml.matches("<Entry").count(), entries.len());
-    m.run(&["run", &m.plan()]).code(0).stdout_has("continuing the session in progress");
+    m.run(&["run", &m.plan()]).code(0).stdout_has("continuing session ");
     let id = std::fs::read_dir(m.state().join("history")).unwrap().flatten().next().unwrap().file_name();
     m.run(&["log", "--session", id.to_str().unwrap()]).code(0).stdout_has("Finish");
     m.run(&["log", "--session", "../etc"]).code(1).stderr_has("is not a session id");
@@ -521,4 +525,86 @@ fn resume_stops_what_a_killed_attempt_left_running_before_it_runs_the_step_again
     let attempts: Vec<String> = m.recorded("Upgrade").into_iter().filter(|l| l.starts_with(step)).collect();
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     assert!(attempts[1].contains("|2|"), "{attempts:?}");
+}
+
+#[test]
+fn read_only_and_refused_commands_create_nothing() {
+    let m = Machine::new();
+    for args in [&["merge"][..], &["abort"], &["resume"], &["retry"]] {
+        m.run(args).code(1).stderr_has("no upgrade session (state Idle)");
+    }
+    m.run(&["status"]).code(0).stdout_has("Fault Tolerant | Idle | Ready").stdout_has("builds the simulated machine");
+    m.run(&["log"]).code(1).stderr_has("no session and no readiness check yet");
+    assert!(!m.state().exists(), "nothing was created in {}", m.state().display());
+}
+
+#[test]
+fn a_damaged_state_directory_is_refused_not_rebuilt() {
+    let m = Machine::new();
+    m.run(&["split", &m.plan()]).code(0);
+    let logs = m.upgrade_log("Application");
+    std::fs::remove_file(m.state().join("sim/state.json")).unwrap();
+    m.run(&["status"]).code(1).stderr_has("sim/state.json is missing, and a session is in progress on it");
+    m.run(&["merge"]).code(1).stderr_has("is missing, and a session is in progress on it");
+    assert_eq!(m.upgrade_log("Application"), logs, "the machine's logs were not rebuilt away");
+
+    let m = Machine::new();
+    m.run(&["split", &m.plan()]).code(0);
+    std::fs::write(m.state().join("session/journal"), "duet-journal 1\n").unwrap();
+    for args in [&["merge"][..], &["status"], &["log"]] {
+        m.run(args).code(1).stderr_has("the journal holds no session (its first record is not `begin`)");
+    }
+}
+
+#[test]
+fn abort_after_a_crash_stops_the_abandoned_action_and_trusts_the_machine() {
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    std::fs::write(m.rec().join(format!("block-{step}")), "").unwrap();
+    let mut first = m.duet(&["split", &m.plan()]).spawn();
+    let blocked = m.rec().join("blocked");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !blocked.exists() {
+        assert!(std::time::Instant::now() < deadline, "the action never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let orphan = std::fs::read_to_string(&blocked).unwrap().trim().to_owned();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    m.run(&["abort"]).code(0).stdout_has("outlived the duet that started it").stdout_has("AbortFromSplit (Abort)");
+    let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z"), "the abandoned action {orphan} was stopped: {stat}");
+
+    // The machine merged, but duet died before its journal said so: the abort must revert,
+    // though no step of the merge had touched the Production Side.
+    let m = Machine::with("version: 1\nactions:\n  - {id: start, file: rec, control: start}\n", INVENTORY);
+    m.run(&["split", &m.plan()]).code(0);
+    m.fail("action:start@upgrade");
+    m.run(&["merge"]).code(1);
+    let state = m.sim_state().replace("\"phase\": \"split\"", "\"phase\": \"merged\"");
+    assert!(state.contains("merged"));
+    std::fs::write(m.state().join("sim/state.json"), state).unwrap();
+    // Forget the merge in the journal: cut it back to before `platform:merge` finished.
+    let journal = String::from_utf8(m.journal()).unwrap();
+    let cut = journal.find("\"step\":\"platform:merge\",\"attempt\":1,\"result\"").expect("merge recorded");
+    let line_start = journal[..cut].rfind('\n').unwrap() + 1;
+    std::fs::write(m.state().join("session/journal"), &journal[..line_start]).unwrap();
+    m.run(&["abort"]).code(0).stdout_has("the machine is merged").stdout_has("AbortFromMerge (Abort)");
+}
+
+#[test]
+fn an_environment_variable_that_is_not_utf8_does_not_stop_an_upgrade() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let m = Machine::new();
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    m.duet(&["run", &m.plan()]).env("DUET_TEST_NOT_UTF8", bad).run().code(0);
+    assert_eq!(m.recorded("Upgrade"), UPGRADE);
+}
+
+#[test]
+fn the_log_of_a_finished_session_is_still_shown() {
+    let m = Machine::new();
+    m.run(&["readiness", &m.plan()]).code(0);
+    m.run(&["run", &m.plan()]).code(0);
+    m.run(&["log"]).code(0).stdout_has("Finish completed: Ready");
 }

@@ -141,10 +141,20 @@ fn load_inventory(path: &Path) -> Result<Inventory> {
 }
 
 impl Sim {
-    /// Opens the simulated machine of a state directory, building it the first time from
-    /// `inventory` (or the built-in 320Ma). A different inventory rebuilds the machine only if
-    /// `may_rebuild` (no session in progress); otherwise it is refused.
-    pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_rebuild: bool) -> Result<Self> {
+    /// The simulated machine of a state directory, for a command that only reads: `None` if it
+    /// was never built. Never writes.
+    pub(crate) fn existing(root: &Path, inventory: Option<&Path>) -> Result<Option<Self>> {
+        if !root.join("sim/state.json").exists() {
+            return Ok(None);
+        }
+        Self::open(root, inventory, false).map(Some)
+    }
+
+    /// Opens the simulated machine of a state directory for a command that drives it. Only
+    /// when `may_build` (a command that may start a session, with none in progress) is it built
+    /// the first time, from `inventory` (or the built-in 320Ma), or rebuilt from a different
+    /// inventory; otherwise a missing or different machine is refused.
+    pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> Result<Self> {
         let dir = root.join("sim");
         let inventory_file = dir.join("inventory.yaml");
         let state_file = dir.join("state.json");
@@ -163,7 +173,7 @@ impl Sim {
                 let inventory = load_inventory(&inventory_file)?;
                 return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() });
             }
-            if !may_rebuild {
+            if !may_build {
                 return Err(Error::new(format!(
                     "the simulated machine in {} was built from another inventory than {}",
                     dir.display(),
@@ -174,6 +184,13 @@ impl Sim {
                      `duet readiness` or `duet split` with no session in progress (finish or abort it first)",
                 ));
             }
+        }
+        if !state_file.exists() && !may_build {
+            return Err(Error::new(format!(
+                "the simulated machine's state {} is missing, and a session is in progress on it",
+                state_file.display()
+            ))
+            .help("restore the state directory from a backup; to start over, move STATE_DIR/session aside (it keeps the session's record)"));
         }
         // Build (or rebuild) the machine: validate the inventory first, so nothing is replaced
         // by an invalid one.
@@ -628,6 +645,7 @@ impl Platform for Sim {
     }
 
     async fn service(&self, side: Side, name: &str) -> PlatformResult<ServiceState> {
+        self.reachable(side)?;
         Self::known(&self.snapshot(), side, name)
     }
 
