@@ -57,7 +57,7 @@ impl Through {
 
 /// How a step attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
 pub(crate) enum StepResult {
     Success {
         #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -130,7 +130,8 @@ pub(crate) enum Entry {
         request: RequestName,
         step: String,
         attempt: u32,
-        #[serde(flatten)]
+        /// Nested, not flattened: serde's `flatten` buffers every record twice on reading, and
+        /// a resume reads one of these per completed step.
         result: StepResult,
         duration_ms: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -141,13 +141,15 @@ impl Session {
                 snapshot: rel,
             });
         }
-        let write_json = |name: &str, value: &dyn erased::Json| -> Result<()> {
+        let write = |name: &str, json: serde_json::Result<String>| -> Result<()> {
             let path = plan_dir.join(name);
-            fsutil::write_atomic(&path, value.to_json().as_bytes()).map_err(at("write", &path))?;
+            let text = json.expect("plain data serializes") + "\n";
+            fsutil::write_atomic(&path, text.as_bytes()).map_err(at("write", &path))?;
             Ok(())
         };
-        write_json("sources.json", &manifest)?;
-        write_json("compiled.json", &compiled)?;
+        write("sources.json", serde_json::to_string_pretty(&manifest))?;
+        // Compact: a resume reads it whole (`duet compile --format json` prints it for people).
+        write("compiled.json", serde_json::to_string(&compiled))?;
         let mut journal = Journal::create(&tmp.join("journal"))?;
         journal.append(begin, Durability::Durable)?;
         crash_point(1);
@@ -286,17 +288,4 @@ pub(crate) fn replace_dir(state: &StateDir, src: &Path, dest: &Path) -> Result<(
     fsutil::rename_durable(src, dest).map_err(at("rename", src))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
-}
-
-mod erased {
-    /// Pretty JSON of anything serializable, through a trait object.
-    pub(super) trait Json {
-        fn to_json(&self) -> String;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string_pretty(self).expect("plain data serializes") + "\n"
-        }
-    }
 }

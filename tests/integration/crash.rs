@@ -268,7 +268,7 @@ fn final_state(m: &Machine) -> Result<Final, String> {
 fn completions(records: &[Value]) -> BTreeMap<String, usize> {
     let mut done = BTreeMap::new();
     for e in records.iter().map(|r| &r["e"]) {
-        if e["type"] == "step-finished" && e["result"] != "failed" {
+        if e["type"] == "step-finished" && e["result"]["outcome"] != "failed" {
             *done.entry(format!("{} {}", text(&e["request"]), text(&e["step"]))).or_default() += 1;
         }
     }
