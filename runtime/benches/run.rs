@@ -25,7 +25,9 @@
 //!   re-run the interrupted action, PrepareSplit, ExecuteSplit). The same for a 2-action plan
 //!   killed at the same point, so that resume(10,000) − resume(2) is the cost of the long
 //!   journal. These runs use the built-in inventory with the simulated durations set to `0s`,
-//!   so the split is instant and does not hide the replay.
+//!   so the split is instant and does not hide the replay. After the rounds, the four journal
+//!   cases run again, each several times back to back, for their times without the spawn-heavy
+//!   cases in between.
 //!
 //! Peak RSS is GNU time's `%M` (`/usr/bin/time`) of one extra run; without it the column says
 //! n/a. Not a timed test and not run by CI: without `--bench` (as `cargo test --benches` runs
@@ -221,7 +223,14 @@ fn journal_records(path: &Path) -> Vec<serde_json::Value> {
     lines
         .map(|l| {
             let (_crc, json) = l.split_once(' ').expect("a journal record is `CRC32 JSON`");
-            serde_json::from_str(json).expect("a journal record holds JSON")
+            let mut record: serde_json::Value = serde_json::from_str(json).expect("a journal record holds JSON");
+            // `{"KIND": {fields}}`, read here as `{"type": "KIND", fields}`.
+            if let Some((kind, fields)) = record["e"].as_object().and_then(|e| e.iter().next()) {
+                let mut flat = fields.as_object().cloned().unwrap_or_default();
+                flat.insert("type".into(), serde_json::Value::String(kind.clone()));
+                record["e"] = serde_json::Value::Object(flat);
+            }
+            record
         })
         .collect()
 }
@@ -366,8 +375,15 @@ enum Stat {
     Min,
 }
 
+/// The 1-, 5- and 15-minute load averages, to show how busy the machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map_or_else(|_| "unknown".into(), |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
 /// One untimed warm-up round, then `runs` timed rounds; then each case's peak RSS.
 fn run_rounds(cases: &mut [Case<'_>], runs: usize) {
+    println!("load average before the rounds: {}", load_average());
     eprint!("warm-up round");
     for case in cases.iter_mut() {
         (case.run)();
@@ -381,6 +397,7 @@ fn run_rounds(cases: &mut [Case<'_>], runs: usize) {
         }
     }
     eprintln!();
+    println!("load average after the rounds: {}", load_average());
     for case in cases.iter_mut() {
         case.times.sort();
         case.rss_kib = (case.rss)();
@@ -461,6 +478,21 @@ fn print_resume_table(cases: &[Case<'_>], rows: &[usize], long: (usize, usize), 
         diff((long.1, short.1), Stat::Median),
         diff((long.1, short.1), Stat::Min)
     );
+}
+
+/// The journal cases again, each `runs` times in a row with nothing in between. In the rounds
+/// they follow the spawn-heavy cases, and on a VM that hands freed memory back to its host
+/// (free page reporting) the ~100 MiB they allocate then costs far more to fault in.
+fn back_to_back(cases: &mut [Case<'_>], rows: &[usize], runs: usize) {
+    println!("\nthe same, each run {runs} times back to back (no other case in between):\n");
+    println!("| command | median ms | min ms |");
+    println!("| --- | ---: | ---: |");
+    for &i in rows {
+        let case = &mut cases[i];
+        let mut times: Vec<Duration> = (0..runs).map(|_| (case.run)()).collect();
+        times.sort();
+        println!("| {} | {:.1} | {:.1} |", case.name, ms(times[times.len() / 2]), ms(times[0]));
+    }
 }
 
 /// The filesystem type holding `path`, from /proc/self/mounts (the longest mount point that
@@ -643,6 +675,7 @@ fn main() {
     );
     let resume_rows: Vec<usize> = pairs.iter().flat_map(|&(s, r)| [s, r]).collect();
     print_resume_table(&cases, &resume_rows, pairs[0], pairs[1]);
+    back_to_back(&mut cases, &resume_rows, runs);
 
     if std::env::var_os("DUET_BENCH_KEEP").is_some() {
         let kept = tmp.keep();

@@ -260,7 +260,7 @@ pub(crate) fn log(
         }
     };
     let driven = crate::lock::StateLock::holder(&state.root).is_some();
-    let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven).transpose());
+    let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven, true).transpose());
     let view = match view {
         Some(Ok(v)) => v,
         Some(Err(e)) => {

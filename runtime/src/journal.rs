@@ -123,6 +123,12 @@ pub(crate) struct Replay<T> {
     pub(crate) damage: Option<Damage>,
 }
 
+/// How a scan ended.
+struct Scan {
+    damage: Option<Damage>,
+    last_seq: u64,
+}
+
 /// A journal open for appending.
 #[derive(Debug)]
 pub(crate) struct Journal<T> {
@@ -157,17 +163,29 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok(Self { path: path.to_owned(), file, next_seq: 1, buf: Vec::with_capacity(512), _entries: PhantomData })
     }
 
-    /// Opens a journal for appending, with its records. Any damage is refused.
-    pub(crate) fn open(path: &Path) -> Result<(Self, Vec<Record<T>>), JournalError> {
-        let replay = Self::read(path)?;
-        if let Some(damage) = replay.damage {
+    /// Opens a journal for appending, handing each record to `each` in order (none is kept:
+    /// a resume folds them). Any damage is refused.
+    pub(crate) fn open(path: &Path, each: impl FnMut(Record<T>)) -> Result<Self, JournalError> {
+        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        let scan = Self::scan(path, &bytes, each)?;
+        if let Some(damage) = scan.damage {
             return Err(JournalError::Damaged(damage));
         }
         let file = OpenOptions::new().append(true).open(path).map_err(fsutil::at("open", path))?;
-        let next_seq = replay.records.last().map_or(1, |r| r.seq + 1);
-        let journal =
-            Self { path: path.to_owned(), file, next_seq, buf: Vec::with_capacity(512), _entries: PhantomData };
-        Ok((journal, replay.records))
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            next_seq: scan.last_seq + 1,
+            buf: Vec::with_capacity(512),
+            _entries: PhantomData,
+        })
+    }
+
+    /// Reads a journal without changing it, handing each intact record to `each`; says where
+    /// the intact records end.
+    pub(crate) fn read_with(path: &Path, each: impl FnMut(Record<T>)) -> Result<Option<Damage>, JournalError> {
+        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        Ok(Self::scan(path, &bytes, each)?.damage)
     }
 
     /// The journal's file was renamed (its directory moved into place): name the new path in
@@ -176,6 +194,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.path = path;
     }
 
+    #[cfg(test)]
     /// Reads a journal without changing it: the intact records and any damage after them. A
     /// missing or unreadable file, or another format version, is an error.
     pub(crate) fn read(path: &Path) -> Result<Replay<T>, JournalError> {
@@ -184,6 +203,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     fn parse(path: &Path, bytes: &[u8]) -> Result<Replay<T>, JournalError> {
+        let mut records = Vec::new();
+        let scan = Self::scan(path, bytes, |r| records.push(r))?;
+        Ok(Replay { records, damage: scan.damage })
+    }
+
+    /// Checks the header, then each record in order, handing the intact ones to `each`.
+    fn scan(path: &Path, bytes: &[u8], mut each: impl FnMut(Record<T>)) -> Result<Scan, JournalError> {
         let format = |why: String| JournalError::Format { path: path.display().to_string(), why };
         let Some(end) = bytes.iter().position(|&b| b == b'\n') else {
             return Err(format("not a duet journal: it has no header line (`duet-journal 1`)".into()));
@@ -199,7 +225,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
             _ => return Err(format(format!("not a duet journal: its first line is `{}`", first.escape_debug()))),
         }
-        let mut records = Vec::new();
+        let mut last_seq = 0;
         let mut offset = end + 1;
         let mut line = 1;
         let mut damage = None;
@@ -211,14 +237,17 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 None => (rest, rest.len()),
             };
             let complete = len > text.len();
-            let expected = records.last().map_or(1, |r: &Record<T>| r.seq + 1);
+            let expected = last_seq + 1;
             let checked = if complete {
                 check::<T>(text, expected)
             } else {
                 Err("the last record is incomplete (a write was cut short)".to_owned())
             };
             match checked {
-                Ok(record) => records.push(record),
+                Ok(record) => {
+                    last_seq = record.seq;
+                    each(record);
+                }
                 Err(why) => {
                     let followed_by_intact = complete && intact_after(&bytes[offset + len..]);
                     damage = Some(Damage {
@@ -234,7 +263,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
             offset += len;
         }
-        Ok(Replay { records, damage })
+        Ok(Scan { damage, last_seq })
     }
 
     /// Sets a damaged tail aside (`journal.damaged-OFFSET`) and truncates the journal to its
@@ -329,7 +358,8 @@ mod tests {
     fn records_round_trip_and_appends_continue_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), 3);
-        let (mut j, records) = J::open(&path).unwrap();
+        let mut records = Vec::new();
+        let mut j = J::open(&path, |r| records.push(r)).unwrap();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(records[2].entry, serde_json::json!({"i": 2}));
         j.append(&serde_json::json!("four"), Durability::Durable).unwrap();
@@ -351,11 +381,12 @@ mod tests {
         assert_eq!(damage.line, 4);
         assert!(!damage.followed_by_intact);
         assert!(damage.why.contains("incomplete"), "{}", damage.why);
-        assert!(matches!(J::open(&path), Err(JournalError::Damaged(_))));
+        assert!(matches!(J::open(&path, drop), Err(JournalError::Damaged(_))));
         let said = J::repair(&path).unwrap();
         assert!(said.contains("continues after record 2"), "{said}");
-        let (_, records) = J::open(&path).unwrap();
-        assert_eq!(records.len(), 2);
+        let mut records = 0;
+        J::open(&path, |_| records += 1).unwrap();
+        assert_eq!(records, 2);
         let aside = dir.path().join(format!("journal.damaged-{}", damage.offset));
         assert_eq!(std::fs::read(aside).unwrap(), full[usize::try_from(damage.offset).unwrap()..full.len() - 7]);
     }

@@ -98,8 +98,10 @@ pub(crate) struct Stream {
     pub(crate) file: Option<String>,
 }
 
+/// Externally tagged (`{"step-finished": {...}}`): read without buffering each record first,
+/// which an internally tagged enum costs (a third of reading a 10,000-step journal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum Entry {
     /// The first entry of every journal.
     Begin {

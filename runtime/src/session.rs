@@ -170,11 +170,11 @@ impl Session {
 
     /// Opens a session for appending: replays its journal, refusing any damage.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let (journal, records) = Journal::open(&dir.join("journal"))?;
-        begins(dir, &records)?;
+        let mut fold = Fold::default();
+        let journal = Journal::open(&dir.join("journal"), |r| fold.add(&r))?;
+        fold.begins(dir)?;
         let compiled = read_compiled(dir)?;
-        let progress = Progress::replay(&records);
-        Ok(Self { dir: dir.to_owned(), journal, progress, compiled: Arc::new(compiled) })
+        Ok(Self { dir: dir.to_owned(), journal, progress: fold.progress, compiled: Arc::new(compiled) })
     }
 
     /// Appends an entry and folds it into the progress.
@@ -193,19 +193,26 @@ impl Session {
 impl View {
     /// Reads a session or readiness directory without changing it. `None` if there is none.
     /// While another process drives it (`driven`), a last record without its end of line is
-    /// one being written, not damage.
-    pub(crate) fn read(dir: &Path, driven: bool) -> Result<Option<Self>> {
+    /// one being written, not damage. The records themselves are kept only when `records`
+    /// (the activity log); `status` needs only what they add up to.
+    pub(crate) fn read(dir: &Path, driven: bool, records: bool) -> Result<Option<Self>> {
         let journal = dir.join("journal");
         if !journal.exists() {
             return Ok(None);
         }
-        let mut replay = Journal::<Entry>::read(&journal)?;
-        begins(dir, &replay.records)?;
-        if driven && replay.damage.as_ref().is_some_and(|d| d.unfinished) {
-            replay.damage = None;
+        let mut fold = Fold::default();
+        let mut kept = Vec::new();
+        let mut damage = Journal::<Entry>::read_with(&journal, |r| {
+            fold.add(&r);
+            if records {
+                kept.push(r);
+            }
+        })?;
+        fold.begins(dir)?;
+        if driven && damage.as_ref().is_some_and(|d| d.unfinished) {
+            damage = None;
         }
-        let progress = Progress::replay(&replay.records);
-        Ok(Some(Self { dir: dir.to_owned(), records: replay.records, damage: replay.damage, progress }))
+        Ok(Some(Self { dir: dir.to_owned(), records: kept, damage, progress: fold.progress }))
     }
 
     /// The compiled plan the session runs (read on demand: it is the largest file).
@@ -240,19 +247,33 @@ fn crash_point(records: usize) {
     }
 }
 
-/// A session's journal starts with its `begin` record: one that does not (emptied, or another
-/// file) is no session, and is not taken for an Idle one.
-fn begins(dir: &Path, records: &[Record<Entry>]) -> Result<()> {
-    match records.first().map(|r| &r.entry) {
-        Some(Entry::Begin { .. }) => Ok(()),
-        _ => Err(Error::new(format!(
-            "{}: the journal holds no session (its first record is not `begin`)",
-            dir.join("journal").display()
-        ))
-        .help(format!(
-            "the session directory is damaged: keep a copy, then move {} aside to start again",
-            dir.display()
-        ))),
+/// The records of a journal, added up as they are read.
+#[derive(Default)]
+struct Fold {
+    progress: Progress,
+    first_is_begin: Option<bool>,
+}
+
+impl Fold {
+    fn add(&mut self, record: &Record<Entry>) {
+        self.first_is_begin.get_or_insert(matches!(record.entry, Entry::Begin { .. }));
+        self.progress.apply(&record.entry);
+    }
+
+    /// A session's journal starts with its `begin` record: one that does not (emptied, or
+    /// another file) is no session, and is not taken for an Idle one.
+    fn begins(&self, dir: &Path) -> Result<()> {
+        match self.first_is_begin {
+            Some(true) => Ok(()),
+            _ => Err(Error::new(format!(
+                "{}: the journal holds no session (its first record is not `begin`)",
+                dir.join("journal").display()
+            ))
+            .help(format!(
+                "the session directory is damaged: keep a copy, then move {} aside to start again",
+                dir.display()
+            ))),
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use duet_compiler::inventory::Startup;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use crate::journal::Record;
 use crate::record::{Broken, Entry, StepResult, Through};
 
 /// Operational state (guide table 4-5).
@@ -88,14 +87,6 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    pub(crate) fn replay(records: &[Record<Entry>]) -> Self {
-        let mut progress = Self::default();
-        for record in records {
-            progress.apply(&record.entry);
-        }
-        progress
-    }
-
     pub(crate) fn apply(&mut self, entry: &Entry) {
         self.records += 1;
         match entry {

@@ -86,12 +86,12 @@ impl Status {
 async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
     // A session whose Finish completed is over, even before the next command archives it.
-    let session = View::read(&ctx.state.session(), holder.is_some())?
+    let session = View::read(&ctx.state.session(), holder.is_some(), false)?
         .filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
     let in_session = session.is_some();
     let view = match session {
         Some(v) => Some(v),
-        None => View::read(&ctx.state.readiness(), holder.is_some())?,
+        None => View::read(&ctx.state.readiness(), holder.is_some(), false)?,
     };
     let observed = platform.observe().await?;
     let (upgrade, mut operational) = match &view {

@@ -109,13 +109,23 @@ fn read_journal(path: &Path) -> Result<Vec<Value>, String> {
         if crc != Some(crc32fast::hash(json.as_bytes())) {
             return Err(format!("{}: the checksum does not match", at()));
         }
-        let record: Value = serde_json::from_str(json).map_err(|e| format!("{}: {e}", at()))?;
+        let mut record: Value = serde_json::from_str(json).map_err(|e| format!("{}: {e}", at()))?;
+        flatten_entry(&mut record);
         if record["seq"].as_u64() != Some(i as u64 + 1) {
             return Err(format!("{}: seq {} where {} was expected", at(), record["seq"], i + 1));
         }
         records.push(record);
     }
     Ok(records)
+}
+
+/// A record's entry is `{"KIND": {fields}}`; the tests read it as `{"type": "KIND", fields}`.
+fn flatten_entry(record: &mut Value) {
+    if let Some((kind, fields)) = record["e"].as_object().and_then(|e| e.iter().next()) {
+        let mut flat = fields.as_object().cloned().unwrap_or_default();
+        flat.insert("type".into(), Value::String(kind.clone()));
+        record["e"] = Value::Object(flat);
+    }
 }
 
 /// The one finished session under `history/`.
