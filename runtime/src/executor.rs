@@ -13,6 +13,7 @@
 //! running it again; an action marked `rerun: unsafe` is not run again and leaves the request
 //! Broken until an operator retries it; anything else runs again (at-least-once).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -58,9 +59,11 @@ pub(crate) const EVIDENCE_STEP: &str = "evidence:upgrade";
 
 /// The steps of a request as the runtime runs them: the compiled DAG, plus the evidence step
 /// in front of an abort.
-pub(crate) fn steps_of(plan: &CompiledPlan, request: RequestName, event_logs: &[String]) -> Vec<Step> {
-    let mut steps = plan.requests.get(&request).map(|r| r.steps.clone()).unwrap_or_default();
+/// Borrowed from the plan, except for an abort's (a request can hold thousands of steps).
+pub(crate) fn steps_of<'p>(plan: &'p CompiledPlan, request: RequestName, event_logs: &[String]) -> Cow<'p, [Step]> {
+    let compiled: &[Step] = plan.requests.get(&request).map_or(&[], |r| r.steps.as_slice());
     if matches!(request, RequestName::AbortFromSplit | RequestName::AbortFromMerge) {
+        let mut steps = compiled.to_vec();
         for step in steps.iter_mut().filter(|s| s.after.is_empty()) {
             step.after.push(EVIDENCE_STEP.into());
         }
@@ -79,8 +82,9 @@ pub(crate) fn steps_of(plan: &CompiledPlan, request: RequestName, event_logs: &[
                 logs: event_logs.to_vec(),
             },
         );
+        return Cow::Owned(steps);
     }
-    steps
+    Cow::Borrowed(compiled)
 }
 
 /// How a request ended.
@@ -418,8 +422,9 @@ pub(crate) async fn stop_interrupted<P: Platform>(
     }
     let plan = Arc::clone(&session.compiled);
     let running: Vec<(Step, u32)> = steps_of(&plan, request, &[])
-        .into_iter()
+        .iter()
         .filter(|step| step.kind == StepKind::Action)
+        .cloned()
         .filter_map(|step| {
             let attempts = progress.steps.get(&step.id).filter(|p| p.running)?.attempts;
             Some((step, attempts))

@@ -55,6 +55,21 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// once this returns the new content survives a crash. On error `path` is unchanged and the
 /// temporary file is removed.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_with(path, |tmp| write_new(tmp, bytes))
+}
+
+/// [`write_atomic`] with the content of the file `from` (copied in the kernel, not through
+/// memory: the simulated disks copy whole event logs). A missing `from` gives an empty file.
+pub(crate) fn copy_atomic(from: &Path, path: &Path) -> io::Result<()> {
+    replace_with(path, |tmp| match fs::copy(from, tmp) {
+        Ok(_) => File::open(tmp)?.sync_all(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !from.exists() => write_new(tmp, b""),
+        Err(e) => Err(e),
+    })
+}
+
+/// Makes a temporary file beside `path` with `fill`, renames it over `path`, syncs the directory.
+fn replace_with(path: &Path, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     // Unique among the processes and threads writing into one directory.
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name =
@@ -62,7 +77,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = parent(path);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{}.tmp-{}-{n}", name.to_string_lossy(), std::process::id()));
-    let written = write_new(&tmp, bytes).and_then(|()| fs::rename(&tmp, path));
+    let _ = fs::remove_file(&tmp);
+    let written = fill(&tmp).and_then(|()| fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -171,6 +187,19 @@ mod tests {
         let err = write_atomic(&dir.path().join("no/such/file"), b"x").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn copy_atomic_copies_or_empties() {
+        let dir = tempfile::tempdir().unwrap();
+        let (from, to) = (dir.path().join("from"), dir.path().join("to"));
+        fs::write(&to, "old").unwrap();
+        copy_atomic(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"", "a missing source gives an empty file");
+        fs::write(&from, "log lines\n").unwrap();
+        copy_atomic(&from, &to).unwrap();
+        assert_eq!(fs::read(&to).unwrap(), b"log lines\n");
+        assert_eq!(names(dir.path()), ["from", "to"]);
     }
 
     #[test]

@@ -101,12 +101,12 @@ impl Progress {
                 self.requests.entry(*request).or_default().ended = Ended::No;
             }
             Entry::StepStarted { request, step, attempt } => {
-                let s = self.requests.entry(*request).or_default().steps.entry(step.clone()).or_default();
+                let s = step_mut(self.requests.entry(*request).or_default(), step);
                 s.attempts = (*attempt).max(s.attempts);
                 s.running = true;
             }
             Entry::StepFinished { request, step, result, .. } => {
-                let s = self.requests.entry(*request).or_default().steps.entry(step.clone()).or_default();
+                let s = step_mut(self.requests.entry(*request).or_default(), step);
                 s.running = false;
                 s.result = Some(result.clone());
             }
@@ -218,6 +218,14 @@ impl Progress {
             .get(&RequestName::ExecuteMerge)
             .is_some_and(|r| r.steps.iter().any(|(id, s)| id.ends_with("@production") && (s.attempts > 0 || s.running)))
     }
+}
+
+/// A step's progress, created on first sight (without copying the id when it exists).
+fn step_mut<'r>(request: &'r mut RequestProgress, step: &str) -> &'r mut StepProgress {
+    if !request.steps.contains_key(step) {
+        request.steps.insert(step.to_owned(), StepProgress::default());
+    }
+    request.steps.get_mut(step).expect("inserted above")
 }
 
 /// A command the state model can accept or refuse.

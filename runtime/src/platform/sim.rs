@@ -276,10 +276,9 @@ impl Sim {
         self.logs.lock().expect("the log files lock is never poisoned").clear();
         for log in &self.inventory.event_logs {
             let (src, dest) = (self.log_file(from, log), self.log_file(to, log));
-            let bytes = std::fs::read(&src).unwrap_or_default();
             let parent = dest.parent().expect("a log file has a directory");
             fsutil::create_dir_all_durable(parent).map_err(at("create", parent)).map_err(fail)?;
-            fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+            fsutil::copy_atomic(&src, &dest).map_err(at("write", &dest)).map_err(fail)?;
         }
         let _ = std::fs::remove_dir_all(self.dumps_dir(to));
         Ok(())
@@ -717,9 +716,8 @@ impl Platform for Sim {
             PlatformError::new(e.to_string()).help("check the staging directory, then `duet retry`")
         };
         fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
-        let bytes = std::fs::read(self.log_file(side, log)).unwrap_or_default();
         let dest = into.join(format!("{}-{log}.log", side_dir(side)));
-        fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+        fsutil::copy_atomic(&self.log_file(side, log), &dest).map_err(at("write", &dest)).map_err(fail)?;
         Ok(dest)
     }
 
