@@ -381,6 +381,7 @@ async fn toward<P: Platform>(
     goal: Through,
     console: &mut Console,
 ) -> Result<Outcome> {
+    let mut ran = false;
     loop {
         if !session.dir.exists() {
             return Ok(Outcome::Success);
@@ -390,6 +391,7 @@ async fn toward<P: Platform>(
             Operational::Ready => {}
             Operational::Busy => {
                 let requests = admit(Command::Resume, Some(progress))?;
+                ran = true;
                 if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
                     return Ok(Outcome::Failure);
                 }
@@ -410,8 +412,17 @@ async fn toward<P: Platform>(
             }
             (State::Merge, Through::Commit | Through::Finish) => (Command::Commit, OperationName::Commit),
             (State::Commit | State::Abort, Through::Finish) => (Command::Finish, OperationName::Finish),
-            _ => return Ok(Outcome::Success),
+            (state, _) => {
+                if !ran {
+                    console.say(&format!(
+                        "nothing to run: the session is in state {state}, at or past `--through {}`",
+                        goal.as_str()
+                    ));
+                }
+                return Ok(Outcome::Success);
+            }
         };
+        ran = true;
         let requests = admit(command, Some(progress))?;
         begin(session, operation, &requests, Some(goal))?;
         if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {

@@ -275,6 +275,9 @@ fn refused_requests_change_nothing() {
         m.run(args).code(1).stderr_has(message).stderr_has("help: ");
         assert_eq!((m.journal(), m.sim_state()), (journal, sim), "{args:?} changed nothing");
     }
+    let journal = m.journal();
+    m.run(&["run", &plan, "--through", "split"]).code(0).stdout_has("nothing to run: the session is in state Split");
+    assert_eq!(m.journal(), journal);
     m.run(&["merge"]).code(0);
     m.run(&["merge"]).code(1).stderr_has("cannot merge: the session is in state Merge (Ready)");
     m.run(&["commit"]).code(0);
