@@ -175,6 +175,23 @@ impl Machine {
         std::fs::remove_file(self.rec().join(format!("fail-{step}"))).expect("marker");
     }
 
+    /// Runs `duet ARGS` until action step STEP runs, then kills duet with SIGKILL, as a crash
+    /// would, leaving the action blocked; returns the action's pid. `REC/go` releases it.
+    pub(crate) fn kill_inside(&self, step: &str, args: &[&str]) -> String {
+        std::fs::write(self.rec().join(format!("block-{step}")), "").expect("marker");
+        let mut duet = self.duet(args).spawn();
+        let blocked = self.rec().join("blocked");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !blocked.exists() {
+            assert!(std::time::Instant::now() < deadline, "{step} never started");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        duet.kill().expect("kill duet");
+        duet.wait().expect("reap duet");
+        std::fs::remove_file(self.rec().join(format!("block-{step}"))).expect("marker");
+        std::fs::read_to_string(&blocked).expect("pid").trim().to_owned()
+    }
+
     /// The session id in progress.
     pub(crate) fn session(&self) -> String {
         self.status()["session"].as_str().expect("a session is in progress").to_owned()

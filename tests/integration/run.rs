@@ -512,19 +512,8 @@ fn without_a_staging_dir_abort_evidence_goes_to_the_session() {
 fn resume_stops_what_a_killed_attempt_left_running_before_it_runs_the_step_again() {
     let m = Machine::new();
     let step = "action:adv-late@upgrade";
-    std::fs::write(m.rec().join(format!("block-{step}")), "").unwrap();
-    let mut first = m.duet(&["split", &m.plan()]).spawn();
-    let blocked = m.rec().join("blocked");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !blocked.exists() {
-        assert!(std::time::Instant::now() < deadline, "the action never started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let orphan = std::fs::read_to_string(&blocked).unwrap().trim().to_owned();
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let orphan = m.kill_inside(step, &["split", &m.plan()]);
     assert!(std::path::Path::new(&format!("/proc/{orphan}")).exists(), "the action outlived duet");
-    std::fs::remove_file(m.rec().join(format!("block-{step}"))).unwrap();
     let r = m.run(&["resume"]);
     r.code(0).stdout_has(&format!("attempt 1 of {step} outlived the duet that started it: stopped its processes"));
     r.stdout_has(&orphan);
@@ -568,17 +557,7 @@ fn a_damaged_state_directory_is_refused_not_rebuilt() {
 fn abort_after_a_crash_stops_the_abandoned_action_and_trusts_the_machine() {
     let m = Machine::new();
     let step = "action:adv-late@upgrade";
-    std::fs::write(m.rec().join(format!("block-{step}")), "").unwrap();
-    let mut first = m.duet(&["split", &m.plan()]).spawn();
-    let blocked = m.rec().join("blocked");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !blocked.exists() {
-        assert!(std::time::Instant::now() < deadline, "the action never started");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let orphan = std::fs::read_to_string(&blocked).unwrap().trim().to_owned();
-    first.kill().unwrap();
-    first.wait().unwrap();
+    let orphan = m.kill_inside(step, &["split", &m.plan()]);
     m.run(&["abort"]).code(0).stdout_has("outlived the duet that started it").stdout_has("AbortFromSplit (Abort)");
     let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap_or_default();
     assert!(stat.is_empty() || stat.contains(") Z"), "the abandoned action {orphan} was stopped: {stat}");
