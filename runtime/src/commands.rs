@@ -103,8 +103,20 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     }
 }
 
+/// The command line as the journal and the lock record it: arguments with spaces or quotes are
+/// quoted, so it reads back unambiguously.
 fn command_line() -> String {
-    std::env::args().collect::<Vec<_>>().join(" ")
+    std::env::args_os()
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || "'\"\\$`".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn user() -> String {
@@ -244,8 +256,8 @@ fn open_session(ctx: &Context, console: &mut Console) -> Result<(Option<Session>
 
 fn repair(dir: &Path, console: &mut Console) -> Result<()> {
     let path = dir.join("journal");
-    let repaired = Journal::<Entry>::repair(&path)?;
-    console.say(&format!("journal repaired: {repaired}"));
+    let said = Journal::<Entry>::repair(&path)?;
+    console.say(&said);
     Ok(())
 }
 

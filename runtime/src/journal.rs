@@ -272,7 +272,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
         let replay = Self::parse(path, &bytes)?;
         let Some(damage) = replay.damage else {
-            return Ok(format!("{} has no damage; nothing to repair", path.display()));
+            return Ok(format!("{} has no damage: nothing to repair", path.display()));
         };
         if damage.followed_by_intact {
             return Err(JournalError::Damaged(damage));
@@ -287,7 +287,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let file = OpenOptions::new().write(true).open(path).map_err(fsutil::at("open", path))?;
         file.set_len(damage.offset).and_then(|()| file.sync_all()).map_err(fsutil::at("truncate", path))?;
         Ok(format!(
-            "{} bytes from line {} ({}) moved to {}; the journal continues after record {}",
+            "journal repaired: {} bytes from line {} ({}) moved to {}; the journal continues after record {}",
             bytes.len() - cut,
             damage.line,
             damage.why,

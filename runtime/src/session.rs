@@ -92,6 +92,14 @@ pub(crate) struct Session {
     pub(crate) compiled: Arc<CompiledPlan>,
 }
 
+/// A plan file that is not what the session's snapshot holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct Changed {
+    pub(crate) file: String,
+    /// `modified` or `deleted`.
+    pub(crate) change: &'static str,
+}
+
 /// A read-only view, for `status` and `log`: never modifies anything, reports damage.
 pub(crate) struct View {
     pub(crate) dir: PathBuf,
@@ -221,17 +229,20 @@ impl View {
     }
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).
-    pub(crate) fn changed_sources(&self) -> Vec<String> {
+    pub(crate) fn changed_sources(&self) -> Vec<Changed> {
         let Ok(text) = std::fs::read_to_string(self.dir.join("plan/sources.json")) else { return Vec::new() };
         let Ok(files) = serde_json::from_str::<Vec<SnapshotFile>>(&text) else { return Vec::new() };
         files
             .into_iter()
-            .filter(|f| {
-                let now = std::fs::read(&f.path).ok();
+            .filter_map(|f| {
                 let then = std::fs::read(self.dir.join(&f.snapshot)).ok();
-                now != then
+                match std::fs::read(&f.path) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Some(Changed { file: f.file, change: "deleted" })
+                    }
+                    now => (now.ok() != then).then_some(Changed { file: f.file, change: "modified" }),
+                }
             })
-            .map(|f| f.file)
             .collect()
     }
 }

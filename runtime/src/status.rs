@@ -12,7 +12,7 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::sim::Sim;
 use crate::platform::{Hardware, Platform};
-use crate::session::{Session, View};
+use crate::session::{Changed, Session, View};
 use crate::state::{self, Operational};
 
 #[derive(Debug, Serialize)]
@@ -29,7 +29,7 @@ struct Status {
     interrupted: bool,
     broken: Option<BrokenStatus>,
     /// Plan files edited since the session's snapshot (the session keeps the snapshot).
-    changed_files: Vec<String>,
+    changed_files: Vec<Changed>,
     journal_damage: Option<String>,
     services: Vec<ServiceStatus>,
     next: String,
@@ -210,8 +210,12 @@ fn render(s: &Status) -> String {
         };
         let _ = writeln!(out, "Plan: {plan} ({what})");
     }
-    for file in &s.changed_files {
-        let _ = writeln!(out, "note: {file} changed since the session started; the session keeps running its snapshot");
+    for c in &s.changed_files {
+        let _ = writeln!(
+            out,
+            "note: {} was {} since the session started; the session keeps running its snapshot",
+            c.file, c.change
+        );
     }
     if let Some(d) = &s.driver {
         let _ = writeln!(out, "Driven by: pid {} since {} ({})", d.pid, d.since, d.command);

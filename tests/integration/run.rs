@@ -443,12 +443,17 @@ fn the_session_runs_its_snapshot_and_status_says_the_plan_changed() {
     m.write("plans/plan.yaml", &PLAN.replace("\"100%%\"", "\"edited\""));
     let status = m.status();
     assert_eq!(status["changed_files"].as_array().unwrap().len(), 1, "{status:#}");
-    m.run(&["status"]).code(0).stdout_has("changed since the session started; the session keeps running its snapshot");
+    assert_eq!(status["changed_files"][0]["change"], "modified");
+    m.run(&["status"])
+        .code(0)
+        .stdout_has("was modified since the session started; the session keeps running its snapshot");
     m.run(&["merge"]).code(0);
     assert!(m.recorded("Upgrade").contains(&"action:start@upgrade|Upgrade|Merge|Start|No|1|Start 100%".to_owned()));
     // A plan that does not compile any more does not matter either.
     m.write("plans/plan.yaml", "version: 1\nbogus: [");
     m.run(&["commit"]).code(0);
+    std::fs::remove_file(m.path("plans/plan.yaml")).unwrap();
+    assert_eq!(m.status()["changed_files"][0]["change"], "deleted");
 }
 
 #[test]
