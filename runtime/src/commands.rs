@@ -244,6 +244,16 @@ fn open_session(ctx: &Context, console: &mut Console) -> Result<(Option<Session>
         return Ok((None, false));
     }
     let session = Session::open(&dir)?;
+    // A session whose readiness check failed is set aside as the last readiness check; duet
+    // died before it was (nothing was split).
+    if session.progress.requests.len() == 1
+        && session.progress.broken().is_some_and(|(r, _)| r == RequestName::CheckReadiness)
+    {
+        drop(session);
+        session::replace_dir(&ctx.state, &dir, &ctx.state.readiness())?;
+        console.say("the last session's readiness check had failed, so nothing was split: it is kept as the last readiness check");
+        return Ok((None, false));
+    }
     if session.progress.finished_ok(RequestName::Finish) {
         let id = session.id().to_owned();
         drop(session);

@@ -196,21 +196,30 @@ pub(crate) async fn run_request<P: Platform>(
         session.record(&Entry::RequestStarted { request }, Durability::Buffered)?;
     }
 
+    // Where the journal left each step. A step that failed (and was not retried since: a retry
+    // clears failures) means the request was Broken already; duet stopped before saying so.
+    // Every interrupted step is reconciled, even after a failure, so that nothing a killed
+    // attempt left running goes on unsupervised.
     let mut sched = vec![Sched::Pending; steps.len()];
+    let mut broken_at: Option<usize> = None;
     for (i, step) in steps.iter().enumerate() {
         let Some(progress) = session.progress.step(request, &step.id) else { continue };
         if progress.completed() {
             sched[i] = Sched::Done;
         } else if progress.running {
-            if let Some(outcome) =
-                reconcile(platform, session, request, step, progress.attempts, options, console).await?
-            {
+            let attempts = progress.attempts;
+            if let Some(outcome) = reconcile(platform, session, request, step, attempts, options, console).await? {
                 sched[i] = outcome;
-                if outcome == Sched::Failed {
-                    return finish(session, request, console, Some(step));
-                }
             }
+        } else if matches!(progress.result, Some(StepResult::Failed { .. })) {
+            sched[i] = Sched::Failed;
         }
+        if sched[i] == Sched::Failed {
+            broken_at.get_or_insert(i);
+        }
+    }
+    if let Some(i) = broken_at {
+        return finish(session, request, console, Some(&steps[i]));
     }
 
     let mut schedule = Schedule::new(&steps, sched);
@@ -408,7 +417,7 @@ async fn stop_attempt<P: Platform>(
     Ok(())
 }
 
-/// Before an abort: what the interrupted request's running actions left behind is stopped, so
+/// Before an abort: what the last request's interrupted actions left behind is stopped, so
 /// nothing of the abandoned request runs on while the abort does.
 pub(crate) async fn stop_interrupted<P: Platform>(
     platform: &P,
@@ -416,10 +425,8 @@ pub(crate) async fn stop_interrupted<P: Platform>(
     options: &Options,
     console: &mut Console,
 ) -> Result<()> {
+    // Interrupted, or Broken with other steps still marked running (duet died while they ran).
     let Some((request, progress)) = session.progress.current() else { return Ok(()) };
-    if progress.ended != crate::state::Ended::No {
-        return Ok(());
-    }
     let plan = Arc::clone(&session.compiled);
     let running: Vec<(Step, u32)> = steps_of(&plan, request, &[])
         .iter()

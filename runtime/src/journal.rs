@@ -249,7 +249,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                     each(record);
                 }
                 Err(why) => {
-                    let followed_by_intact = complete && intact_after(&bytes[offset + len..]);
+                    // Zeros where a record should be are what a power loss leaves of pages that
+                    // never reached the disk: a crash artefact, whatever follows.
+                    let zeroed = text.contains(&0);
+                    let followed_by_intact = complete && !zeroed && intact_after(&bytes[offset + len..]);
                     damage = Some(Damage {
                         path: path.to_owned(),
                         line,
@@ -415,6 +418,23 @@ mod tests {
         assert!(damage.followed_by_intact);
         assert!(damage.to_string().contains("is corrupt at line 3"), "{damage}");
         assert!(matches!(J::repair(&path), Err(JournalError::Damaged(_))));
+    }
+
+    #[test]
+    fn zeros_where_records_should_be_are_a_repairable_power_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), 4);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Record 2's bytes never reached the disk; records 3 and 4 did.
+        let start = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+        let end = start + bytes[start..].iter().position(|&b| b == b'\n').unwrap();
+        bytes[start..end].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        let damage = J::read(&path).unwrap().damage.unwrap();
+        assert_eq!(damage.line, 3);
+        assert!(!damage.followed_by_intact, "{damage}");
+        J::repair(&path).unwrap();
+        assert_eq!(J::read(&path).unwrap().records.len(), 1);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! without taking it, so `status` never gets in a driver's way.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, Write as _};
+use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{FcntlArg, fcntl};
@@ -86,9 +86,9 @@ impl StateLock {
         }
         let since = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
         let text = format!("{}\n{}\n{since}\n", std::process::id(), command.replace('\n', " "));
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(text.as_bytes()))
+        // Written over, then cut to length: a reader never sees it empty.
+        std::os::unix::fs::FileExt::write_all_at(&file, text.as_bytes(), 0)
+            .and_then(|()| file.set_len(text.len() as u64))
             .map_err(|e| io(&e))?;
         Ok(Self { _file: file })
     }

@@ -210,12 +210,20 @@ impl View {
         }
         let mut fold = Fold::default();
         let mut kept = Vec::new();
-        let mut damage = Journal::<Entry>::read_with(&journal, |r| {
+        let read = Journal::<Entry>::read_with(&journal, |r| {
             fold.add(&r);
             if records {
                 kept.push(r);
             }
-        })?;
+        });
+        let mut damage = match read {
+            // Moved meanwhile by the process driving it (finished into history/, or a failed
+            // readiness check set aside): there is no such directory any more.
+            Err(crate::journal::JournalError::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            other => other?,
+        };
         fold.begins(dir)?;
         if driven && damage.as_ref().is_some_and(|d| d.unfinished) {
             damage = None;

@@ -120,7 +120,17 @@ impl Progress {
                     None => Ended::Ready,
                 };
             }
-            Entry::Note { .. } | Entry::Retry { .. } => {}
+            // The operator asked to run the failed steps again: they are pending once more.
+            Entry::Retry { request, .. } => {
+                if let Some(r) = self.requests.get_mut(request) {
+                    for step in r.steps.values_mut().filter(|s| !s.running) {
+                        if matches!(step.result, Some(StepResult::Failed { .. })) {
+                            step.result = None;
+                        }
+                    }
+                }
+            }
+            Entry::Note { .. } => {}
         }
     }
 

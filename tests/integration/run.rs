@@ -600,3 +600,37 @@ fn the_log_of_a_finished_session_is_still_shown() {
     m.run(&["run", &m.plan()]).code(0);
     m.run(&["log"]).code(0).stdout_has("Finish completed: Ready");
 }
+
+#[test]
+fn a_failure_duet_died_before_recording_as_broken_is_not_run_again_by_resume() {
+    let m = Machine::new();
+    m.fail("action:stop@upgrade");
+    m.run(&["split", &m.plan()]).code(1);
+    // Cut the journal back to the failed step's end, as a kill right after it would have.
+    let journal = String::from_utf8(m.journal()).unwrap();
+    let end = journal.trim_end().rfind('\n').unwrap() + 1;
+    assert!(journal[end..].contains("request-finished"), "{}", &journal[end..]);
+    std::fs::write(m.state().join("session/journal"), &journal[..end]).unwrap();
+    assert_eq!(m.status()["operational"], "Busy");
+    m.run(&["resume"])
+        .code(1)
+        .stderr_has("ExecuteSplit is Broken at step action:stop@upgrade: Custom action failed with exit value 3");
+    let runs = m.recorded("Upgrade").iter().filter(|l| l.starts_with("action:stop@upgrade|")).count();
+    assert_eq!(runs, 1, "the failed action was not run again without an operator's retry");
+    m.heal("action:stop@upgrade");
+    m.run(&["retry"]).code(0).stdout_has("Production Side | Split | Ready");
+}
+
+#[test]
+fn a_failed_readiness_check_duet_died_before_setting_aside_does_not_block_the_next_split() {
+    let m = Machine::new();
+    m.fail("action:ready@production");
+    m.run(&["split", &m.plan()]).code(1).stdout_has("nothing was split");
+    // As if duet had died right after the readiness check failed, before setting it aside.
+    std::fs::rename(m.state().join("readiness"), m.state().join("session")).unwrap();
+    m.heal("action:ready@production");
+    m.run(&["split", &m.plan()])
+        .code(0)
+        .stdout_has("the last session's readiness check had failed, so nothing was split")
+        .stdout_has("Production Side | Split | Ready");
+}

@@ -201,6 +201,12 @@ impl Sim {
             fsutil::write_atomic(&inventory_file, BUILT_IN.as_bytes()).map_err(at("write", &inventory_file))?;
             load_inventory(&inventory_file)?
         };
+        // The state file goes first and comes back last: a rebuild cut short is redone by the
+        // next command, never taken for a machine.
+        if state_file.exists() {
+            std::fs::remove_file(&state_file).map_err(at("remove", &state_file))?;
+            fsutil::sync_dir(&dir).map_err(at("sync", &dir))?;
+        }
         let _ = std::fs::remove_dir_all(dir.join("sides"));
         fsutil::create_dir_all_durable(&dir).map_err(at("create", &dir))?;
         if let Some(text) = &given {
