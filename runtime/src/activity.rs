@@ -233,6 +233,10 @@ pub(crate) fn log(
     format: crate::cli::LogFormat,
 ) -> crate::outcome::Outcome {
     use crate::outcome::Outcome;
+    if let Err(e) = state.usable() {
+        eprintln!("{e}");
+        return Outcome::Failure;
+    }
     let dirs = match session {
         Some(id) if id.contains('/') || id.contains("..") || id.is_empty() => {
             eprintln!(

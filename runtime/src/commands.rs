@@ -126,6 +126,7 @@ fn user() -> String {
 }
 
 async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Result<Outcome> {
+    ctx.state.usable()?;
     let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
     if !starts && !ctx.state.session().join("journal").exists() {
         // Nothing to act on: refused before anything is created (not even the state directory).

@@ -56,9 +56,21 @@ impl StateDir {
         self.root.join("history")
     }
 
-    pub(crate) fn ensure(&self) -> Result<()> {
-        fsutil::create_dir_all_durable(&self.root).map_err(at("create", &self.root))?;
+    /// Refuses a state directory that is something else (a file).
+    pub(crate) fn usable(&self) -> Result<()> {
+        if self.root.exists() && !self.root.is_dir() {
+            return Err(Error::new(format!("the state directory {} is not a directory", self.root.display()))
+                .help("give a directory with `--state-dir DIR` (or DUET_STATE_DIR)"));
+        }
         Ok(())
+    }
+
+    pub(crate) fn ensure(&self) -> Result<()> {
+        self.usable()?;
+        fsutil::create_dir_all_durable(&self.root).map_err(|e| {
+            Error::new(at("create", &self.root)(e).to_string())
+                .help("choose a state directory you can write (`--state-dir DIR`, DUET_STATE_DIR)")
+        })
     }
 
     /// Removes directories a killed process left half-built (they were never renamed into place).

@@ -245,6 +245,7 @@ fn render(s: &Status) -> String {
 
 pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
     let result = (|| -> Result<Status> {
+        ctx.state.usable()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -538,6 +538,11 @@ fn read_only_and_refused_commands_create_nothing() {
     m.run(&["status"]).code(0).stdout_has("Fault Tolerant | Idle | Ready").stdout_has("builds the simulated machine");
     m.run(&["log"]).code(1).stderr_has("no session and no readiness check yet");
     assert!(!m.state().exists(), "nothing was created in {}", m.state().display());
+    // A state directory that is a file is named as such, by every command.
+    std::fs::write(m.state(), "not a directory").unwrap();
+    for args in [&["status"][..], &["log"], &["merge"], &["readiness", &m.plan()]] {
+        m.run(args).code(1).stderr_has("is not a directory").stderr_has("--state-dir DIR");
+    }
 }
 
 #[test]
