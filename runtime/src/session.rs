@@ -190,11 +190,16 @@ impl Session {
 
     /// Opens a session for appending: replays its journal, refusing any damage.
     pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let mut fold = Fold::default();
-        let journal = Journal::open(&dir.join("journal"), |r| fold.add(&r))?;
+        // The two big reads, the compiled plan and the journal, on both cores at once.
+        let (journal, fold, compiled) = std::thread::scope(|scope| {
+            let compiled = scope.spawn(|| read_compiled(dir));
+            let mut fold = Fold::default();
+            let journal = Journal::open(&dir.join("journal"), |r| fold.add(&r));
+            (journal, fold, compiled.join().expect("reading the compiled plan does not panic"))
+        });
+        let journal = journal?;
         fold.begins(dir)?;
-        let compiled = read_compiled(dir)?;
-        Ok(Self { dir: dir.to_owned(), journal, progress: fold.progress, compiled: Arc::new(compiled) })
+        Ok(Self { dir: dir.to_owned(), journal, progress: fold.progress, compiled: Arc::new(compiled?) })
     }
 
     /// Appends an entry and folds it into the progress.
@@ -245,7 +250,7 @@ impl View {
 
     /// The compiled plan the session runs (read on demand: it is the largest file).
     pub(crate) fn compiled(&self) -> Option<CompiledPlan> {
-        read_compiled(&self.dir).ok()
+        compiled_in(&self.dir)
     }
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).
@@ -306,6 +311,11 @@ impl Fold {
             ))),
         }
     }
+}
+
+/// The compiled plan of a session directory, if it has a readable one.
+pub(crate) fn compiled_in(dir: &Path) -> Option<CompiledPlan> {
+    read_compiled(dir).ok()
 }
 
 fn read_compiled(dir: &Path) -> Result<CompiledPlan> {

@@ -85,13 +85,21 @@ impl Status {
 
 async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     let holder = StateLock::holder(&ctx.state.root);
-    // A session whose Finish completed is over, even before the next command archives it.
-    let session = View::read(&ctx.state.session(), holder.is_some(), false)?
-        .filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
+    // The session's journal and its compiled plan (for the services), read on both cores. A
+    // session whose Finish completed is over, even before the next command archives it.
+    let (session, plan) = std::thread::scope(|scope| {
+        let plan = scope.spawn(|| crate::session::compiled_in(&ctx.state.session()));
+        let session = View::read(&ctx.state.session(), holder.is_some(), false);
+        (session, plan.join().ok().flatten())
+    });
+    let session = session?.filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
     let in_session = session.is_some();
-    let view = match session {
-        Some(v) => Some(v),
-        None => View::read(&ctx.state.readiness(), holder.is_some(), false)?,
+    let (view, plan) = if let Some(v) = session {
+        (Some(v), plan)
+    } else {
+        let view = View::read(&ctx.state.readiness(), holder.is_some(), false)?;
+        let plan = view.as_ref().and_then(View::compiled);
+        (view, plan)
     };
     let observed = platform.observe().await?;
     let (upgrade, mut operational) = match &view {
@@ -110,7 +118,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         message: b.message.clone(),
     });
     let mut services = Vec::new();
-    if let Some(plan) = view.as_ref().and_then(View::compiled) {
+    if let Some(plan) = plan {
         for service in &plan.services {
             let side = |s: Side| async move {
                 platform
