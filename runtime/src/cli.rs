@@ -101,7 +101,7 @@ pub(crate) enum Command {
     },
     /// Drive consecutive requests from the current state to `--through` (a full rehearsal on the sim).
     Run {
-        /// The top-level plan file (used when no session is in progress).
+        /// The top-level plan file (a session in progress goes on only if it was started from it).
         plan: PathBuf,
         /// Where to stop.
         #[arg(long, value_enum, default_value_t = Through::Finish)]
@@ -117,7 +117,7 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
-    /// The activity log of the session in progress (or the last readiness check).
+    /// The activity log of the session in progress, else of the latest readiness check or finished session.
     Log {
         /// `text` for people, `json` for programs, `xml` as the guide saves it.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
