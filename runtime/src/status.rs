@@ -21,6 +21,9 @@ struct Status {
     upgrade: State,
     operational: Operational,
     partner: String,
+    /// RDR disks are resynchronising after a commit or an abort (a readiness check fails
+    /// meanwhile: guide 5-1, "RDR disk is not duplexed").
+    resyncing: bool,
     session: Option<String>,
     plan: Option<String>,
     /// The process driving the session now, if any.
@@ -70,6 +73,7 @@ impl Status {
             upgrade: State::Idle,
             operational: Operational::Ready,
             partner: duet_compiler::inventory::PartnerState::OsUp.as_str().to_owned(),
+            resyncing: false,
             session: None,
             plan: None,
             driver: None,
@@ -162,6 +166,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         upgrade,
         operational,
         partner: observed.partner.as_str().to_owned(),
+        resyncing: observed.resyncing,
         session: view.as_ref().filter(|_| in_session).map(|v| v.progress.id.clone()),
         plan: view.as_ref().map(|v| v.progress.plan.clone()).filter(|p| !p.is_empty()),
         driver: holder.map(|h| Driver { pid: h.pid, command: h.command, since: h.since }),
@@ -232,6 +237,9 @@ fn render(s: &Status) -> String {
     }
     if let Some(b) = &s.broken {
         let _ = writeln!(out, "Broken: {} at {}: {}", b.request, b.step, crate::console::escape(&b.message));
+    }
+    if s.resyncing {
+        let _ = writeln!(out, "RDR disks are resynchronising: wait for it before another readiness check or split");
     }
     if let Some(damage) = &s.journal_damage {
         let _ = writeln!(out, "Journal: {damage}");

@@ -639,3 +639,20 @@ fn a_failed_readiness_check_duet_died_before_setting_aside_does_not_block_the_ne
         .stdout_has("the last session's readiness check had failed, so nothing was split")
         .stdout_has("Production Side | Split | Ready");
 }
+
+#[test]
+fn after_a_commit_the_disks_resynchronise_and_a_readiness_check_says_so() {
+    let inventory = INVENTORY.replace("resync: 0s", "resync: 10m");
+    let m = Machine::with(PLAN, &inventory);
+    m.run(&["run", &m.plan()]).code(0);
+    let status = m.status();
+    assert_eq!(status["resyncing"], true, "{status:#}");
+    m.run(&["status"]).code(0).stdout_has("RDR disks are resynchronising");
+    m.run(&["readiness", &m.plan()])
+        .code(1)
+        .stdout_has("readiness check failed: 3 problems, the first: RDR disk is not duplexed");
+    m.run(&["log"])
+        .code(0)
+        .stdout_has("RDR disk is not duplexed (disk0)")
+        .stdout_has("RDR disk is not duplexed (disk2)");
+}
