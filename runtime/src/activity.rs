@@ -56,7 +56,7 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                 (
                     Severity::Information,
                     None,
-                    format!("{} requested by {user} (`{command}`): {}{goal}", operation.as_str(), names.join(", ")),
+                    format!("{} requested by {user} (`{command}`): {}{goal}", operation.name(), names.join(", ")),
                     None,
                 )
             }

@@ -17,7 +17,7 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::sim::Sim;
 use crate::platform::{Phase, Platform};
-use crate::record::{Entry, OperationName, StepResult, Through};
+use crate::record::{Entry, StepResult, Through};
 use crate::session::{self, Session, StateDir};
 use crate::state::{self, Command, Operational, Progress};
 use crate::status;
@@ -179,13 +179,6 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
         | Request::Retry
         | Request::Resume { .. } => {
             let command = request.command();
-            let operation = match command {
-                Command::Merge => Some(OperationName::Merge),
-                Command::Commit => Some(OperationName::Commit),
-                Command::Abort => Some(OperationName::Abort),
-                Command::Finish => Some(OperationName::Finish),
-                _ => None,
-            };
             let mut requests = admit(command, session.as_ref().map(|s| &s.progress))?;
             let s = session.as_mut().expect("admitted commands have a session");
             if command == Command::Abort {
@@ -196,8 +189,8 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
                     requests = vec![RequestName::AbortFromMerge];
                 }
             }
-            if let Some(operation) = operation {
-                begin(s, operation, &requests, None)?;
+            if matches!(command, Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
+                begin(s, command, &requests, None)?;
             } else if command == Command::Retry {
                 if let Some(&request) = requests.first() {
                     s.record(&Entry::Retry { request, user: user() }, Durability::Durable)?;
@@ -295,16 +288,11 @@ fn begin_entry<P: Platform>(id: &str, plan: &Path, platform: &P) -> Entry {
     }
 }
 
-fn operation_entry(operation: OperationName, requests: &[RequestName], goal: Option<Through>) -> Entry {
+fn operation_entry(operation: Command, requests: &[RequestName], goal: Option<Through>) -> Entry {
     Entry::Operation { operation, requests: requests.to_vec(), goal, command: command_line(), user: user() }
 }
 
-fn begin(
-    session: &mut Session,
-    operation: OperationName,
-    requests: &[RequestName],
-    goal: Option<Through>,
-) -> Result<()> {
+fn begin(session: &mut Session, operation: Command, requests: &[RequestName], goal: Option<Through>) -> Result<()> {
     session.record(&operation_entry(operation, requests, goal), Durability::Durable)
 }
 
@@ -326,7 +314,7 @@ async fn readiness<P: Platform>(
         let _ = std::fs::remove_dir_all(&old);
     }
     let id = format!("readiness-{}", session::new_id());
-    let operation = operation_entry(OperationName::Readiness, &requests, None);
+    let operation = operation_entry(Command::Readiness, &requests, None);
     let mut s =
         Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
@@ -350,7 +338,7 @@ async fn start<P: Platform>(
     let compiled = compilation.compiled.take().expect("checked");
     let id = session::new_id();
     let dir = ctx.state.session();
-    let operation = operation_entry(OperationName::Split, &requests, goal);
+    let operation = operation_entry(Command::Split, &requests, goal);
     let mut s =
         Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
     drop(compilation);
@@ -429,12 +417,10 @@ async fn toward<P: Platform>(
                 .help("correct the problem, then `duet retry` (it carries on to where `duet run` was headed); or `duet abort`"));
             }
         }
-        let (command, operation) = match (progress.upgrade_state(), goal) {
-            (State::Split, Through::Merge | Through::Commit | Through::Finish) => {
-                (Command::Merge, OperationName::Merge)
-            }
-            (State::Merge, Through::Commit | Through::Finish) => (Command::Commit, OperationName::Commit),
-            (State::Commit | State::Abort, Through::Finish) => (Command::Finish, OperationName::Finish),
+        let command = match (progress.upgrade_state(), goal) {
+            (State::Split, Through::Merge | Through::Commit | Through::Finish) => Command::Merge,
+            (State::Merge, Through::Commit | Through::Finish) => Command::Commit,
+            (State::Commit | State::Abort, Through::Finish) => Command::Finish,
             (state, _) => {
                 if !ran {
                     console.say(&format!(
@@ -447,7 +433,7 @@ async fn toward<P: Platform>(
         };
         ran = true;
         let requests = admit(command, Some(progress))?;
-        begin(session, operation, &requests, Some(goal))?;
+        begin(session, command, &requests, Some(goal))?;
         if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
             return Ok(Outcome::Failure);
         }

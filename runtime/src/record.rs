@@ -7,31 +7,7 @@ use duet_compiler::inventory::Startup;
 use serde::{Deserialize, Serialize};
 
 use crate::platform::Severity;
-
-/// A user command that drives requests: `split` is CheckReadiness, PrepareSplit, ExecuteSplit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum OperationName {
-    Readiness,
-    Split,
-    Merge,
-    Commit,
-    Abort,
-    Finish,
-}
-
-impl OperationName {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Readiness => "readiness",
-            Self::Split => "split",
-            Self::Merge => "merge",
-            Self::Commit => "commit",
-            Self::Abort => "abort",
-            Self::Finish => "finish",
-        }
-    }
-}
+use crate::state::Command;
 
 /// How far `duet run` should drive the session; `resume` carries on to it.
 
@@ -113,7 +89,8 @@ pub(crate) enum Entry {
     },
     /// A command started driving requests. `goal` is where `duet run` is headed.
     Operation {
-        operation: OperationName,
+        /// The command (`split` is CheckReadiness, PrepareSplit, ExecuteSplit).
+        operation: Command,
         requests: Vec<RequestName>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         goal: Option<Through>,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use duet_compiler::compiled::{RequestName, State};
 use duet_compiler::inventory::Startup;
 use indexmap::IndexMap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::{Broken, Entry, StepResult, Through};
 
@@ -238,8 +238,10 @@ fn step_mut<'r>(request: &'r mut RequestProgress, step: &str) -> &'r mut StepPro
     request.steps.get_mut(step).expect("inserted above")
 }
 
-/// A command the state model can accept or refuse.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A command the state model can accept or refuse; the journal's `operation` records name the
+/// one that started them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub(crate) enum Command {
     Readiness,
     Split,
@@ -252,7 +254,16 @@ pub(crate) enum Command {
 }
 
 impl Command {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// As typed: `duet readiness`, `duet split`, ...
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Readiness => "readiness",
+            other => other.verb(),
+        }
+    }
+
+    /// What it does, after "cannot".
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             Self::Readiness => "run a readiness check",
             Self::Split => "split",
@@ -286,11 +297,11 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
             Command::Readiness => Ok(vec![R::CheckReadiness]),
             Command::Split => Ok(vec![R::CheckReadiness, R::PrepareSplit, R::ExecuteSplit]),
             Command::Retry | Command::Resume => Err(refuse(
-                format!("cannot {}: no upgrade session (state Idle)", command.as_str()),
+                format!("cannot {}: no upgrade session (state Idle)", command.verb()),
                 "start one with `duet split PLAN` or `duet run PLAN`",
             )),
             _ => Err(refuse(
-                format!("cannot {}: no upgrade session (state Idle)", command.as_str()),
+                format!("cannot {}: no upgrade session (state Idle)", command.verb()),
                 "start one with `duet split PLAN`; `duet readiness PLAN` checks the machine first",
             )),
         };
@@ -330,13 +341,13 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
             },
         )),
         _ if interrupted => Err(refuse(
-            format!("cannot {}: {here}: its last request was interrupted", command.as_str()),
+            format!("cannot {}: {here}: its last request was interrupted", command.verb()),
             "run `duet resume` to finish it first",
         )),
         _ if operational == Operational::Broken => {
             let (request, broken) = p.broken().expect("Broken has a reason");
             Err(refuse(
-                format!("cannot {}: {request} is Broken at step {}: {}", command.as_str(), broken.step, broken.message),
+                format!("cannot {}: {request} is Broken at step {}: {}", command.verb(), broken.step, broken.message),
                 if abortable(state) {
                     "correct the problem, then `duet retry`; or `duet abort`"
                 } else {
@@ -347,7 +358,7 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
         Command::Merge if state == State::Split => Ok(vec![R::PrepareMerge, R::ExecuteMerge]),
         Command::Commit if state == State::Merge => Ok(vec![R::Commit]),
         Command::Finish if matches!(state, State::Commit | State::Abort) => Ok(vec![R::Finish]),
-        _ => Err(refuse(format!("cannot {}: {here}", command.as_str()), next_hint(state))),
+        _ => Err(refuse(format!("cannot {}: {here}", command.verb()), next_hint(state))),
     }
 }
 
