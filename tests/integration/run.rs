@@ -656,3 +656,26 @@ fn after_a_commit_the_disks_resynchronise_and_a_readiness_check_says_so() {
         .stdout_has("RDR disk is not duplexed (disk0)")
         .stdout_has("RDR disk is not duplexed (disk2)");
 }
+
+#[test]
+fn a_split_that_outlasts_its_limit_fails_the_step_and_splits_nothing() {
+    // The compiler gives the split its 5-minute limit (dag.rs tests it); here the session's
+    // snapshot and the simulated machine are edited so the limit is met in a test's time.
+    let inventory = format!("{INVENTORY}  faults:\n    - {{op: split, fail_times: 1}}\n");
+    let m = Machine::with(PLAN, &inventory);
+    m.run(&["split", &m.plan()]).code(1).stdout_has("the split failed (simulated fault");
+    let compiled = m.state().join("session/plan/compiled.json");
+    let text = std::fs::read_to_string(&compiled).unwrap();
+    assert_eq!(text.matches("\"timeout_ms\":300000").count(), 1, "only the split has the 5-minute limit");
+    std::fs::write(&compiled, text.replace("\"timeout_ms\":300000", "\"timeout_ms\":200")).unwrap();
+    let sim_inventory = m.state().join("sim/inventory.yaml");
+    let machine = std::fs::read_to_string(&sim_inventory).unwrap().replace("split: 0s", "split: 1h");
+    std::fs::write(&sim_inventory, &machine).unwrap();
+    m.write("inventory.yaml", &machine);
+    m.run(&["retry"]).code(1).stdout_has("the split timed out after 200ms");
+    let status = m.status();
+    assert_eq!(
+        (status["hardware"].as_str(), status["broken"]["step"].as_str()),
+        (Some("FaultTolerant"), Some("platform:split"))
+    );
+}
