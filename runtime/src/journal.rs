@@ -185,7 +185,16 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// the intact records end.
     pub(crate) fn read_with(path: &Path, each: impl FnMut(Record<T>)) -> Result<Option<Damage>, JournalError> {
         let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
-        Ok(Self::scan(path, &bytes, each)?.damage)
+        Self::read_bytes(path, &bytes, each)
+    }
+
+    /// [`Journal::read_with`] on bytes already read; `path` names them in messages.
+    pub(crate) fn read_bytes(
+        path: &Path,
+        bytes: &[u8],
+        each: impl FnMut(Record<T>),
+    ) -> Result<Option<Damage>, JournalError> {
+        Ok(Self::scan(path, bytes, each)?.damage)
     }
 
     /// The journal's file was renamed (its directory moved into place): name the new path in
