@@ -73,6 +73,10 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                     StepResult::Failed { message, help } => {
                         (Severity::Error, format!("{step}: {message}"), help.clone())
                     }
+                    StepResult::Interrupted { message } => (Severity::Warning, format!("{step}: {message}"), None),
+                    StepResult::Skipped { reason, user } => {
+                        (Severity::Warning, format!("{step}: skipped by {user}: {reason}"), None)
+                    }
                 };
                 let detail = Detail {
                     attempt: Some(*attempt),

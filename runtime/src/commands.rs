@@ -12,6 +12,7 @@ use crate::cli::{RunArgs, StateArgs};
 use crate::console::Console;
 use crate::error::{Error, Result};
 use crate::executor::{self, Outcome as RequestOutcome};
+use crate::interrupt::Interrupt;
 use crate::journal::{Durability, Journal};
 use crate::lock::StateLock;
 use crate::outcome::Outcome;
@@ -94,7 +95,20 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
         }
     };
     let mut console = Console::new(ctx.quiet);
-    match runtime.block_on(drive(ctx, request, &mut console)) {
+    let driven = runtime.block_on(async {
+        let mut ctx = ctx.clone();
+        ctx.options.interrupt = Interrupt::listen().map_err(|e| Error::new(format!("cannot handle signals: {e}")))?;
+        drive(&ctx, request, &mut console).await
+    });
+    match driven {
+        Ok(outcome @ Outcome::Interrupted(signal)) => {
+            eprintln!(
+                "{}",
+                Error::new(format!("stopped by {}; the journal records everything up to here", signal.name))
+                    .help("`duet resume` continues (`duet status` shows where the session is)")
+            );
+            outcome
+        }
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("{e}");
@@ -160,8 +174,8 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             if session.is_none() {
                 let (outcome, started) = start(ctx, &platform, None, plan, Some(*through), console).await?;
                 session = Some(started);
-                if outcome == Outcome::Failure {
-                    break 'run Outcome::Failure;
+                if outcome != Outcome::Success {
+                    break 'run outcome;
                 }
             } else if let Some(s) = session.as_ref() {
                 same_plan(s, plan)?;
@@ -355,9 +369,14 @@ async fn run_requests<P: Platform>(
     console: &mut Console,
 ) -> Result<Outcome> {
     for &request in requests {
-        if let RequestOutcome::Broken(broken) =
-            executor::run_request(platform, session, request, &ctx.options, console).await?
-        {
+        if let Some(signal) = ctx.options.interrupt.stopping() {
+            return Ok(Outcome::Interrupted(signal));
+        }
+        let outcome = executor::run_request(platform, session, request, &ctx.options, console).await?;
+        if let RequestOutcome::Interrupted(signal) = outcome {
+            return Ok(Outcome::Interrupted(signal));
+        }
+        if let RequestOutcome::Broken(broken) = outcome {
             let help = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
                 Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
                 _ => "correct the problem (`duet log`), then `duet retry`".to_owned(),
@@ -403,8 +422,9 @@ async fn toward<P: Platform>(
             Operational::Busy => {
                 let requests = admit(Command::Resume, Some(progress))?;
                 ran = true;
-                if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
-                    return Ok(Outcome::Failure);
+                let outcome = run_requests(ctx, platform, session, &requests, console).await?;
+                if outcome != Outcome::Success {
+                    return Ok(outcome);
                 }
                 continue;
             }
@@ -431,11 +451,15 @@ async fn toward<P: Platform>(
                 return Ok(Outcome::Success);
             }
         };
+        if let Some(signal) = ctx.options.interrupt.stopping() {
+            return Ok(Outcome::Interrupted(signal));
+        }
         ran = true;
         let requests = admit(command, Some(progress))?;
         begin(session, command, &requests, Some(goal))?;
-        if run_requests(ctx, platform, session, &requests, console).await? == Outcome::Failure {
-            return Ok(Outcome::Failure);
+        let outcome = run_requests(ctx, platform, session, &requests, console).await?;
+        if outcome != Outcome::Success {
+            return Ok(outcome);
         }
     }
 }

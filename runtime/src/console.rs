@@ -81,6 +81,12 @@ impl Console {
             StepResult::Reconciled { message } => {
                 self.line(&format!("  ok      {:<34} {}", step.id, escape(message)));
             }
+            StepResult::Skipped { reason, user } => {
+                self.line(&format!("  skipped {:<34} by {user}: {}", step.id, escape(reason)));
+            }
+            StepResult::Interrupted { message } => {
+                self.line(&format!("  STOPPED {:<34} {}{again}", step.id, escape(message)));
+            }
             StepResult::Failed { message, help } => {
                 self.line(&format!("  FAILED  {:<34} {}{again}", step.id, escape(message)));
                 if let Some(output) = output {

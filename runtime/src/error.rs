@@ -7,11 +7,20 @@ use std::fmt;
 pub(crate) struct Error {
     pub(crate) message: String,
     pub(crate) help: Option<String>,
+    /// duet could not read or write a file of its own (the state directory: journal, snapshot,
+    /// output, the simulated machine): nothing about the upgrade failed, and once the disk is
+    /// fixed `resume` continues.
+    pub(crate) storage: bool,
 }
 
 impl Error {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), help: None }
+        Self { message: message.into(), help: None, storage: false }
+    }
+
+    /// An I/O error on duet's own files; see [`Error::storage`].
+    pub(crate) fn storage(message: impl Into<String>) -> Self {
+        Self { storage: true, ..Self::new(message) }.help(STORAGE_HELP)
     }
 
     #[must_use]
@@ -31,16 +40,21 @@ impl fmt::Display for Error {
     }
 }
 
+/// What to do about an I/O error on duet's own files.
+pub(crate) const STORAGE_HELP: &str =
+    "free space on that file system (or make it writable again), then `duet resume`: it continues from the journal";
+
 impl From<crate::fsutil::FsError> for Error {
     fn from(e: crate::fsutil::FsError) -> Self {
-        Self::new(e.to_string()).help("check the state directory's permissions and free space, then `duet resume`")
+        Self::storage(e.to_string())
     }
 }
 
 impl From<crate::journal::JournalError> for Error {
     fn from(e: crate::journal::JournalError) -> Self {
         let help = e.help();
-        Self::new(e.to_string()).help(help)
+        let storage = matches!(e, crate::journal::JournalError::Io(_));
+        Self { storage, ..Self::new(e.to_string()).help(help) }
     }
 }
 

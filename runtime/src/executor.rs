@@ -30,7 +30,8 @@ use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::console::Console;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::interrupt::{Interrupt, Signal};
 use crate::journal::Durability;
 use crate::platform::{Finding, Operation, Phase, Platform, PlatformError, Progress as PlatformProgress, Severity};
 use crate::process::{Exit, ProcessOutcome, ProcessSpec};
@@ -45,11 +46,17 @@ pub(crate) struct Options {
     pub(crate) service_timeout: Duration,
     /// After an action's timeout: SIGTERM, then SIGKILL after this long.
     pub(crate) kill_grace: Duration,
+    /// Ctrl-C and SIGTERM ([`crate::interrupt`]).
+    pub(crate) interrupt: Interrupt,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { service_timeout: Duration::from_secs(120), kill_grace: Duration::from_secs(5) }
+        Self {
+            service_timeout: Duration::from_secs(120),
+            kill_grace: Duration::from_secs(5),
+            interrupt: Interrupt::default(),
+        }
     }
 }
 
@@ -92,6 +99,9 @@ pub(crate) fn steps_of<'p>(plan: &'p CompiledPlan, request: RequestName, event_l
 pub(crate) enum Outcome {
     Ready,
     Broken(Broken),
+    /// Stopped by a signal before the request completed: it stays unfinished, and `resume`
+    /// continues it.
+    Interrupted(Signal),
 }
 
 /// A message from a running step to the loop.
@@ -108,6 +118,8 @@ struct Done {
     result: StepResult,
     output: Option<Output>,
     duration: Duration,
+    /// The step ran, but duet could not keep what it must (its output): stop after it.
+    halt: Option<Error>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +162,11 @@ impl Schedule {
         let i = self.ready.pop_first()?;
         self.state[i] = Sched::Running;
         Some(i)
+    }
+
+    /// Whether every step has completed.
+    fn complete(&self) -> bool {
+        self.state.iter().all(|&s| s == Sched::Done)
     }
 
     fn finished(&mut self, i: usize, ok: bool) {
@@ -222,7 +239,96 @@ pub(crate) async fn run_request<P: Platform>(
         return finish(session, request, console, Some(&steps[i]));
     }
 
-    let mut schedule = Schedule::new(&steps, sched);
+    let ended = run_steps(platform, session, request, &steps, Schedule::new(&steps, sched), options, console).await;
+    let Stops { failed, halt, journal_lost, complete } = ended;
+    if let Some(e) = halt {
+        // Not Broken: nothing about the upgrade failed. The request stays unfinished, so that
+        // `resume` continues it once the disk is fixed (a step that did fail is found failed).
+        if !journal_lost {
+            let message = format!("stopped: {}", e.message);
+            let note = Entry::Note { request: Some(request), step: None, severity: Severity::Error, message };
+            let _ = session.record(&note, Durability::Durable);
+        }
+        return Err(e);
+    }
+    if let Some(signal) = options.interrupt.stopping()
+        && failed.is_none()
+        && !complete
+    {
+        let message = format!("stopped by {}: no new step was started; `duet resume` continues", signal.name);
+        let note = Entry::Note { request: Some(request), step: None, severity: Severity::Warning, message };
+        session.record(&note, Durability::Durable)?;
+        return Ok(Outcome::Interrupted(signal));
+    }
+    finish(session, request, console, failed.map(|i| &steps[i]))
+}
+
+/// Why the step loop stopped starting steps, and whether it can still record.
+#[derive(Default)]
+struct Stops {
+    /// The first step that failed.
+    failed: Option<usize>,
+    /// What stops duet although no step failed: a file of its own it could not write.
+    halt: Option<Error>,
+    /// A journal write failed: nothing more is recorded.
+    journal_lost: bool,
+    /// Every step completed.
+    complete: bool,
+}
+
+impl Stops {
+    fn starting(&self, interrupt: &Interrupt) -> bool {
+        self.failed.is_none() && self.halt.is_none() && interrupt.stopping().is_none()
+    }
+
+    /// Records `entry`, unless the journal is lost; a failure to record loses it.
+    fn record(&mut self, session: &mut Session, entry: &Entry, durability: Durability) {
+        if !self.journal_lost
+            && let Err(e) = session.record(entry, durability)
+        {
+            self.lose(e);
+        }
+    }
+
+    fn lose(&mut self, e: Error) {
+        self.journal_lost = true;
+        self.halt.get_or_insert(e);
+    }
+
+    /// Records a step's message. With the journal lost, it is only shown, and a step waiting
+    /// for it to be durable is told it is not.
+    fn deliver(&mut self, session: &mut Session, console: &mut Console, message: Message) {
+        if let Entry::Note { severity, message: text, .. } = &message.entry {
+            console.note(*severity, text);
+        }
+        if self.journal_lost {
+            if let Some(ack) = message.ack {
+                let _ = ack.send(Err("the journal could not be written; nothing more is recorded".to_owned()));
+            }
+            return;
+        }
+        let durability = if message.ack.is_some() { Durability::Durable } else { Durability::Buffered };
+        let written = session.record(&message.entry, durability);
+        if let Some(ack) = message.ack {
+            let _ = ack.send(written.as_ref().copied().map_err(ToString::to_string));
+        }
+        if let Err(e) = written {
+            self.lose(e);
+        }
+    }
+}
+
+/// The loop: starts every ready step, records what the running ones say and how they end.
+async fn run_steps<P: Platform>(
+    platform: &P,
+    session: &mut Session,
+    request: RequestName,
+    steps: &[Step],
+    mut schedule: Schedule,
+    options: &Options,
+    console: &mut Console,
+) -> Stops {
+    let plan = Arc::clone(&session.compiled);
     let actions: HashMap<&str, &Action> = plan.actions.iter().map(|a| (a.id.as_str(), a)).collect();
     let saved = session.progress.saved.clone();
     let dir = session.dir.clone();
@@ -241,68 +347,76 @@ pub(crate) async fn run_request<P: Platform>(
         output_dir: std::cell::Cell::new(false),
     };
     let mut running: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + '_>>> = FuturesUnordered::new();
-    let mut failed: Option<usize> = None;
+    let mut run = Stops::default();
+    let interrupt = &options.interrupt;
+    let mut told = interrupt.stopping().is_some();
     loop {
-        if failed.is_none() {
-            while let Some(i) = schedule.next() {
-                let step = &steps[i];
-                let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
-                let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
-                let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
-                session.record(&Entry::StepStarted { request, step: step.id.clone(), attempt }, durability)?;
-                console.step_started(step, attempt);
-                running.push(Box::pin(run_step(&ctx, i, step, attempt)));
+        while run.starting(interrupt)
+            && let Some(i) = schedule.next()
+        {
+            let step = &steps[i];
+            let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
+            let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
+            let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
+            run.record(session, &Entry::StepStarted { request, step: step.id.clone(), attempt }, durability);
+            if run.journal_lost {
+                break;
             }
+            console.step_started(step, attempt);
+            running.push(Box::pin(run_step(&ctx, i, step, attempt)));
         }
         if running.is_empty() {
             break;
         }
         tokio::select! {
             biased;
-            Some(message) = rx.recv() => deliver(session, console, message)?,
+            // The activity log says when duet was told to stop, and what it waits for.
+            () = interrupt.stop(), if !told => {
+                told = true;
+                let signal = interrupt.stopping().map_or("a signal", |s| s.name);
+                let message = format!("{signal} received: starting no new step; waiting for the running steps");
+                let note = Entry::Note { request: Some(request), step: None, severity: Severity::Warning, message };
+                run.record(session, &note, Durability::Durable);
+            }
+            Some(message) = rx.recv() => run.deliver(session, console, message),
             Some(done) = running.next() => {
                 while let Ok(message) = rx.try_recv() {
-                    deliver(session, console, message)?;
+                    run.deliver(session, console, message);
                 }
                 let step = &steps[done.index];
                 let ok = done.result.succeeded();
                 console.step_finished(step, done.attempt, &done.result, done.duration, done.output.as_ref());
-                session.record(
-                    &Entry::StepFinished {
-                        request,
-                        step: step.id.clone(),
-                        attempt: done.attempt,
-                        result: done.result,
-                        duration_ms: millis(done.duration),
-                        output: done.output,
-                    },
-                    Durability::Durable,
-                )?;
-                schedule.finished(done.index, ok);
-                if !ok && failed.is_none() {
-                    failed = Some(done.index);
+                if let StepResult::Interrupted { message } = &done.result
+                    && !interrupt.escalated()
+                {
+                    run.halt.get_or_insert_with(|| Error::storage(message.clone()));
                 }
+                if let Some(e) = done.halt {
+                    run.halt.get_or_insert(e);
+                }
+                if matches!(done.result, StepResult::Failed { .. }) {
+                    run.failed.get_or_insert(done.index);
+                }
+                let finished = Entry::StepFinished {
+                    request,
+                    step: step.id.clone(),
+                    attempt: done.attempt,
+                    result: done.result,
+                    duration_ms: millis(done.duration),
+                    output: done.output,
+                };
+                run.record(session, &finished, Durability::Durable);
+                schedule.finished(done.index, ok);
             }
         }
     }
     drop(running);
     drop(ctx);
     while let Ok(message) = rx.try_recv() {
-        deliver(session, console, message)?;
+        run.deliver(session, console, message);
     }
-    finish(session, request, console, failed.map(|i| &steps[i]))
-}
-
-fn deliver(session: &mut Session, console: &mut Console, message: Message) -> Result<()> {
-    if let Entry::Note { severity, message: text, .. } = &message.entry {
-        console.note(*severity, text);
-    }
-    let durability = if message.ack.is_some() { Durability::Durable } else { Durability::Buffered };
-    let written = session.record(&message.entry, durability);
-    if let Some(ack) = message.ack {
-        let _ = ack.send(written.as_ref().copied().map_err(ToString::to_string));
-    }
-    written
+    run.complete = schedule.complete();
+    run
 }
 
 fn finish(
@@ -489,14 +603,35 @@ fn peak_rss_kib() -> Option<u64> {
 
 async fn run_step<P: Platform>(ctx: &Ctx<'_, P>, index: usize, step: &Step, attempt: u32) -> Done {
     let started = Instant::now();
-    let (result, output) = match step.kind {
-        StepKind::Probe => (probe(ctx, step).await, None),
-        StepKind::Platform => (operate(ctx, step).await, None),
-        StepKind::Service => (service(ctx, step).await, None),
+    let (result, output, halt) = match step.kind {
         StepKind::Action => action(ctx, step, attempt).await,
-        StepKind::LogBackup => (backup(ctx, step).await, None),
+        kind => {
+            let run = async {
+                match kind {
+                    StepKind::Probe => probe(ctx, step).await,
+                    StepKind::Platform => operate(ctx, step).await,
+                    StepKind::Service => service(ctx, step).await,
+                    _ => backup(ctx, step).await,
+                }
+            };
+            // An action stops its process tree at the second signal; anything else is
+            // abandoned where it is, as a crash would leave it, and `resume` reconciles it.
+            let result = tokio::select! {
+                result = run => result,
+                () = ctx.options.interrupt.escalation() => interrupted(ctx, "while it was running"),
+            };
+            (result, None, None)
+        }
     };
-    Done { index, attempt, result, output, duration: started.elapsed() }
+    Done { index, attempt, result, output, duration: started.elapsed(), halt }
+}
+
+/// A step cut short by a second signal.
+fn interrupted<P>(ctx: &Ctx<'_, P>, what: &str) -> StepResult {
+    let signal = ctx.options.interrupt.stopping().map_or("a signal", |s| s.name);
+    StepResult::Interrupted {
+        message: format!("interrupted by {signal} {what}; `duet resume` reconciles it with the machine"),
+    }
 }
 
 impl<P> Ctx<'_, P> {
@@ -522,8 +657,9 @@ fn failed(message: impl Into<String>, help: Option<String>) -> StepResult {
     StepResult::Failed { message: message.into(), help }
 }
 
+/// A platform error: the step failed, or (an I/O error on duet's own files) it was interrupted.
 fn platform_failed(e: PlatformError) -> StepResult {
-    failed(e.message, e.help)
+    if e.storage { StepResult::Interrupted { message: e.message } } else { failed(e.message, e.help) }
 }
 
 fn success(message: impl Into<String>) -> StepResult {
@@ -643,9 +779,9 @@ async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
                         startup: saved.startup,
                         running: saved.running,
                     };
-                    ctx.durable(entry)
-                        .await
-                        .map_err(|e| failed(format!("cannot save {name}'s startup type: {e}"), None))?;
+                    ctx.durable(entry).await.map_err(|e| StepResult::Interrupted {
+                        message: format!("cannot save {name}'s startup type: {e}"),
+                    })?;
                     saved
                 };
                 platform.set_startup(side, name, Startup::Disabled).await.map_err(platform_failed)?;
@@ -692,9 +828,13 @@ fn startup_str(startup: Startup) -> &'static str {
     }
 }
 
-async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (StepResult, Option<Output>) {
+async fn action<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    step: &Step,
+    attempt: u32,
+) -> (StepResult, Option<Output>, Option<Error>) {
     let Some(action) = ctx.action(step) else {
-        return (failed(format!("{} names an action the plan does not have", step.id), None), None);
+        return (failed(format!("{} names an action the plan does not have", step.id), None), None, None);
     };
     let mut env: Vec<(String, String)> = Vec::with_capacity(8);
     if let Some(e) = &step.env {
@@ -725,18 +865,26 @@ async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (St
         timeout: Duration::from_millis(step.timeout_ms.unwrap_or(action.timeout_ms)),
         kill_grace: ctx.options.kill_grace,
         output_base: ctx.session_dir.join(&rel),
+        interrupt: ctx.options.interrupt.clone(),
     };
     if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
-            return (failed(format!("cannot create {}: {e}", parent.display()), None), None);
+            let message = format!("{} was not started: cannot create {}: {e}", step.id, parent.display());
+            return (StepResult::Interrupted { message }, None, None);
         }
         ctx.output_dir.set(true);
     }
     let outcome = match ctx.platform.run(step.side, &spec).await {
         Ok(o) => o,
-        Err(e) => return (platform_failed(e), None),
+        Err(e) => return (platform_failed(e), None, None),
     };
     let output = output_of(&outcome, ctx.session_dir);
+    // The action ran and its result stands; but part of what it printed is lost, so duet stops
+    // after it rather than go on without a record the operator may need.
+    let lost = [&outcome.stdout, &outcome.stderr].into_iter().find_map(|c| c.write_error.clone());
+    let halt = lost.map(|why| {
+        Error::storage(format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
+    });
     let timeout = humantime::format_duration(spec.timeout);
     let result = match outcome.exit {
         Exit::Code(0) => success("exit value 0"),
@@ -755,6 +903,7 @@ async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (St
             format!("Custom action timed out after {timeout}; it was stopped with its whole process tree"),
             Some(format!("make it finish in time or raise its `timeout`, then `duet retry` (action `{}`)", action.id)),
         ),
+        Exit::Interrupted => interrupted(ctx, "while it ran; it was stopped with its whole process tree"),
         Exit::SpawnFailed { message, not_found } => failed(
             message,
             Some(if not_found {
@@ -764,7 +913,7 @@ async fn action<P: Platform>(ctx: &Ctx<'_, P>, step: &Step, attempt: u32) -> (St
             }),
         ),
     };
-    (result, Some(output))
+    (result, Some(output), halt)
 }
 
 fn output_of(outcome: &ProcessOutcome, session_dir: &Path) -> Output {

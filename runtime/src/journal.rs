@@ -104,7 +104,7 @@ impl JournalError {
     /// What to do next, for the user-facing error.
     pub(crate) fn help(&self) -> &'static str {
         match self {
-            Self::Io(_) => "check the state directory's permissions and free space, then `duet resume`",
+            Self::Io(_) => crate::error::STORAGE_HELP,
             Self::Damaged(d) if d.followed_by_intact => {
                 "this is not a crash artefact: keep a copy of the state directory, inspect the journal, and restore it from a backup"
             }
@@ -135,6 +135,10 @@ pub(crate) struct Journal<T> {
     path: PathBuf,
     file: File,
     next_seq: u64,
+    /// The length of the intact records: where a failed write is cut back to.
+    len: u64,
+    /// A write failed: nothing more is appended by this process (see [`Journal::append`]).
+    failed: Option<String>,
     buf: Vec<u8>,
     _entries: PhantomData<fn(&T)>,
 }
@@ -160,7 +164,15 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         if let Some(dir) = path.parent() {
             fsutil::sync_dir(dir).map_err(fsutil::at("sync", dir))?;
         }
-        Ok(Self { path: path.to_owned(), file, next_seq: 1, buf: Vec::with_capacity(512), _entries: PhantomData })
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            next_seq: 1,
+            len: header().len() as u64,
+            failed: None,
+            buf: Vec::with_capacity(512),
+            _entries: PhantomData,
+        })
     }
 
     /// Opens a journal for appending, handing each record to `each` in order (none is kept:
@@ -176,6 +188,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             path: path.to_owned(),
             file,
             next_seq: scan.last_seq + 1,
+            len: bytes.len() as u64,
+            failed: None,
             buf: Vec::with_capacity(512),
             _entries: PhantomData,
         })
@@ -309,7 +323,20 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     /// Appends one record with a single `write`; a durable one is synced before this returns.
+    ///
+    /// If the write or the sync fails (a full disk, an I/O error, a file system remounted
+    /// read-only), the file is cut back to its last intact record, so that it stays readable
+    /// and `resume` needs no repair once the disk is fixed; the record counts as not written,
+    /// and this journal refuses every later append (after a failed `fdatasync` the kernel may
+    /// have dropped pages it had accepted, so nothing written since can be trusted to follow).
     pub(crate) fn append(&mut self, entry: &T, durability: Durability) -> Result<(), JournalError> {
+        if let Some(why) = &self.failed {
+            return Err(JournalError::Io(fsutil::FsError::new(
+                "write",
+                &self.path,
+                std::io::Error::other(format!("an earlier write failed ({why}); nothing more is written")),
+            )));
+        }
         let json = serde_json::to_string(&Out { seq: self.next_seq, t: now_ms(), e: entry })
             .map_err(|e| JournalError::Format { path: self.path.display().to_string(), why: e.to_string() })?;
         self.buf.clear();
@@ -320,7 +347,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             Durability::Durable => self.file.sync_data(),
             Durability::Buffered => Ok(()),
         });
-        synced.map_err(|e| JournalError::Io(fsutil::FsError::new("write", &self.path, e)))?;
+        if let Err(e) = synced {
+            self.failed = Some(e.to_string());
+            // Truncating frees space and needs none, so it works on a full disk.
+            let _ = self.file.set_len(self.len).and_then(|()| self.file.sync_all());
+            return Err(JournalError::Io(fsutil::FsError::new("write", &self.path, e)));
+        }
+        self.len += self.buf.len() as u64;
         self.next_seq += 1;
         Ok(())
     }

@@ -10,6 +10,7 @@ mod console;
 mod error;
 mod executor;
 mod fsutil;
+mod interrupt;
 mod journal;
 mod lock;
 mod outcome;

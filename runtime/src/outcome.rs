@@ -1,11 +1,15 @@
 //! How a command ended, and the exit code that says so. Decided here and nowhere else.
 
+use crate::interrupt::Signal;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// Done; the plan is valid (warnings allowed).
     Success,
     /// The plan is invalid, or the request failed or was refused.
     Failure,
+    /// Stopped by a signal (Ctrl-C, SIGTERM) with the journal complete: `resume` continues.
+    Interrupted(Signal),
 }
 
 impl Outcome {
@@ -13,6 +17,7 @@ impl Outcome {
         match self {
             Self::Success => 0,
             Self::Failure => 1,
+            Self::Interrupted(signal) => signal.exit_code(),
         }
     }
 }

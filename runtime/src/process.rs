@@ -54,8 +54,10 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::interrupt::Interrupt;
+
 /// One process to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct ProcessSpec {
     pub(crate) program: PathBuf,
     /// Already `%VAR%`-expanded (see [`expand`]).
@@ -69,6 +71,9 @@ pub(crate) struct ProcessSpec {
     /// The full output of this attempt goes to `<output_base>.stdout` and `<output_base>.stderr`,
     /// each created only when its stream produced output.
     pub(crate) output_base: PathBuf,
+    /// At its second signal the process group is stopped as at the timeout
+    /// ([`Exit::Interrupted`]).
+    pub(crate) interrupt: Interrupt,
 }
 
 /// How the process ended.
@@ -78,6 +83,8 @@ pub(crate) enum Exit {
     Signal(i32),
     /// Killed with its process group after the timeout.
     TimedOut,
+    /// Stopped with its process group: duet was told to stop (a second Ctrl-C or SIGTERM).
+    Interrupted,
     /// It never ran: `not_found` when the executable does not exist.
     SpawnFailed {
         message: String,
@@ -219,20 +226,25 @@ impl Child {
         let mut guard = GroupGuard { pgid: pid, armed: true };
         let (exited_tx, exited_rx) = watch::channel(false);
         let supervisor = async {
-            let timed_out = tokio::time::timeout(spec.timeout, sigchld.exited(pid)).await.is_err();
-            if timed_out {
+            let stopped = tokio::select! {
+                exited = tokio::time::timeout(spec.timeout, sigchld.exited(pid)) => {
+                    exited.is_err().then_some(Exit::TimedOut)
+                }
+                () = spec.interrupt.escalation() => Some(Exit::Interrupted),
+            };
+            if stopped.is_some() {
                 stop_group(pid, spec.kill_grace, &mut sigchld).await;
             }
             guard.armed = false;
             exited_tx.send_replace(true);
-            timed_out
+            stopped
         };
-        let (timed_out, (), ()) =
+        let (stopped, (), ()) =
             tokio::join!(supervisor, pump(&out_pipe, stdout, exited_rx.clone()), pump(&err_pipe, stderr, exited_rx));
         // The main process is a zombie by now, so this returns at once; it reaps it.
         let status = handle.wait().map(|output| output.status);
-        if timed_out {
-            return Exit::TimedOut;
+        if let Some(stopped) = stopped {
+            return stopped;
         }
         match status {
             Ok(status) => match (status.code(), status.signal()) {
@@ -571,6 +583,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             kill_grace: Duration::from_secs(5),
             output_base: dir.join("out"),
+            interrupt: Interrupt::default(),
         }
     }
 

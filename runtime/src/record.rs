@@ -46,11 +46,17 @@ pub(crate) enum StepResult {
     },
     /// Not run now: found already done on the platform when reconciling after a crash.
     Reconciled { message: String },
+    /// Cut short: duet was told to stop (a second signal), or could not write what the step
+    /// needs (its journal, output or the platform's state). Neither done nor failed: like an
+    /// attempt a crash interrupted, `resume` reconciles it.
+    Interrupted { message: String },
+    /// Not run: an operator marked it done (`duet skip`), saying why.
+    Skipped { reason: String, user: String },
 }
 
 impl StepResult {
     pub(crate) fn succeeded(&self) -> bool {
-        !matches!(self, Self::Failed { .. })
+        matches!(self, Self::Success { .. } | Self::Reconciled { .. } | Self::Skipped { .. })
     }
 }
 

@@ -107,7 +107,8 @@ impl Progress {
             }
             Entry::StepFinished { request, step, result, .. } => {
                 let s = step_mut(self.requests.entry(*request).or_default(), step);
-                s.running = false;
+                // An interrupted attempt is as unfinished as one a crash cut short.
+                s.running = matches!(result, StepResult::Interrupted { .. });
                 s.result = Some(result.clone());
             }
             Entry::ServiceSaved { service, startup, running } => {

@@ -278,7 +278,7 @@ fn final_state(m: &Machine) -> Result<Final, String> {
 fn completions(records: &[Value]) -> BTreeMap<String, usize> {
     let mut done = BTreeMap::new();
     for e in records.iter().map(|r| &r["e"]) {
-        if e["type"] == "step-finished" && e["result"]["outcome"] != "failed" {
+        if e["type"] == "step-finished" && !["failed", "interrupted"].contains(&text(&e["result"]["outcome"])) {
             *done.entry(format!("{} {}", text(&e["request"]), text(&e["step"]))).or_default() += 1;
         }
     }
@@ -877,4 +877,109 @@ fn a_half_built_session_directory_is_never_taken_for_a_session() {
     assert!(!half.exists(), "the next command must sweep {}", half.display());
     let status = m.status();
     assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Ctrl-C and SIGTERM (docs/reliability.md, "Signals").
+
+fn send(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(pid_of(child), signal).expect("signal duet");
+}
+
+/// Waits until the journal shows that duet took note of the signal (so a test never races it).
+fn wait_until_noted(m: &Machine, signal: &str) {
+    let journal = m.state().join("session/journal");
+    wait_for(&format!("duet to journal the {signal}"), || {
+        read_journal(&journal).is_ok_and(|records| {
+            records.iter().any(|r| {
+                r["e"]["type"] == "note" && text(&r["e"]["message"]).starts_with(&format!("{signal} received"))
+            })
+        })
+    });
+}
+
+fn ended(child: Child) -> Exit {
+    let out = child.wait_with_output().expect("wait for duet");
+    Exit::new(out.status, &out.stdout, &out.stderr)
+}
+
+/// The last result the journal records for `step`.
+fn last_outcome(m: &Machine, step: &str) -> String {
+    let records = read_journal(&m.state().join("session/journal")).unwrap_or_else(|e| panic!("{e}"));
+    records
+        .iter()
+        .rev()
+        .find(|r| r["e"]["type"] == "step-finished" && r["e"]["step"] == step)
+        .map(|r| text(&r["e"]["result"]["outcome"]).to_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_first_ctrl_c_lets_the_running_action_finish_then_starts_nothing_new() {
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    let child = run_until_blocked(&m, "ExecuteSplit", step);
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    wait_until_noted(&m, "SIGINT");
+    let before = read_journal(&m.state().join("session/journal")).expect("journal").len();
+    release(&m);
+    let out = ended(child);
+    assert_eq!(out.code, Some(130), "128 + SIGINT: {}", out.show());
+    for fragment in ["SIGINT: starting no new step", "stopped by SIGINT", "`duet resume` continues"] {
+        assert!(out.says(fragment), "duet does not say {fragment:?}: {}", out.show());
+    }
+    assert_eq!(last_outcome(&m, step), "success", "the running action finished and was journaled");
+    let records = read_journal(&m.state().join("session/journal")).expect("journal");
+    let started: Vec<&Value> = records[before..].iter().filter(|r| r["e"]["type"] == "step-started").collect();
+    assert!(started.is_empty(), "steps started after the signal: {started:?}");
+    // It was ExecuteSplit's last step: the split is done, and `run` went no further.
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+    assert!(text(&status["next"]).contains("`duet resume` carries on"), "{status:#}");
+
+    m.run(&["resume"]).code(0);
+    assert_eq!(attempts(&m, step, "Split"), ["1"], "it completed before duet stopped: it never runs again");
+    assert_final(&m, &reference().state);
+}
+
+#[test]
+fn a_second_signal_stops_the_action_tree_and_resume_runs_a_safe_action_again() {
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    let child = run_until_blocked(&m, "ExecuteSplit", step);
+    let pid: i32 = std::fs::read_to_string(m.rec().join("blocked")).expect("pid").trim().parse().expect("pid");
+    send(&child, nix::sys::signal::Signal::SIGTERM);
+    wait_until_noted(&m, "SIGTERM");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let out = ended(child);
+    assert_eq!(out.code, Some(143), "128 + SIGTERM, the first signal: {}", out.show());
+    assert!(out.says("stopping the running steps"), "{}", out.show());
+    assert!(!alive(pid), "the action's process tree outlived duet");
+    assert_eq!(last_outcome(&m, step), "interrupted");
+    release(&m);
+
+    m.run(&["resume"]).code(0).stdout_has(&format!("{step} was interrupted at attempt 1; running it again"));
+    assert_eq!(attempts(&m, step, "Split"), ["1", "2"]);
+    assert_final(&m, &reference_plus(&format!("{step}|Split|ExecuteSplit"), 1));
+}
+
+#[test]
+fn a_second_signal_inside_an_unsafe_action_leaves_it_to_the_operator() {
+    let m = Machine::new();
+    let step = "action:save@production";
+    let child = run_until_blocked(&m, "ExecuteMerge", step);
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    wait_until_noted(&m, "SIGINT");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let out = ended(child);
+    assert_eq!(out.code, Some(130), "{}", out.show());
+    assert_eq!(last_outcome(&m, step), "interrupted");
+    release(&m);
+
+    let resume = exec(&m, &["resume"], &[]);
+    assert_eq!(resume.code, Some(1), "{}", resume.show());
+    assert!(resume.says("rerun: unsafe"), "{}", resume.show());
+    assert_eq!(attempts(&m, step, "Merge"), ["1"], "resume must not run an unsafe action again");
+    m.run(&["retry"]).code(0);
+    assert_final(&m, &reference_plus(&format!("{step}|Merge|Backup"), 1));
 }

@@ -251,11 +251,10 @@ impl Sim {
         let path = self.dir.join("state.json");
         let text = serde_json::to_string_pretty(state).expect("the sim state serializes") + "\n";
         fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| {
-            PlatformError::new(format!(
+            PlatformError::storage(format!(
                 "the simulated machine cannot save its state: cannot write {}: {e}",
                 path.display()
             ))
-            .help("free space in the state directory, then `duet resume`")
         })
     }
 
@@ -278,7 +277,7 @@ impl Sim {
     /// Replaces `to`'s event logs (and dumps) with `from`'s: RDR resynchronisation of the
     /// system disks. Idempotent; each file is replaced atomically.
     fn copy_logs(&self, from: Side, to: Side) -> PlatformResult<()> {
-        let fail = |e: fsutil::FsError| PlatformError::new(format!("the simulated disk copy failed: {e}"));
+        let fail = |e: fsutil::FsError| PlatformError::storage(format!("the simulated disk copy failed: {e}"));
         self.logs.lock().expect("the log files lock is never poisoned").clear();
         for log in &self.inventory.event_logs {
             let (src, dest) = (self.log_file(from, log), self.log_file(to, log));
@@ -358,7 +357,7 @@ impl Sim {
         };
         written.map_err(|e| {
             logs.remove(&path);
-            PlatformError::new(format!("cannot write the {} event log {}: {e}", side_name(side), path.display()))
+            PlatformError::storage(format!("cannot write the {} event log {}: {e}", side_name(side), path.display()))
         })
     }
 
@@ -431,7 +430,7 @@ impl Sim {
                     let dumps = self.dumps_dir(Side::Upgrade);
                     let made = fsutil::create_dir_all_durable(&dumps)
                         .and_then(|()| fsutil::write_atomic(&dumps.join("Memory1.dmp"), b"simulated crash dump\n"));
-                    made.map_err(|e| PlatformError::new(format!("cannot write the simulated dump file: {e}")))?;
+                    made.map_err(|e| PlatformError::storage(format!("cannot write the simulated dump file: {e}")))?;
                 }
                 self.change(|s| {
                     s.upgrade = s.production.clone();
@@ -700,6 +699,7 @@ impl Platform for Sim {
             Exit::Code(n) => (Severity::Error, format!("failed with exit value {n}")),
             Exit::Signal(s) => (Severity::Error, format!("was killed by signal {s}")),
             Exit::TimedOut => (Severity::Error, "timed out and was stopped".to_owned()),
+            Exit::Interrupted => (Severity::Warning, "was stopped: duet was interrupted".to_owned()),
             Exit::SpawnFailed { message, .. } => (Severity::Error, format!("could not start: {message}")),
         };
         self.append_event(side, EventLog::Application, severity, &format!("Custom action {program} {how} ({step})"))?;
