@@ -143,6 +143,33 @@ impl Session {
     ) -> Result<Self> {
         let tmp = state.root.join(format!(".new-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
+        // A full disk or an I/O error halfway leaves nothing behind: no half-built session.
+        let mut journal = Self::build(&tmp, compilation, &compiled, begin, operation).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Error { message: format!("cannot create the session in {}: {}", state.root.display(), e.message), ..e }
+        })?;
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Error::new(format!("{} already exists", dest.display()))
+                .help("another session was started meanwhile: run `duet status`"));
+        }
+        fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
+        journal.moved_to(dest.join("journal"));
+        let mut progress = Progress::default();
+        progress.apply(begin);
+        progress.apply(operation);
+        crash_point(2);
+        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled) })
+    }
+
+    /// The snapshot of the plan and the journal's first two records, in `tmp`.
+    fn build(
+        tmp: &Path,
+        compilation: &Compilation,
+        compiled: &CompiledPlan,
+        begin: &Entry,
+        operation: &Entry,
+    ) -> Result<Journal<Entry>> {
         let plan_dir = tmp.join("plan");
         let sources_dir = plan_dir.join("sources");
         fsutil::create_dir_all_durable(&sources_dir).map_err(at("create", &sources_dir))?;
@@ -169,23 +196,12 @@ impl Session {
         };
         write("sources.json", serde_json::to_string_pretty(&manifest))?;
         // Compact: a resume reads it whole (`duet compile --format json` prints it for people).
-        write("compiled.json", serde_json::to_string(&compiled))?;
+        write("compiled.json", serde_json::to_string(compiled))?;
         let mut journal = Journal::create(&tmp.join("journal"))?;
         journal.append(begin, Durability::Durable)?;
         crash_point(1);
         journal.append(operation, Durability::Durable)?;
-        if dest.exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::new(format!("{} already exists", dest.display()))
-                .help("another session was started meanwhile: run `duet status`"));
-        }
-        fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
-        journal.moved_to(dest.join("journal"));
-        let mut progress = Progress::default();
-        progress.apply(begin);
-        progress.apply(operation);
-        crash_point(2);
-        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled) })
+        Ok(journal)
     }
 
     /// Opens a session for appending: replays its journal, refusing any damage.
