@@ -123,9 +123,19 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                     ),
                 }
             }
-            Entry::Retry { request, user } => {
-                (Severity::Information, None, format!("retry of {request} requested by {user}"), None)
+            Entry::Retry { request, user, from, steps, reason } => {
+                let from = from
+                    .as_ref()
+                    .map_or_else(String::new, |f| format!(" from {f} (running again: {})", steps.join(", ")));
+                let why = reason.as_ref().map_or_else(String::new, |r| format!(": {r}"));
+                (Severity::Information, None, format!("retry of {request}{from} requested by {user}{why}"), None)
             }
+            Entry::Skip { request, step, user, reason } => (
+                Severity::Warning,
+                Some(request.to_string()),
+                format!("{step} skipped by {user}, without running it: {reason}"),
+                None,
+            ),
         };
         out.push(ActivityEntry { seq: r.seq, time: time(r.time_ms), severity, parent, message, detail });
     }

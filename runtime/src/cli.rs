@@ -87,7 +87,30 @@ pub(crate) enum Command {
         run: RunArgs,
     },
     /// Run a Broken request again from its failed step, then the rest of its operation.
+    ///
+    /// With `--from STEP`, run that earlier step of the current request again, and every step
+    /// after it (the steps that depend on it). Refused for platform steps, for a step whose
+    /// re-run would repeat a platform operation the machine is past, and after a commit.
     Retry {
+        /// The step to run again, with everything after it (`action:ID@SIDE`, `service:NAME@SIDE`, `logs:backup`).
+        #[arg(long, value_name = "STEP", requires = "reason")]
+        from: Option<String>,
+        /// Why (recorded in the journal and the activity log, with who and when).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Mark a failed action step of the Broken request done without running it, then go on.
+    ///
+    /// Refused for anything but a failed action step, and after a commit. Recorded with who,
+    /// when and why in the journal and the activity log.
+    Skip {
+        /// The failed action step (`action:ID@SIDE`; `duet status` names it).
+        step: String,
+        /// Why it is safe to go on without it.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
         #[command(flatten)]
         run: RunArgs,
     },

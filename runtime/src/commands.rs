@@ -41,7 +41,8 @@ pub(crate) enum Request {
     Commit,
     Abort,
     Finish,
-    Retry,
+    Retry { from: Option<String>, reason: Option<String> },
+    Skip { step: String, reason: String },
     Resume { repair_journal: bool },
     Run { plan: PathBuf, through: Through },
 }
@@ -76,7 +77,8 @@ impl Request {
             Self::Commit => Command::Commit,
             Self::Abort => Command::Abort,
             Self::Finish => Command::Finish,
-            Self::Retry => Command::Retry,
+            Self::Retry { .. } => Command::Retry,
+            Self::Skip { .. } => Command::Skip,
             Self::Resume { .. } => Command::Resume,
         }
     }
@@ -190,10 +192,17 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
         | Request::Commit
         | Request::Abort
         | Request::Finish
-        | Request::Retry
+        | Request::Retry { .. }
+        | Request::Skip { .. }
         | Request::Resume { .. } => {
             let command = request.command();
-            let mut requests = admit(command, session.as_ref().map(|s| &s.progress))?;
+            let mut requests = match (request, session.as_mut()) {
+                // A repair is judged against the request's steps (and may retry a Ready one).
+                (Request::Retry { from: Some(_), .. } | Request::Skip { .. }, Some(s)) => {
+                    operator_repair(&platform, s, request, console)?
+                }
+                _ => admit(command, session.as_ref().map(|s| &s.progress))?,
+            };
             let s = session.as_mut().expect("admitted commands have a session");
             if command == Command::Abort {
                 executor::stop_interrupted(&platform, s, &ctx.options, console).await?;
@@ -205,16 +214,18 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             }
             if matches!(command, Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
                 begin(s, command, &requests, None)?;
-            } else if command == Command::Retry {
-                if let Some(&request) = requests.first() {
-                    s.record(&Entry::Retry { request, user: user() }, Durability::Durable)?;
-                }
+            } else if let Request::Retry { from: None, reason } = request
+                && let Some(&request) = requests.first()
+            {
+                let retry =
+                    Entry::Retry { request, user: user(), from: None, steps: Vec::new(), reason: reason.clone() };
+                s.record(&retry, Durability::Durable)?;
             }
             let outcome = run_requests(ctx, &platform, s, &requests, console).await?;
             // `resume` and `retry` carry on to where `duet run` was headed.
             let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
             match (outcome, goal, command) {
-                (Outcome::Success, Some(goal), Command::Retry | Command::Resume) => {
+                (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) => {
                     toward(ctx, &platform, s, goal, console).await?
                 }
                 (outcome, ..) => outcome,
@@ -223,6 +234,43 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     };
     status::print_bar(ctx, &platform, session.as_ref()).await;
     Ok(outcome)
+}
+
+/// `duet skip STEP` and `duet retry --from STEP`: judged against the current request's steps,
+/// journaled with who and why; then the request runs on (and the rest of its operation).
+fn operator_repair<P: Platform>(
+    platform: &P,
+    s: &mut Session,
+    request: &Request,
+    console: &mut Console,
+) -> Result<Vec<RequestName>> {
+    if let Request::Skip { .. } = request {
+        admit(Command::Skip, Some(&s.progress))?;
+    }
+    let current = s.progress.current().map(|(r, _)| r).expect("a session has a request");
+    let steps = executor::steps_of(&s.compiled, current, &platform.inventory().event_logs);
+    let refused = |r: state::Refusal| Error::new(r.message).help(r.help);
+    let entry = match request {
+        Request::Skip { step, reason } => {
+            let fix = crate::repair::skip(&s.progress, &steps, step).map_err(refused)?;
+            console.say(&format!("{step} is marked done without running it ({reason}); {} runs on", fix.request));
+            Entry::Skip { request: fix.request, step: step.clone(), user: user(), reason: reason.clone() }
+        }
+        Request::Retry { from: Some(step), reason } => {
+            let fix = crate::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;
+            console.say(&format!("{} runs again from {step}: {}", fix.request, fix.steps.join(", ")));
+            Entry::Retry {
+                request: fix.request,
+                user: user(),
+                from: Some(step.clone()),
+                steps: fix.steps,
+                reason: reason.clone(),
+            }
+        }
+        _ => unreachable!("only repairs come here"),
+    };
+    s.record(&entry, Durability::Durable)?;
+    Ok(s.progress.remaining())
 }
 
 /// `duet run PLAN` continues the session in progress only if it was started from PLAN.

@@ -17,6 +17,7 @@ mod outcome;
 mod platform;
 mod process;
 mod record;
+mod repair;
 mod session;
 mod state;
 mod status;
@@ -44,7 +45,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Commit { run } => commands::execute(&run, &commands::Request::Commit),
         Command::Abort { run } => commands::execute(&run, &commands::Request::Abort),
         Command::Finish { run } => commands::execute(&run, &commands::Request::Finish),
-        Command::Retry { run } => commands::execute(&run, &commands::Request::Retry),
+        Command::Retry { from, reason, run } => commands::execute(&run, &commands::Request::Retry { from, reason }),
+        Command::Skip { step, reason, run } => commands::execute(&run, &commands::Request::Skip { step, reason }),
         Command::Resume { repair_journal, run } => {
             commands::execute(&run, &commands::Request::Resume { repair_journal })
         }

@@ -147,10 +147,24 @@ pub(crate) enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         peak_rss_kib: Option<u64>,
     },
-    /// An operator asked to retry the failed request (audit trail).
+    /// An operator asked to retry the failed request (audit trail); with `from`, to run that
+    /// step and every step after it (`steps`) again (`duet retry --from`).
     Retry {
         request: RequestName,
         user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An operator marked a failed action step done without running it (`duet skip`).
+    Skip {
+        request: RequestName,
+        step: String,
+        user: String,
+        reason: String,
     },
 }
 

@@ -121,15 +121,27 @@ impl Progress {
                     None => Ended::Ready,
                 };
             }
-            // The operator asked to run the failed steps again: they are pending once more.
-            Entry::Retry { request, .. } => {
+            // The operator asked to run the failed steps again (and with `--from`, the steps
+            // named): they are pending once more, and the request runs again.
+            Entry::Retry { request, steps, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
-                    for step in r.steps.values_mut().filter(|s| !s.running) {
-                        if matches!(step.result, Some(StepResult::Failed { .. })) {
+                    for (id, step) in r.steps.iter_mut().filter(|(_, s)| !s.running) {
+                        if matches!(step.result, Some(StepResult::Failed { .. })) || steps.contains(id) {
                             step.result = None;
                         }
                     }
+                    if !steps.is_empty() {
+                        r.ended = Ended::No;
+                    }
                 }
+            }
+            // The operator marked a failed step done: the request runs on from it.
+            Entry::Skip { request, step, user, reason } => {
+                let r = self.requests.entry(*request).or_default();
+                let s = step_mut(r, step);
+                s.running = false;
+                s.result = Some(StepResult::Skipped { reason: reason.clone(), user: user.clone() });
+                r.ended = Ended::No;
             }
             Entry::Note { .. } => {}
         }
@@ -252,6 +264,7 @@ pub(crate) enum Command {
     Finish,
     Retry,
     Resume,
+    Skip,
 }
 
 impl Command {
@@ -274,6 +287,7 @@ impl Command {
             Self::Finish => "finish",
             Self::Retry => "retry",
             Self::Resume => "resume",
+            Self::Skip => "skip",
         }
     }
 }
@@ -297,7 +311,7 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
         return match command {
             Command::Readiness => Ok(vec![R::CheckReadiness]),
             Command::Split => Ok(vec![R::CheckReadiness, R::PrepareSplit, R::ExecuteSplit]),
-            Command::Retry | Command::Resume => Err(refuse(
+            Command::Retry | Command::Resume | Command::Skip => Err(refuse(
                 format!("cannot {}: no upgrade session (state Idle)", command.verb()),
                 "start one with `duet split PLAN` or `duet run PLAN`",
             )),
@@ -324,13 +338,13 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
             Operational::Ready if p.goal_ahead().is_some() => Ok(Vec::new()),
             Operational::Ready => Err(refuse(format!("nothing to resume: {here}"), next_hint(state))),
         },
-        Command::Retry => match operational {
+        Command::Retry | Command::Skip => match operational {
             Operational::Broken => Ok(p.remaining()),
             Operational::Busy => Err(refuse(
-                format!("cannot retry: {here}, interrupted while running"),
+                format!("cannot {}: {here}, interrupted while running", command.verb()),
                 "run `duet resume` to continue where it stopped",
             )),
-            Operational::Ready => Err(refuse(format!("nothing to retry: {here}"), next_hint(state))),
+            Operational::Ready => Err(refuse(format!("nothing to {}: {here}", command.verb()), next_hint(state))),
         },
         Command::Abort if abortable(state) => Ok(abort_requests(p)),
         Command::Abort if state == State::Commit => Err(refuse(

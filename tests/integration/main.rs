@@ -6,6 +6,7 @@ mod compile;
 mod crash;
 mod hostile;
 mod machine;
+mod repair;
 mod run;
 mod storage;
 mod support;
