@@ -178,7 +178,7 @@ pub(crate) fn to_text(entries: &[ActivityEntry]) -> String {
 }
 
 pub(crate) fn to_json(entries: &[ActivityEntry]) -> String {
-    serde_json::to_string_pretty(entries).expect("entries serialize") + "\n"
+    crate::console::escape_json(serde_json::to_string_pretty(entries).expect("entries serialize") + "\n")
 }
 
 /// XML 1.0 text: markup escaped, and characters XML cannot hold written as `\x{..}`.
@@ -195,6 +195,9 @@ fn xml(text: &str) -> String {
             '\r' => out.push_str("&#13;"),
             c if c.is_control() => {
                 let _ = write!(out, "\\x{{{:x}}}", u32::from(c));
+            }
+            c if crate::console::hostile(c) => {
+                let _ = write!(out, "&#x{:x};", u32::from(c));
             }
             c => out.push(c),
         }
@@ -307,7 +310,9 @@ pub(crate) fn log(
         }
         eprintln!("warning: the journal is damaged; the log above ends at the last intact record: {damage}");
     }
-    crate::check::out(&text)
+    // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
+    // and XML escape it their own way).
+    crate::check::out(&crate::console::escape(&text))
 }
 
 #[cfg(test)]

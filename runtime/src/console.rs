@@ -18,17 +18,19 @@ pub(crate) struct Console {
 }
 
 /// Lines of a failed action's output shown under it (the rest is in `duet log`).
-const SHOWN_LINES: usize = 10;
+pub(crate) const SHOWN_LINES: usize = 10;
 
 impl Console {
     pub(crate) fn new(quiet: bool) -> Self {
         Self { quiet, out: std::io::stdout() }
     }
 
+    /// Every line duet prints while it drives a session; control characters (from an action's
+    /// output, a file name, a plan) are shown escaped, never obeyed by the terminal.
     fn line(&self, text: &str) {
         let mut out = self.out.lock();
         // A closed pipe (`duet run | head`) must not stop the upgrade.
-        let _ = writeln!(out, "{text}");
+        let _ = writeln!(out, "{}", escape(text));
         let _ = out.flush();
     }
 
@@ -117,14 +119,23 @@ fn seconds(d: Duration) -> String {
 
 /// Control characters (terminal escapes included) shown as `\x1b`-style escapes, so output
 /// captured from an action cannot rewrite the operator's terminal.
-pub(crate) fn escape(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return text.to_owned();
+/// A character a terminal would obey rather than show: a control character other than newline
+/// and tab, or a bidirectional override.
+pub(crate) fn hostile(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// JSON text for a terminal: serde escapes C0 controls in strings, not DEL, C1 controls or
+/// bidirectional overrides; these become `\uXXXX` too (they only occur inside strings).
+pub(crate) fn escape_json(json: String) -> String {
+    if !json.chars().any(hostile) {
+        return json;
     }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() && c != '\n' && c != '\t' {
-            out.push_str(&c.escape_unicode().to_string().replace("\\u{", "\\x{"));
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if hostile(c) {
+            use std::fmt::Write as _;
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
             out.push(c);
         }
@@ -132,14 +143,45 @@ pub(crate) fn escape(text: &str) -> String {
     out
 }
 
+/// `text` with every control character but newline and tab written as `\x{..}`: what a
+/// terminal shows, never an instruction to it (escape sequences, C1 controls such as CSI,
+/// carriage returns, bells), and the bidirectional overrides that make text read other than
+/// it is. Escaping twice changes nothing.
+pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hostile(c) {
+            out.push_str(&c.escape_unicode().to_string().replace("\\u{", "\\x{"));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::escape;
+
+    #[test]
+    fn json_keeps_its_meaning_and_loses_its_controls() {
+        let json = serde_json::to_string(&"a\u{9b}b\u{7f}\u{202e}\u{1b}").expect("json");
+        let safe = super::escape_json(json);
+        assert_eq!(safe, r#""a\u009bb\u007f\u202e\u001b""#);
+        assert_eq!(serde_json::from_str::<String>(&safe).expect("still JSON"), "a\u{9b}b\u{7f}\u{202e}\u{1b}");
+    }
 
     #[test]
     fn terminal_escapes_are_shown_not_obeyed() {
         assert_eq!(escape("plain\ttext\n"), "plain\ttext\n");
         assert_eq!(escape("\u{1b}[2Jgone"), "\\x{1b}[2Jgone");
         assert_eq!(escape("bell\u{7}"), "bell\\x{7}");
+        assert_eq!(escape("csi\u{9b}2J and\r back"), "csi\\x{9b}2J and\\x{d} back");
+        assert_eq!(escape("abc\u{202e}fed"), "abc\\x{202e}fed");
+        let once = escape("\u{1b}]0;title\u{7}").into_owned();
+        assert_eq!(escape(&once), once, "escaping twice changes nothing");
     }
 }

@@ -32,9 +32,10 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "error: {}", self.message)?;
+        // A message may quote a file name or a plan's text: shown, never obeyed by the terminal.
+        write!(f, "error: {}", crate::console::escape(&self.message))?;
         if let Some(help) = &self.help {
-            write!(f, "\n  help: {help}")?;
+            write!(f, "\n  help: {}", crate::console::escape(help))?;
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, at};
 use crate::journal::{Damage, Durability, Journal, Record};
-use crate::record::Entry;
+use crate::record::{Entry, Output, StepResult};
 use crate::state::Progress;
 
 /// Where duet keeps its state.
@@ -118,6 +118,8 @@ pub(crate) struct View {
     pub(crate) records: Vec<Record<Entry>>,
     pub(crate) damage: Option<Damage>,
     pub(crate) progress: Progress,
+    /// The last failed action attempt's output: step id, and the tails.
+    pub(crate) failed_output: Option<(String, Output)>,
 }
 
 pub(crate) fn new_id() -> String {
@@ -261,7 +263,13 @@ impl View {
         if driven && damage.as_ref().is_some_and(|d| d.unfinished) {
             damage = None;
         }
-        Ok(Some(Self { dir: dir.to_owned(), records: kept, damage, progress: fold.progress }))
+        Ok(Some(Self {
+            dir: dir.to_owned(),
+            records: kept,
+            damage,
+            progress: fold.progress,
+            failed_output: fold.failed_output,
+        }))
     }
 
     /// The compiled plan the session runs (read on demand: it is the largest file).
@@ -304,11 +312,16 @@ fn crash_point(records: usize) {
 struct Fold {
     progress: Progress,
     first_is_begin: Option<bool>,
+    failed_output: Option<(String, Output)>,
 }
 
 impl Fold {
     fn add(&mut self, record: &Record<Entry>) {
         self.first_is_begin.get_or_insert(matches!(record.entry, Entry::Begin { .. }));
+        if let Entry::StepFinished { step, result: StepResult::Failed { .. }, output: Some(output), .. } = &record.entry
+        {
+            self.failed_output = Some((step.clone(), output.clone()));
+        }
         self.progress.apply(&record.entry);
     }
 

@@ -12,6 +12,7 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::sim::Sim;
 use crate::platform::{Hardware, Platform};
+use crate::record::Output;
 use crate::session::{Changed, Session, View};
 use crate::state::{self, Operational};
 
@@ -50,6 +51,9 @@ struct BrokenStatus {
     request: String,
     step: String,
     message: String,
+    /// The failed action's output (the tails the journal keeps; `duet log` shows them too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Output>,
 }
 
 #[derive(Debug, Serialize)]
@@ -116,10 +120,10 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     if damaged {
         operational = Operational::Broken;
     }
-    let broken = view.as_ref().and_then(|v| v.progress.broken()).map(|(request, b)| BrokenStatus {
-        request: request.to_string(),
-        step: b.step.clone(),
-        message: b.message.clone(),
+    let broken = view.as_ref().and_then(|v| {
+        let (request, b) = v.progress.broken()?;
+        let output = v.failed_output.as_ref().filter(|(step, _)| *step == b.step).map(|(_, o)| o.clone());
+        Some(BrokenStatus { request: request.to_string(), step: b.step.clone(), message: b.message.clone(), output })
     });
     let mut services = Vec::new();
     if let Some(plan) = plan {
@@ -236,7 +240,13 @@ fn render(s: &Status) -> String {
         let _ = writeln!(out, "Interrupted: no duet process is driving the session");
     }
     if let Some(b) = &s.broken {
-        let _ = writeln!(out, "Broken: {} at {}: {}", b.request, b.step, crate::console::escape(&b.message));
+        let _ = writeln!(out, "Broken: {} at {}: {}", b.request, b.step, b.message);
+        for (name, stream) in b.output.iter().flat_map(|o| [("stdout", &o.stdout), ("stderr", &o.stderr)]) {
+            let lines: Vec<&str> = stream.tail.lines().collect();
+            for line in &lines[lines.len().saturating_sub(crate::console::SHOWN_LINES)..] {
+                let _ = writeln!(out, "  {name}: {line}");
+            }
+        }
     }
     if s.resyncing {
         let _ = writeln!(out, "RDR disks are resynchronising: wait for it before another readiness check or split");
@@ -256,7 +266,8 @@ fn render(s: &Status) -> String {
         }
     }
     let _ = writeln!(out, "Next: {}", s.next);
-    out
+    // Action output, file names, plan text: whatever is in it is shown, never obeyed.
+    crate::console::escape(&out).into_owned()
 }
 
 pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
@@ -279,7 +290,7 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
     match result {
         Ok(status) => {
             let text = if json {
-                serde_json::to_string_pretty(&status).expect("status serializes") + "\n"
+                crate::console::escape_json(serde_json::to_string_pretty(&status).expect("status serializes") + "\n")
             } else {
                 render(&status)
             };

@@ -10,3 +10,4 @@ mod repair;
 mod run;
 mod storage;
 mod support;
+mod terminal;
