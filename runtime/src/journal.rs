@@ -264,14 +264,20 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             let checked = if complete {
                 check::<T>(text, expected)
             } else {
-                Err("the last record is incomplete (a write was cut short)".to_owned())
+                Err(Bad::Damaged("the last record is incomplete (a write was cut short)".to_owned()))
             };
             match checked {
                 Ok(record) => {
                     last_seq = record.seq;
                     each(record);
                 }
-                Err(why) => {
+                Err(Bad::Unknown(e)) => {
+                    return Err(format(format!(
+                        "line {line} is an intact record this duet cannot read ({e}); \
+                         a newer duet wrote it, or another program"
+                    )));
+                }
+                Err(Bad::Damaged(why)) => {
                     // Zeros where a record should be are what a power loss leaves of pages that
                     // never reached the disk: a crash artefact, whatever follows.
                     let zeroed = text.contains(&0);
@@ -360,18 +366,32 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 }
 
 /// Parses and checks one complete line.
-fn check<T: DeserializeOwned>(line: &[u8], expected_seq: u64) -> Result<Record<T>, String> {
-    let text = std::str::from_utf8(line).map_err(|_| "the record is not UTF-8".to_owned())?;
-    let (crc, json) = text.split_once(' ').ok_or_else(|| "the record has no checksum".to_owned())?;
-    let crc = u32::from_str_radix(crc, 16).map_err(|_| format!("`{}` is not a checksum", crc.escape_debug()))?;
+///
+/// A line that passes its checksum was written whole by some duet: if it cannot be read as a
+/// record of this version, it is no damage (repairing would throw away what a newer duet
+/// wrote) but a record from elsewhere: [`Bad::Unknown`].
+fn check<T: DeserializeOwned>(line: &[u8], expected_seq: u64) -> Result<Record<T>, Bad> {
+    let damaged = |why: String| Bad::Damaged(why);
+    let text = std::str::from_utf8(line).map_err(|_| damaged("the record is not UTF-8".to_owned()))?;
+    let (crc, json) = text.split_once(' ').ok_or_else(|| damaged("the record has no checksum".to_owned()))?;
+    let crc =
+        u32::from_str_radix(crc, 16).map_err(|_| damaged(format!("`{}` is not a checksum", crc.escape_debug())))?;
     if crc32fast::hash(json.as_bytes()) != crc {
-        return Err("the record fails its checksum".into());
+        return Err(damaged("the record fails its checksum".into()));
     }
-    let record: In<T> = serde_json::from_str(json).map_err(|e| format!("the record cannot be read: {e}"))?;
+    let record: In<T> = serde_json::from_str(json).map_err(|e| Bad::Unknown(e.to_string()))?;
     if record.seq != expected_seq {
-        return Err(format!("record {} where record {expected_seq} was expected", record.seq));
+        return Err(damaged(format!("record {} where record {expected_seq} was expected", record.seq)));
     }
     Ok(Record { seq: record.seq, time_ms: record.t, entry: record.e })
+}
+
+/// Why a line is not a record.
+enum Bad {
+    /// Cut short, corrupted, or out of sequence.
+    Damaged(String),
+    /// Intact, but not a record this version knows.
+    Unknown(String),
 }
 
 /// Whether any complete line after the damage passes its checksum.

@@ -4,6 +4,7 @@
 mod cli;
 mod compile;
 mod crash;
+mod formats;
 mod hostile;
 mod machine;
 mod repair;
