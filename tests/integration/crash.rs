@@ -983,3 +983,33 @@ fn a_second_signal_inside_an_unsafe_action_leaves_it_to_the_operator() {
     m.run(&["retry"]).code(0);
     assert_final(&m, &reference_plus(&format!("{step}|Merge|Backup"), 1));
 }
+
+#[test]
+fn a_second_signal_abandons_a_platform_operation_and_resume_reconciles_it() {
+    let slow = crate::machine::INVENTORY.replace("split: 0s", "split: 1h");
+    assert_ne!(slow, crate::machine::INVENTORY);
+    let m = Machine::with(crate::machine::PLAN, &slow);
+    let child = m.duet(&["split", &m.plan()]).spawn();
+    let journal = m.state().join("session/journal");
+    wait_for("the split to start", || {
+        read_journal(&journal)
+            .is_ok_and(|r| in_flight(&r).contains_key(&("ExecuteSplit".into(), "platform:split".into())))
+    });
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    wait_until_noted(&m, "SIGINT");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let out = ended(child);
+    assert_eq!(out.code, Some(130), "{}", out.show());
+    assert_eq!(last_outcome(&m, "platform:split"), "interrupted", "abandoned, not waited for");
+    let status = m.status();
+    assert_eq!((text(&status["hardware"]), text(&status["operational"])), ("FaultTolerant", "Busy"), "{status:#}");
+
+    // The machine never split: resume runs the operation again. (The simulated split is made
+    // quick first: the machine's copy of the inventory and the rig's, alike.)
+    m.write("inventory.yaml", crate::machine::INVENTORY);
+    std::fs::write(m.state().join("sim/inventory.yaml"), crate::machine::INVENTORY).expect("inventory");
+    m.run(&["resume"]).code(0).stdout_has("platform:split was interrupted at attempt 1; running it again");
+    let status = m.status();
+    assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
+    assert_eq!(text(&status["hardware"]), "ProductionSide", "{status:#}");
+}
