@@ -1013,3 +1013,48 @@ fn a_second_signal_abandons_a_platform_operation_and_resume_reconciles_it() {
     assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
     assert_eq!(text(&status["hardware"]), "ProductionSide", "{status:#}");
 }
+
+#[test]
+fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
+    // An action that ignores SIGTERM on its first attempt, so the second signal's stop waits
+    // for the grace before SIGKILL; the third comes meanwhile.
+    let plan = "version: 1\ntitle: stubborn\ndisks: {system: [disk0, disk1], data: [disk2]}\n\
+                actions:\n  - {id: stubborn, file: stubborn, control: advanced, timing: early}\n";
+    let m = Machine::with(plan, crate::machine::INVENTORY);
+    m.write(
+        "plans/stubborn",
+        "#!/bin/sh\nif [ \"$DUET_ATTEMPT\" = 1 ] && [ \"$ACTIVE_UPGRADE_REQUEST\" = PrepareSplit ]; then\n  \
+         trap '' TERM\n  echo $$ > \"$REC/stubborn\"\n  while :; do sleep 0.05; done\nfi\n",
+    );
+    crate::machine::make_executable(&m.path("plans/stubborn"));
+    let mut child = m.duet(&["run", &m.plan()]).spawn();
+    wait_for("the stubborn action", || m.rec().join("stubborn").exists());
+    let pid: i32 = std::fs::read_to_string(m.rec().join("stubborn")).expect("pid").trim().parse().expect("pid");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    let mut until = |fragment: &str| {
+        while !said.contains(fragment) {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(&mut stderr, &mut line).expect("read stderr");
+            assert!(n > 0, "duet ended before saying {fragment:?}: {said}");
+            said.push_str(&line);
+        }
+    };
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    until("starting no new step");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    until("stopping the running steps");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    until("exiting now without journaling");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}: {said}");
+    assert!(alive(pid), "the third signal does not wait for the action");
+    let records = read_journal(&m.state().join("session/journal")).expect("journal");
+    let running = in_flight(&records);
+    assert!(running.contains_key(&("PrepareSplit".into(), "action:stubborn@production".into())), "{running:?}");
+
+    let resume = exec(&m, &["resume"], &[]);
+    assert_eq!(resume.code, Some(0), "{}", resume.show());
+    assert!(resume.says("stopped"), "resume says it stopped the leftover: {}", resume.show());
+    assert!(!alive(pid), "resume stopped what the killed attempt left running");
+}
