@@ -401,3 +401,80 @@ pub(crate) fn next_hint(state: State) -> String {
         State::Commit | State::Abort => "run `duet finish`".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const R: RequestName = RequestName::ExecuteMerge;
+
+    fn started(step: &str) -> Entry {
+        Entry::StepStarted { request: R, step: step.into(), attempt: 1 }
+    }
+
+    fn finished(step: &str, result: StepResult) -> Entry {
+        Entry::StepFinished { request: R, step: step.into(), attempt: 1, result, duration_ms: 1, output: None }
+    }
+
+    fn broken_at(step: &str) -> Progress {
+        let mut p = Progress::default();
+        for e in [
+            Entry::Operation {
+                operation: Command::Merge,
+                requests: vec![R],
+                goal: None,
+                command: "duet merge".into(),
+                user: "op".into(),
+            },
+            Entry::RequestStarted { request: R },
+            started("action:a@upgrade"),
+            finished("action:a@upgrade", StepResult::Success { message: String::new() }),
+            started(step),
+            finished(step, StepResult::Failed { message: "exit value 3".into(), help: None }),
+            Entry::RequestFinished {
+                request: R,
+                broken: Some(Broken { step: step.into(), message: "exit value 3".into() }),
+                peak_rss_kib: None,
+            },
+        ] {
+            p.apply(&e);
+        }
+        p
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_unfinished_like_one_a_crash_cut_short() {
+        let mut p = Progress::default();
+        p.apply(&Entry::RequestStarted { request: R });
+        p.apply(&started("action:x@upgrade"));
+        p.apply(&finished("action:x@upgrade", StepResult::Interrupted { message: "SIGINT".into() }));
+        let s = p.step(R, "action:x@upgrade").expect("step");
+        assert!(s.running && !s.completed(), "{s:?}");
+        assert_eq!(p.operational(), Operational::Busy);
+    }
+
+    #[test]
+    fn a_skip_completes_the_step_and_reopens_the_request() {
+        let mut p = broken_at("action:x@upgrade");
+        assert_eq!(p.operational(), Operational::Broken);
+        p.apply(&Entry::Skip { request: R, step: "action:x@upgrade".into(), user: "op".into(), reason: "why".into() });
+        assert!(p.step(R, "action:x@upgrade").is_some_and(StepProgress::completed));
+        assert_eq!(p.operational(), Operational::Busy, "after a crash here, `resume` runs on");
+    }
+
+    #[test]
+    fn a_retry_from_resets_the_steps_named_and_only_those() {
+        let mut p = broken_at("action:x@upgrade");
+        let retry =
+            |steps: Vec<String>| Entry::Retry { request: R, user: "op".into(), from: None, steps, reason: None };
+        p.apply(&retry(Vec::new()));
+        assert!(p.step(R, "action:x@upgrade").is_some_and(|s| s.result.is_none()), "a plain retry clears the failure");
+        assert!(p.step(R, "action:a@upgrade").is_some_and(StepProgress::completed), "and nothing else");
+        assert_eq!(p.operational(), Operational::Broken, "a plain retry leaves the request as it was");
+
+        let mut p = broken_at("action:x@upgrade");
+        p.apply(&retry(vec!["action:a@upgrade".into()]));
+        assert!(p.step(R, "action:a@upgrade").is_some_and(|s| s.result.is_none() && s.attempts == 1));
+        assert_eq!(p.operational(), Operational::Busy);
+    }
+}
