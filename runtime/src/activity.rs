@@ -73,7 +73,9 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                     StepResult::Failed { message, help } => {
                         (Severity::Error, format!("{step}: {message}"), help.clone())
                     }
-                    StepResult::Interrupted { message } => (Severity::Warning, format!("{step}: {message}"), None),
+                    StepResult::Interrupted { message } | StepResult::NotStarted { message } => {
+                        (Severity::Warning, format!("{step}: {message}"), None)
+                    }
                     StepResult::Skipped { reason, user } => {
                         (Severity::Warning, format!("{step}: skipped by {user}: {reason}"), None)
                     }

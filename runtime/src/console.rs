@@ -86,7 +86,7 @@ impl Console {
             StepResult::Skipped { reason, user } => {
                 self.line(&format!("  skipped {:<34} by {user}: {}", step.id, escape(reason)));
             }
-            StepResult::Interrupted { message } => {
+            StepResult::Interrupted { message } | StepResult::NotStarted { message } => {
                 self.line(&format!("  STOPPED {:<34} {}{again}", step.id, escape(message)));
             }
             StepResult::Failed { message, help } => {

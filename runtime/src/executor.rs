@@ -386,7 +386,7 @@ async fn run_steps<P: Platform>(
                 let step = &steps[done.index];
                 let ok = done.result.succeeded();
                 console.step_finished(step, done.attempt, &done.result, done.duration, done.output.as_ref());
-                if let StepResult::Interrupted { message } = &done.result
+                if let StepResult::Interrupted { message } | StepResult::NotStarted { message } = &done.result
                     && !interrupt.escalated()
                 {
                     run.halt.get_or_insert_with(|| Error::storage(message.clone()));
@@ -870,21 +870,27 @@ async fn action<P: Platform>(
     if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
             let message = format!("{} was not started: cannot create {}: {e}", step.id, parent.display());
-            return (StepResult::Interrupted { message }, None, None);
+            return (StepResult::NotStarted { message }, None, None);
         }
         ctx.output_dir.set(true);
     }
     let outcome = match ctx.platform.run(step.side, &spec).await {
         Ok(o) => o,
+        // The platform could not prepare the run (it records each start): nothing ran.
+        Err(e) if e.storage => {
+            let message = format!("{} was not started: {}", step.id, e.message);
+            return (StepResult::NotStarted { message }, None, None);
+        }
         Err(e) => return (platform_failed(e), None, None),
     };
     let output = output_of(&outcome, ctx.session_dir);
     // The action ran and its result stands; but part of what it printed is lost, so duet stops
     // after it rather than go on without a record the operator may need.
     let lost = [&outcome.stdout, &outcome.stderr].into_iter().find_map(|c| c.write_error.clone());
-    let halt = lost.map(|why| {
-        Error::storage(format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
-    });
+    let halt = lost
+        .map(|why| format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
+        .or_else(|| outcome.record_error.clone().map(|why| format!("{why}; the result of {} is recorded", step.id)))
+        .map(Error::storage);
     let timeout = humantime::format_duration(spec.timeout);
     let result = match outcome.exit {
         Exit::Code(0) => success("exit value 0"),

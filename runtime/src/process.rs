@@ -124,6 +124,9 @@ pub(crate) struct ProcessOutcome {
     pub(crate) stdout: Captured,
     pub(crate) stderr: Captured,
     pub(crate) duration: Duration,
+    /// What the platform could not record about the run (its own log): the run stands, but
+    /// duet stops after it (a file of duet's own it could not write).
+    pub(crate) record_error: Option<String>,
 }
 
 /// Runs one process to its end (or its timeout).
@@ -135,7 +138,13 @@ pub(crate) async fn run(spec: &ProcessSpec) -> ProcessOutcome {
         Ok(child) => child.supervise(spec, &mut stdout, &mut stderr).await,
         Err(failed) => failed,
     };
-    ProcessOutcome { exit, stdout: stdout.finish(), stderr: stderr.finish(), duration: started.elapsed() }
+    ProcessOutcome {
+        exit,
+        stdout: stdout.finish(),
+        stderr: stderr.finish(),
+        duration: started.elapsed(),
+        record_error: None,
+    }
 }
 
 /// Expands `%NAME%` from `env` (`%%` is a literal `%`; an unknown name stays as written).

@@ -50,6 +50,9 @@ pub(crate) enum StepResult {
     /// needs (its journal, output or the platform's state). Neither done nor failed: like an
     /// attempt a crash interrupted, `resume` reconciles it.
     Interrupted { message: String },
+    /// Never started: duet could not prepare it (a file of its own it could not write). The
+    /// step is pending again; `resume` runs it.
+    NotStarted { message: String },
     /// Not run: an operator marked it done (`duet skip`), saying why.
     Skipped { reason: String, user: String },
 }

@@ -96,21 +96,25 @@ impl Disk {
     }
 
     /// `duet ARGS` inside the namespace, with the rig's state directory and inventory.
-    fn duet(&self, m: &Machine, args: &[&str]) -> Run {
+    fn command(&self, m: &Machine, args: &[&str]) -> Command {
         let mut all: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
         all.extend(["--state-dir".into(), self.state.display().to_string()]);
         if args.first() != Some(&"log") {
             all.extend(["--inventory".into(), m.path("inventory.yaml").display().to_string()]);
         }
-        let out = Command::new("nsenter")
+        let mut command = Command::new("nsenter");
+        command
             .args(["--target", &self.holder.id().to_string(), "--user", "--mount", "--preserve-credentials"])
             .arg(format!("--wd={}", m.dir.path().display()))
             .arg(env!("CARGO_BIN_EXE_duet"))
             .args(&all)
             .env("REC", m.rec())
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("nsenter runs");
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    fn duet(&self, m: &Machine, args: &[&str]) -> Run {
+        let out = self.command(m, args).output().expect("nsenter runs");
         Run {
             code: out.status.code().expect("duet exits, not killed by a signal"),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -270,4 +274,64 @@ fn a_journal_record_cut_short_is_cut_back_and_resume_needs_no_repair() {
     again.code(0);
     assert!(!again.stderr.contains("repair"), "{}", again.stderr);
     assert_eq!(m.status()["upgrade"], "Idle");
+}
+
+/// The rig's one action: a `rerun: unsafe` backup, which runs in ExecuteMerge.
+const UNSAFE_ONLY: &str = "version: 1
+title: one unsafe action
+disks: {system: [disk0, disk1], data: [disk2]}
+actions:
+  - {id: save, file: rec, control: backup, rerun: unsafe}
+";
+
+#[test]
+fn an_action_the_platform_could_not_start_is_started_by_resume_even_an_unsafe_one() {
+    let m = Machine::with(UNSAFE_ONLY, crate::machine::INVENTORY);
+    let mut disk = Disk::new(&m, "8m");
+    disk.duet(&m, &["run", &m.plan(), "--through", "split"]).code(0);
+    // The simulated machine records each action's start in its event log: it cannot now.
+    disk.sh("mount --bind $S/sim $S/sim && mount -o remount,bind,ro $S/sim");
+    let run = disk.duet(&m, &["run", &m.plan()]);
+    run.code(1).stderr_has("action:save@production was not started").stderr_has("Read-only file system");
+    assert!(runs(&m).is_empty(), "it never ran: {:?}", runs(&m));
+
+    disk.sh("umount $S/sim");
+    disk.duet(&m, &["resume"]).code(0);
+    assert_eq!(runs(&m).len(), 1, "resume ran it, once: {:?}", runs(&m));
+    assert_eq!(disk.status(&m)["upgrade"], "Idle");
+}
+
+#[test]
+fn an_action_that_ran_keeps_its_result_when_the_platform_cannot_log_its_end() {
+    let m = Machine::with(UNSAFE_ONLY, crate::machine::INVENTORY);
+    let mut disk = Disk::new(&m, "8m");
+    disk.duet(&m, &["run", &m.plan(), "--through", "split"]).code(0);
+    disk.isolate("sim", "256k");
+    std::fs::write(m.rec().join("block-action:save@production"), "").expect("marker");
+    let child = disk.command(&m, &["run", &m.plan()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = child.expect("nsenter runs");
+    let blocked = m.rec().join("blocked");
+    let start = std::time::Instant::now();
+    while !blocked.exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the action never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // While it runs: fill the machine's disk, and leave its event log a sparse tail, so that
+    // the line saying the action ended needs a page the disk no longer has.
+    disk.fill("sim");
+    let log = disk.view("sim/sides/production/logs/Application.log");
+    let size = std::fs::metadata(&log).expect("log").len();
+    std::fs::OpenOptions::new().write(true).open(&log).expect("log").set_len(size + 65536).expect("sparse");
+    std::fs::write(m.rec().join("go"), "").expect("go");
+    let out = child.wait_with_output().expect("duet ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the result of action:save@production is recorded"), "{stderr}");
+
+    std::fs::OpenOptions::new().write(true).open(&log).expect("log").set_len(size).expect("cut");
+    disk.free("sim");
+    std::fs::remove_file(m.rec().join("block-action:save@production")).expect("marker");
+    disk.duet(&m, &["resume"]).code(0);
+    assert_eq!(runs(&m).len(), 1, "it completed once and was not run again: {:?}", runs(&m));
+    assert_eq!(disk.status(&m)["upgrade"], "Idle");
 }

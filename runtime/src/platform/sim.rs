@@ -347,14 +347,20 @@ impl Sim {
         let path = self.log_file(side, log.as_str());
         let line = entry_line(severity, "duet", message);
         let mut logs = self.logs.lock().expect("the log files lock is never poisoned");
-        let written = match logs.entry(path.clone()) {
-            std::collections::btree_map::Entry::Occupied(mut file) => file.get_mut().write_all(line.as_bytes()),
-            std::collections::btree_map::Entry::Vacant(slot) => OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|file| slot.insert(file).write_all(line.as_bytes())),
+        let file = match logs.entry(path.clone()) {
+            std::collections::btree_map::Entry::Occupied(file) => Ok(file.into_mut()),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                OpenOptions::new().create(true).append(true).open(&path).map(|file| slot.insert(file))
+            }
         };
+        // A line that could not be written whole (a full disk) is cut back, so the next one
+        // starts a line of its own.
+        let written = file.and_then(|file| {
+            let len = file.metadata()?.len();
+            file.write_all(line.as_bytes()).inspect_err(|_| {
+                let _ = file.set_len(len);
+            })
+        });
         written.map_err(|e| {
             logs.remove(&path);
             PlatformError::storage(format!("cannot write the {} event log {}: {e}", side_name(side), path.display()))
@@ -693,7 +699,7 @@ impl Platform for Sim {
             Severity::Information,
             &format!("Custom action {program} started ({step})"),
         )?;
-        let outcome = process::run(spec).await;
+        let mut outcome = process::run(spec).await;
         let (severity, how) = match &outcome.exit {
             Exit::Code(0) => (Severity::Success, "exited with value 0".to_owned()),
             Exit::Code(n) => (Severity::Error, format!("failed with exit value {n}")),
@@ -702,7 +708,14 @@ impl Platform for Sim {
             Exit::Interrupted => (Severity::Warning, "was stopped: duet was interrupted".to_owned()),
             Exit::SpawnFailed { message, .. } => (Severity::Error, format!("could not start: {message}")),
         };
-        self.append_event(side, EventLog::Application, severity, &format!("Custom action {program} {how} ({step})"))?;
+        // The action ran: what it did stands even if the log cannot say so.
+        let logged = self.append_event(
+            side,
+            EventLog::Application,
+            severity,
+            &format!("Custom action {program} {how} ({step})"),
+        );
+        outcome.record_error = logged.err().map(|e| e.message);
         Ok(outcome)
     }
 
