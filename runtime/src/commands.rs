@@ -196,6 +196,10 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
         | Request::Skip { .. }
         | Request::Resume { .. } => {
             let command = request.command();
+            // `retry --from` of a request that had not failed runs that request again, and no
+            // further: going on to `duet run`'s goal (a commit, perhaps) is not what was asked.
+            let carry_on = session.as_ref().is_some_and(|s| s.progress.operational() != Operational::Ready)
+                || !matches!(request, Request::Retry { from: Some(_), .. });
             let mut requests = match (request, session.as_mut()) {
                 // A repair is judged against the request's steps (and may retry a Ready one).
                 (Request::Retry { from: Some(_), .. } | Request::Skip { .. }, Some(s)) => {
@@ -225,8 +229,15 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             // `resume` and `retry` carry on to where `duet run` was headed.
             let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
             match (outcome, goal, command) {
-                (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) => {
+                (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) if carry_on => {
                     toward(ctx, &platform, s, goal, console).await?
+                }
+                (Outcome::Success, Some(goal), _) if !carry_on && s.progress.goal_ahead().is_some() => {
+                    console.say(&format!(
+                        "`duet run` was headed for {}: `duet resume` carries on there",
+                        goal.as_str()
+                    ));
+                    Outcome::Success
                 }
                 (outcome, ..) => outcome,
             }

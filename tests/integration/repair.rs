@@ -138,3 +138,34 @@ fn retry_from_refuses_platform_steps_and_what_would_repeat_one() {
     assert_eq!(count(&m, "action:save@production", "Backup"), 1, "before the merge: not again");
     m.run(&["status"]).code(0).stdout_has("Idle");
 }
+
+#[test]
+fn retry_from_a_request_that_had_not_failed_goes_no_further_than_it() {
+    // `duet run` stopped by Ctrl-C in ExecuteSplit's last step: Split, Ready, headed for finish.
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    std::fs::write(m.rec().join(format!("block-{step}")), "").expect("marker");
+    let child = m.duet(&["run", &m.plan()]).spawn();
+    let start = std::time::Instant::now();
+    while !m.rec().join("blocked").exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{step} never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    while !String::from_utf8_lossy(&m.journal()).contains("SIGINT received") {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "the signal was never journaled");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::write(m.rec().join("go"), "").expect("go");
+    assert_eq!(child.wait_with_output().expect("wait").status.code(), Some(130));
+    std::fs::remove_file(m.rec().join(format!("block-{step}"))).expect("marker");
+
+    let retry = m.run(&["retry", "--from", step, "--reason", "re-run the agent install"]);
+    retry.code(0).stdout_has("`duet resume` carries on there");
+    assert_eq!(count(&m, step, "ExecuteSplit"), 2, "{:?}", m.runs());
+    let status = m.status();
+    assert_eq!((&status["upgrade"], &status["operational"]), (&"Split".into(), &"Ready".into()), "no merge: {status:#}");
+    m.run(&["resume"]).code(0);
+    assert_eq!(m.status()["upgrade"], "Idle", "resume carried on to the goal");
+}
