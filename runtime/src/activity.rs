@@ -253,15 +253,15 @@ pub(crate) fn log(
 ) -> crate::outcome::Outcome {
     use crate::outcome::Outcome;
     if let Err(e) = state.usable() {
-        eprintln!("{e}");
+        crate::console::eprintln(&e.to_string());
         return Outcome::Failure;
     }
     let dirs = match session {
         Some(id) if id.contains('/') || id.contains("..") || id.is_empty() => {
-            eprintln!(
+            crate::console::eprintln(&format!(
                 "error: `{id}` is not a session id\n  help: session ids are the names under {}",
                 state.history().display()
-            );
+            ));
             return Outcome::Failure;
         }
         Some(id) => vec![state.history().join(id)],
@@ -287,16 +287,16 @@ pub(crate) fn log(
     let view = match view {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            eprintln!("{e}");
+            crate::console::eprintln(&e.to_string());
             return Outcome::Failure;
         }
         None => {
             let what = session
                 .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
-            eprintln!(
+            crate::console::eprintln(&format!(
                 "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
                 state.root.display()
-            );
+            ));
             return Outcome::Failure;
         }
     };
@@ -310,11 +310,13 @@ pub(crate) fn log(
         if format == crate::cli::LogFormat::Text {
             let _ = writeln!(text, "error: {damage}");
         }
-        eprintln!("warning: the journal is damaged; the log above ends at the last intact record: {damage}");
+        crate::console::eprintln(&format!(
+            "warning: the journal is damaged; the log above ends at the last intact record: {damage}"
+        ));
     }
     // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
     // and XML escape it their own way).
-    crate::check::out(&crate::console::escape(&text))
+    crate::console::print(&text)
 }
 
 #[cfg(test)]

@@ -13,27 +13,20 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-/// Writes to stdout. A reader that closed the pipe (`duet ... | head`) is not an error; any
-/// other write failure (a full disk) is reported and fails the command.
-pub(crate) fn out(text: &str) -> Outcome {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            err(&format!("error: cannot write the output: {e}\n"));
-            Outcome::Failure
-        }
-        _ => Outcome::Success,
+use crate::console::{eprint as err, print as out};
+
+/// The diagnostics, for people. They quote the plan's text: a plan holding control characters
+/// is shown without colour, escaped, so it cannot drive the terminal.
+pub(crate) fn print_diagnostics(c: &Compilation) {
+    if c.diagnostics.is_empty() {
+        return;
     }
-}
-
-/// Writes to stderr; there is nowhere left to report a failure to.
-fn err(text: &str) {
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
-
-fn print_diagnostics(c: &Compilation) {
-    if !c.diagnostics.is_empty() {
-        err(&report::render_human(&c.diagnostics, &c.sources, color()));
+    let hostile = c.sources.files().any(|f| f.text.chars().any(|ch| ch != '\r' && crate::console::hostile(ch)));
+    let text = report::render_human(&c.diagnostics, &c.sources, color() && !hostile);
+    if hostile {
+        err(&text);
+    } else {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }
 
@@ -58,7 +51,7 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                 "platform_checked": c.inventory.is_some(),
                 "diagnostics": report::to_json(&c.diagnostics, &c.sources),
             });
-            serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n"
+            crate::console::escape_json(serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n")
         }
         CheckFormat::Human => {
             print_diagnostics(&c);
@@ -102,7 +95,9 @@ pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome 
     };
     let text = match format {
         CompileFormat::Summary => summary::render(plan, resolved, &c.sources, c.inventory.as_ref()),
-        CompileFormat::Json => serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n",
+        CompileFormat::Json => {
+            crate::console::escape_json(serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n")
+        }
         CompileFormat::Dot => graph::to_dot(plan),
         CompileFormat::Mermaid => graph::to_mermaid(plan),
     };

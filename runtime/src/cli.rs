@@ -96,7 +96,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "STEP", requires = "reason")]
         from: Option<String>,
         /// Why (recorded in the journal and the activity log, with who and when).
-        #[arg(long, value_name = "TEXT")]
+        #[arg(long, value_name = "TEXT", value_parser = reason)]
         reason: Option<String>,
         #[command(flatten)]
         run: RunArgs,
@@ -109,7 +109,7 @@ pub(crate) enum Command {
         /// The failed action step (`action:ID@SIDE`; `duet status` names it).
         step: String,
         /// Why it is safe to go on without it.
-        #[arg(long, value_name = "TEXT")]
+        #[arg(long, value_name = "TEXT", value_parser = reason)]
         reason: String,
         #[command(flatten)]
         run: RunArgs,
@@ -204,4 +204,17 @@ pub(crate) enum CompileFormat {
     Dot,
     /// Mermaid flowchart, one subgraph per request.
     Mermaid,
+}
+
+/// An operator's reason: one line of text (it becomes one line of the activity log, so it
+/// cannot forge others), not blank.
+fn reason(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("give a reason: it is recorded with who asked and when".into());
+    }
+    if text.chars().any(char::is_control) {
+        return Err("a reason is one line of text, without control characters".into());
+    }
+    Ok(text.to_owned())
 }

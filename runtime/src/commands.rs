@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use duet_compiler::compiled::{RequestName, State};
-use duet_compiler::{Compilation, Options as CompileOptions, compile, report};
+use duet_compiler::{Compilation, Options as CompileOptions, compile};
 
 use crate::cli::{RunArgs, StateArgs};
 use crate::console::Console;
@@ -92,7 +92,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            crate::console::eprintln(&format!("error: cannot start the runtime: {e}"));
             return Outcome::Failure;
         }
     };
@@ -104,18 +104,39 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     });
     match driven {
         Ok(outcome @ Outcome::Interrupted(signal)) => {
-            eprintln!(
-                "{}",
-                Error::new(format!("stopped by {}; the journal records everything up to here", signal.name))
-                    .help("`duet resume` continues (`duet status` shows where the session is)")
-            );
+            let stopped = format!("stopped by {}; the journal records everything up to here", signal.name);
+            crate::console::eprintln(&Error::new(stopped).help(again(ctx, request)).to_string());
             outcome
         }
-        Ok(outcome) => outcome,
-        Err(e) => {
-            eprintln!("{e}");
+        Ok(outcome) => {
+            if let Some(signal) = ctx.options.interrupt.stopping() {
+                console.say(&format!(
+                    "{} came during the last step, and the command had nothing left to start",
+                    signal.name
+                ));
+            }
+            outcome
+        }
+        Err(mut e) => {
+            if e.storage {
+                e.help = Some(format!(
+                    "free space on that file system (or make it writable again), then {}",
+                    again(ctx, request).trim_start_matches("then ")
+                ));
+            }
+            crate::console::eprintln(&e.to_string());
             Outcome::Failure
         }
+    }
+}
+
+/// How to go on after a stop (a signal, a disk error): `resume`, if a session is in progress;
+/// else the same command again (a readiness check, or a session that was never created).
+fn again(ctx: &Context, request: &Request) -> String {
+    if matches!(request, Request::Readiness { .. }) || !ctx.state.session().join("journal").exists() {
+        "run the same command again: no session is in progress to resume".to_owned()
+    } else {
+        "`duet resume` continues from the journal (`duet status` shows where the session is)".to_owned()
     }
 }
 
@@ -135,10 +156,12 @@ fn command_line() -> String {
         .join(" ")
 }
 
+/// Who runs duet, for the journal: `$USER`, `$LOGNAME`, else the uid. One line of text (an
+/// environment can hold anything).
 fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", nix::unistd::getuid()))
+    let uid = || format!("uid {}", nix::unistd::getuid());
+    let named = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| uid());
+    if named.trim().is_empty() || named.chars().any(char::is_control) { uid() } else { named }
 }
 
 async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Result<Outcome> {
@@ -233,10 +256,8 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
                     toward(ctx, &platform, s, goal, console).await?
                 }
                 (Outcome::Success, Some(goal), _) if !carry_on && s.progress.goal_ahead().is_some() => {
-                    console.say(&format!(
-                        "`duet run` was headed for {}: `duet resume` carries on there",
-                        goal.as_str()
-                    ));
+                    console
+                        .say(&format!("`duet run` was headed for {}: `duet resume` carries on there", goal.as_str()));
                     Outcome::Success
                 }
                 (outcome, ..) => outcome,
@@ -342,7 +363,7 @@ fn compile_for<P: Platform>(platform: &P, plan: &Path) -> Result<Compilation> {
     let compilation =
         compile(&CompileOptions { plan: plan.to_owned(), inventory: Some(platform.inventory_file().to_owned()) });
     if !compilation.diagnostics.is_empty() {
-        eprint!("{}", report::render_human(&compilation.diagnostics, &compilation.sources, false));
+        crate::check::print_diagnostics(&compilation);
     }
     if compilation.compiled.is_none() {
         return Err(Error::new(format!("{}: the plan is invalid; nothing was run", plan.display())).help(
@@ -429,6 +450,9 @@ async fn run_requests<P: Platform>(
 ) -> Result<Outcome> {
     for &request in requests {
         if let Some(signal) = ctx.options.interrupt.stopping() {
+            let message = format!("stopped by {} before {request}; `duet resume` continues", signal.name);
+            let note = Entry::Note { request: None, step: None, severity: crate::platform::Severity::Warning, message };
+            session.record(&note, Durability::Durable)?;
             return Ok(Outcome::Interrupted(signal));
         }
         let outcome = executor::run_request(platform, session, request, &ctx.options, console).await?;
@@ -440,10 +464,8 @@ async fn run_requests<P: Platform>(
                 Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
                 _ => "correct the problem (`duet log`), then `duet retry`".to_owned(),
             };
-            eprintln!(
-                "{}",
-                Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message)).help(help)
-            );
+            let broken = Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message));
+            crate::console::eprintln(&broken.help(help).to_string());
             // A session's readiness check failed: nothing was split. The attempt is kept as the
             // last readiness check, and the state stays Idle.
             if request == RequestName::CheckReadiness && session.dir == ctx.state.session() {

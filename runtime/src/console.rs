@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use duet_compiler::compiled::{RequestName, State, Step};
 
+use crate::outcome::Outcome;
 use crate::platform::Severity;
 use crate::record::{Broken, Output, StepResult};
 
@@ -119,6 +120,31 @@ fn seconds(d: Duration) -> String {
 
 /// Control characters (terminal escapes included) shown as `\x1b`-style escapes, so output
 /// captured from an action cannot rewrite the operator's terminal.
+/// Writes `text` to stdout for people: escaped ([`escape`]). A reader that closed the pipe
+/// (`duet ... | head`) is not an error; any other write failure (a full disk) is reported and
+/// fails the command.
+pub(crate) fn print(text: &str) -> Outcome {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(escape(text).as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprint(&format!("error: cannot write the output: {e}\n"));
+            Outcome::Failure
+        }
+        _ => Outcome::Success,
+    }
+}
+
+/// Writes `text` to stderr, escaped. A closed pipe (`duet run 2>&1 | tee log`, and Ctrl-C
+/// stopped `tee`) loses the text, never the command: there is nowhere left to report it.
+pub(crate) fn eprint(text: &str) {
+    let _ = std::io::stderr().lock().write_all(escape(text).as_bytes());
+}
+
+/// [`eprint`] with a newline.
+pub(crate) fn eprintln(text: &str) {
+    eprint(&format!("{text}\n"));
+}
+
 /// A character a terminal would obey rather than show: a control character other than newline
 /// and tab, or a bidirectional override.
 pub(crate) fn hostile(c: char) -> bool {
@@ -152,8 +178,12 @@ pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if hostile(c) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        // A carriage return ending a line (CRLF) moves nothing a newline would not.
+        if c == '\r' && chars.peek() == Some(&'\n') {
+            out.push(c);
+        } else if hostile(c) {
             out.push_str(&c.escape_unicode().to_string().replace("\\u{", "\\x{"));
         } else {
             out.push(c);
@@ -180,6 +210,7 @@ mod tests {
         assert_eq!(escape("\u{1b}[2Jgone"), "\\x{1b}[2Jgone");
         assert_eq!(escape("bell\u{7}"), "bell\\x{7}");
         assert_eq!(escape("csi\u{9b}2J and\r back"), "csi\\x{9b}2J and\\x{d} back");
+        assert_eq!(escape("crlf\r\nline"), "crlf\r\nline");
         assert_eq!(escape("abc\u{202e}fed"), "abc\\x{202e}fed");
         let once = escape("\u{1b}]0;title\u{7}").into_owned();
         assert_eq!(escape(&once), once, "escaping twice changes nothing");

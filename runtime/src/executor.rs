@@ -255,7 +255,9 @@ pub(crate) async fn run_request<P: Platform>(
         && failed.is_none()
         && !complete
     {
-        let message = format!("stopped by {}: no new step was started; `duet resume` continues", signal.name);
+        let what =
+            if options.interrupt.escalated() { "the running steps were stopped" } else { "no new step was started" };
+        let message = format!("stopped by {}: {what}; `duet resume` continues", signal.name);
         let note = Entry::Note { request: Some(request), step: None, severity: Severity::Warning, message };
         session.record(&note, Durability::Durable)?;
         return Ok(Outcome::Interrupted(signal));
@@ -617,6 +619,8 @@ async fn run_step<P: Platform>(ctx: &Ctx<'_, P>, index: usize, step: &Step, atte
             // An action stops its process tree at the second signal; anything else is
             // abandoned where it is, as a crash would leave it, and `resume` reconciles it.
             let result = tokio::select! {
+                // A step that completes in the same poll as the signal completed.
+                biased;
                 result = run => result,
                 () = ctx.options.interrupt.escalation() => interrupted(ctx, "while it was running"),
             };

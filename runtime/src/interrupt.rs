@@ -13,7 +13,9 @@
 //! Actions run in process groups of their own, so a Ctrl-C at the terminal reaches duet only;
 //! duet decides what happens to them.
 
-use tokio::signal::unix::{SignalKind, signal};
+use std::io::Write as _;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
 use tokio::sync::watch;
 
 /// A signal duet was stopped by.
@@ -24,8 +26,8 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    const INT: Self = Self { number: 2, name: "SIGINT" };
-    const TERM: Self = Self { number: 15, name: "SIGTERM" };
+    const INT: Self = Self { number: SIGINT, name: "SIGINT" };
+    const TERM: Self = Self { number: SIGTERM, name: "SIGTERM" };
 
     /// The shell's convention: 128 + the signal's number.
     pub(crate) fn exit_code(self) -> u8 {
@@ -55,46 +57,50 @@ impl Default for Interrupt {
 }
 
 impl Interrupt {
-    /// Starts listening for SIGINT and SIGTERM. Must be called inside the tokio runtime; from
-    /// then on those signals no longer kill duet outright.
+    /// Starts listening for SIGINT and SIGTERM; from then on they no longer kill duet
+    /// outright.
+    ///
+    /// A thread of its own waits for them (signal-hook's self-pipe), so each is counted when it
+    /// arrives, even while duet's loop is busy replaying a journal or syncing a file, and the
+    /// third one exits at once whatever the loop is doing.
     pub(crate) fn listen() -> std::io::Result<Self> {
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let (tx, level) = watch::channel(Level::default());
-        tokio::spawn(async move {
-            loop {
-                let got = tokio::select! {
-                    Some(()) = int.recv() => Signal::INT,
-                    Some(()) = term.recv() => Signal::TERM,
-                    else => return,
-                };
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for number in signals.forever() {
+                let got = if number == SIGTERM { Signal::TERM } else { Signal::INT };
                 tx.send_modify(|l| {
                     l.count += 1;
                     l.first.get_or_insert(got);
                 });
                 let level = *tx.borrow();
+                // stderr may be a closed pipe (`duet run | tee log`, and Ctrl-C stopped tee):
+                // the message is lost then, never the count.
+                let say = |text: String| {
+                    let _ = writeln!(std::io::stderr(), "{text}");
+                };
                 match level.count {
-                    1 => eprintln!(
+                    1 => say(format!(
                         "duet: {}: starting no new step; the running steps finish and are journaled \
                          (send it again to stop them now)",
                         got.name
-                    ),
-                    2 => eprintln!(
+                    )),
+                    2 => say(format!(
                         "duet: {}: stopping the running steps (actions get SIGTERM, then SIGKILL); \
                          they are journaled as interrupted",
                         got.name
-                    ),
+                    )),
                     _ => {
-                        eprintln!(
+                        say(format!(
                             "duet: {}: exiting now without journaling the running steps; \
                              `duet resume` reconciles them as after a crash",
                             got.name
-                        );
+                        ));
                         std::process::exit(i32::from(level.first.unwrap_or(got).exit_code()));
                     }
                 }
             }
-        });
+        })?;
         Ok(Self { level })
     }
 

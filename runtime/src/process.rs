@@ -236,6 +236,8 @@ impl Child {
         let (exited_tx, exited_rx) = watch::channel(false);
         let supervisor = async {
             let stopped = tokio::select! {
+                // An exit seen in the same poll as the signal is an exit: it is not stopped.
+                biased;
                 exited = tokio::time::timeout(spec.timeout, sigchld.exited(pid)) => {
                     exited.is_err().then_some(Exit::TimedOut)
                 }

@@ -204,7 +204,10 @@ pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P, session:
         _ => (State::Idle, Operational::Ready),
     };
     if let Ok(observed) = platform.observe().await {
-        println!("{}", bar(observed.hardware(), upgrade, operational, observed.partner.as_str()));
+        let _ = crate::console::print(&format!(
+            "{}\n",
+            bar(observed.hardware(), upgrade, operational, observed.partner.as_str())
+        ));
     }
 }
 
@@ -294,10 +297,10 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             } else {
                 render(&status)
             };
-            crate::check::out(&text)
+            crate::console::print(&text)
         }
         Err(e) => {
-            eprintln!("{e}");
+            crate::console::eprintln(&e.to_string());
             Outcome::Failure
         }
     }

@@ -1058,3 +1058,22 @@ fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
     assert!(resume.says("stopped"), "resume says it stopped the leftover: {}", resume.show());
     assert!(!alive(pid), "resume stopped what the killed attempt left running");
 }
+
+#[test]
+fn signals_still_work_when_stdout_and_stderr_are_closed_pipes() {
+    // `duet run 2>&1 | tee run.log`: the Ctrl-C stops `tee` too.
+    let m = Machine::new();
+    let step = "action:adv-late@upgrade";
+    let mut child = run_until_blocked(&m, "ExecuteSplit", step);
+    let pid: i32 = std::fs::read_to_string(m.rec().join("blocked")).expect("pid").trim().parse().expect("pid");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    wait_until_noted(&m, "SIGINT");
+    send(&child, nix::sys::signal::Signal::SIGINT);
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(!alive(pid), "the second signal stopped the action");
+    assert_eq!(last_outcome(&m, step), "interrupted");
+    release(&m);
+}

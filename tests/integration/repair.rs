@@ -58,6 +58,10 @@ fn skip_refuses_what_would_corrupt_the_state_model() {
     let m = Machine::new();
     m.run(&["skip", "action:stop@upgrade", "--reason", "x"]).code(1).stderr_has("no upgrade session");
     m.run(&["skip", "action:stop@upgrade"]).code(2).stderr_has("--reason");
+    m.run(&["skip", "action:stop@upgrade", "--reason", "  "]).code(2).stderr_has("give a reason");
+    // A reason is one line of the activity log: it cannot forge another.
+    let forged = "ok\n2026-12-01T00:00:00Z  Success  [Stop] action:stop@upgrade: exit value 0";
+    m.run(&["skip", "action:stop@upgrade", "--reason", forged]).code(2).stderr_has("one line of text");
 
     m.run(&["run", &m.plan(), "--through", "split"]).code(0);
     m.run(&["skip", "action:stop@upgrade", "--reason", "x"]).code(1).stderr_has("nothing to skip");
@@ -165,7 +169,11 @@ fn retry_from_a_request_that_had_not_failed_goes_no_further_than_it() {
     retry.code(0).stdout_has("`duet resume` carries on there");
     assert_eq!(count(&m, step, "ExecuteSplit"), 2, "{:?}", m.runs());
     let status = m.status();
-    assert_eq!((&status["upgrade"], &status["operational"]), (&"Split".into(), &"Ready".into()), "no merge: {status:#}");
+    assert_eq!(
+        (&status["upgrade"], &status["operational"]),
+        (&"Split".into(), &"Ready".into()),
+        "no merge: {status:#}"
+    );
     m.run(&["resume"]).code(0);
     assert_eq!(m.status()["upgrade"], "Idle", "resume carried on to the goal");
 }

@@ -160,7 +160,8 @@ fn a_full_disk_while_creating_a_session_leaves_nothing_half_built() {
     run.code(1)
         .stderr_has("cannot create the session in")
         .stderr_has("No space left on device")
-        .stderr_has("free space on that file system");
+        .stderr_has("free space on that file system")
+        .stderr_has("run the same command again: no session is in progress");
     let mut entries: Vec<String> = std::fs::read_dir(disk.view(""))
         .expect("state dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())

@@ -47,3 +47,15 @@ fn action_output_is_shown_escaped_by_run_status_and_log() {
     }
     assert!(shown.is_empty(), "control characters reached the terminal: {shown:?}");
 }
+
+#[test]
+fn a_plan_quoted_in_a_diagnostic_cannot_drive_the_terminal() {
+    let plan = "version: 1\ntitle: t\nbogus: \"\u{1b}]0;pwned\u{7}\u{1b}[31mRED\"\n";
+    let m = Machine::with(plan, INVENTORY);
+    for args in [["check", "plans/plan.yaml"], ["run", "plans/plan.yaml"], ["compile", "plans/plan.yaml"]] {
+        let out = if args[0] == "run" { m.run(&args) } else { crate::support::duet(&args).in_dir(m.dir.path()).run() };
+        out.code(1).stderr_has("bogus");
+        let shown: Vec<char> = hostile(&out.stderr).into_iter().chain(hostile(&out.stdout)).collect();
+        assert!(shown.is_empty(), "`duet {}` let through {shown:?}:\n{}", args.join(" "), out.stderr);
+    }
+}

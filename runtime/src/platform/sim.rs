@@ -247,6 +247,18 @@ impl Sim {
         self.dir.join("sides").join(side_dir(side)).join("dumps")
     }
 
+    /// A log or dump copy that failed: into the plan's staging directory, the step fails (the
+    /// operator fixes the directory and retries); into duet's own state directory (a plan
+    /// without one), or reading the sim's own files, it is a storage error (D46).
+    fn copy_failed(&self, into: &Path, e: &fsutil::FsError) -> PlatformError {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        if into.starts_with(root) || e.path.starts_with(&self.dir) {
+            PlatformError::storage(e.to_string())
+        } else {
+            PlatformError::new(e.to_string()).help("check the staging directory, then `duet retry`")
+        }
+    }
+
     fn save(&self, state: &SimState) -> PlatformResult<()> {
         let path = self.dir.join("state.json");
         let text = serde_json::to_string_pretty(state).expect("the sim state serializes") + "\n";
@@ -731,9 +743,7 @@ impl Platform for Sim {
         if !self.inventory.event_logs.iter().any(|l| l == log) {
             return Err(PlatformError::new(format!("the {} has no event log {log}", side_name(side))));
         }
-        let fail = |e: fsutil::FsError| {
-            PlatformError::new(e.to_string()).help("check the staging directory, then `duet retry`")
-        };
+        let fail = |e: fsutil::FsError| self.copy_failed(into, &e);
         fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
         let dest = into.join(format!("{}-{log}.log", side_dir(side)));
         fsutil::copy_atomic(&self.log_file(side, log), &dest).map_err(at("write", &dest)).map_err(fail)?;
@@ -744,7 +754,7 @@ impl Platform for Sim {
         let Ok(entries) = std::fs::read_dir(self.dumps_dir(side)) else { return Ok(Vec::new()) };
         let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         names.sort();
-        let fail = |e: fsutil::FsError| PlatformError::new(e.to_string());
+        let fail = |e: fsutil::FsError| self.copy_failed(into, &e);
         let mut out = Vec::new();
         for path in names {
             let bytes = std::fs::read(&path).map_err(at("read", &path)).map_err(fail)?;
