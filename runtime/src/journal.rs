@@ -135,8 +135,11 @@ pub(crate) struct Journal<T> {
     path: PathBuf,
     file: File,
     next_seq: u64,
-    /// The length of the intact records: where a failed write is cut back to.
+    /// The length of the records written: where a failed write is cut back to.
     len: u64,
+    /// The length known to be on disk (the last successful sync): where a failed sync is cut
+    /// back to.
+    synced: u64,
     /// A write failed: nothing more is appended by this process (see [`Journal::append`]).
     failed: Option<String>,
     buf: Vec<u8>,
@@ -169,6 +172,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             file,
             next_seq: 1,
             len: header().len() as u64,
+            synced: header().len() as u64,
             failed: None,
             buf: Vec::with_capacity(512),
             _entries: PhantomData,
@@ -189,6 +193,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             file,
             next_seq: scan.last_seq + 1,
             len: bytes.len() as u64,
+            synced: bytes.len() as u64,
             failed: None,
             buf: Vec::with_capacity(512),
             _entries: PhantomData,
@@ -348,18 +353,32 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.buf.clear();
         let crc = crc32fast::hash(json.as_bytes());
         writeln!(self.buf, "{crc:08x} {json}").expect("writing to a Vec cannot fail");
-        let written = self.file.write_all(&self.buf);
-        let synced = written.and_then(|()| match durability {
-            Durability::Durable => self.file.sync_data(),
-            Durability::Buffered => Ok(()),
-        });
-        if let Err(e) = synced {
+        let failed = match self.file.write_all(&self.buf) {
+            Err(e) => Some((e, self.len)),
+            Ok(()) if durability == Durability::Durable => self.file.sync_data().err().map(|e| (e, self.synced)),
+            Ok(()) => None,
+        };
+        if let Some((e, keep)) = failed {
             self.failed = Some(e.to_string());
             // Truncating frees space and needs none, so it works on a full disk.
-            let _ = self.file.set_len(self.len).and_then(|()| self.file.sync_all());
-            return Err(JournalError::Io(fsutil::FsError::new("write", &self.path, e)));
+            let cut = self.file.set_len(keep).and_then(|()| self.file.sync_all());
+            let why = match cut {
+                Ok(()) => e.to_string(),
+                Err(cut) => format!(
+                    "{e}; and it could not be cut back to its last record ({cut}): \
+                     `duet resume --repair-journal` sets the partial record aside"
+                ),
+            };
+            return Err(JournalError::Io(fsutil::FsError::new(
+                "write",
+                &self.path,
+                std::io::Error::new(e.kind(), why),
+            )));
         }
         self.len += self.buf.len() as u64;
+        if durability == Durability::Durable {
+            self.synced = self.len;
+        }
         self.next_seq += 1;
         Ok(())
     }
