@@ -1030,6 +1030,14 @@ fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
     let mut child = m.duet(&["run", &m.plan()]).spawn();
     wait_for("the stubborn action", || m.rec().join("stubborn").exists());
     let pid: i32 = std::fs::read_to_string(m.rec().join("stubborn")).expect("pid").trim().parse().expect("pid");
+    // Whatever the test finds, the stubborn action does not outlive it.
+    struct Reap(i32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _reap = Reap(pid);
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut said = String::new();
     let mut until = |fragment: &str| {
