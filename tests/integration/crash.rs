@@ -1014,6 +1014,15 @@ fn a_second_signal_abandons_a_platform_operation_and_resume_reconciles_it() {
     assert_eq!(text(&status["hardware"]), "ProductionSide", "{status:#}");
 }
 
+/// Kills a process when dropped: what a test started does not outlive it, pass or fail.
+struct Reap(i32);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 #[test]
 fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
     // An action that ignores SIGTERM on its first attempt, so the second signal's stop waits
@@ -1031,12 +1040,6 @@ fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
     wait_for("the stubborn action", || m.rec().join("stubborn").exists());
     let pid: i32 = std::fs::read_to_string(m.rec().join("stubborn")).expect("pid").trim().parse().expect("pid");
     // Whatever the test finds, the stubborn action does not outlive it.
-    struct Reap(i32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
     let _reap = Reap(pid);
     let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
     let mut said = String::new();
