@@ -2,12 +2,16 @@
 //! whose actions record what they saw, and a fast inventory of the guide's 320Ma.
 //!
 //! Every action of the generated plans runs `rec`, a shell script that appends one line to
-//! `REC/SIDE.log` (`step|side|state|request|hw_split|attempt|args`) and then:
+//! `REC/SIDE.log` (`step|side|state|request|hw_split|attempt|args`), and a start line to
+//! `REC/runs.log` (`start|session|step|state|request|attempt|pid`) whose `end|...|EXIT` twin it
+//! writes just before it exits, so a run killed midway is told from one that completed; and then:
 //! - exits 3 if `REC/fail-STEP` or `REC/fail-STEP-REQUEST` exists (STEP with `:` and `@` as
 //!   they are, REQUEST the `ACTIVE_UPGRADE_REQUEST`), so a test can make one step fail and
 //!   later "correct the problem" by removing the file;
 //! - blocks until `REC/go` exists if `REC/block-STEP` exists, after writing `REC/blocked`
-//!   (its pid), so a test can kill duet while an action runs without relying on timing.
+//!   (its pid), so a test can kill duet while an action runs without relying on timing;
+//! - sleeps as many seconds as `REC/slow-STEP` says, if it exists (random kills then land
+//!   inside that action more often).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt as _;
@@ -21,16 +25,21 @@ use crate::support::{Duet, Run, duet};
 /// The recorder every action runs.
 const REC: &str = r#"#!/bin/sh
 step="$DUET_STEP"
+run="$DUET_SESSION|$step|$ACTIVE_UPGRADE_STATE|$ACTIVE_UPGRADE_REQUEST|$DUET_ATTEMPT"
 echo "$step|$ACTIVE_UPGRADE_SIDE|$ACTIVE_UPGRADE_STATE|$ACTIVE_UPGRADE_REQUEST|$ACTIVE_UPGRADE_HW_SPLIT|$DUET_ATTEMPT|$*" >> "$REC/$ACTIVE_UPGRADE_SIDE.log"
+echo "start|$run|$$" >> "$REC/runs.log"
 if [ -e "$REC/block-$step" ]; then
   echo $$ > "$REC/blocked.tmp" && mv "$REC/blocked.tmp" "$REC/blocked"
   while [ ! -e "$REC/go" ]; do sleep 0.01; done
 fi
+if [ -e "$REC/slow-$step" ]; then sleep "$(cat "$REC/slow-$step")"; fi
 if [ -e "$REC/fail-$step" ] || [ -e "$REC/fail-$step-$ACTIVE_UPGRADE_REQUEST" ]; then
   echo "failing as asked" >&2
+  echo "end|$run|3" >> "$REC/runs.log"
   exit 3
 fi
 echo "ok $step"
+echo "end|$run|0" >> "$REC/runs.log"
 "#;
 
 /// The guide's 320Ma with instant operations; services of every kind the tests need.
@@ -159,6 +168,39 @@ impl Machine {
             .collect()
     }
 
+    /// Every action run `rec` recorded in `REC/runs.log`, in the order they started.
+    pub(crate) fn action_runs(&self) -> Vec<ActionRun> {
+        let text = std::fs::read_to_string(self.rec().join("runs.log")).unwrap_or_default();
+        let mut runs: Vec<ActionRun> = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            let [kind, session, step, state, request, attempt, last] = f[..] else {
+                panic!("a runs.log line that is not `start|...` or `end|...`: {line:?}");
+            };
+            let attempt = attempt.parse().unwrap_or_else(|_| panic!("no attempt in {line:?}"));
+            let same = |r: &ActionRun| {
+                (r.session.as_str(), r.step.as_str(), r.state.as_str(), r.request.as_str(), r.attempt)
+                    == (session, step, state, request, attempt)
+            };
+            if kind == "start" {
+                runs.push(ActionRun {
+                    session: session.to_owned(),
+                    step: step.to_owned(),
+                    state: state.to_owned(),
+                    request: request.to_owned(),
+                    attempt,
+                    exit: None,
+                });
+            } else {
+                let exit = last.parse().unwrap_or_else(|_| panic!("no exit value in {line:?}"));
+                if let Some(run) = runs.iter_mut().rev().find(|r| same(r) && r.exit.is_none()) {
+                    run.exit = Some(exit);
+                }
+            }
+        }
+        runs
+    }
+
     /// Both sides' recorded lines, each as `step|request|attempt`.
     pub(crate) fn runs(&self) -> Vec<String> {
         let mut all = Vec::new();
@@ -228,6 +270,19 @@ impl Machine {
     pub(crate) fn upgrade_log(&self, name: &str) -> String {
         std::fs::read_to_string(self.state().join(format!("sim/sides/upgrade/logs/{name}.log"))).expect("upgrade log")
     }
+}
+
+/// One run of an action, as `rec` recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ActionRun {
+    pub(crate) session: String,
+    pub(crate) step: String,
+    /// `ACTIVE_UPGRADE_STATE` and `ACTIVE_UPGRADE_REQUEST`, as the action saw them.
+    pub(crate) state: String,
+    pub(crate) request: String,
+    pub(crate) attempt: u32,
+    /// What it exited with, written just before it exited; `None`: it never got there (killed).
+    pub(crate) exit: Option<i32>,
 }
 
 pub(crate) fn make_executable(path: &Path) {

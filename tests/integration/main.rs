@@ -7,4 +7,5 @@ mod crash;
 mod hostile;
 mod machine;
 mod run;
+mod soak;
 mod support;
