@@ -5,154 +5,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::machine::Machine;
+use crate::machine::{
+    Exit, Final, Machine, differences, entries, exec, final_state, history_session, read_journal, runs, state_of,
+    status_of, text,
+};
 
 /// The bound of every wait: far beyond what any of them takes, so only a hang reaches it.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Commands a kill point may need to reach the end of the cycle before it counts as stuck.
 const MAX_COMMANDS: usize = 10;
-
-/// How a duet process ended, and what it printed.
-struct Exit {
-    code: Option<i32>,
-    signal: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Exit {
-    fn new(status: ExitStatus, stdout: &[u8], stderr: &[u8]) -> Self {
-        Self {
-            code: status.code(),
-            signal: status.signal(),
-            stdout: String::from_utf8_lossy(stdout).into_owned(),
-            stderr: String::from_utf8_lossy(stderr).into_owned(),
-        }
-    }
-
-    fn killed(&self) -> bool {
-        self.signal == Some(nix::sys::signal::Signal::SIGKILL as i32)
-    }
-
-    /// In either stream: what the user sees on the terminal.
-    fn says(&self, fragment: &str) -> bool {
-        self.stdout.contains(fragment) || self.stderr.contains(fragment)
-    }
-
-    fn show(&self) -> String {
-        let cut = |s: &str| {
-            let s = s.trim_end();
-            let mut from = s.len().saturating_sub(1500);
-            while !s.is_char_boundary(from) {
-                from += 1;
-            }
-            if from > 0 { format!("...{}", &s[from..]) } else { s.to_owned() }
-        };
-        let how = match (self.code, self.signal) {
-            (Some(code), _) => format!("exit {code}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            (None, None) => "no exit status".to_owned(),
-        };
-        format!("{how}\n  stdout: {}\n  stderr: {}", cut(&self.stdout), cut(&self.stderr))
-    }
-}
-
-/// `duet ARGS` on the rig, with extra environment; never panics on the outcome.
-fn exec(m: &Machine, args: &[&str], env: &[(&str, &str)]) -> Exit {
-    let mut duet = m.duet(args);
-    for (name, value) in env {
-        duet = duet.env(name, value);
-    }
-    let out = duet.spawn().wait_with_output().expect("wait for duet");
-    Exit::new(out.status, &out.stdout, &out.stderr)
-}
-
-/// `duet status --json`, or why it could not be had.
-fn status_of(m: &Machine) -> Result<Value, String> {
-    let out = exec(m, &["status", "--json"], &[]);
-    if out.code != Some(0) {
-        return Err(format!("`duet status --json`: {}", out.show()));
-    }
-    serde_json::from_str(&out.stdout).map_err(|e| format!("`duet status --json` is not JSON ({e}): {}", out.stdout))
-}
-
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or_default()
-}
-
-// ---------------------------------------------------------------------------------------------
-// The journal, read the way duet's reader does.
-
-/// The records of a journal (`{"seq", "t", "e"}`), every line checked: the header, a complete
-/// last line, each CRC-32 and the sequence.
-fn read_journal(path: &Path) -> Result<Vec<Value>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8", path.display()))?;
-    let body = text.strip_prefix("duet-journal 1\n").ok_or_else(|| format!("{} has no header", path.display()))?;
-    if !body.is_empty() && !body.ends_with('\n') {
-        return Err(format!("{}: the last record is incomplete", path.display()));
-    }
-    let mut records = Vec::new();
-    for (i, line) in body.lines().enumerate() {
-        let at = || format!("{} line {}", path.display(), i + 2);
-        let (crc, json) = line.split_once(' ').ok_or_else(|| format!("{}: no checksum", at()))?;
-        let crc = u32::from_str_radix(crc, 16).ok().filter(|_| crc.len() == 8);
-        if crc != Some(crc32fast::hash(json.as_bytes())) {
-            return Err(format!("{}: the checksum does not match", at()));
-        }
-        let mut record: Value = serde_json::from_str(json).map_err(|e| format!("{}: {e}", at()))?;
-        flatten_entry(&mut record);
-        if record["seq"].as_u64() != Some(i as u64 + 1) {
-            return Err(format!("{}: seq {} where {} was expected", at(), record["seq"], i + 1));
-        }
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// A record's entry is `{"KIND": {fields}}`; the tests read it as `{"type": "KIND", fields}`.
-fn flatten_entry(record: &mut Value) {
-    if let Some((kind, fields)) = record["e"].as_object().and_then(|e| e.iter().next()) {
-        let mut flat = fields.as_object().cloned().unwrap_or_default();
-        flat.insert("type".into(), Value::String(kind.clone()));
-        record["e"] = Value::Object(flat);
-    }
-}
-
-/// The one finished session under `history/`.
-fn history_session(m: &Machine) -> Result<PathBuf, String> {
-    let dir = m.state().join("history");
-    let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-        .map(|e| e.expect("entry").path())
-        .collect();
-    match entries.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(format!("{} holds {entries:?}, not one finished session", dir.display())),
-    }
-}
-
-/// The upgrade state a request runs in, as the actions see it (`ACTIVE_UPGRADE_STATE`).
-fn state_of(request: &str) -> &'static str {
-    match request {
-        "CheckReadiness" | "Finish" => "Idle",
-        "PrepareSplit" => "PrepareSplit",
-        "ExecuteSplit" => "Split",
-        "PrepareMerge" => "PrepareMerge",
-        "ExecuteMerge" => "Merge",
-        "Commit" => "Commit",
-        _ => "Abort",
-    }
-}
 
 /// Steps started and not finished in `records`: `(request, step)` -> index of the start.
 fn in_flight(records: &[Value]) -> BTreeMap<(String, String), usize> {
@@ -190,45 +59,6 @@ fn launched_at_the_kill(records: &[Value], n: usize) -> BTreeSet<String> {
         .collect()
 }
 
-// ---------------------------------------------------------------------------------------------
-// The state a finished cycle leaves.
-
-/// What a user can observe once a cycle is over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Final {
-    /// `duet status --json`, the session id, the driver and the temporary path made stable.
-    status: Value,
-    /// The simulated machine (`sim/state.json`): phase and both sides' services.
-    sim: Value,
-    /// The state directory's entries, `history` as how many sessions it holds.
-    entries: Vec<String>,
-    /// Every action run the recorder saw, `step|state|request` -> how many times.
-    runs: BTreeMap<String, usize>,
-    /// Steps the finished session's journal records as completed (done, or found done when
-    /// reconciling), `REQUEST step` -> how many times: each once, whatever the kills.
-    completed: BTreeMap<String, usize>,
-}
-
-fn stable(value: &Value, root: &str) -> Value {
-    match value {
-        Value::String(s) => Value::String(s.replace(root, "<tmp>")),
-        Value::Array(items) => Value::Array(items.iter().map(|v| stable(v, root)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), stable(v, root))).collect()),
-        other => other.clone(),
-    }
-}
-
-fn runs(m: &Machine) -> BTreeMap<String, usize> {
-    let mut runs = BTreeMap::new();
-    for side in ["Production", "Upgrade"] {
-        for line in m.recorded(side) {
-            let f: Vec<&str> = line.split('|').collect();
-            *runs.entry(format!("{}|{}|{}", f[0], f[2], f[3])).or_default() += 1;
-        }
-    }
-    runs
-}
-
 /// The attempts (`DUET_ATTEMPT`) the recorder saw for one step in one state, in order.
 fn attempts(m: &Machine, step: &str, state: &str) -> Vec<String> {
     let side = if step.ends_with("@upgrade") { "Upgrade" } else { "Production" };
@@ -238,86 +68,6 @@ fn attempts(m: &Machine, step: &str, state: &str) -> Vec<String> {
         .filter(|f| f[0] == step && f[2] == state)
         .map(|f| f[5].to_owned())
         .collect()
-}
-
-fn entries(m: &Machine) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(m.state())
-        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
-    for name in &mut names {
-        if name == "history" {
-            let n = std::fs::read_dir(m.state().join("history")).map(Iterator::count).unwrap_or_default();
-            *name = format!("history ({n} sessions)");
-        }
-    }
-    names.sort();
-    names
-}
-
-fn final_state(m: &Machine) -> Result<Final, String> {
-    let root = m.dir.path().display().to_string();
-    let mut status = stable(&status_of(m)?, &root);
-    if status["session"].is_string() {
-        status["session"] = "<session id>".into();
-    }
-    if status["driver"].is_object() {
-        status["driver"]["pid"] = "<pid>".into();
-        status["driver"]["since"] = "<time>".into();
-    }
-    let mut sim: Value =
-        serde_json::from_str(&m.sim_state()).map_err(|e| format!("sim/state.json is not JSON: {e}"))?;
-    // When the disks finish resynchronising: a time.
-    sim.as_object_mut().ok_or("sim/state.json is not an object")?.remove("resync_until_ms");
-    let completed = history_session(m)
-        .and_then(|session| read_journal(&session.join("journal")))
-        .map(|records| completions(&records))
-        .unwrap_or_default();
-    Ok(Final { status, sim: stable(&sim, &root), entries: entries(m), runs: runs(m), completed })
-}
-
-fn completions(records: &[Value]) -> BTreeMap<String, usize> {
-    let mut done = BTreeMap::new();
-    for e in records.iter().map(|r| &r["e"]) {
-        if e["type"] == "step-finished" && !["failed", "interrupted"].contains(&text(&e["result"]["outcome"])) {
-            *done.entry(format!("{} {}", text(&e["request"]), text(&e["step"]))).or_default() += 1;
-        }
-    }
-    done
-}
-
-/// How `got` differs from `want`. An action run in `may_repeat` (`step|state`) may have run once
-/// more than in `want`.
-fn differences(want: &Final, got: &Final, may_repeat: &BTreeSet<String>) -> Vec<String> {
-    let mut out = Vec::new();
-    if want.status != got.status {
-        out.push(format!("status --json differs:\n  want {}\n  got  {}", want.status, got.status));
-    }
-    if want.sim != got.sim {
-        out.push(format!("the simulated machine differs:\n  want {}\n  got  {}", want.sim, got.sim));
-    }
-    if want.entries != got.entries {
-        out.push(format!("the state directory differs: want {:?}, got {:?}", want.entries, got.entries));
-    }
-    if want.completed != got.completed {
-        let keys: BTreeSet<&String> = want.completed.keys().chain(got.completed.keys()).collect();
-        for key in keys {
-            let (w, g) = (want.completed.get(key).unwrap_or(&0), got.completed.get(key).unwrap_or(&0));
-            if w != g {
-                out.push(format!("the journal records {key} completed {g} times, the uninterrupted run {w}"));
-            }
-        }
-    }
-    let keys: BTreeSet<&String> = want.runs.keys().chain(got.runs.keys()).collect();
-    for key in keys {
-        let (w, g) = (want.runs.get(key).copied().unwrap_or(0), got.runs.get(key).copied().unwrap_or(0));
-        let step_state = key.rsplit_once('|').map_or(key.as_str(), |(s, _)| s);
-        let slack = usize::from(may_repeat.contains(step_state));
-        if g < w || g > w + slack {
-            let allowed = if slack > 0 { format!(" (or {})", w + 1) } else { String::new() };
-            out.push(format!("{key} ran {g} times, the uninterrupted run {w}{allowed}"));
-        }
-    }
-    out
 }
 
 /// An uninterrupted `duet run` of the rig's plan: how many records its journal holds, and the

@@ -9,6 +9,7 @@ mod hostile;
 mod machine;
 mod repair;
 mod run;
+mod soak;
 mod storage;
 mod support;
 mod terminal;
