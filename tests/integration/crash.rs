@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::machine::{
-    Exit, Final, Machine, differences, entries, exec, final_state, history_session, read_journal, runs, state_of,
-    status_of, text,
+    Exit, Final, Machine, damaged_files, differences, entries, exec, final_state, history_session, read_journal, runs,
+    state_of, status_of, text, writers_refused,
 };
 
 /// The bound of every wait: far beyond what any of them takes, so only a hang reaches it.
@@ -471,33 +471,6 @@ fn split(m: &Machine) -> (Vec<u8>, Vec<Value>) {
     let status = m.status();
     assert_eq!((text(&status["upgrade"]), text(&status["operational"])), ("Split", "Ready"), "{status:#}");
     (m.journal(), read_journal(&m.state().join("session/journal")).unwrap_or_else(|e| panic!("{e}")))
-}
-
-fn damaged_files(m: &Machine) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(m.state().join("session"))
-        .expect("session")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("journal.damaged"))
-        .collect();
-    names.sort();
-    names
-}
-
-/// Every command that would write is refused with `says`, and nothing changes.
-#[track_caller]
-fn writers_refused(m: &Machine, commands: &[&[&str]], says: &[&str]) {
-    let (journal, sim, before) = (m.journal(), m.sim_state(), runs(m));
-    for args in commands {
-        let out = m.run(args);
-        out.code(1);
-        for fragment in says {
-            out.stderr_has(fragment);
-        }
-        assert_eq!(m.journal(), journal, "`duet {}` changed the journal", args.join(" "));
-        assert_eq!(m.sim_state(), sim, "`duet {}` changed the machine", args.join(" "));
-        assert_eq!(runs(m), before, "`duet {}` ran actions", args.join(" "));
-        assert_eq!(damaged_files(m), Vec::<String>::new(), "`duet {}` set bytes aside", args.join(" "));
-    }
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! a version or a record this duet does not know is refused with a clear message, by every
 //! command, changing nothing; never misread.
 
-use crate::machine::Machine;
+use crate::machine::{Machine, writers_refused};
 
 /// A split session, then `edit` applied to `rel` (under the state directory).
-fn split_then(edit: impl Fn(&str) -> String, rel: &str) -> (Machine, Vec<u8>, String) {
+fn split_then(edit: impl Fn(&str) -> String, rel: &str) -> (Machine, Vec<u8>) {
     let m = Machine::new();
     m.run(&["run", &m.plan(), "--through", "split"]).code(0);
     let path = m.state().join(rel);
@@ -14,30 +14,21 @@ fn split_then(edit: impl Fn(&str) -> String, rel: &str) -> (Machine, Vec<u8>, St
     let edited = edit(&text);
     assert_ne!(edited, text, "the edit changed {rel}");
     std::fs::write(&path, edited).expect("write");
-    let (journal, sim) = (m.journal(), m.sim_state());
-    (m, journal, sim)
+    let journal = m.journal();
+    (m, journal)
 }
 
-#[track_caller]
-fn refused_by_all(m: &Machine, says: &[&str], journal: &[u8], sim: &str) {
+/// Every command that would write, refused with `says`, changing nothing.
+fn refused_by_all(m: &Machine, says: &[&str]) {
     let plan = m.plan();
-    let writers: [&[&str]; 4] = [&["merge"], &["abort"], &["resume"], &["run", &plan]];
-    for args in writers {
-        let run = m.run(args);
-        run.code(1);
-        for fragment in says {
-            run.stderr_has(fragment);
-        }
-        assert_eq!(m.journal(), journal, "`duet {}` changed the journal", args.join(" "));
-        assert_eq!(m.sim_state(), sim, "`duet {}` changed the machine", args.join(" "));
-    }
+    writers_refused(m, &[&["merge"], &["abort"], &["resume"], &["run", &plan]], says);
 }
 
 #[test]
 fn a_journal_of_a_newer_format_is_refused_never_read() {
-    let (m, journal, sim) = split_then(|t| t.replacen("duet-journal 1\n", "duet-journal 2\n", 1), "session/journal");
+    let (m, journal) = split_then(|t| t.replacen("duet-journal 1\n", "duet-journal 2\n", 1), "session/journal");
     let says = ["journal format version 2; this duet reads version 1 only", "with the duet version that started it"];
-    refused_by_all(&m, &says, &journal, &sim);
+    refused_by_all(&m, &says);
     m.run(&["status"]).code(1).stderr_has(says[0]);
     m.run(&["log"]).code(1).stderr_has(says[0]);
     m.run(&["resume", "--repair-journal"]).code(1).stderr_has(says[0]);
@@ -52,9 +43,9 @@ fn an_intact_record_of_an_unknown_kind_is_refused_not_repaired_away() {
         let json = format!(r#"{{"seq":{seq},"t":1,"e":{{"quarantine":{{"step":"x"}}}}}}"#);
         format!("{t}{:08x} {json}\n", crc32fast::hash(json.as_bytes()))
     };
-    let (m, journal, sim) = split_then(add, "session/journal");
+    let (m, journal) = split_then(add, "session/journal");
     let says = ["is an intact record this duet cannot read", "unknown variant `quarantine`"];
-    refused_by_all(&m, &says, &journal, &sim);
+    refused_by_all(&m, &says);
     m.run(&["resume", "--repair-journal"]).code(1).stderr_has(says[0]);
     assert_eq!(m.journal(), journal, "repair must not cut away a record it cannot read");
 }
@@ -62,15 +53,15 @@ fn an_intact_record_of_an_unknown_kind_is_refused_not_repaired_away() {
 #[test]
 fn a_snapshot_of_a_newer_format_is_refused() {
     let edit = |t: &str| t.replacen("\"format_version\":1", "\"format_version\":7", 1);
-    let (m, journal, sim) = split_then(edit, "session/plan/compiled.json");
-    refused_by_all(&m, &["compiled plan format version 7 is not supported; this duet reads version 1"], &journal, &sim);
+    let (m, _) = split_then(edit, "session/plan/compiled.json");
+    refused_by_all(&m, &["compiled plan format version 7 is not supported; this duet reads version 1"]);
 }
 
 #[test]
 fn a_simulated_machine_of_a_newer_format_is_refused() {
     let edit = |t: &str| t.replacen("\"version\": 1", "\"version\": 2", 1);
-    let (m, journal, sim) = split_then(edit, "sim/state.json");
+    let (m, _) = split_then(edit, "sim/state.json");
     let says = ["simulated machine state format version 2; this duet reads version 1 only"];
-    refused_by_all(&m, &says, &journal, &sim);
+    refused_by_all(&m, &says);
     m.run(&["status"]).code(1).stderr_has(says[0]);
 }

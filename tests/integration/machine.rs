@@ -545,3 +545,31 @@ pub(crate) fn differences(want: &Final, got: &Final, may_repeat: &BTreeSet<Strin
     }
     out
 }
+
+/// The journal's damaged bytes set aside (`journal.damaged-OFFSET`).
+pub(crate) fn damaged_files(m: &Machine) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(m.state().join("session"))
+        .expect("session")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("journal.damaged"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every command that would write is refused with `says`, and nothing changes.
+#[track_caller]
+pub(crate) fn writers_refused(m: &Machine, commands: &[&[&str]], says: &[&str]) {
+    let (journal, sim, before) = (m.journal(), m.sim_state(), runs(m));
+    for args in commands {
+        let out = m.run(args);
+        out.code(1);
+        for fragment in says {
+            out.stderr_has(fragment);
+        }
+        assert_eq!(m.journal(), journal, "`duet {}` changed the journal", args.join(" "));
+        assert_eq!(m.sim_state(), sim, "`duet {}` changed the machine", args.join(" "));
+        assert_eq!(runs(m), before, "`duet {}` ran actions", args.join(" "));
+        assert_eq!(damaged_files(m), Vec::<String>::new(), "`duet {}` set bytes aside", args.join(" "));
+    }
+}
