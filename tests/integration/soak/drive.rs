@@ -19,7 +19,7 @@ pub(super) struct Tally {
     pub(super) kill_points: BTreeSet<String>,
     /// `scenario: records in the journal` at each kill.
     pub(super) kill_records: BTreeSet<String>,
-    /// Kills that came while an action ran (started, not yet exited).
+    /// Kills that came while an action the killed command had started ran (no end yet).
     pub(super) kills_in_action: usize,
     pub(super) resumes: usize,
     pub(super) retries: usize,
@@ -123,6 +123,7 @@ impl<'a> Drive<'a> {
         let mut full: Vec<&str> = args.iter().map(|&a| if a == "PLAN" { plan.as_str() } else { a }).collect();
         full.extend(["-q", "--service-timeout", SERVICE_TIMEOUT]);
         let delay = self.kill_delay(phase);
+        let runs_before = self.m.action_runs().len();
         let started = Instant::now();
         let mut child = self.m.duet(&full).spawn();
         let mut signalled = false;
@@ -150,7 +151,7 @@ impl<'a> Drive<'a> {
         let shown_args = args.join(" ");
         if exit.killed() && signalled {
             self.tally.kills += 1;
-            let point = self.kill_point();
+            let point = self.kill_point(runs_before);
             self.trace.push(format!("duet {shown_args}: killed after {took:.0?}, at {point}"));
         } else if !matches!(exit.code, Some(0 | 1)) {
             return Err(shown());
@@ -161,8 +162,9 @@ impl<'a> Drive<'a> {
         Ok(took)
     }
 
-    /// Notes where the kill landed: the last record of the session's journal.
-    pub(super) fn kill_point(&mut self) -> String {
+    /// Notes where the kill landed: the last record of the session's journal, and the actions
+    /// the killed command had started (after the first `runs_before`) that had not exited.
+    pub(super) fn kill_point(&mut self, runs_before: usize) -> String {
         let name = self.scenario.name;
         let journal = self.m.state().join("session/journal");
         let (point, records) = if journal.exists() {
@@ -180,7 +182,7 @@ impl<'a> Drive<'a> {
         self.tally.kill_points.insert(format!("{name}: {point}"));
         self.tally.kill_records.insert(format!("{name}: {records}"));
         let running: Vec<String> =
-            self.m.action_runs().into_iter().filter(|r| r.exit.is_none()).map(|r| r.step).collect();
+            self.m.action_runs().into_iter().skip(runs_before).filter(|r| r.exit.is_none()).map(|r| r.step).collect();
         if running.is_empty() {
             format!("{point} (record {records})")
         } else {
