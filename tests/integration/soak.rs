@@ -442,7 +442,7 @@ struct Summary {
     references: usize,
     unrecorded: usize,
     /// Service-manager lines the simulated platform lost, and in how many scenarios (see
-    /// [`invariants::service_manager_line`]).
+    /// `service_manager_line` in soak/invariants.rs).
     sim_lines_lost: usize,
     sim_lines_scenarios: usize,
     failures: Vec<String>,

@@ -19,7 +19,7 @@ pub(super) struct Tally {
     pub(super) kill_points: BTreeSet<String>,
     /// `scenario: records in the journal` at each kill.
     pub(super) kill_records: BTreeSet<String>,
-    /// Kills that came while an action ran (started, not yet exited).
+    /// Kills that came while an action the killed command had started ran (no end yet).
     pub(super) kills_in_action: usize,
     pub(super) resumes: usize,
     pub(super) retries: usize,
@@ -43,15 +43,15 @@ pub(super) struct Kills {
 
 pub(super) struct Drive<'a> {
     pub(super) m: &'a Machine,
-    pub(super) scenario: &'a Scenario,
-    pub(super) faults: &'a [Fault],
-    pub(super) kills: Option<Kills>,
+    scenario: &'a Scenario,
+    faults: &'a [Fault],
+    kills: Option<Kills>,
     pub(super) tally: Tally,
     /// The longest command of each phase.
     pub(super) durations: Vec<Duration>,
     /// The Upgrade Side's event logs and dumps when the first `duet abort` was given.
     pub(super) before_abort: Option<BTreeMap<String, Vec<u8>>>,
-    pub(super) reacted: BTreeSet<Fault>,
+    reacted: BTreeSet<Fault>,
     /// Each command and how it ended, for a failure's report.
     pub(super) trace: Vec<String>,
 }
@@ -102,12 +102,12 @@ impl<'a> Drive<'a> {
         Ok(())
     }
 
-    pub(super) fn status(&self) -> Result<Value, String> {
+    fn status(&self) -> Result<Value, String> {
         status_of(self.m)
     }
 
     /// Whether a kill comes, and when.
-    pub(super) fn kill_delay(&mut self, phase: usize) -> Option<Duration> {
+    fn kill_delay(&mut self, phase: usize) -> Option<Duration> {
         let kills = self.kills.as_mut()?;
         if kills.left[phase] == 0 || !kills.rng.chance(KILL_PERCENT) {
             return None;
@@ -118,11 +118,12 @@ impl<'a> Drive<'a> {
 
     /// `duet ARGS`, killed (`SIGKILL`) after a random delay if it is still running then. Fails on what
     /// no command may do whatever happened before it: panic, a usage error, another signal.
-    pub(super) fn invoke(&mut self, phase: usize, args: &[&str]) -> Result<Duration, String> {
+    fn invoke(&mut self, phase: usize, args: &[&str]) -> Result<Duration, String> {
         let plan = self.m.plan();
         let mut full: Vec<&str> = args.iter().map(|&a| if a == "PLAN" { plan.as_str() } else { a }).collect();
         full.extend(["-q", "--service-timeout", SERVICE_TIMEOUT]);
         let delay = self.kill_delay(phase);
+        let runs_before = self.m.action_runs().len();
         let started = Instant::now();
         let mut child = self.m.duet(&full).spawn();
         let mut signalled = false;
@@ -150,7 +151,7 @@ impl<'a> Drive<'a> {
         let shown_args = args.join(" ");
         if exit.killed() && signalled {
             self.tally.kills += 1;
-            let point = self.kill_point();
+            let point = self.kill_point(runs_before);
             self.trace.push(format!("duet {shown_args}: killed after {took:.0?}, at {point}"));
         } else if !matches!(exit.code, Some(0 | 1)) {
             return Err(shown());
@@ -161,8 +162,9 @@ impl<'a> Drive<'a> {
         Ok(took)
     }
 
-    /// Notes where the kill landed: the last record of the session's journal.
-    pub(super) fn kill_point(&mut self) -> String {
+    /// Notes where the kill landed: the last record of the session's journal, and the actions
+    /// the killed command had started (after the first `runs_before`) that had not exited.
+    fn kill_point(&mut self, runs_before: usize) -> String {
         let name = self.scenario.name;
         let journal = self.m.state().join("session/journal");
         let (point, records) = if journal.exists() {
@@ -180,7 +182,7 @@ impl<'a> Drive<'a> {
         self.tally.kill_points.insert(format!("{name}: {point}"));
         self.tally.kill_records.insert(format!("{name}: {records}"));
         let running: Vec<String> =
-            self.m.action_runs().into_iter().filter(|r| r.exit.is_none()).map(|r| r.step).collect();
+            self.m.action_runs().into_iter().skip(runs_before).filter(|r| r.exit.is_none()).map(|r| r.step).collect();
         if running.is_empty() {
             format!("{point} (record {records})")
         } else {
@@ -189,7 +191,7 @@ impl<'a> Drive<'a> {
         }
     }
 
-    pub(super) fn reached(&self, target: Target, status: &Value) -> bool {
+    fn reached(&self, target: Target, status: &Value) -> bool {
         match target {
             Target::State { upgrade, operational, broken } => {
                 text(&status["upgrade"]) == upgrade
@@ -213,7 +215,7 @@ impl<'a> Drive<'a> {
     }
 
     /// What the operator does next (docs/runtime.md): the command to give.
-    pub(super) fn react(&mut self, status: &Value, start: &Value, phase: &Phase) -> Result<Vec<&'static str>, String> {
+    fn react(&mut self, status: &Value, start: &Value, phase: &Phase) -> Result<Vec<&'static str>, String> {
         let at = || format!("in {} ({})", text(&status["upgrade"]), text(&status["operational"]));
         if let Some(damage) = status["journal_damage"].as_str() {
             // A SIGKILL can cut a write that spans two pages: a torn tail, which resume repairs.
@@ -267,7 +269,7 @@ impl<'a> Drive<'a> {
     /// Corrects the problem an injected fault made a step fail with, as the step's help says:
     /// heals the action, stops or starts the service by hand; a platform operation needs
     /// nothing (retry tries it again). Fails if no injected fault explains the failure.
-    pub(super) fn correct(&mut self, status: &Value) -> Result<(), String> {
+    fn correct(&mut self, status: &Value) -> Result<(), String> {
         let (step, message) = (text(&status["broken"]["step"]), text(&status["broken"]["message"]));
         let request = text(&status["broken"]["request"]);
         let fault = self.faults.iter().find(|f| match f {
@@ -302,13 +304,13 @@ impl<'a> Drive<'a> {
 
 /// Whether the session's state is what it was when the phase began (the phase's command was
 /// killed before it recorded anything).
-pub(super) fn same_state(a: &Value, b: &Value) -> bool {
+fn same_state(a: &Value, b: &Value) -> bool {
     ["upgrade", "operational", "session", "broken"].iter().all(|k| a[k] == b[k])
 }
 
 /// Stops or starts a service by hand on one side of the simulated machine, as the step's help
 /// asks (`sim/state.json` is the machine's state; duet is not running).
-pub(super) fn by_hand(m: &Machine, side: &str, service: &str, running: bool) -> Result<(), String> {
+fn by_hand(m: &Machine, side: &str, service: &str, running: bool) -> Result<(), String> {
     let path = m.state().join("sim/state.json");
     let read = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut state: Value = serde_json::from_str(&read).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -324,7 +326,7 @@ pub(super) fn by_hand(m: &Machine, side: &str, service: &str, running: bool) -> 
 }
 
 /// The Upgrade Side's event logs (as an abort's evidence names them) and dump files.
-pub(super) fn upgrade_side(m: &Machine) -> BTreeMap<String, Vec<u8>> {
+fn upgrade_side(m: &Machine) -> BTreeMap<String, Vec<u8>> {
     let side = m.state().join("sim/sides/upgrade");
     let mut files = BTreeMap::new();
     for (dir, prefix) in [("logs", "upgrade-"), ("dumps", "")] {

@@ -27,7 +27,7 @@ pub(super) struct Outcome {
 }
 
 /// Every journal of the state directory, by session id.
-pub(super) fn journals(m: &Machine) -> Result<BTreeMap<String, (PathBuf, Vec<Value>)>, String> {
+fn journals(m: &Machine) -> Result<BTreeMap<String, (PathBuf, Vec<Value>)>, String> {
     let mut paths = vec![m.state().join("session/journal"), m.state().join("readiness/journal")];
     for entry in std::fs::read_dir(m.state().join("history")).into_iter().flatten().flatten() {
         paths.push(entry.path().join("journal"));
@@ -47,7 +47,7 @@ pub(super) fn journals(m: &Machine) -> Result<BTreeMap<String, (PathBuf, Vec<Val
 /// Within one journal: no step starts again once it completed, a failed step starts again only
 /// after a `retry` of its request, and an interrupted action marked `rerun: unsafe` is never
 /// started again without one (resume records it failed instead).
-pub(super) fn journal_problems(path: &Path, records: &[Value]) -> Vec<String> {
+fn journal_problems(path: &Path, records: &[Value]) -> Vec<String> {
     let mut problems = Vec::new();
     let mut completed = BTreeSet::new();
     let mut failed: BTreeMap<(String, String), bool> = BTreeMap::new();
@@ -101,7 +101,7 @@ pub(super) fn journal_problems(path: &Path, records: &[Value]) -> Vec<String> {
 /// records is the one the action wrote, and an action whose run completed and was recorded
 /// never ran again. Returns the recorded runs (`step|state|request` -> how many) and how many
 /// were not recorded.
-pub(super) fn action_problems(
+fn action_problems(
     runs: &[ActionRun],
     journals: &BTreeMap<String, (PathBuf, Vec<Value>)>,
     problems: &mut Vec<String>,
@@ -153,7 +153,7 @@ pub(super) fn action_problems(
     (recorded, unrecorded)
 }
 
-pub(super) fn is_session_id(s: &str) -> bool {
+fn is_session_id(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 20
         && b[8] == b'-'
@@ -163,7 +163,7 @@ pub(super) fn is_session_id(s: &str) -> bool {
 }
 
 /// Every `.log` file under the simulated machine, its lines without their times.
-pub(super) fn event_logs(m: &Machine) -> BTreeMap<String, BTreeSet<String>> {
+fn event_logs(m: &Machine) -> BTreeMap<String, BTreeSet<String>> {
     let root = m.dir.path().display().to_string();
     let sim = m.state().join("sim");
     let mut logs = BTreeMap::new();
@@ -268,7 +268,7 @@ pub(super) fn compare(scenario: &Scenario, want: &Outcome, got: &Outcome, kills:
 /// step runs again, finds nothing left to change, and writes nothing. That is a fault of the
 /// simulated platform (docs/soak.md, "Known faults"), not of the runtime; the soak counts
 /// these losses instead of failing on them, unless `DUET_SOAK_STRICT_LOGS` is set.
-pub(super) fn service_manager_line(line: &str) -> bool {
+fn service_manager_line(line: &str) -> bool {
     let message = line.rsplit('\t').next().unwrap_or_default();
     message.starts_with("The ")
         && (message.ends_with(" service entered the stopped state.")
