@@ -811,3 +811,33 @@ fn signals_still_work_when_stdout_and_stderr_are_closed_pipes() {
     assert_eq!(last_outcome(&m, step), "interrupted");
     release(&m);
 }
+
+/// Found by the soak: a kill between the simulated service manager's change and its event-log
+/// line lost the line for good (the repeated step found nothing left to change).
+#[test]
+fn a_kill_between_a_service_change_and_its_event_log_line_loses_no_line() {
+    let m = Machine::new();
+    block(&m, "action:stop@upgrade");
+    let mut child = m.duet(&["split", &m.plan(), "-q"]).spawn();
+    wait_for("stop@upgrade", || m.rec().join("blocked").exists());
+    // The services' steps come next: the log becomes a FIFO, so the machine blocks writing the
+    // first line, after it saved the change the line tells of.
+    let log = m.state().join("sim/sides/upgrade/logs/System.log");
+    let aside = log.with_extension("aside");
+    std::fs::rename(&log, &aside).expect("aside");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+    std::fs::write(m.rec().join("go"), "").expect("go");
+    wait_for("a startup type set to disabled", || m.sim_state().contains("\"startup\": \"disabled\""));
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    std::fs::remove_file(&log).expect("fifo");
+    std::fs::rename(&aside, &log).expect("back");
+    release(&m);
+
+    m.run(&["resume"]).code(0);
+    let system = m.upgrade_log("System");
+    for service in ["W3SVC", "Reports", "AppServer"] {
+        let changed = format!("The start type of the {service} service was changed from");
+        assert_eq!(system.matches(&changed).count(), 1, "{changed}... once, not lost nor twice:\n{system}");
+    }
+}

@@ -72,6 +72,22 @@ struct SimState {
     /// RDR disks resynchronise until this Unix time (ms), after a commit or an abort.
     #[serde(default)]
     resync_until_ms: u64,
+    /// Event-log lines the machine owes: see [`Owed`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    owed: Vec<Owed>,
+}
+
+/// A line the service manager owes its event log. The change it tells of and the line are
+/// saved together, in the state, before the line is appended; the line leaves the state once it
+/// is in the log. duet killed in between leaves it here, and the machine writes it before
+/// anything else happens to it, so a kill never loses a line (nor writes one twice).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Owed {
+    /// The log file, relative to the sim's directory.
+    log: PathBuf,
+    /// The log's length before the line.
+    at: u64,
+    line: String,
 }
 
 impl SimState {
@@ -225,6 +241,7 @@ impl Sim {
             upgrade: services,
             failures: BTreeMap::new(),
             resync_until_ms: 0,
+            owed: Vec::new(),
         };
         let sim = Self { dir, inventory, inventory_file, state: Mutex::new(state.clone()), logs: Mutex::default() };
         for log in &sim.inventory.event_logs {
@@ -272,6 +289,71 @@ impl Sim {
 
     /// Changes the state and saves it, as one step.
     fn change<T>(&self, f: impl FnOnce(&mut SimState) -> PlatformResult<T>) -> PlatformResult<T> {
+        self.settle()?;
+        self.commit(f)
+    }
+
+    /// Changes the state and saves it, with the event-log line that tells of the change (if
+    /// `f` gives one, and the machine keeps `log`): the line is owed ([`Owed`]) until it is in
+    /// the log.
+    fn change_and_log<T>(
+        &self,
+        side: Side,
+        log: EventLog,
+        f: impl FnOnce(&mut SimState) -> PlatformResult<(T, Option<String>)>,
+    ) -> PlatformResult<T> {
+        let path = self.log_file(side, log.as_str());
+        let keeps = self.inventory.event_logs.iter().any(|l| l == log.as_str());
+        let value = self.change(|s| {
+            let (value, message) = f(s)?;
+            if let Some(message) = message.filter(|_| keeps) {
+                let at = std::fs::metadata(&path).map_or(0, |m| m.len());
+                let line = entry_line(Severity::Information, "duet", &message);
+                let log = path.strip_prefix(&self.dir).unwrap_or(&path).to_owned();
+                s.owed.push(Owed { log, at, line });
+            }
+            Ok(value)
+        })?;
+        self.settle()?;
+        Ok(value)
+    }
+
+    /// Writes the lines the machine owes its logs (after a kill, those it may not have), then
+    /// clears them from the state. A line the log holds at its place is not written again; a
+    /// part of it there (a write cut short) is completed; anything else in the log is kept.
+    fn settle(&self) -> PlatformResult<()> {
+        let owed = self.snapshot().owed;
+        if owed.is_empty() {
+            return Ok(());
+        }
+        for o in &owed {
+            let path = self.dir.join(&o.log);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let line = o.line.as_bytes();
+            let at = usize::try_from(o.at).unwrap_or(usize::MAX);
+            let there = bytes.get(at..).unwrap_or_default();
+            if there.starts_with(line) {
+                continue;
+            }
+            let cut = (line.starts_with(there) && at <= bytes.len()).then_some(o.at);
+            let written = std::fs::OpenOptions::new().create(true).append(true).open(&path).and_then(|mut file| {
+                if let Some(len) = cut {
+                    file.set_len(len)?;
+                }
+                file.write_all(line)
+            });
+            self.logs.lock().expect("the log files lock is never poisoned").remove(&path);
+            written
+                .map_err(|e| PlatformError::storage(format!("cannot write the event log {}: {e}", path.display())))?;
+        }
+        self.commit(|s| {
+            s.owed.clear();
+            Ok(())
+        })
+    }
+
+    /// Changes the state and saves it, as one step (nothing owed is written first).
+    fn commit<T>(&self, f: impl FnOnce(&mut SimState) -> PlatformResult<T>) -> PlatformResult<T> {
         let mut guard = self.state.lock().expect("the sim state lock is never poisoned");
         let mut next = guard.clone();
         let value = f(&mut next)?;
@@ -289,6 +371,7 @@ impl Sim {
     /// Replaces `to`'s event logs (and dumps) with `from`'s: RDR resynchronisation of the
     /// system disks. Idempotent; each file is replaced atomically.
     fn copy_logs(&self, from: Side, to: Side) -> PlatformResult<()> {
+        self.settle()?;
         let fail = |e: fsutil::FsError| PlatformError::storage(format!("the simulated disk copy failed: {e}"));
         self.logs.lock().expect("the log files lock is never poisoned").clear();
         for log in &self.inventory.event_logs {
@@ -389,6 +472,8 @@ impl Sim {
     /// Stops or starts a service: at once if it already is, never if a fault says so.
     async fn control(&self, side: Side, name: &str, op: ServiceOp) -> PlatformResult<()> {
         self.reachable(side)?;
+        // A change made before a kill may still owe its line, even if nothing changes now.
+        self.settle()?;
         let now = Self::known(&self.snapshot(), side, name)?;
         let (running, verb, state) = match op {
             ServiceOp::Stop => (false, "stop", "stopped"),
@@ -415,18 +500,12 @@ impl Sim {
             }
             None => {}
         }
-        self.change(|s| {
+        self.change_and_log(side, EventLog::System, |s| {
             if let Some(x) = s.side_mut(side).get_mut(name) {
                 x.running = running;
             }
-            Ok(())
-        })?;
-        self.append_event(
-            side,
-            EventLog::System,
-            Severity::Information,
-            &format!("The {name} service entered the {state} state."),
-        )
+            Ok(((), Some(format!("The {name} service entered the {state} state."))))
+        })
     }
 
     /// Applies an operation's effect on the machine (the durations are waited before).
@@ -673,24 +752,18 @@ impl Platform for Sim {
 
     async fn set_startup(&self, side: Side, name: &str, startup: Startup) -> PlatformResult<()> {
         self.reachable(side)?;
-        let before = self.change(|s| {
+        self.change_and_log(side, EventLog::System, |s| {
             let before = Self::known(s, side, name)?;
             s.side_mut(side).insert(name.to_owned(), ServiceState { startup, ..before });
-            Ok(before)
-        })?;
-        if before.startup != startup {
-            self.append_event(
-                side,
-                EventLog::System,
-                Severity::Information,
-                &format!(
+            let line = (before.startup != startup).then(|| {
+                format!(
                     "The start type of the {name} service was changed from {} to {}.",
                     start_type(before.startup),
                     start_type(startup)
-                ),
-            )?;
-        }
-        Ok(())
+                )
+            });
+            Ok(((), line))
+        })
     }
 
     async fn stop_service(&self, side: Side, name: &str) -> PlatformResult<()> {
@@ -743,6 +816,7 @@ impl Platform for Sim {
         if !self.inventory.event_logs.iter().any(|l| l == log) {
             return Err(PlatformError::new(format!("the {} has no event log {log}", side_name(side))));
         }
+        self.settle()?;
         let fail = |e: fsutil::FsError| self.copy_failed(into, &e);
         fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
         let dest = into.join(format!("{}-{log}.log", side_dir(side)));

@@ -235,43 +235,23 @@ pub(super) fn outcome(drive: &Drive<'_>) -> Result<Outcome, Vec<String>> {
 }
 
 /// How a driven scenario's outcome differs from the uninterrupted run's.
-/// Returns the problems, and how many lines the known fault of the simulated platform lost.
-pub(super) fn compare(scenario: &Scenario, want: &Outcome, got: &Outcome, kills: usize) -> (Vec<String>, usize) {
+pub(super) fn compare(scenario: &Scenario, want: &Outcome, got: &Outcome, kills: usize) -> Vec<String> {
     let (mut want_state, mut got_state) = (want.state.clone(), got.state.clone());
     let mut problems = scenario.set_aside_races(&mut want_state);
     problems.extend(scenario.set_aside_races(&mut got_state));
     problems.extend(differences(&want_state, &got_state, &BTreeSet::new()));
-    let strict = std::env::var_os("DUET_SOAK_STRICT_LOGS").is_some();
-    let mut tolerated = 0;
     for (file, lines) in &want.logs {
         let Some(have) = got.logs.get(file) else {
             problems.push(format!("the event log {file} is missing"));
             continue;
         };
         for line in lines.difference(have) {
-            if !strict && kills > 0 && service_manager_line(line) {
-                tolerated += 1;
-            } else {
-                problems.push(format!("the event log {file} lost a line: {line:?}"));
-            }
+            problems.push(format!("the event log {file} lost a line: {line:?}"));
         }
     }
     // Each kill stops at most one running action per side.
     if got.unrecorded > 2 * kills {
         problems.push(format!("{} action runs the journal does not record, after {kills} kills", got.unrecorded));
     }
-    (problems, tolerated)
-}
-
-/// A line the simulated service manager writes after it saved the service's new state
-/// (`Sim::control`, `Sim::set_startup`). A kill between the two loses the line for good: the
-/// step runs again, finds nothing left to change, and writes nothing. That is a fault of the
-/// simulated platform (docs/soak.md, "Known faults"), not of the runtime; the soak counts
-/// these losses instead of failing on them, unless `DUET_SOAK_STRICT_LOGS` is set.
-fn service_manager_line(line: &str) -> bool {
-    let message = line.rsplit('\t').next().unwrap_or_default();
-    message.starts_with("The ")
-        && (message.ends_with(" service entered the stopped state.")
-            || message.ends_with(" service entered the running state.")
-            || message.contains(" service was changed from "))
+    problems
 }
