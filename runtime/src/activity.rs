@@ -267,20 +267,7 @@ pub(crate) fn log(
         Some(id) => vec![state.history().join(id)],
         // The session in progress; else whichever was written last of the last readiness
         // check and the last finished session.
-        None => {
-            let modified =
-                |dir: &std::path::Path| std::fs::metadata(dir.join("journal")).and_then(|m| m.modified()).ok();
-            let mut latest: Vec<_> = std::fs::read_dir(state.history())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .chain([state.readiness()])
-                .filter_map(|d| Some((modified(&d)?, d)))
-                .collect();
-            latest.sort();
-            std::iter::once(state.session()).chain(latest.into_iter().rev().map(|(_, d)| d)).collect()
-        }
+        None => std::iter::once(state.session()).chain(crate::session::finished_records(state)).collect(),
     };
     let driven = crate::lock::StateLock::holder(&state.root).is_some();
     let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven, true).transpose());

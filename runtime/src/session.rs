@@ -356,6 +356,23 @@ fn read_compiled(dir: &Path) -> Result<CompiledPlan> {
     })
 }
 
+/// The last readiness check and the finished sessions, newest first (by their journals'
+/// modification times): what `log` shows, and what `status` reports, with no session in
+/// progress.
+pub(crate) fn finished_records(state: &StateDir) -> Vec<PathBuf> {
+    let modified = |dir: &Path| std::fs::metadata(dir.join("journal")).and_then(|m| m.modified()).ok();
+    let mut latest: Vec<_> = std::fs::read_dir(state.history())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([state.readiness()])
+        .filter_map(|d| Some((modified(&d)?, d)))
+        .collect();
+    latest.sort();
+    latest.into_iter().rev().map(|(_, d)| d).collect()
+}
+
 /// Moves a finished session into `history/`.
 pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf> {
     let history = state.history();

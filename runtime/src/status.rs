@@ -102,8 +102,14 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
     });
     let session = session?.filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
     let in_session = session.is_some();
+    // With no session in progress: the last readiness check, unless a session finished since
+    // (it passed a readiness check of its own).
+    let superseded =
+        || crate::session::finished_records(&ctx.state).first().is_some_and(|d| *d != ctx.state.readiness());
     let (view, plan) = if let Some(v) = session {
         (Some(v), plan)
+    } else if superseded() {
+        (None, None)
     } else {
         let view = View::read(&ctx.state.readiness(), holder.is_some(), false)?;
         let plan = view.as_ref().and_then(View::compiled);

@@ -679,3 +679,17 @@ fn a_split_that_outlasts_its_limit_fails_the_step_and_splits_nothing() {
         (Some("FaultTolerant"), Some("platform:split"))
     );
 }
+
+/// Found by the soak.
+#[test]
+fn status_after_a_finished_session_does_not_report_an_older_failed_readiness_check() {
+    let m = Machine::new();
+    m.fail("action:ready@production");
+    m.run(&["run", &m.plan()]).code(1).stdout_has("nothing was split");
+    assert_eq!(m.status()["operational"], "Broken", "the failed check is the last word, for now");
+    m.heal("action:ready@production");
+    m.run(&["run", &m.plan()]).code(0).stdout_has("Fault Tolerant | Idle | Ready");
+    let status = m.status();
+    assert_eq!((&status["upgrade"], &status["operational"]), (&"Idle".into(), &"Ready".into()), "{status:#}");
+    assert!(status["broken"].is_null(), "{status:#}");
+}
