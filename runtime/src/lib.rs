@@ -70,4 +70,21 @@ pub mod fuzzing {
             let _ = (progress.broken(), progress.remaining(), progress.production_touched());
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        /// Every committed seed of the `journal` fuzz target (and every finding kept there),
+        /// through the same entry point as the fuzzer, on stable.
+        #[test]
+        fn the_fuzz_seeds_are_read_without_panicking() {
+            let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz/seeds/journal");
+            let mut files: Vec<_> = std::fs::read_dir(&seeds).unwrap().map(|e| e.unwrap().path()).collect();
+            files.sort();
+            assert!(files.len() >= 4, "seeds missing from {}", seeds.display());
+            for file in files {
+                eprintln!("journal: {}", file.display());
+                super::journal(&std::fs::read(&file).unwrap());
+            }
+        }
+    }
 }
