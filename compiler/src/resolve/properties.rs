@@ -17,8 +17,13 @@ use crate::plan::{FieldValue, KeyedEntry, Kind};
 use crate::testing::Tree;
 
 /// Cases per property: each writes and compiles a tree of up to seven files, a few
-/// milliseconds in a debug build.
+/// milliseconds in a debug build. `PROPTEST_CASES=N` asks for more, for a longer search.
 const CASES: u32 = 192;
+
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(CASES);
+    ProptestConfig { cases, ..ProptestConfig::default() }
+}
 
 const SERVICES: [&str; 4] = ["S0", "S1", "S2", "S3"];
 const ACTIONS: [&str; 3] = ["a0", "a1", "a2"];
@@ -329,7 +334,7 @@ fn write(plans: &[Plan]) -> Tree {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     /// The parent wins field by field, the nearest title wins, entries keep the position of
     /// their first declaration, `enabled: false` is applied last, and exactly the sibling
