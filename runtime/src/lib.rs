@@ -58,16 +58,28 @@ pub fn main() -> std::process::ExitCode {
 pub mod fuzzing {
     use crate::journal::Journal;
     use crate::record::Entry;
-    use crate::state::Progress;
+    use crate::state::{self, Command, Progress};
 
-    /// Reads `bytes` as a session journal, and folds the intact records into the state model
-    /// the way `status` and `resume` do.
+    /// Reads `bytes` as a session journal, folds the intact records into the state model the
+    /// way `status` and `resume` do, and asks it whether each command may run next.
     pub fn journal(bytes: &[u8]) {
         let path = std::path::Path::new("fuzz/journal");
         let mut progress = Progress::default();
         if Journal::<Entry>::read_bytes(path, bytes, |r| progress.apply(&r.entry)).is_ok() {
             let _ = (progress.upgrade_state(), progress.operational(), progress.goal_ahead());
             let _ = (progress.broken(), progress.remaining(), progress.production_touched());
+            for command in [
+                Command::Readiness,
+                Command::Split,
+                Command::Merge,
+                Command::Commit,
+                Command::Abort,
+                Command::Finish,
+                Command::Retry,
+                Command::Resume,
+            ] {
+                let _ = state::admit(command, Some(&progress));
+            }
         }
     }
 
