@@ -12,6 +12,8 @@ pub mod compiled;
 pub mod dag;
 pub mod diagnostic;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inventory;
 pub mod loader;
 pub mod plan;

@@ -200,6 +200,7 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
     let here = loaded.file;
 
     // combine(resolve(C1), ..., resolve(Cn))
+    let (mut titles, mut comments, mut staging_dirs) = (Vec::new(), Vec::new(), Vec::new());
     for child in children {
         conflicts.absorb(child.conflicts);
         for (key, entry) in child.entries {
@@ -222,10 +223,13 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
                 }
             }
         }
-        nearest(&mut acc.title, child.title, None);
-        nearest(&mut acc.comments, child.comments, None);
-        nearest(&mut acc.staging_dir, child.staging_dir, Some((&mut conflicts, here, "staging_dir")));
+        titles.extend(child.title.map(deeper));
+        comments.extend(child.comments.map(deeper));
+        staging_dirs.extend(child.staging_dir.map(deeper));
     }
+    acc.title = nearest(titles, None);
+    acc.comments = nearest(comments, None);
+    acc.staging_dir = nearest(staging_dirs, Some((&mut conflicts, here, "staging_dir")));
 
     // override(..., own(P))
     let own = &loaded.plan;
@@ -258,33 +262,28 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
 
 /// "The nearest definition to the top wins": fewer includes away wins, the first included wins
 /// a tie. With `conflicts`, a tie between different values is a conflict, like any other field
-/// (two staging directories cannot both be right; two titles are only cosmetic).
+/// (two staging directories cannot both be right; two titles are only cosmetic). Only the
+/// nearest definitions can tie, whatever order the children are included in: a nearer
+/// definition is not a conflict with two farther ones.
 fn nearest(
-    slot: &mut Option<Setting>,
-    candidate: Option<Setting>,
-    conflicts: Option<(&mut Conflicts, FileId, &'static str)>,
-) {
-    let Some(mut candidate) = candidate.map(deeper) else { return };
-    let lost = |s: &Setting| Overridden { loc: s.loc, value: s.value.to_string() };
-    match slot {
-        None => *slot = Some(candidate),
-        Some(current) if candidate.depth < current.depth => {
-            candidate.overridden.push(lost(current));
-            *slot = Some(candidate);
+    mut candidates: Vec<Setting>,
+    mut conflicts: Option<(&mut Conflicts, FileId, &'static str)>,
+) -> Option<Setting> {
+    let depth = candidates.iter().map(|s| s.depth).min()?;
+    let first = candidates.iter().position(|s| s.depth == depth)?;
+    let mut winner = candidates.remove(first);
+    for other in candidates {
+        if other.value == winner.value {
+            continue;
         }
-        Some(current)
-            if candidate.depth == current.depth && candidate.value != current.value && conflicts.is_some() =>
-        {
-            if let Some((conflicts, here, name)) = conflicts {
-                conflicts.add(Subject::Scalar(name), here, current, candidate);
+        match &mut conflicts {
+            Some((conflicts, here, name)) if other.depth == depth => {
+                conflicts.add(Subject::Scalar(name), *here, &winner, other);
             }
-        }
-        Some(current) => {
-            if candidate.value != current.value {
-                current.overridden.push(lost(&candidate));
-            }
+            _ => winner.overridden.push(Overridden { loc: other.loc, value: other.value.to_string() }),
         }
     }
+    Some(winner)
 }
 
 fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut Diagnostics) -> ResolvedPlan {
@@ -491,6 +490,9 @@ fn check_after(services: &[Service], dropped: &[KeyedEntry], diags: &mut Diagnos
         }
     }
 }
+
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {
@@ -815,6 +817,29 @@ mod tests {
         assert_eq!(plan.services[0].after, ["T", "U"]);
         let staging = c.resolved.as_ref().unwrap().staging_dir.as_ref().unwrap();
         assert_eq!(staging.overridden.len(), 2, "both grandchildren's values are shown as overridden");
+    }
+
+    /// Found by `properties::nesting_resolves_as_the_rules_say`: two staging directories at the
+    /// same distance conflicted even when a nearer plan set one, but only when they were
+    /// included before it.
+    #[test]
+    fn a_nearer_staging_dir_wins_over_a_farther_tie_in_any_include_order() {
+        for include in ["left.yaml, right.yaml, near.yaml", "near.yaml, left.yaml, right.yaml"] {
+            let t = Tree::new(&[
+                ("top.yaml", &format!("version: 1\ninclude: [{include}]\n")),
+                ("left.yaml", "version: 1\ninclude: [b.yaml]\n"),
+                ("right.yaml", "version: 1\ninclude: [a.yaml]\n"),
+                ("b.yaml", "version: 1\nlogs: {staging_dir: /data/b}\n"),
+                ("a.yaml", "version: 1\nlogs: {staging_dir: /data/a}\n"),
+                ("near.yaml", "version: 1\nlogs: {staging_dir: /data/a}\n"),
+            ]);
+            let c = t.compile("top.yaml");
+            expect_clean(&c);
+            let staging = c.resolved.as_ref().unwrap().staging_dir.as_ref().unwrap();
+            assert_eq!(c.sources.describe(staging.loc).rsplit('/').next(), Some("near.yaml:2"), "{include}");
+            let lost: Vec<String> = staging.overridden.iter().map(|o| o.value.clone()).collect();
+            assert_eq!(lost, ["\"/data/b\""], "{include}");
+        }
     }
 
     #[test]

@@ -1,0 +1,7 @@
+//! Fuzz target `plan_file`: see `duet_compiler::fuzzing::Scratch::plan_file`.
+#![no_main]
+
+static SCRATCH: std::sync::LazyLock<duet_compiler::fuzzing::Scratch> =
+    std::sync::LazyLock::new(duet_compiler::fuzzing::Scratch::in_temp_dir);
+
+libfuzzer_sys::fuzz_target!(|bytes: &[u8]| SCRATCH.plan_file(bytes));
