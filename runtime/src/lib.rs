@@ -80,6 +80,7 @@ pub mod fuzzing {
                 Command::Finish,
                 Command::Retry,
                 Command::Resume,
+                Command::Skip,
             ] {
                 let _ = state::admit(command, Some(&progress));
             }
