@@ -304,7 +304,46 @@ impl Loader<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::{Tree, found};
+    use crate::testing::{Tree, expect_at, found};
+
+    /// A chain of includes `c0.yaml` -> `c1.yaml` -> ... -> `c{last}.yaml`.
+    fn chain(last: usize) -> Tree {
+        let texts: Vec<(String, String)> = (0..=last)
+            .map(|i| {
+                let include = if i < last { format!("include: [c{}.yaml]\n", i + 1) } else { String::new() };
+                (format!("c{i}.yaml"), format!("version: 1\n{include}"))
+            })
+            .collect();
+        Tree::new(&texts.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect::<Vec<_>>())
+    }
+
+    /// The top-level plan and at most 64 levels of includes below it (plan format section 8).
+    #[test]
+    fn includes_nest_at_most_64_levels_deep() {
+        let codes = |t: &Tree| found(&t.compile("c0.yaml")).into_iter().map(|f| f.code).collect::<Vec<_>>();
+        assert_eq!(codes(&chain(super::MAX_INCLUDE_DEPTH)), Vec::<&str>::new());
+        let t = chain(super::MAX_INCLUDE_DEPTH + 1);
+        let c = t.compile("c0.yaml");
+        let m = expect_at(&c, "duet::include::too-deep", "c64.yaml", 2, 11);
+        assert_eq!(m, "includes are nested more than 64 levels deep");
+    }
+
+    /// At most 10,000 files in one tree: the top-level plan and 9,999 includes are read, the
+    /// 10,000th include is refused.
+    #[test]
+    fn a_tree_has_at_most_10000_files() {
+        let names: Vec<String> = (0..super::MAX_FILES).map(|i| format!("c{i}.yaml")).collect();
+        let root = format!("version: 1\ninclude: [{}]\n", names.join(", "));
+        let mut files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "version: 1\n")).collect();
+        files.push(("root.yaml", &root));
+        let t = Tree::new(&files);
+        let c = t.compile("root.yaml");
+        let codes: Vec<&str> = found(&c).iter().map(|f| f.code).collect();
+        assert_eq!(codes, ["duet::include::too-many", "duet::check::stopped"]);
+        let m = expect_at(&c, "duet::include::too-many", "root.yaml", 2, 118_889);
+        assert_eq!(m, "the plan tree has more than 10000 files");
+        assert_eq!(c.sources.files().count(), super::MAX_FILES);
+    }
 
     /// Children are prepared on several threads, but file ids, sources and diagnostics follow
     /// the include order every time.
