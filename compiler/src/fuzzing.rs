@@ -43,7 +43,7 @@ impl Scratch {
     }
 
     /// A fresh directory under the system's temporary directory, for a fuzzing process (which
-    /// exits without running destructors: the directory stays behind, a few hundred bytes).
+    /// exits without running destructors: the directory stays behind, a few kilobytes).
     pub fn in_temp_dir() -> Self {
         let dir = std::env::temp_dir().join(format!("duet-fuzz-{}", std::process::id()));
         Self::new(dir).expect("the temporary directory is writable")
