@@ -608,8 +608,9 @@ mod tests {
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
             let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-            // A zombie's command line reads empty, so only live processes match.
-            if String::from_utf8_lossy(&cmdline).contains(marker) {
+            // A zombie's command line reads empty, so only live processes match. The marker is
+            // a whole argument: `300.12853` must not match another test's `300.128537`.
+            if cmdline.split(|&b| b == 0).any(|arg| arg == marker.as_bytes()) {
                 found.push(pid);
             }
         }
@@ -618,7 +619,7 @@ mod tests {
 
     /// A `sleep` duration no other test (nor another test binary) uses, to find its processes.
     fn marker(n: u32) -> String {
-        format!("300.{}{n}", std::process::id())
+        format!("300.{:07}{n:02}", std::process::id())
     }
 
     #[test]
