@@ -121,7 +121,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
             if e.storage {
                 e.help = Some(format!(
                     "free space on that file system (or make it writable again), then {}",
-                    again(ctx, request).trim_start_matches("then ")
+                    again(ctx, request)
                 ));
             }
             crate::console::eprintln(&e.to_string());
@@ -284,9 +284,9 @@ fn operator_repair<P: Platform>(
     let refused = |r: state::Refusal| Error::new(r.message).help(r.help);
     let entry = match request {
         Request::Skip { step, reason } => {
-            let fix = crate::repair::skip(&s.progress, &steps, step).map_err(refused)?;
-            console.say(&format!("{step} is marked done without running it ({reason}); {} runs on", fix.request));
-            Entry::Skip { request: fix.request, step: step.clone(), user: user(), reason: reason.clone() }
+            let request = crate::repair::skip(&s.progress, &steps, step).map_err(refused)?;
+            console.say(&format!("{step} is marked done without running it ({reason}); {request} runs on"));
+            Entry::Skip { request, step: step.clone(), user: user(), reason: reason.clone() }
         }
         Request::Retry { from: Some(step), reason } => {
             let fix = crate::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;

@@ -14,16 +14,16 @@ use duet_compiler::suggest::did_you_mean;
 use crate::record::StepResult;
 use crate::state::{Operational, Progress, Refusal};
 
-/// What an accepted repair does to the current request.
+/// What an accepted `retry --from` runs again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Repair {
     pub(crate) request: RequestName,
-    /// The steps to run again (`retry --from`), in the request's order; for `skip`, the step.
+    /// The steps to run again, in the request's order.
     pub(crate) steps: Vec<String>,
 }
 
-/// `duet skip STEP`: the Broken request's failed action step `step`.
-pub(crate) fn skip(p: &Progress, steps: &[Step], step: &str) -> Result<Repair, Refusal> {
+/// `duet skip STEP`: the Broken request's failed action step `step`; says which request.
+pub(crate) fn skip(p: &Progress, steps: &[Step], step: &str) -> Result<RequestName, Refusal> {
     let (request, target) = find(p, steps, step, "skip")?;
     if p.operational() != Operational::Broken {
         return Err(refusal(
@@ -38,9 +38,7 @@ pub(crate) fn skip(p: &Progress, steps: &[Step], step: &str) -> Result<Repair, R
         ));
     }
     match p.step(request, step) {
-        Some(s) if !s.running && matches!(s.result, Some(StepResult::Failed { .. })) => {
-            Ok(Repair { request, steps: vec![step.to_owned()] })
-        }
+        Some(s) if !s.running && matches!(s.result, Some(StepResult::Failed { .. })) => Ok(request),
         Some(s) if s.completed() => {
             Err(refusal(format!("cannot skip {step}: it is done already"), "`duet status` shows the failed step"))
         }
