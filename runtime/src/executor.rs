@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::interrupt::{Interrupt, Signal};
 use crate::journal::Durability;
 use crate::platform::{Finding, Operation, Phase, Platform, PlatformError, Progress as PlatformProgress, Severity};
-use crate::process::{Exit, ProcessOutcome, ProcessSpec};
+use crate::process::{Exit, Marks, ProcessOutcome, ProcessSpec};
 use crate::record::{Broken, Entry, Output, StepResult, Stream};
 use crate::session::Session;
 use crate::state::Saved;
@@ -358,6 +358,25 @@ async fn run_steps<P: Platform>(
         {
             let step = &steps[i];
             let attempt = session.progress.step(request, &step.id).map_or(0, |p| p.attempts) + 1;
+            if attempt > 1
+                && step.kind == StepKind::Action
+                && let Some(refused) = clear_earlier_attempts(&ctx, session, &mut run, console, step).await
+            {
+                // Not started: an earlier attempt of this unsafe action still runs.
+                console.step_finished(step, attempt - 1, &refused, Duration::ZERO, None);
+                run.failed.get_or_insert(i);
+                let entry = Entry::StepFinished {
+                    request,
+                    step: step.id.clone(),
+                    attempt: attempt - 1,
+                    result: refused,
+                    duration_ms: 0,
+                    output: None,
+                };
+                run.record(session, &entry, Durability::Durable);
+                schedule.finished(i, false);
+                continue;
+            }
             let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
             let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
             run.record(session, &Entry::StepStarted { request, step: step.id.clone(), attempt }, durability);
@@ -421,6 +440,53 @@ async fn run_steps<P: Platform>(
     run
 }
 
+/// Before attempt 2 or later of an action starts (a retry, `retry --from`, a resume, the steps
+/// after a skip, an abort's own actions): whatever an earlier attempt of the same step left
+/// running (found by the step's marks) must not run beside it. A `rerun: safe` action's
+/// leftovers are stopped, and the activity log says so; an unsafe action's are not touched,
+/// and the step does not start: the returned failure names them and what to do.
+async fn clear_earlier_attempts<P: Platform>(
+    ctx: &Ctx<'_, P>,
+    session: &mut Session,
+    run: &mut Stops,
+    console: &mut Console,
+    step: &Step,
+) -> Option<StepResult> {
+    let marks = Marks::step(ctx.session_id, &step.id);
+    let alive = match ctx.platform.leftovers(step.side, &marks).await {
+        Ok(alive) if alive.is_empty() => return None,
+        Ok(alive) => alive,
+        Err(e) => return Some(platform_failed(e)),
+    };
+    if let Some(action) = ctx.action(step).filter(|a| a.rerun == Rerun::Unsafe) {
+        return Some(StepResult::Failed {
+            message: format!(
+                "custom action `{}` is still running from an earlier attempt (processes {}); it is marked `rerun: unsafe`, so duet does not start another attempt beside it",
+                action.id,
+                pids(&alive)
+            ),
+            help: Some(format!(
+                "wait for it to end, or stop it (`kill {}`), then `duet retry`; or `duet abort`",
+                alive.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+            )),
+        });
+    }
+    let stopped = match ctx.platform.stop_leftovers(step.side, &marks, ctx.options.kill_grace).await {
+        Ok(stopped) => stopped,
+        Err(e) => return Some(platform_failed(e)),
+    };
+    let message = format!(
+        "an earlier attempt of {} was still running: stopped its processes {} before running it again",
+        step.id,
+        pids(&stopped)
+    );
+    console.note(Severity::Warning, &message);
+    let note =
+        Entry::Note { request: Some(ctx.request), step: Some(step.id.clone()), severity: Severity::Warning, message };
+    run.record(session, &note, Durability::Buffered);
+    None
+}
+
 fn finish(
     session: &mut Session,
     request: RequestName,
@@ -472,8 +538,7 @@ async fn reconcile<P: Platform>(
             return Ok(Some(Sched::Done));
         }
     }
-    let attempt = attempts.to_string();
-    let marks = [("DUET_SESSION", session.id()), ("DUET_STEP", step.id.as_str()), ("DUET_ATTEMPT", attempt.as_str())];
+    let marks = Marks::attempt(session.id(), &step.id, attempts);
     if let Some(action) = action_of(&plan, step).filter(|a| a.rerun == Rerun::Unsafe) {
         let alive = platform.leftovers(step.side, &marks).await?;
         let still = if alive.is_empty() {
@@ -515,8 +580,7 @@ async fn stop_attempt<P: Platform>(
     options: &Options,
     console: &mut Console,
 ) -> Result<()> {
-    let attempt = attempts.to_string();
-    let marks = [("DUET_SESSION", session.id()), ("DUET_STEP", step.id.as_str()), ("DUET_ATTEMPT", attempt.as_str())];
+    let marks = Marks::attempt(session.id(), &step.id, attempts);
     let stopped = platform.stop_leftovers(step.side, &marks, options.kill_grace).await?;
     if !stopped.is_empty() {
         let message = format!(
@@ -555,6 +619,20 @@ pub(crate) async fn stop_interrupted<P: Platform>(
         .collect();
     for (step, attempts) in running {
         stop_attempt(platform, session, request, &step, attempts, options, console).await?;
+    }
+    // Anything else of this session still running (an unsafe action a resume left alone, a
+    // daemon an earlier attempt started) would run on beside the abort: it is stopped too.
+    let marks = Marks::session(session.id());
+    let mut stopped = platform.stop_leftovers(Side::Production, &marks, options.kill_grace).await?;
+    stopped.extend(platform.stop_leftovers(Side::Upgrade, &marks, options.kill_grace).await?);
+    if !stopped.is_empty() {
+        let message =
+            format!("stopped processes {} that earlier action attempts left running, before the abort", pids(&stopped));
+        console.note(Severity::Warning, &message);
+        session.record(
+            &Entry::Note { request: Some(request), step: None, severity: Severity::Warning, message },
+            Durability::Buffered,
+        )?;
     }
     Ok(())
 }
@@ -847,9 +925,8 @@ async fn action<P: Platform>(
         env.push(("ACTIVE_UPGRADE_REQUEST".into(), e.request.as_str().into()));
         env.push(("ACTIVE_UPGRADE_HW_SPLIT".into(), e.hw_split.as_str().into()));
     }
-    env.push(("DUET_SESSION".into(), ctx.session_id.into()));
-    env.push(("DUET_STEP".into(), step.id.clone()));
-    env.push(("DUET_ATTEMPT".into(), attempt.to_string()));
+    let marks = Marks::attempt(ctx.session_id, &step.id, attempt);
+    env.extend(marks.env());
     let args = if action.args.iter().any(|a| a.contains('%')) {
         let mut all = env.clone();
         // `%NAME%` expands from duet's environment too; a variable that is not UTF-8 cannot be
@@ -870,6 +947,7 @@ async fn action<P: Platform>(
         kill_grace: ctx.options.kill_grace,
         output_base: ctx.session_dir.join(&rel),
         interrupt: ctx.options.interrupt.clone(),
+        marks,
     };
     if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {

@@ -28,8 +28,11 @@
 //! reused meanwhile, so `killpg` never hits a stranger. At the timeout the group gets SIGTERM;
 //! when the main process has exited or `kill_grace` has passed, the group gets SIGKILL, and
 //! [`run`] returns only once no live member of the group is left (checked in `/proc`, bounded by
-//! [`GROUP_EXIT_LIMIT`]). A process that left the group (`setsid`) is out of reach by design. A
-//! normal exit kills nothing: what the action left running on purpose keeps running.
+//! [`GROUP_EXIT_LIMIT`]). A process that left the group (`setsid`, a double fork) is still found
+//! by the attempt's [`Marks`] in its environment and stopped the same way, so "its whole process
+//! tree" is true of everything that still carries them. A normal exit kills nothing: what the
+//! action left running on purpose keeps running (and is stopped before another attempt of the
+//! same step starts: see the executor).
 //!
 //! Dropping the [`run`] future before the main process has exited (cancellation) SIGKILLs the
 //! whole group, so a cancelled attempt leaves nothing behind; duct reaps the zombie later.
@@ -74,6 +77,50 @@ pub(crate) struct ProcessSpec {
     /// At its second signal the process group is stopped as at the timeout
     /// ([`Exit::Interrupted`]).
     pub(crate) interrupt: Interrupt,
+    /// What identifies this attempt's processes (also set in their environment): at a timeout
+    /// or a second signal, every live process carrying them is stopped with the group, including
+    /// those that left it. Empty: the group alone.
+    pub(crate) marks: Marks,
+}
+
+/// The environment marks an action's processes carry (`DUET_SESSION`, `DUET_STEP`,
+/// `DUET_ATTEMPT`): how duet finds what an attempt left running, after a crash, at a timeout,
+/// and before another attempt of the same step starts. The one place they are spelled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Marks(Vec<(&'static str, String)>);
+
+impl Marks {
+    /// One attempt of a step.
+    pub(crate) fn attempt(session: &str, step: &str, attempt: u32) -> Self {
+        Self(vec![
+            ("DUET_SESSION", session.to_owned()),
+            ("DUET_STEP", step.to_owned()),
+            ("DUET_ATTEMPT", attempt.to_string()),
+        ])
+    }
+
+    /// Every attempt of a step.
+    pub(crate) fn step(session: &str, step: &str) -> Self {
+        Self(vec![("DUET_SESSION", session.to_owned()), ("DUET_STEP", step.to_owned())])
+    }
+
+    /// Every action process of a session.
+    pub(crate) fn session(session: &str) -> Self {
+        Self(vec![("DUET_SESSION", session.to_owned())])
+    }
+
+    /// As environment variables, for the process to inherit.
+    pub(crate) fn env(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.0.iter().map(|(n, v)| ((*n).to_owned(), v.clone()))
+    }
+
+    fn wanted(&self) -> Vec<Vec<u8>> {
+        self.0.iter().map(|(n, v)| format!("{n}={v}").into_bytes()).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// How the process ended.
@@ -244,7 +291,7 @@ impl Child {
                 () = spec.interrupt.escalation() => Some(Exit::Interrupted),
             };
             if stopped.is_some() {
-                stop_group(pid, spec.kill_grace, &mut sigchld).await;
+                stop_tree(pid, spec, &mut sigchld).await;
             }
             guard.armed = false;
             exited_tx.send_replace(true);
@@ -272,11 +319,15 @@ impl Child {
     }
 }
 
-/// At the timeout: SIGTERM to the group, SIGKILL once the main process has exited or the grace
-/// has passed, then wait for the group to be gone.
-async fn stop_group(pgid: Pid, grace: Duration, sigchld: &mut ExitWatch) {
+/// At the timeout or a second signal: SIGTERM to the group and to every process carrying the
+/// attempt's marks (those that left the group), SIGKILL once the main process has exited or the
+/// grace has passed, then wait for the group to be gone; what carries the marks gets what is
+/// left of the grace, then SIGKILL too.
+async fn stop_tree(pgid: Pid, spec: &ProcessSpec, sigchld: &mut ExitWatch) {
+    let started = Instant::now();
     let _ = killpg(pgid, Signal::SIGTERM);
-    let _ = tokio::time::timeout(grace, sigchld.exited(pgid)).await;
+    signal_each(&leftovers(&spec.marks), Signal::SIGTERM);
+    let _ = tokio::time::timeout(spec.kill_grace, sigchld.exited(pgid)).await;
     let _ = killpg(pgid, Signal::SIGKILL);
     // The main process stays unreaped (see the module header), so `pgid` is still ours here.
     sigchld.exited(pgid).await;
@@ -286,6 +337,7 @@ async fn stop_group(pgid: Pid, grace: Duration, sigchld: &mut ExitWatch) {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    stop_leftovers(&spec.marks, spec.kill_grace.saturating_sub(started.elapsed())).await;
 }
 
 /// Whether any process of group `pgid` is still running (zombies are dead: they only wait to be
@@ -306,11 +358,14 @@ fn group_has_live_members(pgid: Pid) -> bool {
     })
 }
 
-/// Live processes whose environment holds every `NAME=VALUE` of `marks`: what an earlier
-/// attempt of a step left running when the duet supervising it was killed (an action's tree
-/// inherits `DUET_SESSION`, `DUET_STEP` and `DUET_ATTEMPT`). Sorted, this process excluded.
-pub(crate) fn leftovers(marks: &[(&str, &str)]) -> Vec<u32> {
-    let wanted: Vec<Vec<u8>> = marks.iter().map(|(n, v)| format!("{n}={v}").into_bytes()).collect();
+/// Live processes whose environment holds every mark of `marks`: what an attempt of a step left
+/// running (an action's tree inherits the marks). Sorted, this process excluded; nothing for
+/// empty marks (which would match every process).
+pub(crate) fn leftovers(marks: &Marks) -> Vec<u32> {
+    if marks.is_empty() {
+        return Vec::new();
+    }
+    let wanted = marks.wanted();
     let me = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut found: Vec<u32> = entries
@@ -332,31 +387,42 @@ fn is_live(pid: u32) -> bool {
     !matches!(state, None | Some("Z" | "X" | "x"))
 }
 
-/// Stops [`leftovers`]: SIGTERM, then SIGKILL to what is still there after `grace`. Returns
-/// the pids it found.
-pub(crate) async fn stop_leftovers(marks: &[(&str, &str)], grace: Duration) -> Vec<u32> {
-    let found = leftovers(marks);
-    let signal_all = |signal: Signal| {
-        for &pid in &found {
-            if let Ok(raw) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(raw), signal);
-            }
-        }
-    };
+/// Stops [`leftovers`]: SIGTERM, then SIGKILL to what is still there after `grace`. The marked
+/// processes are looked for again after each signal (one may have forked meanwhile), until none
+/// is left or [`GROUP_EXIT_LIMIT`] has passed. Returns every pid it found.
+pub(crate) async fn stop_leftovers(marks: &Marks, grace: Duration) -> Vec<u32> {
+    let mut found = leftovers(marks);
     if found.is_empty() {
         return found;
     }
-    signal_all(Signal::SIGTERM);
+    signal_each(&found, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while found.iter().any(|&pid| is_live(pid)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    signal_all(Signal::SIGKILL);
     let deadline = Instant::now() + GROUP_EXIT_LIMIT;
-    while found.iter().any(|&pid| is_live(pid)) && Instant::now() < deadline {
+    loop {
+        let live = leftovers(marks);
+        for pid in &live {
+            if let Err(at) = found.binary_search(pid) {
+                found.insert(at, *pid);
+            }
+        }
+        if live.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        signal_each(&live, Signal::SIGKILL);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     found
+}
+
+fn signal_each(pids: &[u32], signal: Signal) {
+    for &pid in pids {
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(raw), signal);
+        }
+    }
 }
 
 /// Kills the group if [`run`] is dropped before the main process has exited.
@@ -595,6 +661,7 @@ mod tests {
             kill_grace: Duration::from_secs(5),
             output_base: dir.join("out"),
             interrupt: Interrupt::default(),
+            marks: Marks::default(),
         }
     }
 
@@ -787,6 +854,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_timeout_also_stops_what_left_the_group_but_carries_the_marks() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker(4);
+        // Two children leave the group (one ignoring SIGTERM); the action says `ready` once both
+        // have written their pids, then waits for its timeout.
+        let script = format!(
+            "setsid sh -c 'echo $$ > p1; exec sleep {marker}' & \
+             setsid sh -c 'trap \"\" TERM; echo $$ > p2; exec sleep {marker}' & \
+             while [ ! -s p1 ] || [ ! -s p2 ]; do sleep 0.01; done; echo ready; wait"
+        );
+        let mut s = sh(dir.path(), &script);
+        s.marks = Marks(vec![("DUET_TEST_MARK", marker.clone())]);
+        s.env = s.marks.env().collect();
+        s.timeout = Duration::from_secs(3);
+        s.kill_grace = Duration::from_millis(200);
+        let out = run(&s).await;
+        assert_eq!(out.exit, Exit::TimedOut);
+        assert_eq!(out.stdout.tail, "ready\n", "both children had left the group before the timeout");
+        for file in ["p1", "p2"] {
+            let pid: u32 = std::fs::read_to_string(dir.path().join(file)).unwrap().trim().parse().unwrap();
+            assert!(!is_live(pid), "{file}: process {pid} left the group and survived the timeout");
+        }
+        assert_eq!(processes_with(&marker), Vec::<i32>::new());
+    }
+
+    #[tokio::test]
     async fn a_daemon_holding_stdout_neither_blocks_nor_dies() {
         let dir = tempfile::tempdir().unwrap();
         let marker = marker(3);
@@ -815,7 +908,7 @@ mod tests {
             .current_dir(dir.path())
             .spawn()
             .unwrap();
-        let marks = [("DUET_TEST_MARK", mark.as_str()), ("DUET_STEP", "action:x@upgrade")];
+        let marks = Marks(vec![("DUET_TEST_MARK", mark.clone()), ("DUET_STEP", "action:x@upgrade".into())]);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut found = leftovers(&marks);
         while found.len() < 2 {
@@ -824,7 +917,11 @@ mod tests {
             found = leftovers(&marks);
         }
         assert!(found.contains(&child.id()), "{found:?}");
-        assert!(leftovers(&[("DUET_TEST_MARK", mark.as_str()), ("DUET_STEP", "action:y@upgrade")]).is_empty());
+        assert!(
+            leftovers(&Marks(vec![("DUET_TEST_MARK", mark.clone()), ("DUET_STEP", "action:y@upgrade".into())]))
+                .is_empty()
+        );
+        assert!(leftovers(&Marks::default()).is_empty(), "no marks match nothing, not everything");
         let stopped = stop_leftovers(&marks, Duration::from_millis(100)).await;
         assert_eq!(stopped, found);
         let _ = child.wait();

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::commands::Context;
 use crate::error::{Error, Result};
-use crate::lock::StateLock;
+use crate::lock::{Holder, StateLock};
 use crate::outcome::Outcome;
 use crate::platform::sim::Sim;
 use crate::platform::{Hardware, Platform};
@@ -28,7 +28,7 @@ struct Status {
     session: Option<String>,
     plan: Option<String>,
     /// The process driving the session now, if any.
-    driver: Option<Driver>,
+    driver: Option<Holder>,
     /// A request was left unfinished by a process that is gone: `duet resume` continues it.
     interrupted: bool,
     broken: Option<BrokenStatus>,
@@ -37,13 +37,6 @@ struct Status {
     journal_damage: Option<String>,
     services: Vec<ServiceStatus>,
     next: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Driver {
-    pid: u32,
-    command: String,
-    since: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,7 +172,7 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         resyncing: observed.resyncing,
         session: view.as_ref().filter(|_| in_session).map(|v| v.progress.id.clone()),
         plan: view.as_ref().map(|v| v.progress.plan.clone()).filter(|p| !p.is_empty()),
-        driver: holder.map(|h| Driver { pid: h.pid, command: h.command, since: h.since }),
+        driver: holder,
         interrupted,
         broken,
         changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
@@ -244,7 +237,7 @@ fn render(s: &Status) -> String {
         );
     }
     if let Some(d) = &s.driver {
-        let _ = writeln!(out, "Driven by: pid {} since {} ({})", d.pid, d.since, d.command);
+        let _ = writeln!(out, "Driven by: {d}");
     } else if s.interrupted {
         let _ = writeln!(out, "Interrupted: no duet process is driving the session");
     }

@@ -462,6 +462,44 @@ fn a_second_process_is_refused_while_one_drives_and_status_names_the_driver() {
     assert_eq!((text(&status["upgrade"]), &status["driver"]), ("Idle", &Value::Null), "{status:#}");
 }
 
+/// The loser of a lock race reads the lock file while the winner has the lock but has not yet
+/// written its pid (or a stale pid of the one before): it must name the process the kernel
+/// says holds the lock, never the one the file names.
+#[test]
+fn a_refusal_names_the_process_that_holds_the_lock_not_the_one_the_file_names() {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let m = Machine::new();
+    m.run(&["split", &m.plan()]).code(0);
+    let path = m.state().join("lock");
+    // This test process takes the lock, as a winner does, and leaves a stale content behind.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&path).expect("lock file");
+    std::fs::write(&path, "1\nduet run /old/plan.yaml\n2026-01-01T00:00:00Z\n").expect("stale content");
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(&file, FcntlArg::F_OFD_SETLK(&lock)).expect("the lock is free");
+    let me = std::process::id();
+    for args in [&["merge"][..], &["abort"]] {
+        let r = m.run(args);
+        r.code(1).stderr_has(&format!(
+            "is driving {}: pid {me} (it has just taken the lock; its command is not recorded yet)",
+            m.state().display()
+        ));
+        assert!(!r.stderr.contains("pid 1 ") && !r.stderr.contains("/old/plan.yaml"), "{}", r.stderr);
+    }
+    let status = m.status();
+    assert_eq!(status["driver"]["pid"], me, "{status:#}");
+    assert_eq!(status["driver"]["command"], Value::Null, "{status:#}");
+    m.run(&["status"]).code(0).stdout_has(&format!("Driven by: pid {me} (it has just taken the lock"));
+    drop(file);
+    m.run(&["merge"]).code(0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 4 and 5. A damaged journal.
 

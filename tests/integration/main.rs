@@ -6,6 +6,7 @@ mod compile;
 mod crash;
 mod formats;
 mod hostile;
+mod leftovers;
 mod machine;
 mod repair;
 mod run;

@@ -17,7 +17,7 @@ use duet_compiler::compiled::Side;
 use duet_compiler::inventory::{Inventory, PartnerState, Startup};
 use serde::{Deserialize, Serialize};
 
-use crate::process::{ProcessOutcome, ProcessSpec};
+use crate::process::{Marks, ProcessOutcome, ProcessSpec};
 
 /// A hardware operation (guide chapter 4). `Revert` shuts the Upgrade Side down and restarts
 /// the applications from the Production Side (abort after a merge).
@@ -227,10 +227,10 @@ pub(crate) trait Platform {
 
     /// Processes on one side that an earlier attempt of a step left running (the duet that
     /// supervised them died): those whose environment holds every `NAME=VALUE` of `marks`.
-    async fn leftovers(&self, side: Side, marks: &[(&str, &str)]) -> PlatformResult<Vec<u32>>;
+    async fn leftovers(&self, side: Side, marks: &Marks) -> PlatformResult<Vec<u32>>;
 
     /// Stops [`Platform::leftovers`] (SIGTERM, SIGKILL after `grace`); returns their pids.
-    async fn stop_leftovers(&self, side: Side, marks: &[(&str, &str)], grace: Duration) -> PlatformResult<Vec<u32>>;
+    async fn stop_leftovers(&self, side: Side, marks: &Marks, grace: Duration) -> PlatformResult<Vec<u32>>;
 
     /// Copies a side's event log into `into` (a directory on this host); returns the file.
     async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf>;

@@ -47,7 +47,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::fsutil::{self, at};
-use crate::process::{self, Exit, ProcessOutcome, ProcessSpec};
+use crate::process::{self, Exit, Marks, ProcessOutcome, ProcessSpec};
 
 /// The machine the sim is built from when no `--inventory` is given.
 const BUILT_IN: &str = include_str!("../../../plans/machines/320ma.yaml");
@@ -804,11 +804,11 @@ impl Platform for Sim {
         Ok(outcome)
     }
 
-    async fn leftovers(&self, _side: Side, marks: &[(&str, &str)]) -> PlatformResult<Vec<u32>> {
+    async fn leftovers(&self, _side: Side, marks: &Marks) -> PlatformResult<Vec<u32>> {
         Ok(process::leftovers(marks))
     }
 
-    async fn stop_leftovers(&self, _side: Side, marks: &[(&str, &str)], grace: Duration) -> PlatformResult<Vec<u32>> {
+    async fn stop_leftovers(&self, _side: Side, marks: &Marks, grace: Duration) -> PlatformResult<Vec<u32>> {
         Ok(process::stop_leftovers(marks, grace).await)
     }
 
