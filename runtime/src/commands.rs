@@ -119,10 +119,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
         }
         Err(mut e) => {
             if e.storage {
-                e.help = Some(format!(
-                    "free space on that file system (or make it writable again), then {}",
-                    again(ctx, request)
-                ));
+                e.help = Some(format!("{}, then {}", e.fix, again(ctx, request)));
             }
             crate::console::eprintln(&e.to_string());
             Outcome::Failure
@@ -460,10 +457,11 @@ async fn run_requests<P: Platform>(
             return Ok(Outcome::Interrupted(signal));
         }
         if let RequestOutcome::Broken(broken) = outcome {
-            let help = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
+            let fix = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
                 Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
-                _ => "correct the problem (`duet log`), then `duet retry`".to_owned(),
+                _ => "correct the problem (`duet log`)".to_owned(),
             };
+            let help = format!("{fix}, {}", state::after_broken(&session.progress));
             let broken = Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message));
             crate::console::eprintln(&broken.help(help).to_string());
             // A session's readiness check failed: nothing was split. The attempt is kept as the
@@ -515,7 +513,10 @@ async fn toward<P: Platform>(
                     "cannot run on: {request} is Broken at step {}: {}",
                     broken.step, broken.message
                 ))
-                .help("correct the problem, then `duet retry` (it carries on to where `duet run` was headed); or `duet abort`"));
+                .help(format!(
+                    "correct the problem, {} (a retry carries on to where `duet run` was headed)",
+                    state::after_broken(progress)
+                )));
             }
         }
         let command = match (progress.upgrade_state(), goal) {

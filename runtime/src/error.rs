@@ -11,16 +11,24 @@ pub(crate) struct Error {
     /// output, the simulated machine): nothing about the upgrade failed, and once the disk is
     /// fixed `resume` continues.
     pub(crate) storage: bool,
+    /// For a storage error: what fixes it (see [`crate::fsutil::FsError::fix`]).
+    pub(crate) fix: &'static str,
 }
 
 impl Error {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), help: None, storage: false }
+        Self { message: message.into(), help: None, storage: false, fix: STORAGE_FIX }
     }
 
     /// An I/O error on duet's own files; see [`Error::storage`].
     pub(crate) fn storage(message: impl Into<String>) -> Self {
-        Self { storage: true, ..Self::new(message) }.help(STORAGE_HELP)
+        Self::storage_fixed(message, STORAGE_FIX)
+    }
+
+    /// A storage error that `fix` (not freeing space) mends.
+    pub(crate) fn storage_fixed(message: impl Into<String>, fix: &'static str) -> Self {
+        Self { storage: true, fix, ..Self::new(message) }
+            .help(format!("{fix}, then `duet resume`: it continues from the journal"))
     }
 
     #[must_use]
@@ -41,21 +49,23 @@ impl fmt::Display for Error {
     }
 }
 
-/// What to do about an I/O error on duet's own files.
-pub(crate) const STORAGE_HELP: &str =
-    "free space on that file system (or make it writable again), then `duet resume`: it continues from the journal";
+use crate::fsutil::STORAGE_FIX;
 
 impl From<crate::fsutil::FsError> for Error {
     fn from(e: crate::fsutil::FsError) -> Self {
-        Self::storage(e.to_string())
+        Self::storage_fixed(e.to_string(), e.fix())
     }
 }
 
 impl From<crate::journal::JournalError> for Error {
     fn from(e: crate::journal::JournalError) -> Self {
-        let help = e.help();
-        let storage = matches!(e, crate::journal::JournalError::Io(_));
-        Self { storage, ..Self::new(e.to_string()).help(help) }
+        match e {
+            crate::journal::JournalError::Io(e) => e.into(),
+            e => {
+                let help = e.help();
+                Self::new(e.to_string()).help(help)
+            }
+        }
     }
 }
 

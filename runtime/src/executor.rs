@@ -292,6 +292,21 @@ impl Stops {
         }
     }
 
+    /// A step that did not start (see [`clear_earlier_attempts`]): recorded as a failure of its
+    /// last attempt, as a reconciled one is.
+    fn refused(
+        &mut self,
+        session: &mut Session,
+        console: &mut Console,
+        (request, step, attempt): (RequestName, &Step, u32),
+        result: StepResult,
+    ) {
+        console.step_finished(step, attempt, &result, Duration::ZERO, None);
+        let entry =
+            Entry::StepFinished { request, step: step.id.clone(), attempt, result, duration_ms: 0, output: None };
+        self.record(session, &entry, Durability::Durable);
+    }
+
     fn lose(&mut self, e: Error) {
         self.journal_lost = true;
         self.halt.get_or_insert(e);
@@ -363,17 +378,8 @@ async fn run_steps<P: Platform>(
                 && let Some(refused) = clear_earlier_attempts(&ctx, session, &mut run, console, step).await
             {
                 // Not started: an earlier attempt of this unsafe action still runs.
-                console.step_finished(step, attempt - 1, &refused, Duration::ZERO, None);
+                run.refused(session, console, (request, step, attempt - 1), refused);
                 run.failed.get_or_insert(i);
-                let entry = Entry::StepFinished {
-                    request,
-                    step: step.id.clone(),
-                    attempt: attempt - 1,
-                    result: refused,
-                    duration_ms: 0,
-                    output: None,
-                };
-                run.record(session, &entry, Durability::Durable);
                 schedule.finished(i, false);
                 continue;
             }
@@ -466,7 +472,7 @@ async fn clear_earlier_attempts<P: Platform>(
                 pids(&alive)
             ),
             help: Some(format!(
-                "wait for it to end, or stop it (`kill {}`), then `duet retry`; or `duet abort`",
+                "wait for it to end, or stop it (`kill {}`)",
                 alive.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
             )),
         });
@@ -551,7 +557,7 @@ async fn reconcile<P: Platform>(
                 "custom action `{}` was running when duet stopped (attempt {attempts}){still}; it is marked `rerun: unsafe`, so duet did not run it again",
                 action.id
             ),
-            help: Some("check whether it completed, then `duet retry` to run it again; or `duet abort`".into()),
+            help: Some("check whether it completed: a retry runs it again".into()),
         };
         console.step_finished(step, attempts, &result, Duration::ZERO, None);
         session.record(&finished(result), Durability::Durable)?;
@@ -815,7 +821,7 @@ async fn operate<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
             Err(_) => {
                 return failed(
                     format!("the {op} timed out after {}", humantime::format_duration(Duration::from_millis(ms))),
-                    Some(format!("`duet retry` tries the {op} again; if it keeps failing, `duet abort`")),
+                    Some(format!("the {op} may succeed when tried again")),
                 );
             }
         },
@@ -838,7 +844,7 @@ async fn with_timeout<T>(
         Err(_) => Err(failed(
             format!("{what} did not finish within {}", humantime::format_duration(limit)),
             Some(
-                "if the application does not handle the loss of network or disks gracefully, restart the Upgrade Side, then `duet retry`"
+                "if the application does not handle the loss of network or disks gracefully, restart the Upgrade Side"
                     .into(),
             ),
         )),
@@ -878,7 +884,7 @@ async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
                 let Some(saved) = ctx.saved.get(name) else {
                     return Err(failed(
                         format!("no saved startup type for {name}: the split did not record it"),
-                        Some("set its startup type by hand on the Upgrade Side, then `duet retry`".into()),
+                        Some("set its startup type by hand on the Upgrade Side".into()),
                     ));
                 };
                 platform.set_startup(side, name, saved.startup).await.map_err(platform_failed)?;
@@ -978,26 +984,23 @@ async fn action<P: Platform>(
         Exit::Code(0) => success("exit value 0"),
         Exit::Code(n) => failed(
             format!("Custom action failed with exit value {n}"),
-            Some(format!(
-                "check its output (`duet log`), correct the problem, then `duet retry` (action `{}`)",
-                action.id
-            )),
+            Some(format!("check its output (`duet log`) and correct the problem (action `{}`)", action.id)),
         ),
         Exit::Signal(sig) => failed(
             format!("Custom action was killed by signal {sig}"),
-            Some(format!("check what stopped it, then `duet retry` (action `{}`)", action.id)),
+            Some(format!("check what stopped it (action `{}`)", action.id)),
         ),
         Exit::TimedOut => failed(
             format!("Custom action timed out after {timeout}; it was stopped with its whole process tree"),
-            Some(format!("make it finish in time or raise its `timeout`, then `duet retry` (action `{}`)", action.id)),
+            Some(format!("make it finish in time or raise its `timeout` (action `{}`)", action.id)),
         ),
         Exit::Interrupted => interrupted(ctx, "while it ran; it was stopped with its whole process tree"),
         Exit::SpawnFailed { message, not_found } => failed(
             message,
             Some(if not_found {
-                format!("ensure `{}` exists on a system disk, then `duet retry`", action.file)
+                format!("ensure `{}` exists on a system disk", action.file)
             } else {
-                format!("make `{}` executable, then `duet retry`", action.file)
+                format!("make `{}` executable", action.file)
             }),
         ),
     };

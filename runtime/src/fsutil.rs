@@ -28,7 +28,19 @@ impl FsError {
     pub(crate) fn new(op: &'static str, path: &Path, source: io::Error) -> Self {
         Self { path: path.to_owned(), op, source }
     }
+
+    /// What fixes it, before "then" and the command to run again.
+    pub(crate) fn fix(&self) -> &'static str {
+        if self.source.get_ref().is_some_and(<dyn std::error::Error + Send + Sync>::is::<NotOurs>) {
+            "that is not the file duet wrote there: put back the one it wrote (from a backup of the state directory)"
+        } else {
+            STORAGE_FIX
+        }
+    }
 }
+
+/// What fixes an I/O error on duet's own files (a full or read-only file system, a failing disk).
+pub(crate) const STORAGE_FIX: &str = "free space on that file system (or make it writable again)";
 
 impl fmt::Display for FsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -46,6 +58,106 @@ pub(crate) fn at(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> FsE
     move |source| FsError { path, op, source }
 }
 
+/// Opens `path` with `options` only if it is a regular file (following symlinks): opened
+/// non-blocking, so a FIFO cannot hang duet in `open`, then checked with `fstat` on what was
+/// opened, so nothing can be swapped in between. A FIFO, device, socket or directory is an
+/// [`io::ErrorKind::InvalidInput`] error saying what it is.
+pub(crate) fn open_regular(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = match options.custom_flags(nix::libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        // Opening a FIFO (or a socket) for writing, with nothing at the other end.
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => {
+            let kind = fs::metadata(path).map_err(|_| e)?.file_type();
+            return Err(not_regular(kind));
+        }
+        Err(e) => return Err(e),
+    };
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        // Back to blocking, as every other file of duet's: reads and writes wait for the disk.
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL)?;
+        let blocking = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(blocking))?;
+        return Ok(file);
+    }
+    Err(not_regular(kind))
+}
+
+fn not_regular(kind: fs::FileType) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, NotOurs(format!("it is {}, not a regular file", describe_kind(kind))))
+}
+
+/// Why a file in duet's place is not one duet wrote there: not a regular file, or larger than
+/// any duet writes. Not a disk problem, so freeing space is not the fix ([`FsError::fix`]).
+#[derive(Debug)]
+struct NotOurs(String);
+
+impl fmt::Display for NotOurs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotOurs {}
+
+fn describe_kind(kind: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }
+}
+
+/// Reads the whole of `path`, a regular file of at most `limit` bytes (see [`open_regular`]):
+/// what every file of duet's own is read with, so that neither a FIFO nor a device (a journal
+/// linked to `/dev/zero`) nor a runaway file can hang duet or exhaust its memory.
+pub(crate) fn read_regular(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    read_bounded(&open_regular(OpenOptions::new().read(true), path)?, limit)
+}
+
+/// The whole of an open regular file (from its current offset), if it holds at most `limit`
+/// bytes.
+pub(crate) fn read_bounded(mut file: &File, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let too_large = |bytes: u64| {
+        io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            NotOurs(format!("it is {bytes} bytes, more than the {} duet reads from such a file", bytes_text(limit))),
+        )
+    };
+    let len = file.metadata()?.len();
+    if len > limit {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // A writer may grow the file after the length check: `take` keeps the bound regardless.
+    std::io::Read::by_ref(&mut file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub(crate) fn read_regular_text(path: &Path, limit: u64) -> io::Result<String> {
+    String::from_utf8(read_regular(path, limit)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("it is not UTF-8 text ({e})")))
+}
+
+fn bytes_text(n: u64) -> String {
+    if n >= 1 << 20 { format!("{} MiB", n >> 20) } else { format!("{n} bytes") }
+}
+
 /// Makes the entries of `dir` (files created, renamed or removed in it) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -60,11 +172,18 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// [`write_atomic`] with the content of the file `from` (copied in the kernel, not through
 /// memory: the simulated disks copy whole event logs). A missing `from` gives an empty file.
+/// Only a regular file is copied ([`open_regular`]): a FIFO or a device in its place is an error.
 pub(crate) fn copy_atomic(from: &Path, path: &Path) -> io::Result<()> {
-    replace_with(path, |tmp| match fs::copy(from, tmp) {
-        Ok(_) => File::open(tmp)?.sync_all(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !from.exists() => write_new(tmp, b""),
-        Err(e) => Err(e),
+    replace_with(path, |tmp| {
+        let mut source = match open_regular(OpenOptions::new().read(true), from) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return write_new(tmp, b""),
+            Err(e) => return Err(e),
+        };
+        let mut copy = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        // File to file: the standard library copies in the kernel (copy_file_range).
+        io::copy(&mut source, &mut copy)?;
+        copy.sync_all()
     })
 }
 
@@ -153,6 +272,31 @@ mod tests {
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn only_regular_files_within_the_limit_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"12345").unwrap();
+        assert_eq!(read_regular(&file, 5).unwrap(), b"12345");
+        let err = read_regular(&file, 4).unwrap_err();
+        assert_eq!(err.to_string(), "it is 5 bytes, more than the 4 bytes duet reads from such a file");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Neither reading nor opening for writing waits for the other end.
+        assert_eq!(read_regular(&fifo, 100).unwrap_err().to_string(), "it is a FIFO (named pipe), not a regular file");
+        let err = open_regular(OpenOptions::new().append(true), &fifo).unwrap_err();
+        assert_eq!(err.to_string(), "it is a FIFO (named pipe), not a regular file");
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        assert_eq!(read_regular(&zero, 100).unwrap_err().to_string(), "it is a character device, not a regular file");
+        assert_eq!(read_regular(dir.path(), 100).unwrap_err().to_string(), "it is a directory, not a regular file");
+        let opened = open_regular(OpenOptions::new().read(true), &file).unwrap();
+        let flags = nix::fcntl::fcntl(&opened, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert_eq!(flags & nix::libc::O_NONBLOCK, 0, "a regular file is left blocking");
+        fs::write(&file, [0xff, b'a']).unwrap();
+        assert!(read_regular_text(&file, 10).unwrap_err().to_string().starts_with("it is not UTF-8 text"));
     }
 
     #[test]

@@ -34,6 +34,9 @@ use crate::fsutil;
 /// The format this duet writes and reads.
 pub(crate) const FORMAT_VERSION: u32 = 1;
 const MAGIC: &str = "duet-journal";
+/// The largest journal duet reads (a 10,000-step session's is a few MiB): a file past it is not
+/// a journal duet wrote, and is refused rather than read into memory.
+pub(crate) const MAX_BYTES: u64 = 256 << 20;
 
 /// Whether a record must reach the disk before `append` returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +107,7 @@ impl JournalError {
     /// What to do next, for the user-facing error.
     pub(crate) fn help(&self) -> &'static str {
         match self {
-            Self::Io(_) => crate::error::STORAGE_HELP,
+            Self::Io(e) => e.fix(),
             Self::Damaged(d) if d.followed_by_intact => {
                 "this is not a crash artefact: keep a copy of the state directory, inspect the journal, and restore it from a backup"
             }
@@ -182,12 +185,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Opens a journal for appending, handing each record to `each` in order (none is kept:
     /// a resume folds them). Any damage is refused.
     pub(crate) fn open(path: &Path, each: impl FnMut(Record<T>)) -> Result<Self, JournalError> {
-        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        let file =
+            fsutil::open_regular(OpenOptions::new().read(true).append(true), path).map_err(fsutil::at("open", path))?;
+        let bytes = fsutil::read_bounded(&file, MAX_BYTES).map_err(fsutil::at("read", path))?;
         let scan = Self::scan(path, &bytes, each)?;
         if let Some(damage) = scan.damage {
             return Err(JournalError::Damaged(damage));
         }
-        let file = OpenOptions::new().append(true).open(path).map_err(fsutil::at("open", path))?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -203,7 +207,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Reads a journal without changing it, handing each intact record to `each`; says where
     /// the intact records end.
     pub(crate) fn read_with(path: &Path, each: impl FnMut(Record<T>)) -> Result<Option<Damage>, JournalError> {
-        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        let bytes = fsutil::read_regular(path, MAX_BYTES).map_err(fsutil::at("read", path))?;
         Self::read_bytes(path, &bytes, each)
     }
 
@@ -226,7 +230,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Reads a journal without changing it: the intact records and any damage after them. A
     /// missing or unreadable file, or another format version, is an error.
     pub(crate) fn read(path: &Path) -> Result<Replay<T>, JournalError> {
-        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        let bytes = fsutil::read_regular(path, MAX_BYTES).map_err(fsutil::at("read", path))?;
         Self::parse(path, &bytes)
     }
 
@@ -306,7 +310,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// Sets a damaged tail aside (`journal.damaged-OFFSET`) and truncates the journal to its
     /// last intact record. Refuses damage followed by intact records. Says what it did.
     pub(crate) fn repair(path: &Path) -> Result<String, JournalError> {
-        let bytes = std::fs::read(path).map_err(fsutil::at("read", path))?;
+        let bytes = fsutil::read_regular(path, MAX_BYTES).map_err(fsutil::at("read", path))?;
         let replay = Self::parse(path, &bytes)?;
         let Some(damage) = replay.damage else {
             return Ok(format!("{} has no damage: nothing to repair", path.display()));
@@ -321,7 +325,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             damage.offset
         ));
         fsutil::write_atomic(&aside, &bytes[cut..]).map_err(fsutil::at("write", &aside))?;
-        let file = OpenOptions::new().write(true).open(path).map_err(fsutil::at("open", path))?;
+        let file = fsutil::open_regular(OpenOptions::new().write(true), path).map_err(fsutil::at("open", path))?;
         file.set_len(damage.offset).and_then(|()| file.sync_all()).map_err(fsutil::at("truncate", path))?;
         Ok(format!(
             "journal repaired: {} bytes from line {} ({}) moved to {}; the journal continues after record {}",

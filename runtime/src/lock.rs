@@ -15,7 +15,7 @@
 //! process of another user), the holder is reported as unknown, never guessed.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _};
+use std::io::Seek as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -80,8 +80,8 @@ fn whole_file(kind: libc::c_short) -> libc::flock {
 /// The holder of the write lock on `file`'s inode, as the kernel lists it.
 fn read_holder(file: &mut File) -> Holder {
     let pid = file.metadata().ok().and_then(|m| lock_owner(m.dev(), m.ino()));
-    let mut text = String::new();
-    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+    let bytes = file.rewind().and_then(|()| crate::fsutil::read_bounded(file, 4096)).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
     let recorded: Option<u32> = lines.next().and_then(|l| l.parse().ok());
     let (command, since) = match (pid, recorded) {
@@ -93,23 +93,23 @@ fn read_holder(file: &mut File) -> Holder {
     Holder { pid, command, since }
 }
 
-/// The process whose open file description holds an OFD write lock on inode `ino` of device
+/// The process whose open file description holds an OFD write lock on inode `inode` of device
 /// `dev`: found through `/proc/PID/fd` (the same inode) and `/proc/PID/fdinfo` (the lock is
 /// listed under the description that owns it).
-fn lock_owner(dev: u64, ino: u64) -> Option<u32> {
-    let device = format!("{:02x}:{:02x}:{ino} ", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+fn lock_owner(dev: u64, inode: u64) -> Option<u32> {
+    let device = format!("{:02x}:{:02x}:{inode} ", nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
         for fd in fds.flatten() {
-            let same = std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+            let same = std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == inode);
             if !same {
                 continue;
             }
             let info = std::fs::read_to_string(entry.path().join("fdinfo").join(fd.file_name())).unwrap_or_default();
-            let locked = info.lines().any(|l| {
-                l.starts_with("lock:") && l.contains("OFDLCK") && l.contains("WRITE") && l.contains(&device)
-            });
+            let locked = info
+                .lines()
+                .any(|l| l.starts_with("lock:") && l.contains("OFDLCK") && l.contains("WRITE") && l.contains(&device));
             if locked {
                 return Some(pid);
             }
@@ -124,7 +124,8 @@ impl StateLock {
         let path = lock_path(root);
         let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.display().to_string(), why: e.to_string() };
         let mut file =
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| io(&e))?;
+            crate::fsutil::open_regular(OpenOptions::new().read(true).write(true).create(true).truncate(false), &path)
+                .map_err(|e| io(&e))?;
         match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as libc::c_short))) {
             Ok(_) => {}
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
@@ -143,7 +144,7 @@ impl StateLock {
 
     /// Who drives the state directory now, if anyone (without taking the lock).
     pub(crate) fn holder(root: &Path) -> Option<Holder> {
-        let mut file = File::open(lock_path(root)).ok()?;
+        let mut file = crate::fsutil::open_regular(OpenOptions::new().read(true), &lock_path(root)).ok()?;
         let mut probe = whole_file(libc::F_WRLCK as libc::c_short);
         fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe)).ok()?;
         (i32::from(probe.l_type) != libc::F_UNLCK).then(|| read_holder(&mut file))
@@ -160,10 +161,7 @@ mod tests {
         assert_eq!(StateLock::holder(dir.path()), None);
         let first = StateLock::acquire(dir.path(), "duet run plan.yaml").unwrap();
         let holder = StateLock::holder(dir.path()).unwrap();
-        assert_eq!(
-            (holder.pid, holder.command.as_deref()),
-            (Some(std::process::id()), Some("duet run plan.yaml"))
-        );
+        assert_eq!((holder.pid, holder.command.as_deref()), (Some(std::process::id()), Some("duet run plan.yaml")));
         let err = StateLock::acquire(dir.path(), "duet merge").unwrap_err();
         let text = err.to_string();
         assert!(
@@ -185,7 +183,13 @@ mod tests {
             let holder = StateLock::holder(dir.path()).unwrap();
             assert_eq!(holder, Holder { pid: Some(std::process::id()), command: None, since: None });
             let text = StateLock::acquire(dir.path(), "duet merge").unwrap_err().to_string();
-            assert!(text.ends_with(&format!("pid {} (it has just taken the lock; its command is not recorded yet)", std::process::id())), "{text}");
+            assert!(
+                text.ends_with(&format!(
+                    "pid {} (it has just taken the lock; its command is not recorded yet)",
+                    std::process::id()
+                )),
+                "{text}"
+            );
         }
     }
 

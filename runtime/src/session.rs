@@ -279,13 +279,18 @@ impl View {
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).
     pub(crate) fn changed_sources(&self) -> Vec<Changed> {
-        let Ok(text) = std::fs::read_to_string(self.dir.join("plan/sources.json")) else { return Vec::new() };
+        let Ok(text) = fsutil::read_regular_text(&self.dir.join("plan/sources.json"), MAX_PLAN_BYTES) else {
+            return Vec::new();
+        };
         let Ok(files) = serde_json::from_str::<Vec<SnapshotFile>>(&text) else { return Vec::new() };
+        // A plan file is at most what the compiler reads; a FIFO or a device in its place (or
+        // one that grew past that) reads as an error, so as modified, and never hangs `status`.
+        let read = |path: &Path| fsutil::read_regular(path, duet_compiler::source::MAX_FILE_BYTES);
         files
             .into_iter()
             .filter_map(|f| {
-                let then = std::fs::read(self.dir.join(&f.snapshot)).ok();
-                match std::fs::read(&f.path) {
+                let then = read(&self.dir.join(&f.snapshot)).ok();
+                match read(Path::new(&f.path)) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         Some(Changed { file: f.file, change: "deleted" })
                     }
@@ -342,6 +347,10 @@ impl Fold {
     }
 }
 
+/// The largest compiled plan (and source list) duet reads from a session: a 10,000-step plan's
+/// is a few MiB.
+const MAX_PLAN_BYTES: u64 = 256 << 20;
+
 /// The compiled plan of a session directory, if it has a readable one.
 pub(crate) fn compiled_in(dir: &Path) -> Option<CompiledPlan> {
     read_compiled(dir).ok()
@@ -349,7 +358,7 @@ pub(crate) fn compiled_in(dir: &Path) -> Option<CompiledPlan> {
 
 fn read_compiled(dir: &Path) -> Result<CompiledPlan> {
     let path = dir.join("plan/compiled.json");
-    let text = std::fs::read_to_string(&path).map_err(at("read", &path))?;
+    let text = fsutil::read_regular_text(&path, MAX_PLAN_BYTES).map_err(at("read", &path))?;
     CompiledPlan::from_json(&text).map_err(|why| {
         Error::new(format!("{}: {why}", path.display()))
             .help("this session was written by another duet version: finish it with that version")

@@ -332,7 +332,7 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
                 let (request, broken) = p.broken().expect("Broken has a reason");
                 Err(refuse(
                     format!("cannot resume: {request} is Broken at step {}: {}", broken.step, broken.message),
-                    "correct the problem, then `duet retry`; or `duet abort`",
+                    format!("correct the problem, {}", after_broken(p)),
                 ))
             }
             Operational::Ready if p.goal_ahead().is_some() => Ok(Vec::new()),
@@ -363,11 +363,7 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
             let (request, broken) = p.broken().expect("Broken has a reason");
             Err(refuse(
                 format!("cannot {}: {request} is Broken at step {}: {}", command.verb(), broken.step, broken.message),
-                if abortable(state) {
-                    "correct the problem, then `duet retry`; or `duet abort`"
-                } else {
-                    "correct the problem, then `duet retry`"
-                },
+                format!("correct the problem, {}", after_broken(p)),
             ))
         }
         Command::Merge if state == State::Split => Ok(vec![R::PrepareMerge, R::ExecuteMerge]),
@@ -389,6 +385,18 @@ fn abort_requests(p: &Progress) -> Vec<RequestName> {
     } else {
         vec![RequestName::AbortFromSplit]
     }
+}
+
+/// What to run once the problem that left the current request Broken is corrected: only
+/// commands [`admit`] accepts in that state (`duet retry`, and `duet abort` where an abort is
+/// allowed). A failed readiness check leaves no session (the state stays Idle), so it is run
+/// again instead. Every failure's help ends with this, wherever it is shown.
+pub(crate) fn after_broken(p: &Progress) -> String {
+    let state = p.upgrade_state();
+    if state == State::Idle {
+        return "then run the readiness check again: `duet readiness PLAN`, or `duet split PLAN` (or `duet run PLAN`) to split once it passes".into();
+    }
+    if abortable(state) { "then `duet retry`; or `duet abort`".into() } else { "then `duet retry`".into() }
 }
 
 /// What may come next from a Ready state.
@@ -460,6 +468,67 @@ mod tests {
         p.apply(&Entry::Skip { request: R, step: "action:x@upgrade".into(), user: "op".into(), reason: "why".into() });
         assert!(p.step(R, "action:x@upgrade").is_some_and(StepProgress::completed));
         assert_eq!(p.operational(), Operational::Busy, "after a crash here, `resume` runs on");
+    }
+
+    /// A session whose current request `request` is Broken.
+    fn broken_in(request: RequestName) -> Progress {
+        let mut p = Progress::default();
+        let step = "action:x@upgrade";
+        for e in [
+            Entry::RequestStarted { request },
+            Entry::StepStarted { request, step: step.into(), attempt: 1 },
+            Entry::StepFinished {
+                request,
+                step: step.into(),
+                attempt: 1,
+                result: StepResult::Failed { message: "exit value 3".into(), help: None },
+                duration_ms: 1,
+                output: None,
+            },
+            Entry::RequestFinished {
+                request,
+                broken: Some(Broken { step: step.into(), message: "exit value 3".into() }),
+                peak_rss_kib: None,
+            },
+        ] {
+            p.apply(&e);
+        }
+        p
+    }
+
+    #[test]
+    fn after_a_failure_the_hint_names_exactly_what_the_state_model_accepts() {
+        use RequestName as Rq;
+        for request in [
+            Rq::CheckReadiness,
+            Rq::PrepareSplit,
+            Rq::ExecuteSplit,
+            Rq::PrepareMerge,
+            Rq::ExecuteMerge,
+            Rq::Commit,
+            Rq::AbortFromSplit,
+            Rq::AbortFromMerge,
+            Rq::Finish,
+        ] {
+            let p = broken_in(request);
+            let hint = after_broken(&p);
+            if request == Rq::CheckReadiness {
+                // Set aside as the last readiness check: no session, Idle.
+                assert!(hint.contains("`duet readiness PLAN`") && !hint.contains("retry"), "{hint}");
+                assert!(admit(Command::Split, None).is_ok() && admit(Command::Retry, None).is_err());
+                continue;
+            }
+            for (command, named) in [(Command::Retry, "`duet retry`"), (Command::Abort, "`duet abort`")] {
+                assert_eq!(
+                    hint.contains(named),
+                    admit(command, Some(&p)).is_ok(),
+                    "{request}: {hint:?} and `duet {}`",
+                    command.name()
+                );
+            }
+            let refusal = admit(Command::Merge, Some(&p)).expect_err("a Broken session merges nothing");
+            assert!(refusal.help.ends_with(&hint), "{request}: {}", refusal.help);
+        }
     }
 
     #[test]

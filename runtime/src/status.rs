@@ -153,10 +153,10 @@ async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
         (Operational::Broken, ..) if upgrade == State::Idle => {
             "correct the problems the readiness check found (`duet log`), then run it again".to_owned()
         }
-        (Operational::Broken, ..) if matches!(upgrade, State::Commit | State::Abort) => {
-            "correct the problem (`duet log`), then `duet retry`".to_owned()
+        (Operational::Broken, _, Some(v)) => {
+            format!("correct the problem (`duet log`), {}", state::after_broken(&v.progress))
         }
-        (Operational::Broken, ..) => "correct the problem (`duet log`), then `duet retry`; or `duet abort`".to_owned(),
+        (Operational::Broken, ..) => "correct the problem (`duet log`), then `duet retry`".to_owned(),
         (Operational::Ready, _, Some(v)) if in_session && v.progress.goal_ahead().is_some() => format!(
             "`duet run` stopped on its way to {}: `duet resume` carries on; or {}",
             v.progress.goal_ahead().map_or("", |g| g.as_str()),

@@ -38,7 +38,7 @@ use duet_compiler::compiled::Side;
 use duet_compiler::diagnostic::Diagnostics;
 use duet_compiler::inventory::{DiskLocation, Fault, FaultOp, Inventory, PartnerState, ServiceOp, Startup};
 use duet_compiler::report;
-use duet_compiler::source::SourceMap;
+use duet_compiler::source::{MAX_FILE_BYTES, SourceMap};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -58,6 +58,10 @@ const DEFAULT_DURATION: Duration = Duration::from_millis(50);
 /// The format of `state.json`.
 const STATE_FORMAT: &str = "duet-sim";
 const STATE_VERSION: u32 = 1;
+/// The largest state file duet reads (a machine's is a few KiB).
+const MAX_STATE_BYTES: u64 = 16 << 20;
+/// The largest simulated event log duet reads into memory (to settle the lines it owes).
+const MAX_LOG_BYTES: u64 = 256 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct SimState {
@@ -175,16 +179,16 @@ impl Sim {
         let inventory_file = dir.join("inventory.yaml");
         let state_file = dir.join("state.json");
         let given = match inventory {
-            Some(path) => Some(std::fs::read(path).map_err(at("read", path)).map_err(|e| {
+            Some(path) => Some(fsutil::read_regular(path, MAX_FILE_BYTES).map_err(at("read", path)).map_err(|e| {
                 Error::new(e.to_string()).help("give an inventory file that exists (`--inventory FILE`)")
             })?),
             None => None,
         };
         if state_file.exists() {
-            let current = std::fs::read(&inventory_file).map_err(at("read", &inventory_file))?;
+            let current = fsutil::read_regular(&inventory_file, MAX_FILE_BYTES).map_err(at("read", &inventory_file))?;
             let differs = given.as_ref().is_some_and(|g| *g != current);
             if !differs {
-                let text = std::fs::read_to_string(&state_file).map_err(at("read", &state_file))?;
+                let text = fsutil::read_regular_text(&state_file, MAX_STATE_BYTES).map_err(at("read", &state_file))?;
                 let state = parse_state(&state_file, &text)?;
                 let inventory = load_inventory(&inventory_file)?;
                 return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() });
@@ -272,7 +276,7 @@ impl Sim {
         if into.starts_with(root) || e.path.starts_with(&self.dir) {
             PlatformError::storage(e.to_string())
         } else {
-            PlatformError::new(e.to_string()).help("check the staging directory, then `duet retry`")
+            PlatformError::new(e.to_string()).help("check the staging directory")
         }
     }
 
@@ -328,7 +332,13 @@ impl Sim {
         }
         for o in &owed {
             let path = self.dir.join(&o.log);
-            let bytes = std::fs::read(&path).unwrap_or_default();
+            let bytes = match fsutil::read_regular(&path, MAX_LOG_BYTES) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => {
+                    return Err(PlatformError::storage(format!("cannot read the event log {}: {e}", path.display())));
+                }
+            };
             let line = o.line.as_bytes();
             let at = usize::try_from(o.at).unwrap_or(usize::MAX);
             let there = bytes.get(at..).unwrap_or_default();
@@ -404,10 +414,8 @@ impl Sim {
         let phase = self.snapshot().phase;
         let partner = self.partner(phase);
         if side == Side::Upgrade && phase == Phase::Split && partner != PartnerState::OsUp {
-            return Err(PlatformError::new(format!(
-                "the Upgrade Side is not responding (partner state: {partner})"
-            ))
-            .help("restart the Upgrade Side and wait for `Partner: OS Up` (`duet status`), then `duet retry`; or `duet abort`"));
+            return Err(PlatformError::new(format!("the Upgrade Side is not responding (partner state: {partner})"))
+                .help("restart the Upgrade Side and wait for `Partner: OS Up` (`duet status`)"));
         }
         Ok(())
     }
@@ -487,7 +495,7 @@ impl Sim {
                 "{name} on the {}: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.",
                 side_name(side)
             ))
-            .help("set its startup type to automatic or manual, then `duet retry`"));
+            .help("set its startup type to automatic or manual"));
         }
         match self.service_fault(name, op) {
             Some(true) => std::future::pending::<()>().await,
@@ -496,7 +504,7 @@ impl Sim {
                     "The {name} service on the {} did not {verb}: it did not respond to the {verb} request (simulated fault)",
                     side_name(side)
                 ))
-                .help(format!("{verb} {name} by hand on the {}, then `duet retry`", side_name(side))));
+                .help(format!("{verb} {name} by hand on the {}", side_name(side))));
             }
             None => {}
         }
@@ -689,8 +697,7 @@ impl Platform for Sim {
                 severity: Severity::Error,
                 message: format!("the Upgrade Side is not up (partner state: {partner})"),
                 subject: Some("Upgrade Side".into()),
-                help: "wait for `Partner: OS Up`; if it is hung, restart the Upgrade Side, then `duet retry`; or `duet abort`"
-                    .into(),
+                help: "wait for `Partner: OS Up`; if it is hung, restart the Upgrade Side".into(),
             });
         }
         Ok(found)
@@ -728,7 +735,7 @@ impl Platform for Sim {
             })?;
             if let Some(n) = failed {
                 return Err(PlatformError::new(format!("the {op} failed (simulated fault, failure {n} of {times})"))
-                    .help(format!("`duet retry` tries the {op} again")));
+                    .help(format!("the {op} may succeed when tried again")));
             }
         }
         self.apply(op)?;
@@ -831,10 +838,9 @@ impl Platform for Sim {
         let fail = |e: fsutil::FsError| self.copy_failed(into, &e);
         let mut out = Vec::new();
         for path in names {
-            let bytes = std::fs::read(&path).map_err(at("read", &path)).map_err(fail)?;
             let dest = into.join(path.file_name().expect("a dump file has a name"));
             fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
-            fsutil::write_atomic(&dest, &bytes).map_err(at("write", &dest)).map_err(fail)?;
+            fsutil::copy_atomic(&path, &dest).map_err(at("copy", &path)).map_err(fail)?;
             out.push(dest);
         }
         Ok(out)
