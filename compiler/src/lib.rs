@@ -23,6 +23,7 @@ pub mod resolve;
 pub mod schema;
 pub mod source;
 pub mod suggest;
+pub mod text;
 pub mod yaml;
 
 #[cfg(test)]
