@@ -16,6 +16,7 @@ pub mod duration;
 pub mod fuzzing;
 pub mod inventory;
 pub mod loader;
+pub mod name;
 pub mod plan;
 pub mod render;
 pub mod report;

@@ -397,7 +397,7 @@ mod tests {
         let text = "title: \"\u{1b}]52;c;eA==\u{7}\"\nbogus: \u{9b}2J\u{202e}x\u{0}\n";
         let (sources, file) = one_file("dir/\u{1b}[2Jp.yaml", text);
         let x = text.find('x').expect("x");
-        let d = Diagnostic::error("duet::test", "unknown key `\u{1b}[2J`")
+        let d = Diagnostic::error("duet::schema::unknown-key", "unknown key `\u{1b}[2J`")
             .at(Loc { file, span: Span::new(x, x + 1) }, "label \u{9b}here")
             .related(Loc { file, span: Span::new(7, 8) }, "quote")
             .help("help \u{7}");
@@ -418,8 +418,8 @@ mod tests {
     #[test]
     fn a_file_without_hostile_characters_is_shown_as_it_is() {
         let (sources, file) = one_file("p.yaml", "version: 1\nbogus: 1\n");
-        let d =
-            Diagnostic::error("duet::test", "unknown key `bogus`").at(Loc { file, span: Span::new(11, 16) }, "here");
+        let d = Diagnostic::error("duet::schema::unknown-key", "unknown key `bogus`")
+            .at(Loc { file, span: Span::new(11, 16) }, "here");
         let out = render_human(&[d], &sources, false);
         assert!(out.contains("[p.yaml:2:1]") && out.contains(" 2 │ bogus: 1"), "{out}");
     }

@@ -7,6 +7,7 @@ mod crash;
 mod formats;
 mod hostile;
 mod machine;
+mod names;
 mod repair;
 mod run;
 mod soak;
