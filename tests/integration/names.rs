@@ -142,3 +142,17 @@ logs:
         .any(|f| f.file_name() == "production-Microsoft-Windows-Foo Bar.log");
     assert!(saved, "the log with a space in its name was backed up");
 }
+
+#[test]
+fn a_session_id_that_is_a_path_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = dir.path().join("state").display().to_string();
+    duet(&["readiness", "plans/quickstart.yaml", "--state-dir", &state]).run().code(0);
+    for id in ["../state", ".", "..", "a\\b", "/etc", "", "C:x"] {
+        duet(&["log", "--session", id, "--state-dir", &state])
+            .run()
+            .code(1)
+            .stderr_has(&format!("`{id}` is not a session id"))
+            .stderr_has("help: session ids are the names under");
+    }
+}
