@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::duration;
 use crate::loader;
+use crate::name;
 use crate::schema::Schema;
 use crate::source::{FileId, Loc, SourceMap};
 use crate::suggest;
@@ -284,10 +285,31 @@ impl Inventory {
         inventory
     }
 
-    /// Unique ids and names; volumes name listed disks; faults name listed services. Each
-    /// problem is reported at the node that makes it.
+    /// Usable, unique ids and names; volumes name listed disks; faults name listed services.
+    /// Each problem is reported at the node that makes it.
     fn check_references(&self, root: &Node, file: FileId, diags: &mut Diagnostics) {
         let at = |n: &Node| Loc { file, span: n.span };
+        let teams = root.get("network").map(|n| items(&n.value, "teams")).unwrap_or_default();
+        let keyed = [
+            (items(root, "disks"), "id", "disk"),
+            (items(root, "volumes"), "id", "volume"),
+            (teams, "name", "team"),
+            (items(root, "services"), "name", "service"),
+        ];
+        let names = keyed
+            .into_iter()
+            .flat_map(|(list, key, what)| list.iter().filter_map(move |x| x.get(key)).map(move |e| (&e.value, what)))
+            .chain(items(root, "event_logs").iter().map(|n| (n, "event log")));
+        for (node, what) in names {
+            let Some(name) = node.as_str() else { continue };
+            if let Some(problem) = name::problem(name) {
+                diags.push(
+                    Diagnostic::error("duet::inventory::name", format!("{what} name {name:?} {problem}"))
+                        .at(at(node), "not a usable name")
+                        .help(name::help(what)),
+                );
+            }
+        }
         for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service")] {
             unique(items(root, key), "id", what, file, diags);
             unique(items(root, key), "name", what, file, diags);

@@ -16,6 +16,7 @@ pub mod duration;
 pub mod fuzzing;
 pub mod inventory;
 pub mod loader;
+pub mod name;
 pub mod plan;
 pub mod render;
 pub mod report;
@@ -23,6 +24,7 @@ pub mod resolve;
 pub mod schema;
 pub mod source;
 pub mod suggest;
+pub mod text;
 pub mod yaml;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::Diagnostic;
 use crate::duration;
+use crate::name;
 use crate::source::{FileId, Loc, SourceFile, Span};
 use crate::suggest;
 use crate::yaml::{Entry as YamlEntry, Node, Value};
@@ -332,22 +333,15 @@ impl Extractor<'_> {
             .collect()
     }
 
-    /// A name of a service, log or disk: printed in summaries, logs and graphs, so it must be
-    /// visible text on one line.
+    /// A name of a service, log or disk: printed in summaries, logs and graphs, and made into
+    /// file names by the runtime, so it must be visible text on one line and one file name
+    /// ([`name::problem`]).
     fn check_name(name: &str, loc: Loc, what: &str, out: &mut Vec<Diagnostic>) -> bool {
-        let problem = if name.trim().is_empty() {
-            "is blank"
-        } else if name.chars().any(char::is_control) {
-            "contains a control character (a line break or tab)"
-        } else if name.trim() != name {
-            "starts or ends with spaces"
-        } else {
-            return true;
-        };
+        let Some(problem) = name::problem(name) else { return true };
         out.push(
             Diagnostic::error("duet::plan::name", format!("{what} name {name:?} {problem}"))
                 .at(loc, "not a usable name")
-                .help(format!("write the {what}'s name exactly as the platform knows it")),
+                .help(name::help(what)),
         );
         false
     }

@@ -72,6 +72,8 @@ impl Schema {
                 at_root: path.is_empty(),
             };
             let found = match error.kind() {
+                // The plan and inventory extractors report an unusable name precisely.
+                ValidationErrorKind::Pattern { pattern } if pattern == crate::name::PATTERN => continue,
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     unexpected.iter().map(|key| located.unknown_key(key)).collect()
                 }
@@ -504,5 +506,23 @@ mod tests {
                 (7, "did you mean `timeout`?"),
             ]
         );
+    }
+
+    /// The schemas' `$defs/name` pattern is `name::PATTERN`, and agrees with `name::problem`
+    /// (but for the length, which a pattern cannot count in bytes).
+    #[test]
+    fn the_name_pattern_agrees_with_the_name_check() {
+        use crate::name::{
+            self,
+            tests::{UNUSABLE, USABLE},
+        };
+        for schema in [Schema::Plan, Schema::Inventory] {
+            assert_eq!(schema.compiled().0["$defs"]["name"]["pattern"], name::PATTERN, "{schema:?}");
+        }
+        let validator = jsonschema::validator_for(&serde_json::json!({ "type": "string", "pattern": name::PATTERN }))
+            .expect("the pattern compiles");
+        for text in USABLE.iter().chain(UNUSABLE) {
+            assert_eq!(validator.is_valid(&serde_json::json!(text)), name::problem(text).is_none(), "{text:?}");
+        }
     }
 }

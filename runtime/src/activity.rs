@@ -257,7 +257,8 @@ pub(crate) fn log(
         return Outcome::Failure;
     }
     let dirs = match session {
-        Some(id) if id.contains('/') || id.contains("..") || id.is_empty() => {
+        // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
+        Some(id) if duet_compiler::name::problem(id).is_some() => {
             crate::console::eprintln(&format!(
                 "error: `{id}` is not a session id\n  help: session ids are the names under {}",
                 state.history().display()

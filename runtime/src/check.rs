@@ -15,19 +15,15 @@ fn color() -> bool {
 
 use crate::console::{eprint as err, print as out};
 
-/// The diagnostics, for people. They quote the plan's text: a plan holding control characters
-/// is shown without colour, escaped, so it cannot drive the terminal.
+/// The diagnostics, for people. They quote the plan's text, escaped by the compiler's renderer
+/// piece by piece (so colour stays and labels stay under what they point at): written as
+/// rendered, since escaping it again would also escape the colours.
 pub(crate) fn print_diagnostics(c: &Compilation) {
     if c.diagnostics.is_empty() {
         return;
     }
-    let hostile = c.sources.files().any(|f| f.text.chars().any(|ch| ch != '\r' && crate::console::hostile(ch)));
-    let text = report::render_human(&c.diagnostics, &c.sources, color() && !hostile);
-    if hostile {
-        err(&text);
-    } else {
-        let _ = std::io::stderr().lock().write_all(text.as_bytes());
-    }
+    let text = report::render_human(&c.diagnostics, &c.sources, color());
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// The process exits right after a command: freeing a large plan's many small allocations one

@@ -11,6 +11,9 @@ use crate::outcome::Outcome;
 use crate::platform::Severity;
 use crate::record::{Broken, Output, StepResult};
 
+/// The compiler's escape: one for everything duet prints (docs/decisions.md D48).
+pub(crate) use duet_compiler::text::{escape, escape_json, hostile};
+
 #[derive(Debug)]
 pub(crate) struct Console {
     /// Only the request lines and failures.
@@ -118,8 +121,6 @@ fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
-/// Control characters (terminal escapes included) shown as `\x1b`-style escapes, so output
-/// captured from an action cannot rewrite the operator's terminal.
 /// Writes `text` to stdout for people: escaped ([`escape`]). A reader that closed the pipe
 /// (`duet ... | head`) is not an error; any other write failure (a full disk) is reported and
 /// fails the command.
@@ -143,76 +144,4 @@ pub(crate) fn eprint(text: &str) {
 /// [`eprint`] with a newline.
 pub(crate) fn eprintln(text: &str) {
     eprint(&format!("{text}\n"));
-}
-
-/// A character a terminal would obey rather than show: a control character other than newline
-/// and tab, or a bidirectional override.
-pub(crate) fn hostile(c: char) -> bool {
-    (c.is_control() && c != '\n' && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
-
-/// JSON text for a terminal: serde escapes C0 controls in strings, not DEL, C1 controls or
-/// bidirectional overrides; these become `\uXXXX` too (they only occur inside strings).
-pub(crate) fn escape_json(json: String) -> String {
-    if !json.chars().any(hostile) {
-        return json;
-    }
-    let mut out = String::with_capacity(json.len() + 16);
-    for c in json.chars() {
-        if hostile(c) {
-            use std::fmt::Write as _;
-            let _ = write!(out, "\\u{:04x}", u32::from(c));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `text` with every control character but newline and tab written as `\x{..}`: what a
-/// terminal shows, never an instruction to it (escape sequences, C1 controls such as CSI,
-/// carriage returns, bells), and the bidirectional overrides that make text read other than
-/// it is. Escaping twice changes nothing.
-pub(crate) fn escape(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(hostile) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        // A carriage return ending a line (CRLF) moves nothing a newline would not.
-        if c == '\r' && chars.peek() == Some(&'\n') {
-            out.push(c);
-        } else if hostile(c) {
-            out.push_str(&c.escape_unicode().to_string().replace("\\u{", "\\x{"));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape;
-
-    #[test]
-    fn json_keeps_its_meaning_and_loses_its_controls() {
-        let json = serde_json::to_string(&"a\u{9b}b\u{7f}\u{202e}\u{1b}").expect("json");
-        let safe = super::escape_json(json);
-        assert_eq!(safe, r#""a\u009bb\u007f\u202e\u001b""#);
-        assert_eq!(serde_json::from_str::<String>(&safe).expect("still JSON"), "a\u{9b}b\u{7f}\u{202e}\u{1b}");
-    }
-
-    #[test]
-    fn terminal_escapes_are_shown_not_obeyed() {
-        assert_eq!(escape("plain\ttext\n"), "plain\ttext\n");
-        assert_eq!(escape("\u{1b}[2Jgone"), "\\x{1b}[2Jgone");
-        assert_eq!(escape("bell\u{7}"), "bell\\x{7}");
-        assert_eq!(escape("csi\u{9b}2J and\r back"), "csi\\x{9b}2J and\\x{d} back");
-        assert_eq!(escape("crlf\r\nline"), "crlf\r\nline");
-        assert_eq!(escape("abc\u{202e}fed"), "abc\\x{202e}fed");
-        let once = escape("\u{1b}]0;title\u{7}").into_owned();
-        assert_eq!(escape(&once), once, "escaping twice changes nothing");
-    }
 }

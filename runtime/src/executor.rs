@@ -1031,6 +1031,7 @@ fn sanitize(id: &str) -> String {
 async fn backup<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
     let evidence = step.id == EVIDENCE_STEP;
     let sub = if evidence { "evidence" } else { "logs" };
+    debug_assert!(duet_compiler::name::problem(ctx.session_id).is_none(), "the session id was checked when read");
     let into = match &ctx.plan.logs.staging_dir {
         Some(dir) => ctx.platform.host_path(dir).join(ctx.session_id).join(sub),
         None => ctx.session_dir.join(sub),

@@ -334,6 +334,17 @@ impl Fold {
     /// another file) is no session, and is not taken for an Idle one.
     fn begins(&self, dir: &Path) -> Result<()> {
         match self.first_is_begin {
+            // The id names directories (history/ID, STAGING/ID): one that is a path is not an
+            // id this duet wrote.
+            Some(true) if duet_compiler::name::problem(&self.progress.id).is_some() => Err(Error::new(format!(
+                "{}: the journal's session id `{}` is not a session id",
+                dir.join("journal").display(),
+                self.progress.id
+            ))
+            .help(format!(
+                "the session directory is damaged: keep a copy, then move {} aside to start again",
+                dir.display()
+            ))),
             Some(true) => Ok(()),
             _ => Err(Error::new(format!(
                 "{}: the journal holds no session (its first record is not `begin`)",
@@ -384,6 +395,10 @@ pub(crate) fn finished_records(state: &StateDir) -> Vec<PathBuf> {
 
 /// Moves a finished session into `history/`.
 pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf> {
+    debug_assert!(
+        duet_compiler::name::problem(id).is_none(),
+        "session id {id:?} was checked when its journal was read"
+    );
     let history = state.history();
     fsutil::create_dir_all_durable(&history).map_err(at("create", &history))?;
     let mut dest = history.join(id);

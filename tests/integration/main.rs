@@ -9,6 +9,7 @@ mod hints;
 mod hostile;
 mod leftovers;
 mod machine;
+mod names;
 mod repair;
 mod run;
 mod soak;

@@ -34,7 +34,13 @@ pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
 }
 
 /// The provenance of one key, or of all when `key` is `None`. `Err` names the unknown key.
+/// Both are escaped for a terminal.
 pub fn render(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Result<String, String> {
+    let escaped = |text: String| crate::text::escape(&text).into_owned();
+    provenance(plan, sources, key).map(escaped).map_err(escaped)
+}
+
+fn provenance(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Result<String, String> {
     let all = keys(plan);
     if let Some(key) = key {
         if !all.iter().any(|k| k == key) {

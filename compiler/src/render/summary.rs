@@ -13,6 +13,7 @@ use crate::source::{FileId, SourceMap};
 
 const NONE: &str = "(none)";
 
+/// The summary, escaped for a terminal.
 pub fn render(
     plan: &CompiledPlan,
     resolved: &ResolvedPlan,
@@ -60,7 +61,7 @@ pub fn render(
 
     let _ = writeln!(out, "\nSteps");
     steps(&mut out, plan);
-    out
+    crate::text::escape(&out).into_owned()
 }
 
 /// File, title, description (the guide's Description page) and what the plan was checked on.

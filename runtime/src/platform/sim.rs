@@ -260,7 +260,10 @@ impl Sim {
         Ok(sim)
     }
 
+    /// An event log's file. Its name was checked where it entered (the inventory, or the
+    /// sim's own `System` and `Application`): one file name, never a path.
     fn log_file(&self, side: Side, log: &str) -> PathBuf {
+        debug_assert!(duet_compiler::name::problem(log).is_none(), "event log name {log:?} is a checked name");
         self.dir.join("sides").join(side_dir(side)).join("logs").join(format!("{log}.log"))
     }
 
@@ -628,9 +631,20 @@ fn parse_state(path: &Path, text: &str) -> Result<SimState> {
         }
         _ => return Err(Error::new(format!("{}: not a simulated machine's state", path.display())).help(rebuild)),
     }
-    serde_json::from_str(text).map_err(|e| {
+    let state: SimState = serde_json::from_str(text).map_err(|e| {
         Error::new(format!("{}: the simulated machine's state cannot be read: {e}", path.display())).help(rebuild)
-    })
+    })?;
+    // The lines owed to the logs name their files relative to the sim's directory: a path that
+    // leads out of it is not one this duet wrote.
+    if let Some(o) = state.owed.iter().find(|o| !o.log.components().all(|c| matches!(c, Component::Normal(_)))) {
+        return Err(Error::new(format!(
+            "{}: not a simulated machine's state: it owes a line to {}, outside the machine",
+            path.display(),
+            o.log.display()
+        ))
+        .help(rebuild));
+    }
+    Ok(state)
 }
 
 /// One event-log line: time, severity, source, message (tabs and newlines in the message are
@@ -826,6 +840,7 @@ impl Platform for Sim {
         self.settle()?;
         let fail = |e: fsutil::FsError| self.copy_failed(into, &e);
         fsutil::create_dir_all_durable(into).map_err(at("create", into)).map_err(fail)?;
+        debug_assert!(duet_compiler::name::problem(log).is_none(), "event log name {log:?} is a checked name");
         let dest = into.join(format!("{}-{log}.log", side_dir(side)));
         fsutil::copy_atomic(&self.log_file(side, log), &dest).map_err(at("write", &dest)).map_err(fail)?;
         Ok(dest)
