@@ -398,16 +398,12 @@ async fn readiness<P: Platform>(
     let requests = admit(Command::Readiness, session.map(|s| &s.progress))?;
     let mut compilation = compile_for(platform, plan)?;
     let compiled = compilation.compiled.take().expect("checked");
+    // The last check's record stays until the new one replaces it.
     let dest = ctx.state.readiness();
-    let old = ctx.state.root.join(format!(".old-{}", std::process::id()));
-    if dest.exists() {
-        std::fs::rename(&dest, &old).map_err(crate::fsutil::at("rename", &dest))?;
-        let _ = std::fs::remove_dir_all(&old);
-    }
     let id = format!("readiness-{}", session::new_id());
     let operation = operation_entry(Command::Readiness, &requests, None);
-    let mut s =
-        Session::create(&ctx.state, &dest, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
+    let begin = begin_entry(&id, plan, platform);
+    let mut s = Session::create(&ctx.state, (&dest, true), &compilation, compiled, &begin, &operation)?;
     drop(compilation);
     let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
     Ok((outcome, s))
@@ -430,8 +426,14 @@ async fn start<P: Platform>(
     let id = session::new_id();
     let dir = ctx.state.session();
     let operation = operation_entry(Command::Split, &requests, goal);
-    let mut s =
-        Session::create(&ctx.state, &dir, &compilation, compiled, &begin_entry(&id, plan, platform), &operation)?;
+    let mut s = Session::create(
+        &ctx.state,
+        (&dir, false),
+        &compilation,
+        compiled,
+        &begin_entry(&id, plan, platform),
+        &operation,
+    )?;
     drop(compilation);
     console.say(&format!("session {id}: {} on {} ({})", plan.display(), platform.name(), platform.inventory().model));
     let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;

@@ -247,6 +247,38 @@ pub(crate) fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts the directory `src` in the place of `dest`, which may exist: a reader (or a crash) sees
+/// the old `dest` or the new one, never neither. An existing `dest` is exchanged with `src` in
+/// one `renameat2(RENAME_EXCHANGE)`, then removed from `src`'s name, so `src` must be a scratch
+/// name nobody reads (a `.new-` or `.old-` directory, which the state directory's sweep clears
+/// after a crash). Where the file system cannot exchange, `dest` is moved aside first.
+pub(crate) fn replace_dir_durable(src: &Path, dest: &Path) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    if fs::symlink_metadata(dest).is_err() {
+        return rename_durable(src, dest);
+    }
+    match renameat2(AT_FDCWD, src, AT_FDCWD, dest, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => {
+            sync_dir(parent(dest))?;
+            if parent(src) != parent(dest) {
+                sync_dir(parent(src))?;
+            }
+        }
+        Err(Errno::EINVAL) => {
+            let aside = src.with_extension("replaced");
+            rename_durable(dest, &aside)?;
+            rename_durable(src, dest)?;
+            let _ = fs::remove_dir_all(&aside);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // `src` now names the old directory.
+    let _ = fs::remove_dir_all(src);
+    Ok(())
+}
+
 /// `fs::rename`, made durable: both directories whose entries changed are fsynced.
 pub(crate) fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
     fs::rename(from, to)?;
@@ -272,6 +304,21 @@ mod tests {
             fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn replace_dir_puts_the_new_directory_in_place_whether_or_not_the_old_one_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, dest) = (dir.path().join(".new-1"), dir.path().join("record"));
+        create_dir_all_durable(&new).unwrap();
+        fs::write(new.join("journal"), "first").unwrap();
+        replace_dir_durable(&new, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("journal")).unwrap(), b"first");
+        create_dir_all_durable(&new).unwrap();
+        fs::write(new.join("journal"), "second").unwrap();
+        replace_dir_durable(&new, &dest).unwrap();
+        assert_eq!(fs::read(dest.join("journal")).unwrap(), b"second");
+        assert_eq!(names(dir.path()), ["record"], "the old directory is gone, nothing left aside");
     }
 
     #[test]

@@ -132,12 +132,14 @@ pub(crate) fn new_id() -> String {
 }
 
 impl Session {
-    /// Builds a session directory at `dest` (which must not exist): the snapshot, then a
-    /// journal starting with `begin` and the `operation` that starts it. Built aside and
-    /// renamed into place, so a session always says what it was started to do.
+    /// Builds a session directory at `dest`: the snapshot, then a journal starting with
+    /// `begin` and the `operation` that starts it. Built aside and renamed into place, so a
+    /// session always says what it was started to do. `dest` must not exist, unless `replace`
+    /// (the last readiness check's record): then the old one stays until the new one replaces
+    /// it, whatever happens in between.
     pub(crate) fn create(
         state: &StateDir,
-        dest: &Path,
+        (dest, replace): (&Path, bool),
         compilation: &Compilation,
         compiled: CompiledPlan,
         begin: &Entry,
@@ -150,12 +152,15 @@ impl Session {
             let _ = std::fs::remove_dir_all(&tmp);
             Error { message: format!("cannot create the session in {}: {}", state.root.display(), e.message), ..e }
         })?;
-        if dest.exists() {
+        if replace {
+            fsutil::replace_dir_durable(&tmp, dest).map_err(at("replace", dest))?;
+        } else if dest.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(Error::new(format!("{} already exists", dest.display()))
                 .help("another session was started meanwhile: run `duet status`"));
+        } else {
+            fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
         }
-        fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
         journal.moved_to(dest.join("journal"));
         let mut progress = Progress::default();
         progress.apply(begin);
@@ -413,11 +418,11 @@ pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf>
 
 /// Replaces `dest` (a directory) with `src`, keeping the old one aside until the swap is done.
 pub(crate) fn replace_dir(state: &StateDir, src: &Path, dest: &Path) -> Result<()> {
-    let old = state.root.join(format!(".old-{}", std::process::id()));
-    if dest.exists() {
-        fsutil::rename_durable(dest, &old).map_err(at("rename", dest))?;
-    }
-    fsutil::rename_durable(src, dest).map_err(at("rename", src))?;
-    let _ = std::fs::remove_dir_all(&old);
+    // Moved to a scratch name first: the exchange leaves the old `dest` under `src`'s name, and
+    // `src` may be a name duet reads (the session).
+    let aside = state.root.join(format!(".old-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&aside);
+    fsutil::rename_durable(src, &aside).map_err(at("rename", src))?;
+    fsutil::replace_dir_durable(&aside, dest).map_err(at("replace", dest))?;
     Ok(())
 }

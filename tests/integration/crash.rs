@@ -598,6 +598,31 @@ fn a_corrupt_record_followed_by_intact_ones_is_refused_even_by_repair() {
 // ---------------------------------------------------------------------------------------------
 // 6. The session directory exists whole or not at all.
 
+/// A new readiness check replaces the last one's record only once it exists whole: a kill while
+/// it is being built leaves the last record as it was (it used to be deleted first).
+#[test]
+fn a_kill_while_a_readiness_check_is_set_up_keeps_the_last_checks_record() {
+    let m = Machine::new();
+    m.run(&["readiness", &m.plan()]).code(0);
+    let record = m.state().join("readiness/journal");
+    let last = std::fs::read(&record).expect("the last check's journal");
+    let out = exec(&m, &["readiness", &m.plan()], &[("DUET_KILL_AFTER_RECORDS", "1")]);
+    assert!(out.killed(), "{}", out.show());
+    assert_eq!(std::fs::read(&record).expect("still there"), last, "the last check's record is intact");
+    m.run(&["log"]).code(0).stdout_has("readiness check passed");
+
+    // Killed right after it replaced the record: the new record is whole, the old one gone.
+    let out = exec(&m, &["readiness", &m.plan()], &[("DUET_KILL_AFTER_RECORDS", "2")]);
+    assert!(out.killed(), "{}", out.show());
+    let now = read_journal(&record).expect("a whole journal");
+    assert_eq!(now.len(), 2, "begin and operation");
+    assert_ne!(std::fs::read(&record).expect("record"), last);
+    m.run(&["readiness", &m.plan()]).code(0);
+    let left: Vec<String> =
+        entries(&m).into_iter().filter(|n| n.starts_with(".new-") || n.starts_with(".old-")).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn a_kill_after_the_first_record_leaves_no_session_or_a_whole_one() {
     let m = Machine::new();
