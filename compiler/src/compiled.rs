@@ -153,6 +153,57 @@ impl Side {
     }
 }
 
+/// Step ids, spelled here and read back here: `action:ID@SIDE`, `service:NAME@SIDE`,
+/// `platform:OP`, `probe:NAME`. The journal names steps by id only, so what the state model
+/// reads from a step it has no plan for (its side, whether it is the merge) comes from these.
+pub mod step_id {
+    use super::Side;
+
+    /// The hardware merge's step: once it completed, an abort must revert first.
+    pub const MERGE: &str = "platform:merge";
+
+    pub fn action(id: &str, side: Side) -> String {
+        format!("action:{id}@{}", side.as_str())
+    }
+
+    pub fn service(name: &str, side: Side) -> String {
+        format!("service:{name}@{}", side.as_str())
+    }
+
+    pub fn platform(op: &str) -> String {
+        format!("platform:{op}")
+    }
+
+    pub fn probe(name: &str) -> String {
+        format!("probe:{name}")
+    }
+
+    /// The side an action or service step runs on (`None` for the others).
+    pub fn side(id: &str) -> Option<Side> {
+        match id.rsplit_once('@')?.1 {
+            "production" => Some(Side::Production),
+            "upgrade" => Some(Side::Upgrade),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ids_read_back_as_they_were_made() {
+            for side in [Side::Production, Side::Upgrade] {
+                assert_eq!(super::side(&action("x@y", side)), Some(side));
+                assert_eq!(super::side(&service("W3 SVC", side)), Some(side));
+            }
+            assert_eq!(platform("merge"), MERGE);
+            assert_eq!(super::side(MERGE), None);
+            assert_eq!(super::side(&probe("readiness")), None);
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StepKind {

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 
-use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind};
+use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind, step_id};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::plan::Control;
 use crate::resolve::{Action, ResolvedPlan, Service};
@@ -173,11 +173,11 @@ impl<'a> Builder<'a> {
     }
 
     fn probe(&mut self, op: Op, name: &str) {
-        self.then(Self::step(format!("probe:{name}"), StepKind::Probe, Side::Production, op));
+        self.then(Self::step(step_id::probe(name), StepKind::Probe, Side::Production, op));
     }
 
     fn platform(&mut self, op: Op, name: &str, timeout_ms: Option<u64>) {
-        let mut step = Self::step(format!("platform:{name}"), StepKind::Platform, Side::Production, op);
+        let mut step = Self::step(step_id::platform(name), StepKind::Platform, Side::Production, op);
         step.timeout_ms = timeout_ms;
         self.then(step);
     }
@@ -188,8 +188,7 @@ impl<'a> Builder<'a> {
         let mut chosen: Vec<&Action> = self.actions.iter().filter(|a| controls.contains(&a.control)).collect();
         chosen.sort_by_key(|a| a.timing);
         for action in chosen {
-            let mut step =
-                Self::step(format!("action:{}@{}", action.id, side.as_str()), StepKind::Action, side, Op::Run);
+            let mut step = Self::step(step_id::action(&action.id, side), StepKind::Action, side, Op::Run);
             step.action = Some(action.id.clone());
             step.timeout_ms = Some(action.timeout_ms);
             step.env = Some(ActionEnv {
@@ -214,8 +213,7 @@ impl<'a> Builder<'a> {
         let mut has_dependents = vec![false; self.services.len()];
         for &i in order {
             let service = &self.services[i];
-            let mut step =
-                Self::step(format!("service:{}@{}", service.name, side.as_str()), StepKind::Service, side, op);
+            let mut step = Self::step(step_id::service(&service.name, side), StepKind::Service, side, op);
             step.service = Some(service.name.clone());
             // A service waiting for another already waits for what that one waits for.
             let mut step_deps = if deps[i].is_empty() { start.clone() } else { Vec::new() };

@@ -67,6 +67,17 @@ pub enum Startup {
     Disabled,
 }
 
+impl Startup {
+    /// As plans, inventories and duet's output spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Automatic => "automatic",
+            Self::Manual => "manual",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InventoryService {
     pub name: String,
@@ -429,10 +440,12 @@ fn team(t: &Node) -> Team {
 fn service(s: &Node) -> InventoryService {
     InventoryService {
         name: text(s, "name").unwrap_or_default(),
-        startup: match text(s, "startup").as_deref() {
-            Some("manual") => Startup::Manual,
-            Some("disabled") => Startup::Disabled,
-            _ => Startup::Automatic,
+        startup: {
+            let written = text(s, "startup");
+            [Startup::Manual, Startup::Disabled]
+                .into_iter()
+                .find(|startup| written.as_deref() == Some(startup.as_str()))
+                .unwrap_or(Startup::Automatic)
         },
         running: flag(s, "running", true),
     }

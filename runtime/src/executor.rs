@@ -874,7 +874,7 @@ async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
                 };
                 platform.set_startup(side, name, Startup::Disabled).await.map_err(platform_failed)?;
                 with_timeout(limit, format!("stopping {name}"), platform.stop_service(side, name)).await?;
-                Ok(format!("startup type {} saved, set to disabled; stopped", startup_str(saved.startup)))
+                Ok(format!("startup type {} saved, set to disabled; stopped", saved.startup.as_str()))
             }
             Op::Stop => {
                 with_timeout(limit, format!("stopping {name}"), platform.stop_service(side, name)).await?;
@@ -890,11 +890,11 @@ async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
                 platform.set_startup(side, name, saved.startup).await.map_err(platform_failed)?;
                 if saved.running {
                     with_timeout(limit, format!("starting {name}"), platform.start_service(side, name)).await?;
-                    Ok(format!("startup type restored to {}; started", startup_str(saved.startup)))
+                    Ok(format!("startup type restored to {}; started", saved.startup.as_str()))
                 } else {
                     Ok(format!(
                         "startup type restored to {}; not started (it was not running before the split)",
-                        startup_str(saved.startup)
+                        saved.startup.as_str()
                     ))
                 }
             }
@@ -905,14 +905,6 @@ async fn service<P: Platform>(ctx: &Ctx<'_, P>, step: &Step) -> StepResult {
     match outcome {
         Ok(message) => success(message),
         Err(result) => result,
-    }
-}
-
-fn startup_str(startup: Startup) -> &'static str {
-    match startup {
-        Startup::Automatic => "automatic",
-        Startup::Manual => "manual",
-        Startup::Disabled => "disabled",
     }
 }
 

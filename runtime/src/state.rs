@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use duet_compiler::compiled::{RequestName, State};
+use duet_compiler::compiled::{RequestName, Side, State, step_id};
 use duet_compiler::inventory::Startup;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
@@ -232,14 +232,14 @@ impl Progress {
 
     /// The hardware merge completed (abort must revert first).
     pub(crate) fn merged(&self) -> bool {
-        self.step(RequestName::ExecuteMerge, "platform:merge").is_some_and(StepProgress::completed)
+        self.step(RequestName::ExecuteMerge, step_id::MERGE).is_some_and(StepProgress::completed)
     }
 
     /// ExecuteMerge stopped something on the Production Side, so an abort must restart it.
     pub(crate) fn production_touched(&self) -> bool {
-        self.requests
-            .get(&RequestName::ExecuteMerge)
-            .is_some_and(|r| r.steps.iter().any(|(id, s)| id.ends_with("@production") && (s.attempts > 0 || s.running)))
+        self.requests.get(&RequestName::ExecuteMerge).is_some_and(|r| {
+            r.steps.iter().any(|(id, s)| step_id::side(id) == Some(Side::Production) && (s.attempts > 0 || s.running))
+        })
     }
 }
 

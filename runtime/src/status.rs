@@ -210,14 +210,6 @@ pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P, session:
     }
 }
 
-fn startup_label(startup: Startup) -> &'static str {
-    match startup {
-        Startup::Automatic => "automatic",
-        Startup::Manual => "manual",
-        Startup::Disabled => "disabled",
-    }
-}
-
 fn render(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
@@ -260,7 +252,7 @@ fn render(s: &Status) -> String {
         let width = s.services.iter().map(|x| x.name.len()).max().unwrap_or(0).max(7);
         let _ = writeln!(out, "Services:\n  {:<width$}  {:<22}  Upgrade Side", "", "Production Side");
         let cell = |x: &Option<SideService>| match x {
-            Some(x) => format!("{}, {}", if x.running { "running" } else { "stopped" }, startup_label(x.startup)),
+            Some(x) => format!("{}, {}", if x.running { "running" } else { "stopped" }, x.startup.as_str()),
             None => "unavailable".to_owned(),
         };
         for x in &s.services {
