@@ -336,6 +336,10 @@ pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<
                 ))
             }
             Operational::Ready if p.goal_ahead().is_some() => Ok(Vec::new()),
+            // A Prepare request is never the last of an operation; should one be (a journal
+            // from elsewhere), its Execute request is what resuming means, as `next_hint` says.
+            Operational::Ready if state == State::PrepareSplit => Ok(vec![R::ExecuteSplit]),
+            Operational::Ready if state == State::PrepareMerge => Ok(vec![R::ExecuteMerge]),
             Operational::Ready => Err(refuse(format!("nothing to resume: {here}"), next_hint(state))),
         },
         Command::Retry | Command::Skip => match operational {
@@ -529,6 +533,105 @@ mod tests {
             let refusal = admit(Command::Merge, Some(&p)).expect_err("a Broken session merges nothing");
             assert!(refusal.help.ends_with(&hint), "{request}: {}", refusal.help);
         }
+    }
+
+    /// A session whose last request is `last`, after `before` completed Ready, in an operation
+    /// of exactly those requests; `last` ended as `ended` (`Ended::No`: interrupted).
+    fn session(before: &[RequestName], last: RequestName, ended: &Ended) -> Progress {
+        let mut p = Progress::default();
+        let mut requests = before.to_vec();
+        requests.push(last);
+        let operation = Entry::Operation {
+            operation: Command::Split,
+            requests,
+            goal: None,
+            command: "duet".into(),
+            user: "op".into(),
+        };
+        p.apply(&operation);
+        for &request in before {
+            p.apply(&Entry::RequestStarted { request });
+            p.apply(&Entry::RequestFinished { request, broken: None, peak_rss_kib: None });
+        }
+        p.apply(&Entry::RequestStarted { request: last });
+        match ended {
+            Ended::No => {}
+            Ended::Ready => p.apply(&Entry::RequestFinished { request: last, broken: None, peak_rss_kib: None }),
+            Ended::Broken(b) => {
+                p.apply(&Entry::RequestFinished { request: last, broken: Some(b.clone()), peak_rss_kib: None });
+            }
+        }
+        p
+    }
+
+    /// Every cell of the state model: each command against no session, and against a session
+    /// in each state, Ready, Busy (interrupted) and Broken. The snapshot is the table to review
+    /// against the guide (tables 4-4 and 4-5, execution model 3).
+    #[test]
+    fn every_command_in_every_state() {
+        use RequestName as Rq;
+        use std::fmt::Write as _;
+        let commands = [
+            Command::Readiness,
+            Command::Split,
+            Command::Merge,
+            Command::Commit,
+            Command::Abort,
+            Command::Finish,
+            Command::Retry,
+            Command::Resume,
+            Command::Skip,
+        ];
+        let broken = Ended::Broken(Broken { step: "action:x@upgrade".into(), message: "exit value 3".into() });
+        let sessions: [(&[Rq], Rq); 8] = [
+            (&[Rq::CheckReadiness], Rq::PrepareSplit),
+            (&[Rq::CheckReadiness, Rq::PrepareSplit], Rq::ExecuteSplit),
+            (&[], Rq::PrepareMerge),
+            (&[Rq::PrepareMerge], Rq::ExecuteMerge),
+            (&[], Rq::Commit),
+            (&[], Rq::AbortFromSplit),
+            (&[], Rq::AbortFromMerge),
+            (&[Rq::Commit], Rq::Finish),
+        ];
+        // Every command a refusal's help names is one the state model accepts right there.
+        let hints_hold = |help: &str, p: Option<&Progress>| {
+            for quoted in help.split('`').skip(1).step_by(2) {
+                let Some(name) = quoted.strip_prefix("duet ").and_then(|q| q.split_whitespace().next()) else {
+                    continue;
+                };
+                if let Some(&named) = commands.iter().find(|c| c.name() == name) {
+                    assert!(admit(named, p).is_ok(), "the help {help:?} names `duet {name}`, which is refused there");
+                }
+            }
+        };
+        let cell = |command: Command, p: Option<&Progress>| match admit(command, p) {
+            Ok(requests) => {
+                let names: Vec<&str> = requests.iter().map(|r| r.as_str()).collect();
+                format!("  {:<9} runs [{}]\n", command.name(), names.join(", "))
+            }
+            Err(r) => {
+                // A finished session is archived before any command is judged against it.
+                if !p.is_some_and(|p| p.finished_ok(RequestName::Finish)) {
+                    hints_hold(&r.help, p);
+                }
+                format!("  {:<9} refused: {}\n            help: {}\n", command.name(), r.message, r.help)
+            }
+        };
+        let mut table = String::from("no session (Idle)\n");
+        for command in commands {
+            table.push_str(&cell(command, None));
+        }
+        for (before, last) in sessions {
+            for ended in [Ended::Ready, Ended::No, broken.clone()] {
+                let p = session(before, last, &ended);
+                let _ =
+                    write!(table, "\n{last} {ended:?}: state {}, {}\n", p.upgrade_state(), p.operational().as_str());
+                for command in commands {
+                    table.push_str(&cell(command, Some(&p)));
+                }
+            }
+        }
+        insta::assert_snapshot!(table);
     }
 
     #[test]
