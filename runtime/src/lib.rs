@@ -71,17 +71,7 @@ pub mod fuzzing {
         if Journal::<Entry>::read_bytes(path, bytes, |r| progress.apply(&r.entry)).is_ok() {
             let _ = (progress.upgrade_state(), progress.operational(), progress.goal_ahead());
             let _ = (progress.broken(), progress.remaining(), progress.production_touched());
-            for command in [
-                Command::Readiness,
-                Command::Split,
-                Command::Merge,
-                Command::Commit,
-                Command::Abort,
-                Command::Finish,
-                Command::Retry,
-                Command::Resume,
-                Command::Skip,
-            ] {
+            for command in Command::ALL {
                 let _ = state::admit(command, Some(&progress));
             }
         }

@@ -268,6 +268,19 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// Every command the state model judges.
+    pub(crate) const ALL: [Self; 9] = [
+        Self::Readiness,
+        Self::Split,
+        Self::Merge,
+        Self::Commit,
+        Self::Abort,
+        Self::Finish,
+        Self::Retry,
+        Self::Resume,
+        Self::Skip,
+    ];
+
     /// As typed: `duet readiness`, `duet split`, ...
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -571,17 +584,7 @@ mod tests {
     fn every_command_in_every_state() {
         use RequestName as Rq;
         use std::fmt::Write as _;
-        let commands = [
-            Command::Readiness,
-            Command::Split,
-            Command::Merge,
-            Command::Commit,
-            Command::Abort,
-            Command::Finish,
-            Command::Retry,
-            Command::Resume,
-            Command::Skip,
-        ];
+        let commands = Command::ALL;
         let broken = Ended::Broken(Broken { step: "action:x@upgrade".into(), message: "exit value 3".into() });
         let sessions: [(&[Rq], Rq); 8] = [
             (&[Rq::CheckReadiness], Rq::PrepareSplit),
