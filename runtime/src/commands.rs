@@ -16,8 +16,7 @@ use crate::interrupt::Interrupt;
 use crate::journal::{Durability, Journal};
 use crate::lock::StateLock;
 use crate::outcome::Outcome;
-use crate::platform::sim::Sim;
-use crate::platform::{Phase, Platform};
+use crate::platform::{self, Phase, Platform};
 use crate::record::{Entry, StepResult, Through};
 use crate::session::{self, Session, StateDir};
 use crate::state::{self, Command, Operational, Progress};
@@ -180,7 +179,7 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     }
     // Only a command that may start a session builds the machine, or rebuilds it from a new
     // inventory, and only with no session in progress: a refused command changes nothing.
-    let platform = Sim::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
+    let platform = platform::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
     let outcome = match request {
         Request::Readiness { plan } => {
             let (outcome, check) = readiness(ctx, &platform, session.as_ref(), plan, console).await?;

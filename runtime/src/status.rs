@@ -10,8 +10,7 @@ use crate::commands::Context;
 use crate::error::{Error, Result};
 use crate::lock::{Holder, StateLock};
 use crate::outcome::Outcome;
-use crate::platform::sim::Sim;
-use crate::platform::{Hardware, Platform};
+use crate::platform::{self, Hardware, Platform};
 use crate::record::Output;
 use crate::session::{Changed, Session, View};
 use crate::state::{self, Operational};
@@ -271,13 +270,9 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             .enable_all()
             .build()
             .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
-        match Sim::existing(&ctx.state.root, ctx.inventory.as_deref())? {
+        let in_session = ctx.state.session().join("journal").exists();
+        match platform::existing(&ctx.state.root, ctx.inventory.as_deref(), in_session)? {
             Some(platform) => runtime.block_on(gather(ctx, &platform)),
-            None if ctx.state.session().join("journal").exists() => Err(Error::new(format!(
-                "the simulated machine's state {} is missing, and a session is in progress on it",
-                ctx.state.root.join("sim/state.json").display()
-            ))
-            .help("restore the state directory from a backup")),
             None => Ok(Status::unbuilt()),
         }
     })();

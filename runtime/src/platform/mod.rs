@@ -17,7 +17,34 @@ use duet_compiler::compiled::Side;
 use duet_compiler::inventory::{Inventory, PartnerState, Startup};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::process::{Marks, ProcessOutcome, ProcessSpec};
+
+/// The machine a state directory drives, for a command that drives it: the one place that picks
+/// the platform (today the simulated one). Only when `may_build` (a command that may start a
+/// session, with none in progress) is it built the first time, or rebuilt from a different
+/// `inventory`; otherwise a missing or different machine is refused.
+pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> crate::error::Result<impl Platform> {
+    sim::Sim::open(root, inventory, may_build)
+}
+
+/// The machine as it is, for a command that only reads it (`status`): `None` when none was built
+/// yet; a session in progress on a machine that is gone is an error.
+pub(crate) fn existing(
+    root: &Path,
+    inventory: Option<&Path>,
+    in_session: bool,
+) -> crate::error::Result<Option<impl Platform>> {
+    match sim::Sim::existing(root, inventory)? {
+        Some(machine) => Ok(Some(machine)),
+        None if in_session => Err(Error::new(format!(
+            "the simulated machine's state {} is missing, and a session is in progress on it",
+            sim::Sim::state_file(root).display()
+        ))
+        .help("restore the state directory from a backup")),
+        None => Ok(None),
+    }
+}
 
 /// A hardware operation (guide chapter 4). `Revert` shuts the Upgrade Side down and restarts
 /// the applications from the Production Side (abort after a merge).

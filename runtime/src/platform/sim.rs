@@ -163,8 +163,13 @@ fn load_inventory(path: &Path) -> Result<Inventory> {
 impl Sim {
     /// The simulated machine of a state directory, for a command that only reads: `None` if it
     /// was never built. Never writes.
+    /// Where a state directory keeps the machine's state.
+    pub(crate) fn state_file(root: &Path) -> PathBuf {
+        root.join("sim/state.json")
+    }
+
     pub(crate) fn existing(root: &Path, inventory: Option<&Path>) -> Result<Option<Self>> {
-        if !root.join("sim/state.json").exists() {
+        if !Self::state_file(root).exists() {
             return Ok(None);
         }
         Self::open(root, inventory, false).map(Some)
