@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use duet_compiler::compiled::{RequestName, State};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
 
-use crate::cli::{RunArgs, StateArgs};
+use crate::cli::RunArgs;
 use crate::console::Console;
+pub(crate) use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::executor::{self, Outcome as RequestOutcome};
 use crate::interrupt::Interrupt;
@@ -18,18 +19,9 @@ use crate::lock::StateLock;
 use crate::outcome::Outcome;
 use crate::platform::{self, Phase, Platform};
 use crate::record::{Entry, StepResult, Through};
-use crate::session::{self, Session, StateDir};
+use crate::session::{self, Session};
 use crate::state::{self, Command, Operational, Progress};
 use crate::status;
-
-/// What every upgrade command is given.
-#[derive(Clone, Debug)]
-pub(crate) struct Context {
-    pub(crate) state: StateDir,
-    pub(crate) inventory: Option<PathBuf>,
-    pub(crate) options: executor::Options,
-    pub(crate) quiet: bool,
-}
 
 /// What a command asks for.
 #[derive(Clone, Debug)]
@@ -44,26 +36,6 @@ pub(crate) enum Request {
     Skip { step: String, reason: String },
     Resume { repair_journal: bool },
     Run { plan: PathBuf, through: Through },
-}
-
-impl Context {
-    /// For the read-only commands (`status`, `log`).
-    pub(crate) fn reading(args: &StateArgs) -> Self {
-        Self {
-            state: StateDir::new(args.state_dir.clone().unwrap_or_else(default_state_dir)),
-            inventory: args.inventory.clone(),
-            options: executor::Options::default(),
-            quiet: false,
-        }
-    }
-}
-
-/// `$XDG_STATE_HOME/duet`, else `~/.local/state/duet`, else `./.duet-state`.
-fn default_state_dir() -> PathBuf {
-    let from = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from);
-    from("XDG_STATE_HOME")
-        .or_else(|| from("HOME").map(|h| h.join(".local/state")))
-        .map_or_else(|| PathBuf::from(".duet-state"), |d| d.join("duet"))
 }
 
 impl Request {

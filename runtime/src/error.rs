@@ -41,9 +41,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A message may quote a file name or a plan's text: shown, never obeyed by the terminal.
-        write!(f, "error: {}", crate::console::escape(&self.message))?;
+        write!(f, "error: {}", duet_compiler::text::escape(&self.message))?;
         if let Some(help) = &self.help {
-            write!(f, "\n  help: {}", crate::console::escape(help))?;
+            write!(f, "\n  help: {}", duet_compiler::text::escape(help))?;
         }
         Ok(())
     }

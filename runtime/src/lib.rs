@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod commands;
 mod console;
+mod context;
 mod error;
 mod executor;
 mod fsutil;

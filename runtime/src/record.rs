@@ -6,9 +6,6 @@ use duet_compiler::compiled::RequestName;
 use duet_compiler::inventory::Startup;
 use serde::{Deserialize, Serialize};
 
-use crate::platform::Severity;
-use crate::state::Command;
-
 /// How far `duet run` should drive the session; `resume` carries on to it.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -175,4 +172,80 @@ pub(crate) enum Entry {
 pub(crate) struct Broken {
     pub(crate) step: String,
     pub(crate) message: String,
+}
+
+/// Severity of an activity-log entry (guide table 4-1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) enum Severity {
+    Success,
+    Pending,
+    Information,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "Success",
+            Self::Pending => "Pending",
+            Self::Information => "Information",
+            Self::Warning => "Warning",
+            Self::Error => "Error",
+        }
+    }
+}
+
+/// A command the state model can accept or refuse; the journal's `operation` records name the
+/// one that started them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Command {
+    Readiness,
+    Split,
+    Merge,
+    Commit,
+    Abort,
+    Finish,
+    Retry,
+    Resume,
+    Skip,
+}
+
+impl Command {
+    /// Every command the state model judges.
+    pub(crate) const ALL: [Self; 9] = [
+        Self::Readiness,
+        Self::Split,
+        Self::Merge,
+        Self::Commit,
+        Self::Abort,
+        Self::Finish,
+        Self::Retry,
+        Self::Resume,
+        Self::Skip,
+    ];
+
+    /// As typed: `duet readiness`, `duet split`, ...
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Readiness => "readiness",
+            other => other.verb(),
+        }
+    }
+
+    /// What it does, after "cannot".
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Self::Readiness => "run a readiness check",
+            Self::Split => "split",
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+            Self::Abort => "abort",
+            Self::Finish => "finish",
+            Self::Retry => "retry",
+            Self::Resume => "resume",
+            Self::Skip => "skip",
+        }
+    }
 }

@@ -10,8 +10,9 @@ use std::collections::HashMap;
 use duet_compiler::compiled::{RequestName, Side, State, step_id};
 use duet_compiler::inventory::Startup;
 use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+pub(crate) use crate::record::Command;
 use crate::record::{Broken, Entry, StepResult, Through};
 
 /// Operational state (guide table 4-5).
@@ -249,60 +250,6 @@ fn step_mut<'r>(request: &'r mut RequestProgress, step: &str) -> &'r mut StepPro
         request.steps.insert(step.to_owned(), StepProgress::default());
     }
     request.steps.get_mut(step).expect("inserted above")
-}
-
-/// A command the state model can accept or refuse; the journal's `operation` records name the
-/// one that started them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Command {
-    Readiness,
-    Split,
-    Merge,
-    Commit,
-    Abort,
-    Finish,
-    Retry,
-    Resume,
-    Skip,
-}
-
-impl Command {
-    /// Every command the state model judges.
-    pub(crate) const ALL: [Self; 9] = [
-        Self::Readiness,
-        Self::Split,
-        Self::Merge,
-        Self::Commit,
-        Self::Abort,
-        Self::Finish,
-        Self::Retry,
-        Self::Resume,
-        Self::Skip,
-    ];
-
-    /// As typed: `duet readiness`, `duet split`, ...
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Readiness => "readiness",
-            other => other.verb(),
-        }
-    }
-
-    /// What it does, after "cannot".
-    pub(crate) fn verb(self) -> &'static str {
-        match self {
-            Self::Readiness => "run a readiness check",
-            Self::Split => "split",
-            Self::Merge => "merge",
-            Self::Commit => "commit",
-            Self::Abort => "abort",
-            Self::Finish => "finish",
-            Self::Retry => "retry",
-            Self::Resume => "resume",
-            Self::Skip => "skip",
-        }
-    }
 }
 
 /// Why a command may not run now: the message, and what to do instead.

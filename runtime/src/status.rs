@@ -6,7 +6,7 @@ use duet_compiler::compiled::{Side, State};
 use duet_compiler::inventory::Startup;
 use serde::Serialize;
 
-use crate::commands::Context;
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::lock::{Holder, StateLock};
 use crate::outcome::Outcome;

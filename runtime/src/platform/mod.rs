@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::process::{Marks, ProcessOutcome, ProcessSpec};
+pub(crate) use crate::record::Severity;
 
 /// The machine a state directory drives, for a command that drives it: the one place that picks
 /// the platform (today the simulated one). Only when `may_build` (a command that may start a
@@ -137,28 +138,6 @@ impl Hardware {
 pub(crate) struct ServiceState {
     pub(crate) running: bool,
     pub(crate) startup: Startup,
-}
-
-/// Severity of an activity-log entry (guide table 4-1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) enum Severity {
-    Success,
-    Pending,
-    Information,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "Success",
-            Self::Pending => "Pending",
-            Self::Information => "Information",
-            Self::Warning => "Warning",
-            Self::Error => "Error",
-        }
-    }
 }
 
 /// One result of a readiness probe. `message` is the guide's own text where it has one
