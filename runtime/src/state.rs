@@ -434,32 +434,6 @@ mod tests {
         assert_eq!(p.operational(), Operational::Busy, "after a crash here, `resume` runs on");
     }
 
-    /// A session whose current request `request` is Broken.
-    fn broken_in(request: RequestName) -> Progress {
-        let mut p = Progress::default();
-        let step = "action:x@upgrade";
-        for e in [
-            Entry::RequestStarted { request },
-            Entry::StepStarted { request, step: step.into(), attempt: 1 },
-            Entry::StepFinished {
-                request,
-                step: step.into(),
-                attempt: 1,
-                result: StepResult::Failed { message: "exit value 3".into(), help: None },
-                duration_ms: 1,
-                output: None,
-            },
-            Entry::RequestFinished {
-                request,
-                broken: Some(Broken { step: step.into(), message: "exit value 3".into() }),
-                peak_rss_kib: None,
-            },
-        ] {
-            p.apply(&e);
-        }
-        p
-    }
-
     #[test]
     fn after_a_failure_the_hint_names_exactly_what_the_state_model_accepts() {
         use RequestName as Rq;
@@ -474,7 +448,7 @@ mod tests {
             Rq::AbortFromMerge,
             Rq::Finish,
         ] {
-            let p = broken_in(request);
+            let p = session(&[], request, &broken());
             let hint = after_broken(&p);
             if request == Rq::CheckReadiness {
                 // Set aside as the last readiness check: no session, Idle.
@@ -493,6 +467,11 @@ mod tests {
             let refusal = admit(Command::Merge, Some(&p)).expect_err("a Broken session merges nothing");
             assert!(refusal.help.ends_with(&hint), "{request}: {}", refusal.help);
         }
+    }
+
+    /// How a request ends Broken in these tests.
+    fn broken() -> Ended {
+        Ended::Broken(Broken { step: "action:x@upgrade".into(), message: "exit value 3".into() })
     }
 
     /// A session whose last request is `last`, after `before` completed Ready, in an operation
@@ -532,7 +511,6 @@ mod tests {
         use RequestName as Rq;
         use std::fmt::Write as _;
         let commands = Command::ALL;
-        let broken = Ended::Broken(Broken { step: "action:x@upgrade".into(), message: "exit value 3".into() });
         let sessions: [(&[Rq], Rq); 8] = [
             (&[Rq::CheckReadiness], Rq::PrepareSplit),
             (&[Rq::CheckReadiness, Rq::PrepareSplit], Rq::ExecuteSplit),
@@ -572,7 +550,7 @@ mod tests {
             table.push_str(&cell(command, None));
         }
         for (before, last) in sessions {
-            for ended in [Ended::Ready, Ended::No, broken.clone()] {
+            for ended in [Ended::Ready, Ended::No, broken()] {
                 let p = session(before, last, &ended);
                 let _ =
                     write!(table, "\n{last} {ended:?}: state {}, {}\n", p.upgrade_state(), p.operational().as_str());

@@ -161,13 +161,13 @@ fn load_inventory(path: &Path) -> Result<Inventory> {
 }
 
 impl Sim {
-    /// The simulated machine of a state directory, for a command that only reads: `None` if it
-    /// was never built. Never writes.
     /// Where a state directory keeps the machine's state.
     pub(crate) fn state_file(root: &Path) -> PathBuf {
         root.join("sim/state.json")
     }
 
+    /// The simulated machine of a state directory, for a command that only reads: `None` if it
+    /// was never built. Never writes.
     pub(crate) fn existing(root: &Path, inventory: Option<&Path>) -> Result<Option<Self>> {
         if !Self::state_file(root).exists() {
             return Ok(None);
@@ -182,7 +182,7 @@ impl Sim {
     pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> Result<Self> {
         let dir = root.join("sim");
         let inventory_file = dir.join("inventory.yaml");
-        let state_file = dir.join("state.json");
+        let state_file = Self::state_file(root);
         let given = match inventory {
             Some(path) => Some(fsutil::read_regular(path, MAX_FILE_BYTES).map_err(at("read", path)).map_err(|e| {
                 Error::new(e.to_string()).help("give an inventory file that exists (`--inventory FILE`)")
