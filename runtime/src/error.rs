@@ -11,7 +11,7 @@ pub(crate) struct Error {
     /// output, the simulated machine): nothing about the upgrade failed, and once the disk is
     /// fixed `resume` continues.
     pub(crate) storage: bool,
-    /// For a storage error: what fixes it (see [`crate::fsutil::FsError::fix`]).
+    /// For a storage error: what fixes it (see [`crate::store::fsutil::FsError::fix`]).
     pub(crate) fix: &'static str,
 }
 
@@ -49,18 +49,18 @@ impl fmt::Display for Error {
     }
 }
 
-use crate::fsutil::STORAGE_FIX;
+use crate::store::fsutil::STORAGE_FIX;
 
-impl From<crate::fsutil::FsError> for Error {
-    fn from(e: crate::fsutil::FsError) -> Self {
+impl From<crate::store::fsutil::FsError> for Error {
+    fn from(e: crate::store::fsutil::FsError) -> Self {
         Self::storage_fixed(e.to_string(), e.fix())
     }
 }
 
-impl From<crate::journal::JournalError> for Error {
-    fn from(e: crate::journal::JournalError) -> Self {
+impl From<crate::store::journal::JournalError> for Error {
+    fn from(e: crate::store::journal::JournalError) -> Self {
         match e {
-            crate::journal::JournalError::Io(e) => e.into(),
+            crate::store::journal::JournalError::Io(e) => e.into(),
             e => {
                 let help = e.help();
                 Self::new(e.to_string()).help(help)
@@ -69,8 +69,8 @@ impl From<crate::journal::JournalError> for Error {
     }
 }
 
-impl From<crate::lock::LockError> for Error {
-    fn from(e: crate::lock::LockError) -> Self {
+impl From<crate::store::lock::LockError> for Error {
+    fn from(e: crate::store::lock::LockError) -> Self {
         let help = e.help();
         Self::new(e.to_string()).help(help)
     }

@@ -6,7 +6,6 @@
 //! reports progress and can be re-observed after a crash through [`Platform::observe`], so a
 //! restarted runtime reconciles before it continues.
 
-pub(crate) mod readiness;
 pub(crate) mod sim;
 
 use std::fmt;
@@ -19,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::process::{Marks, ProcessOutcome, ProcessSpec};
-pub(crate) use crate::record::Severity;
+pub(crate) use duet_contract::record::Severity;
+pub(crate) use duet_contract::status::Hardware;
 
 /// The machine a state directory drives, for a command that drives it: the one place that picks
 /// the platform (today the simulated one). Only when `may_build` (a command that may start a
@@ -113,22 +113,6 @@ impl Observed {
         match self.phase {
             Phase::Split => Hardware::ProductionSide,
             _ => Hardware::FaultTolerant,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum Hardware {
-    FaultTolerant,
-    ProductionSide,
-}
-
-impl Hardware {
-    /// As the status bar shows it.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Self::FaultTolerant => "Fault Tolerant",
-            Self::ProductionSide => "Production Side",
         }
     }
 }

@@ -1,109 +1,57 @@
-//! `duet status`: the guide's status bar (hardware | upgrade state | operational state, and the
-//! partner state, guide 4-25) and the controlled services on both sides. Read-only: it takes no
-//! lock, so it works while another process drives the session.
+//! The status bar (hardware | upgrade state | operational state, and the partner state, guide
+//! 4-25) and the controlled services on both sides, gathered from the state directory and the
+//! machine into the contract's [`Status`] and rendered for people. Reads only.
 
 use duet_compiler::compiled::{Side, State};
-use duet_compiler::inventory::Startup;
-use serde::Serialize;
+use duet_contract::status::{BrokenStatus, Hardware, Operational, ServiceStatus, SideService, Status};
 
-use crate::context::Context;
-use crate::error::{Error, Result};
-use crate::lock::{Holder, StateLock};
-use crate::outcome::Outcome;
-use crate::platform::{self, Hardware, Platform};
-use crate::record::Output;
-use crate::session::{Changed, Session, View};
-use crate::state::{self, Operational};
+use crate::error::Result;
+use crate::platform::Platform;
+use crate::state;
+use crate::store::lock::StateLock;
+use crate::store::session::{Session, StateDir, View};
+use crate::view::console;
 
-#[derive(Debug, Serialize)]
-struct Status {
-    hardware: Hardware,
-    upgrade: State,
-    operational: Operational,
-    partner: String,
-    /// RDR disks are resynchronising after a commit or an abort (a readiness check fails
-    /// meanwhile: guide 5-1, "RDR disk is not duplexed").
-    resyncing: bool,
-    session: Option<String>,
-    plan: Option<String>,
-    /// The process driving the session now, if any.
-    driver: Option<Holder>,
-    /// A request was left unfinished by a process that is gone: `duet resume` continues it.
-    interrupted: bool,
-    broken: Option<BrokenStatus>,
-    /// Plan files edited since the session's snapshot (the session keeps the snapshot).
-    changed_files: Vec<Changed>,
-    journal_damage: Option<String>,
-    services: Vec<ServiceStatus>,
-    next: String,
-}
-
-#[derive(Debug, Serialize)]
-struct BrokenStatus {
-    request: String,
-    step: String,
-    message: String,
-    /// The failed action's output (the tails the journal keeps; `duet log` shows them too).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<Output>,
-}
-
-#[derive(Debug, Serialize)]
-struct ServiceStatus {
-    name: String,
-    production: Option<SideService>,
-    upgrade: Option<SideService>,
-}
-
-#[derive(Debug, Serialize)]
-struct SideService {
-    running: bool,
-    startup: Startup,
-}
-
-impl Status {
-    /// A state directory whose simulated machine was never built: Idle, nothing to show yet.
-    fn unbuilt() -> Self {
-        Self {
-            hardware: Hardware::FaultTolerant,
-            upgrade: State::Idle,
-            operational: Operational::Ready,
-            partner: duet_compiler::inventory::PartnerState::OsUp.as_str().to_owned(),
-            resyncing: false,
-            session: None,
-            plan: None,
-            driver: None,
-            interrupted: false,
-            broken: None,
-            changed_files: Vec::new(),
-            journal_damage: None,
-            services: Vec::new(),
-            next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts".into(),
-        }
+/// A state directory whose simulated machine was never built: Idle, nothing to show yet.
+pub(crate) fn unbuilt() -> Status {
+    Status {
+        hardware: Hardware::FaultTolerant,
+        upgrade: State::Idle,
+        operational: Operational::Ready,
+        partner: duet_compiler::inventory::PartnerState::OsUp.as_str().to_owned(),
+        resyncing: false,
+        session: None,
+        plan: None,
+        driver: None,
+        interrupted: false,
+        broken: None,
+        changed_files: Vec::new(),
+        journal_damage: None,
+        services: Vec::new(),
+        next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts".into(),
     }
 }
 
-async fn gather<P: Platform>(ctx: &Context, platform: &P) -> Result<Status> {
-    let holder = StateLock::holder(&ctx.state.root);
+pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<Status> {
+    let holder = StateLock::holder(&dir.root);
     // The session's journal and its compiled plan (for the services), read on both cores. A
     // session whose Finish completed is over, even before the next command archives it.
     let (session, plan) = std::thread::scope(|scope| {
-        let plan = scope.spawn(|| crate::session::compiled_in(&ctx.state.session()));
-        let session = View::read(&ctx.state.session(), holder.is_some(), false);
+        let plan = scope.spawn(|| crate::store::session::compiled_in(&dir.session()));
+        let session = View::read(&dir.session(), holder.is_some(), false);
         (session, plan.join().ok().flatten())
     });
     let session = session?.filter(|v| !v.progress.finished_ok(duet_compiler::compiled::RequestName::Finish));
     let in_session = session.is_some();
     // With no session in progress: the last readiness check, unless a session finished since
     // (it passed a readiness check of its own).
-    let superseded =
-        || crate::session::finished_records(&ctx.state).first().is_some_and(|d| *d != ctx.state.readiness());
+    let superseded = || crate::store::session::finished_records(dir).first().is_some_and(|d| *d != dir.readiness());
     let (view, plan) = if let Some(v) = session {
         (Some(v), plan)
     } else if superseded() {
         (None, None)
     } else {
-        let view = View::read(&ctx.state.readiness(), holder.is_some(), false)?;
+        let view = View::read(&dir.readiness(), holder.is_some(), false)?;
         let plan = view.as_ref().and_then(View::compiled);
         (view, plan)
     };
@@ -194,22 +142,20 @@ fn bar(hardware: Hardware, upgrade: State, operational: Operational, partner: &s
 }
 
 /// The status bar after a command, from the session it drove (no re-reading).
-pub(crate) async fn print_bar<P: Platform>(ctx: &Context, platform: &P, session: Option<&Session>) {
+pub(crate) async fn print_bar<P: Platform>(dir: &StateDir, platform: &P, session: Option<&Session>) {
     let (upgrade, operational) = match session {
-        Some(s) if s.dir == ctx.state.session() => (s.progress.upgrade_state(), s.progress.operational()),
+        Some(s) if s.dir == dir.session() => (s.progress.upgrade_state(), s.progress.operational()),
         // A readiness check in Idle (or a session's failed one, set aside as such).
-        Some(s) if s.dir == ctx.state.readiness() => (State::Idle, s.progress.operational()),
+        Some(s) if s.dir == dir.readiness() => (State::Idle, s.progress.operational()),
         _ => (State::Idle, Operational::Ready),
     };
     if let Ok(observed) = platform.observe().await {
-        let _ = crate::console::print(&format!(
-            "{}\n",
-            bar(observed.hardware(), upgrade, operational, observed.partner.as_str())
-        ));
+        let _ =
+            console::print(&format!("{}\n", bar(observed.hardware(), upgrade, operational, observed.partner.as_str())));
     }
 }
 
-fn render(s: &Status) -> String {
+pub(crate) fn render(s: &Status) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "{}", bar(s.hardware, s.upgrade, s.operational, &s.partner));
@@ -224,7 +170,8 @@ fn render(s: &Status) -> String {
         let _ = writeln!(
             out,
             "note: {} was {} since the session started; the session keeps running its snapshot",
-            c.file, c.change
+            c.file,
+            c.change.as_str()
         );
     }
     if let Some(d) = &s.driver {
@@ -236,7 +183,7 @@ fn render(s: &Status) -> String {
         let _ = writeln!(out, "Broken: {} at {}: {}", b.request, b.step, b.message);
         for (name, stream) in b.output.iter().flat_map(|o| [("stdout", &o.stdout), ("stderr", &o.stderr)]) {
             let lines: Vec<&str> = stream.tail.lines().collect();
-            for line in &lines[lines.len().saturating_sub(crate::console::SHOWN_LINES)..] {
+            for line in &lines[lines.len().saturating_sub(console::SHOWN_LINES)..] {
                 let _ = writeln!(out, "  {name}: {line}");
             }
         }
@@ -260,34 +207,5 @@ fn render(s: &Status) -> String {
     }
     let _ = writeln!(out, "Next: {}", s.next);
     // Action output, file names, plan text: whatever is in it is shown, never obeyed.
-    crate::console::escape(&out).into_owned()
-}
-
-pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
-    let result = (|| -> Result<Status> {
-        ctx.state.usable()?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
-        let in_session = ctx.state.session().join("journal").exists();
-        match platform::existing(&ctx.state.root, ctx.inventory.as_deref(), in_session)? {
-            Some(platform) => runtime.block_on(gather(ctx, &platform)),
-            None => Ok(Status::unbuilt()),
-        }
-    })();
-    match result {
-        Ok(status) => {
-            let text = if json {
-                crate::console::escape_json(serde_json::to_string_pretty(&status).expect("status serializes") + "\n")
-            } else {
-                render(&status)
-            };
-            crate::console::print(&text)
-        }
-        Err(e) => {
-            crate::console::eprintln(&e.to_string());
-            Outcome::Failure
-        }
-    }
+    console::escape(&out).into_owned()
 }

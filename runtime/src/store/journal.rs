@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil;
+use crate::store::fsutil;
 
 /// The format this duet writes and reads.
 pub(crate) const FORMAT_VERSION: u32 = 1;

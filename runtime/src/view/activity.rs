@@ -6,10 +6,10 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::console::escape;
-use crate::journal::Record;
 use crate::platform::Severity;
-use crate::record::{Entry, Output, StepResult};
+use crate::store::journal::Record;
+use crate::view::console::escape;
+use duet_contract::record::{Entry, Output, StepResult};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ActivityEntry {
@@ -180,7 +180,7 @@ pub(crate) fn to_text(entries: &[ActivityEntry]) -> String {
 }
 
 pub(crate) fn to_json(entries: &[ActivityEntry]) -> String {
-    crate::console::escape_json(serde_json::to_string_pretty(entries).expect("entries serialize") + "\n")
+    crate::view::console::escape_json(serde_json::to_string_pretty(entries).expect("entries serialize") + "\n")
 }
 
 /// XML 1.0 text: markup escaped, and characters XML cannot hold written as `\x{..}`.
@@ -198,7 +198,7 @@ fn xml(text: &str) -> String {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{{{:x}}}", u32::from(c));
             }
-            c if crate::console::hostile(c) => {
+            c if crate::view::console::hostile(c) => {
                 let _ = write!(out, "&#x{:x};", u32::from(c));
             }
             c => out.push(c),
@@ -247,19 +247,19 @@ pub(crate) fn to_xml(session: &str, entries: &[ActivityEntry]) -> String {
 
 /// `duet log`: the session in progress, else the last readiness check, or a finished session.
 pub(crate) fn log(
-    state: &crate::session::StateDir,
+    state: &crate::store::session::StateDir,
     session: Option<&str>,
-    format: crate::cli::LogFormat,
-) -> crate::outcome::Outcome {
-    use crate::outcome::Outcome;
+    format: crate::cli::args::LogFormat,
+) -> crate::cli::outcome::Outcome {
+    use crate::cli::outcome::Outcome;
     if let Err(e) = state.usable() {
-        crate::console::eprintln(&e.to_string());
+        crate::view::console::eprintln(&e.to_string());
         return Outcome::Failure;
     }
     let dirs = match session {
         // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
         Some(id) if duet_compiler::name::problem(id).is_some() => {
-            crate::console::eprintln(&format!(
+            crate::view::console::eprintln(&format!(
                 "error: `{id}` is not a session id\n  help: session ids are the names under {}",
                 state.history().display()
             ));
@@ -268,20 +268,20 @@ pub(crate) fn log(
         Some(id) => vec![state.history().join(id)],
         // The session in progress; else whichever was written last of the last readiness
         // check and the last finished session.
-        None => std::iter::once(state.session()).chain(crate::session::finished_records(state)).collect(),
+        None => std::iter::once(state.session()).chain(crate::store::session::finished_records(state)).collect(),
     };
-    let driven = crate::lock::StateLock::holder(&state.root).is_some();
-    let view = dirs.iter().find_map(|d| crate::session::View::read(d, driven, true).transpose());
+    let driven = crate::store::lock::StateLock::holder(&state.root).is_some();
+    let view = dirs.iter().find_map(|d| crate::store::session::View::read(d, driven, true).transpose());
     let view = match view {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            crate::console::eprintln(&e.to_string());
+            crate::view::console::eprintln(&e.to_string());
             return Outcome::Failure;
         }
         None => {
             let what = session
                 .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
-            crate::console::eprintln(&format!(
+            crate::view::console::eprintln(&format!(
                 "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
                 state.root.display()
             ));
@@ -290,21 +290,21 @@ pub(crate) fn log(
     };
     let list = entries(&view.records);
     let mut text = match format {
-        crate::cli::LogFormat::Text => to_text(&list),
-        crate::cli::LogFormat::Json => to_json(&list),
-        crate::cli::LogFormat::Xml => to_xml(&view.progress.id, &list),
+        crate::cli::args::LogFormat::Text => to_text(&list),
+        crate::cli::args::LogFormat::Json => to_json(&list),
+        crate::cli::args::LogFormat::Xml => to_xml(&view.progress.id, &list),
     };
     if let Some(damage) = &view.damage {
-        if format == crate::cli::LogFormat::Text {
+        if format == crate::cli::args::LogFormat::Text {
             let _ = writeln!(text, "error: {damage}");
         }
-        crate::console::eprintln(&format!(
+        crate::view::console::eprintln(&format!(
             "warning: the journal is damaged; the log above ends at the last intact record: {damage}"
         ));
     }
     // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
     // and XML escape it their own way).
-    crate::console::print(&text)
+    crate::view::console::print(&text)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@
 use duet_compiler::compiled::{RequestName, State, Step, StepKind};
 use duet_compiler::suggest::did_you_mean;
 
-use crate::record::StepResult;
 use crate::state::{Operational, Progress, Refusal};
+use duet_contract::record::StepResult;
 
 /// What an accepted `retry --from` runs again.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,16 +4,16 @@
 
 use std::path::PathBuf;
 
-use crate::cli::StateArgs;
-use crate::executor;
-use crate::session::StateDir;
+use crate::cli::args::StateArgs;
+use crate::run;
+use crate::store::session::StateDir;
 
 /// What every upgrade command is given.
 #[derive(Clone, Debug)]
 pub(crate) struct Context {
     pub(crate) state: StateDir,
     pub(crate) inventory: Option<PathBuf>,
-    pub(crate) options: executor::Options,
+    pub(crate) options: run::Options,
     pub(crate) quiet: bool,
 }
 
@@ -23,7 +23,7 @@ impl Context {
         Self {
             state: StateDir::new(args.state_dir.clone().unwrap_or_else(default_state_dir)),
             inventory: args.inventory.clone(),
-            options: executor::Options::default(),
+            options: run::Options::default(),
             quiet: false,
         }
     }

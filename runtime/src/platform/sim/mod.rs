@@ -27,6 +27,8 @@
 //! when stopped or started; a partner state for the Upgrade Side while split (`Hung: ...` makes
 //! it unreachable; a `State Sensitive Recovery` state leaves a dump file).
 
+mod readiness;
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -43,14 +45,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     EventLog, Finding, Observed, Operation, Phase, Platform, PlatformError, PlatformResult, Progress, ServiceState,
-    Severity, readiness,
+    Severity,
 };
 use crate::error::{Error, Result};
-use crate::fsutil::{self, at};
 use crate::process::{self, Exit, Marks, ProcessOutcome, ProcessSpec};
+use crate::store::fsutil::{self, at};
 
 /// The machine the sim is built from when no `--inventory` is given.
-const BUILT_IN: &str = include_str!("../../../plans/machines/320ma.yaml");
+const BUILT_IN: &str = include_str!("../../../../plans/machines/320ma.yaml");
 
 /// Each operation's simulated duration when the inventory gives none.
 const DEFAULT_DURATION: Duration = Duration::from_millis(50);

@@ -9,7 +9,7 @@
 
 use duet_compiler::inventory::{DiskLocation, Inventory};
 
-use super::{Finding, Severity};
+use crate::platform::{Finding, Severity};
 
 /// The two CPU-I/O enclosures of an Express5800/320Ma (guide: "I/O enclosure 10").
 pub(crate) const ENCLOSURES: [u32; 2] = [10, 11];

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use duet_compiler::compiled::{RequestName, State, Step};
 
-use crate::outcome::Outcome;
-use crate::record::{Broken, Output, Severity, StepResult};
+use crate::cli::outcome::Outcome;
+use duet_contract::record::{Broken, Output, Severity, StepResult};
 
 /// The compiler's escape: one for everything duet prints (docs/decisions.md D48).
 pub(crate) use duet_compiler::text::{escape, escape_json, hostile};

@@ -6,14 +6,14 @@ use duet_compiler::diagnostic::Severity;
 use duet_compiler::render::{explain, graph, summary};
 use duet_compiler::{Compilation, Options, compile, report};
 
-use crate::cli::{CheckFormat, CompileFormat};
-use crate::outcome::Outcome;
+use crate::cli::args::{CheckFormat, CompileFormat};
+use crate::cli::outcome::Outcome;
 
 fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-use crate::console::{eprint as err, print as out};
+use crate::view::console::{eprint as err, print as out};
 
 /// The diagnostics, for people. They quote the plan's text, escaped by the compiler's renderer
 /// piece by piece (so colour stays and labels stay under what they point at): written as
@@ -47,7 +47,9 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                 "platform_checked": c.inventory.is_some(),
                 "diagnostics": report::to_json(&c.diagnostics, &c.sources),
             });
-            crate::console::escape_json(serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n")
+            crate::view::console::escape_json(
+                serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n",
+            )
         }
         CheckFormat::Human => {
             print_diagnostics(&c);
@@ -91,9 +93,9 @@ pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome 
     };
     let text = match format {
         CompileFormat::Summary => summary::render(plan, resolved, &c.sources, c.inventory.as_ref()),
-        CompileFormat::Json => {
-            crate::console::escape_json(serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n")
-        }
+        CompileFormat::Json => crate::view::console::escape_json(
+            serde_json::to_string_pretty(plan).expect("compiled plan serializes") + "\n",
+        ),
         CompileFormat::Dot => graph::to_dot(plan),
         CompileFormat::Mermaid => graph::to_mermaid(plan),
     };

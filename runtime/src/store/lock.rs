@@ -22,26 +22,8 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 
-/// Who holds the lock: the pid the kernel lists it under, and what the lock file says of that
-/// pid (`None` when the file speaks of another process: it is being rewritten, or stale).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub(crate) struct Holder {
-    /// `None` (`null` in `status --json`): the kernel says the lock is held, but not by which
-    /// process duet can see.
-    pub(crate) pid: Option<u32>,
-    pub(crate) command: Option<String>,
-    pub(crate) since: Option<String>,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.pid, &self.command, &self.since) {
-            (Some(pid), Some(command), Some(since)) => write!(f, "pid {pid} since {since}: `{command}`"),
-            (Some(pid), ..) => write!(f, "pid {pid} (it has just taken the lock; its command is not recorded yet)"),
-            (None, ..) => f.write_str("a process duet cannot identify (the kernel does not say which)"),
-        }
-    }
-}
+/// Who holds the lock, as `status` reports it.
+pub(crate) use duet_contract::status::Driver as Holder;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LockError {
@@ -80,7 +62,7 @@ fn whole_file(kind: libc::c_short) -> libc::flock {
 /// The holder of the write lock on `file`'s inode, as the kernel lists it.
 fn read_holder(file: &mut File) -> Holder {
     let pid = file.metadata().ok().and_then(|m| lock_owner(m.dev(), m.ino()));
-    let bytes = file.rewind().and_then(|()| crate::fsutil::read_bounded(file, 4096)).unwrap_or_default();
+    let bytes = file.rewind().and_then(|()| crate::store::fsutil::read_bounded(file, 4096)).unwrap_or_default();
     let text = String::from_utf8_lossy(&bytes);
     let mut lines = text.lines();
     let recorded: Option<u32> = lines.next().and_then(|l| l.parse().ok());
@@ -123,9 +105,11 @@ impl StateLock {
     pub(crate) fn acquire(root: &Path, command: &str) -> Result<Self, LockError> {
         let path = lock_path(root);
         let io = |e: &dyn std::fmt::Display| LockError::Io { path: path.display().to_string(), why: e.to_string() };
-        let mut file =
-            crate::fsutil::open_regular(OpenOptions::new().read(true).write(true).create(true).truncate(false), &path)
-                .map_err(|e| io(&e))?;
+        let mut file = crate::store::fsutil::open_regular(
+            OpenOptions::new().read(true).write(true).create(true).truncate(false),
+            &path,
+        )
+        .map_err(|e| io(&e))?;
         match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK as libc::c_short))) {
             Ok(_) => {}
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
@@ -144,7 +128,7 @@ impl StateLock {
 
     /// Who drives the state directory now, if anyone (without taking the lock).
     pub(crate) fn holder(root: &Path) -> Option<Holder> {
-        let mut file = crate::fsutil::open_regular(OpenOptions::new().read(true), &lock_path(root)).ok()?;
+        let mut file = crate::store::fsutil::open_regular(OpenOptions::new().read(true), &lock_path(root)).ok()?;
         let mut probe = whole_file(libc::F_WRLCK as libc::c_short);
         fcntl(&file, FcntlArg::F_OFD_GETLK(&mut probe)).ok()?;
         (i32::from(probe.l_type) != libc::F_UNLCK).then(|| read_holder(&mut file))

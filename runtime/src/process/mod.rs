@@ -40,6 +40,8 @@
 //! The runtime must have its I/O driver enabled (`enable_all`/`enable_io`): the pipes and the
 //! `SIGCHLD` stream both need it.
 
+pub(crate) mod interrupt;
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write as _};
@@ -57,7 +59,7 @@ use tokio::net::unix::pipe::Receiver;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::interrupt::Interrupt;
+use crate::process::interrupt::Interrupt;
 
 /// One process to run.
 #[derive(Clone, Debug)]

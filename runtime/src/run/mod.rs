@@ -29,15 +29,15 @@ use futures_util::stream::FuturesUnordered;
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::console::Console;
 use crate::error::{Error, Result};
-use crate::interrupt::{Interrupt, Signal};
-use crate::journal::Durability;
 use crate::platform::{Finding, Operation, Phase, Platform, PlatformError, Progress as PlatformProgress, Severity};
+use crate::process::interrupt::{Interrupt, Signal};
 use crate::process::{Exit, Marks, ProcessOutcome, ProcessSpec};
-use crate::record::{Broken, Entry, Output, StepResult, Stream};
-use crate::session::Session;
 use crate::state::Saved;
+use crate::store::journal::Durability;
+use crate::store::session::Session;
+use crate::view::console::Console;
+use duet_contract::record::{Broken, Entry, Output, StepResult, Stream};
 
 /// Runtime settings that are not part of the plan.
 #[derive(Clone, Debug)]
@@ -46,7 +46,7 @@ pub(crate) struct Options {
     pub(crate) service_timeout: Duration,
     /// After an action's timeout: SIGTERM, then SIGKILL after this long.
     pub(crate) kill_grace: Duration,
-    /// Ctrl-C and SIGTERM ([`crate::interrupt`]).
+    /// Ctrl-C and SIGTERM ([`crate::process::interrupt`]).
     pub(crate) interrupt: Interrupt,
 }
 

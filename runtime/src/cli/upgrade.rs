@@ -8,20 +8,20 @@ use std::path::{Path, PathBuf};
 use duet_compiler::compiled::{RequestName, State};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
 
-use crate::cli::RunArgs;
-use crate::console::Console;
-pub(crate) use crate::context::Context;
+use crate::cli::args::RunArgs;
+pub(crate) use crate::cli::context::Context;
+use crate::cli::outcome::Outcome;
 use crate::error::{Error, Result};
-use crate::executor::{self, Outcome as RequestOutcome};
-use crate::interrupt::Interrupt;
-use crate::journal::{Durability, Journal};
-use crate::lock::StateLock;
-use crate::outcome::Outcome;
 use crate::platform::{self, Phase, Platform};
-use crate::record::{Entry, StepResult, Through};
-use crate::session::{self, Session};
+use crate::process::interrupt::Interrupt;
+use crate::run::{self, Outcome as RequestOutcome};
 use crate::state::{self, Command, Operational, Progress};
-use crate::status;
+use crate::store::journal::{Durability, Journal};
+use crate::store::lock::StateLock;
+use crate::store::session::{self, Session};
+use crate::view::console::Console;
+use crate::view::status;
+use duet_contract::record::{Entry, StepResult, Through};
 
 /// What a command asks for.
 #[derive(Clone, Debug)]
@@ -63,7 +63,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::console::eprintln(&format!("error: cannot start the runtime: {e}"));
+            crate::view::console::eprintln(&format!("error: cannot start the runtime: {e}"));
             return Outcome::Failure;
         }
     };
@@ -76,7 +76,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     match driven {
         Ok(outcome @ Outcome::Interrupted(signal)) => {
             let stopped = format!("stopped by {}; the journal records everything up to here", signal.name);
-            crate::console::eprintln(&Error::new(stopped).help(again(ctx, request)).to_string());
+            crate::view::console::eprintln(&Error::new(stopped).help(again(ctx, request)).to_string());
             outcome
         }
         Ok(outcome) => {
@@ -92,7 +92,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
             if e.storage {
                 e.help = Some(format!("{}, then {}", e.fix, again(ctx, request)));
             }
-            crate::console::eprintln(&e.to_string());
+            crate::view::console::eprintln(&e.to_string());
             Outcome::Failure
         }
     }
@@ -200,7 +200,7 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             };
             let s = session.as_mut().expect("admitted commands have a session");
             if command == Command::Abort {
-                executor::stop_interrupted(&platform, s, &ctx.options, console).await?;
+                run::stop_interrupted(&platform, s, &ctx.options, console).await?;
                 // The journal may not know of a merge the machine made just before duet died.
                 if requests == [RequestName::AbortFromSplit] && platform.observe().await?.phase == Phase::Merged {
                     console.say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
@@ -232,7 +232,7 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
             }
         }
     };
-    status::print_bar(ctx, &platform, session.as_ref()).await;
+    status::print_bar(&ctx.state, &platform, session.as_ref()).await;
     Ok(outcome)
 }
 
@@ -248,16 +248,16 @@ fn operator_repair<P: Platform>(
         admit(Command::Skip, Some(&s.progress))?;
     }
     let current = s.progress.current().map(|(r, _)| r).expect("a session has a request");
-    let steps = executor::steps_of(&s.compiled, current, &platform.inventory().event_logs);
+    let steps = run::steps_of(&s.compiled, current, &platform.inventory().event_logs);
     let refused = |r: state::Refusal| Error::new(r.message).help(r.help);
     let entry = match request {
         Request::Skip { step, reason } => {
-            let request = crate::repair::skip(&s.progress, &steps, step).map_err(refused)?;
+            let request = crate::state::repair::skip(&s.progress, &steps, step).map_err(refused)?;
             console.say(&format!("{step} is marked done without running it ({reason}); {request} runs on"));
             Entry::Skip { request, step: step.clone(), user: user(), reason: reason.clone() }
         }
         Request::Retry { from: Some(step), reason } => {
-            let fix = crate::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;
+            let fix = crate::state::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;
             console.say(&format!("{} runs again from {step}: {}", fix.request, fix.steps.join(", ")));
             Entry::Retry {
                 request: fix.request,
@@ -331,7 +331,7 @@ fn compile_for<P: Platform>(platform: &P, plan: &Path) -> Result<Compilation> {
     let compilation =
         compile(&CompileOptions { plan: plan.to_owned(), inventory: Some(platform.inventory_file().to_owned()) });
     if !compilation.diagnostics.is_empty() {
-        crate::check::print_diagnostics(&compilation);
+        crate::cli::check::print_diagnostics(&compilation);
     }
     if compilation.compiled.is_none() {
         return Err(Error::new(format!("{}: the plan is invalid; nothing was run", plan.display())).help(
@@ -425,7 +425,7 @@ async fn run_requests<P: Platform>(
             session.record(&note, Durability::Durable)?;
             return Ok(Outcome::Interrupted(signal));
         }
-        let outcome = executor::run_request(platform, session, request, &ctx.options, console).await?;
+        let outcome = run::run_request(platform, session, request, &ctx.options, console).await?;
         if let RequestOutcome::Interrupted(signal) = outcome {
             return Ok(Outcome::Interrupted(signal));
         }
@@ -436,7 +436,7 @@ async fn run_requests<P: Platform>(
             };
             let help = format!("{fix}, {}", state::after_broken(&session.progress));
             let broken = Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message));
-            crate::console::eprintln(&broken.help(help).to_string());
+            crate::view::console::eprintln(&broken.help(help).to_string());
             // A session's readiness check failed: nothing was split. The attempt is kept as the
             // last readiness check, and the state stays Idle.
             if request == RequestName::CheckReadiness && session.dir == ctx.state.session() {

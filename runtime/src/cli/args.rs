@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::record::Through;
+use duet_contract::record::Through;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,7 +127,7 @@ pub(crate) enum Command {
         /// The top-level plan file (a session in progress goes on only if it was started from it).
         plan: PathBuf,
         /// Where to stop.
-        #[arg(long, value_enum, default_value_t = Through::Finish)]
+        #[arg(long, default_value = "finish", value_parser = through())]
         through: Through,
         #[command(flatten)]
         run: RunArgs,
@@ -175,6 +175,13 @@ pub(crate) struct RunArgs {
     /// Print only requests and problems, not every step.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+}
+
+/// `--through`: one of [`Through::ALL`], listed in `--help` and in the usage error.
+fn through() -> impl clap::builder::TypedValueParser<Value = Through> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Through::ALL.map(Through::as_str))
+        .map(|name| Through::from_name(&name).expect("one of the possible values"))
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

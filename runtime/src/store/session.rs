@@ -28,10 +28,11 @@ use duet_compiler::compiled::CompiledPlan;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsutil::{self, at};
-use crate::journal::{Damage, Durability, Journal, Record};
-use crate::record::{Entry, Output, StepResult};
 use crate::state::Progress;
+use crate::store::fsutil::{self, at};
+use crate::store::journal::{Damage, Durability, Journal, Record};
+use duet_contract::record::{Entry, Output, StepResult};
+use duet_contract::status::{Change, ChangedFile};
 
 /// Where duet keeps its state.
 #[derive(Clone, Debug)]
@@ -102,14 +103,6 @@ pub(crate) struct Session {
     pub(crate) journal: Journal<Entry>,
     pub(crate) progress: Progress,
     pub(crate) compiled: Arc<CompiledPlan>,
-}
-
-/// A plan file that is not what the session's snapshot holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub(crate) struct Changed {
-    pub(crate) file: String,
-    /// `modified` or `deleted`.
-    pub(crate) change: &'static str,
 }
 
 /// A read-only view, for `status` and `log`: never modifies anything, reports damage.
@@ -259,7 +252,7 @@ impl View {
         let mut damage = match read {
             // Moved meanwhile by the process driving it (finished into history/, or a failed
             // readiness check set aside): there is no such directory any more.
-            Err(crate::journal::JournalError::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::store::journal::JournalError::Io(e)) if e.source.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(None);
             }
             other => other?,
@@ -283,7 +276,7 @@ impl View {
     }
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).
-    pub(crate) fn changed_sources(&self) -> Vec<Changed> {
+    pub(crate) fn changed_sources(&self) -> Vec<ChangedFile> {
         let Ok(text) = fsutil::read_regular_text(&self.dir.join("plan/sources.json"), MAX_PLAN_BYTES) else {
             return Vec::new();
         };
@@ -297,9 +290,9 @@ impl View {
                 let then = read(&self.dir.join(&f.snapshot)).ok();
                 match read(Path::new(&f.path)) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        Some(Changed { file: f.file, change: "deleted" })
+                        Some(ChangedFile { file: f.file, change: Change::Deleted })
                     }
-                    now => (now.ok() != then).then_some(Changed { file: f.file, change: "modified" }),
+                    now => (now.ok() != then).then_some(ChangedFile { file: f.file, change: Change::Modified }),
                 }
             })
             .collect()

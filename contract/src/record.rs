@@ -1,16 +1,15 @@
 //! What the journal records (execution model 6 and 7): the entries of a session's or a
-//! readiness check's journal. The journal itself (framing, checksums, versions) is
-//! [`crate::journal`]; this is its vocabulary. Every activity-log line is derived from these.
+//! readiness check's journal. The journal itself (framing, checksums, versions) is the
+//! runtime's `store::journal`; this is its vocabulary. Every activity-log line is derived from these.
 
 use duet_compiler::compiled::RequestName;
 use duet_compiler::inventory::Startup;
 use serde::{Deserialize, Serialize};
 
 /// How far `duet run` should drive the session; `resume` carries on to it.
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Through {
+pub enum Through {
     Split,
     Merge,
     Commit,
@@ -18,7 +17,15 @@ pub(crate) enum Through {
 }
 
 impl Through {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// In order: each goes further than the one before.
+    pub const ALL: [Self; 4] = [Self::Split, Self::Merge, Self::Commit, Self::Finish];
+
+    /// As typed (`--through merge`) and as journaled.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Split => "split",
             Self::Merge => "merge",
@@ -31,7 +38,7 @@ impl Through {
 /// How a step attempt ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
-pub(crate) enum StepResult {
+pub enum StepResult {
     Success {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         message: String,
@@ -55,36 +62,36 @@ pub(crate) enum StepResult {
 }
 
 impl StepResult {
-    pub(crate) fn succeeded(&self) -> bool {
+    pub fn succeeded(&self) -> bool {
         matches!(self, Self::Success { .. } | Self::Reconciled { .. } | Self::Skipped { .. })
     }
 }
 
 /// The output of an action attempt: the tail of each stream and where the whole of it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Output {
+pub struct Output {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) exit: Option<i32>,
-    pub(crate) stdout: Stream,
-    pub(crate) stderr: Stream,
+    pub exit: Option<i32>,
+    pub stdout: Stream,
+    pub stderr: Stream,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Stream {
+pub struct Stream {
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub(crate) tail: String,
+    pub tail: String,
     #[serde(default)]
-    pub(crate) bytes: u64,
+    pub bytes: u64,
     /// Relative to the session directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) file: Option<String>,
+    pub file: Option<String>,
 }
 
 /// Externally tagged (`{"step-finished": {...}}`): read without buffering each record first,
 /// which an internally tagged enum costs (a third of reading a 10,000-step journal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub(crate) enum Entry {
+pub enum Entry {
     /// The first entry of every journal.
     Begin {
         /// Session id (or `readiness-<time>` for a readiness check in Idle).
@@ -169,14 +176,14 @@ pub(crate) enum Entry {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Broken {
-    pub(crate) step: String,
-    pub(crate) message: String,
+pub struct Broken {
+    pub step: String,
+    pub message: String,
 }
 
 /// Severity of an activity-log entry (guide table 4-1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) enum Severity {
+pub enum Severity {
     Success,
     Pending,
     Information,
@@ -185,7 +192,7 @@ pub(crate) enum Severity {
 }
 
 impl Severity {
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Success => "Success",
             Self::Pending => "Pending",
@@ -200,7 +207,7 @@ impl Severity {
 /// one that started them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum Command {
+pub enum Command {
     Readiness,
     Split,
     Merge,
@@ -214,7 +221,7 @@ pub(crate) enum Command {
 
 impl Command {
     /// Every command the state model judges.
-    pub(crate) const ALL: [Self; 9] = [
+    pub const ALL: [Self; 9] = [
         Self::Readiness,
         Self::Split,
         Self::Merge,
@@ -227,7 +234,7 @@ impl Command {
     ];
 
     /// As typed: `duet readiness`, `duet split`, ...
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Readiness => "readiness",
             other => other.verb(),
@@ -235,7 +242,7 @@ impl Command {
     }
 
     /// What it does, after "cannot".
-    pub(crate) fn verb(self) -> &'static str {
+    pub fn verb(self) -> &'static str {
         match self {
             Self::Readiness => "run a readiness check",
             Self::Split => "split",

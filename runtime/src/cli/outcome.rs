@@ -1,6 +1,6 @@
 //! How a command ended, and the exit code that says so. Decided here and nowhere else.
 
-use crate::interrupt::Signal;
+use crate::process::interrupt::Signal;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {

@@ -5,33 +5,18 @@
 //! operational state and every rule about which command may run next are derived from it here,
 //! in one place; a refused command changes nothing.
 
+pub(crate) mod repair;
+
 use std::collections::HashMap;
 
 use duet_compiler::compiled::{RequestName, Side, State, step_id};
 use duet_compiler::inventory::Startup;
 use indexmap::IndexMap;
-use serde::Serialize;
 
-pub(crate) use crate::record::Command;
-use crate::record::{Broken, Entry, StepResult, Through};
+pub(crate) use duet_contract::record::Command;
+use duet_contract::record::{Broken, Entry, StepResult, Through};
 
-/// Operational state (guide table 4-5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub(crate) enum Operational {
-    Ready,
-    Busy,
-    Broken,
-}
-
-impl Operational {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Ready => "Ready",
-            Self::Busy => "Busy",
-            Self::Broken => "Broken",
-        }
-    }
-}
+pub(crate) use duet_contract::status::Operational;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StepProgress {

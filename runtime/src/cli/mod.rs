@@ -1,0 +1,41 @@
+//! The command line: its arguments ([`args`]) and one module per group of commands: `check`,
+//! `compile` and `explain` ([`check`]); the upgrade commands ([`upgrade`]); `status` and `log`
+//! through the views. Each command decides its [`Outcome`], and so its exit code.
+
+pub(crate) mod args;
+pub(crate) mod check;
+pub(crate) mod context;
+pub(crate) mod outcome;
+pub(crate) mod status;
+pub(crate) mod upgrade;
+
+use clap::Parser;
+use duet_compiler::Options;
+
+use args::{Cli, Command};
+pub(crate) use context::Context;
+pub(crate) use outcome::Outcome;
+
+/// Parses the command line and runs one command.
+pub(crate) fn main() -> Outcome {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { plan, inventory, format } => check::check(&Options { plan, inventory }, format),
+        Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
+        Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
+        Command::Status { json, state } => status::status(&Context::reading(&state), json),
+        Command::Log { format, session, state } => {
+            crate::view::activity::log(&Context::reading(&state).state, session.as_deref(), format)
+        }
+        Command::Readiness { plan, run } => upgrade::execute(&run, &upgrade::Request::Readiness { plan }),
+        Command::Split { plan, run } => upgrade::execute(&run, &upgrade::Request::Split { plan }),
+        Command::Merge { run } => upgrade::execute(&run, &upgrade::Request::Merge),
+        Command::Commit { run } => upgrade::execute(&run, &upgrade::Request::Commit),
+        Command::Abort { run } => upgrade::execute(&run, &upgrade::Request::Abort),
+        Command::Finish { run } => upgrade::execute(&run, &upgrade::Request::Finish),
+        Command::Retry { from, reason, run } => upgrade::execute(&run, &upgrade::Request::Retry { from, reason }),
+        Command::Skip { step, reason, run } => upgrade::execute(&run, &upgrade::Request::Skip { step, reason }),
+        Command::Resume { repair_journal, run } => upgrade::execute(&run, &upgrade::Request::Resume { repair_journal }),
+        Command::Run { plan, through, run } => upgrade::execute(&run, &upgrade::Request::Run { plan, through }),
+    }
+}
