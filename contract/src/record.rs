@@ -50,10 +50,14 @@ pub enum StepResult {
     },
     /// Not run now: found already done on the platform when reconciling after a crash.
     Reconciled { message: String },
-    /// Cut short: duet was told to stop (a second signal), or could not write what the step
-    /// needs (its journal, output or the platform's state). Neither done nor failed: like an
-    /// attempt a crash interrupted, `resume` reconciles it.
+    /// Cut short: duet was told to stop (a second signal). Neither done nor failed: like an
+    /// attempt a crash interrupted, `resume` reconciles it. (Journals written before
+    /// `storage-failed` existed use this for that cause too.)
     Interrupted { message: String },
+    /// Cut short: duet could not write what the step needs (the platform's state, a record it
+    /// must keep before going on). Neither done nor failed: once the disk is fixed, `resume`
+    /// reconciles it as it does an interrupted attempt.
+    StorageFailed { message: String },
     /// Never started: duet could not prepare it (a file of its own it could not write). The
     /// step is pending again; `resume` runs it.
     NotStarted { message: String },
@@ -64,6 +68,12 @@ pub enum StepResult {
 impl StepResult {
     pub fn succeeded(&self) -> bool {
         matches!(self, Self::Success { .. } | Self::Reconciled { .. } | Self::Skipped { .. })
+    }
+
+    /// Cut short, by a signal or a storage failure: the attempt may have done part of its work,
+    /// and a resume reconciles it.
+    pub fn cut_short(&self) -> bool {
+        matches!(self, Self::Interrupted { .. } | Self::StorageFailed { .. })
     }
 }
 

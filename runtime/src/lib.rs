@@ -10,6 +10,7 @@
 
 mod cli;
 mod error;
+mod outcome;
 mod platform;
 mod process;
 mod run;

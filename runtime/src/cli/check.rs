@@ -7,7 +7,7 @@ use duet_compiler::render::{explain, graph, summary};
 use duet_compiler::{Compilation, Options, compile, report};
 
 use crate::cli::args::{CheckFormat, CompileFormat};
-use crate::cli::outcome::Outcome;
+use crate::outcome::Outcome;
 
 fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()

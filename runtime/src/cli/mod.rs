@@ -5,16 +5,15 @@
 pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
-pub(crate) mod outcome;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
 use clap::Parser;
 use duet_compiler::Options;
 
+pub(crate) use crate::outcome::Outcome;
 use args::{Cli, Command};
 pub(crate) use context::Context;
-pub(crate) use outcome::Outcome;
 
 /// Parses the command line and runs one command.
 pub(crate) fn main() -> Outcome {

@@ -33,7 +33,7 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             console::print(&text)
         }
         Err(e) => {
-            console::eprintln(&e.to_string());
+            console::eprintln(&e.report(None));
             Outcome::Failure
         }
     }

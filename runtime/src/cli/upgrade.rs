@@ -1,17 +1,19 @@
 //! The upgrade commands (`readiness`, `split`, `merge`, `commit`, `abort`, `finish`, `retry`,
-//! `resume`, `run`): each takes the state directory's lock, opens the platform and the session,
-//! asks the state model whether it may run ([`state::admit`]), and drives requests through the
-//! executor. A refused command changes nothing.
+//! `skip`, `resume`, `run`): each takes the state directory's lock, opens the platform and the
+//! session, asks the state model whether it may run ([`state::admit`]), and drives requests
+//! through the run loop ([`run::run_request`]), with the console subscribed to the session. A
+//! refused command changes nothing.
 
 use std::path::{Path, PathBuf};
 
 use duet_compiler::compiled::{RequestName, State};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
+use duet_contract::record::{Entry, Severity, StepResult, Through};
 
 use crate::cli::args::RunArgs;
-pub(crate) use crate::cli::context::Context;
-use crate::cli::outcome::Outcome;
+use crate::cli::context::Context;
 use crate::error::{Error, Result};
+use crate::outcome::Outcome;
 use crate::platform::{self, Phase, Platform};
 use crate::process::interrupt::Interrupt;
 use crate::run::{self, Outcome as RequestOutcome};
@@ -19,9 +21,8 @@ use crate::state::{self, Command, Operational, Progress};
 use crate::store::journal::{Durability, Journal};
 use crate::store::lock::StateLock;
 use crate::store::session::{self, Session};
-use crate::view::console::Console;
+use crate::view::console::{self, Console};
 use crate::view::status;
-use duet_contract::record::{Entry, StepResult, Through};
 
 /// What a command asks for.
 #[derive(Clone, Debug)]
@@ -59,24 +60,25 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     let mut ctx = Context::reading(&args.state);
     ctx.options.service_timeout = args.service_timeout;
     ctx.quiet = args.quiet;
-    let ctx = &ctx;
+    let console = Console::new(ctx.quiet);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::view::console::eprintln(&format!("error: cannot start the runtime: {e}"));
+            console::eprintln(&format!("error: cannot start the runtime: {e}"));
             return Outcome::Failure;
         }
     };
-    let mut console = Console::new(ctx.quiet);
-    let driven = runtime.block_on(async {
-        let mut ctx = ctx.clone();
-        ctx.options.interrupt = Interrupt::listen().map_err(|e| Error::new(format!("cannot handle signals: {e}")))?;
-        drive(&ctx, request, &mut console).await
-    });
+    let driven = match Interrupt::listen() {
+        Ok(interrupt) => {
+            ctx.options.interrupt = interrupt;
+            runtime.block_on(drive(&ctx, request, console))
+        }
+        Err(e) => Err(Error::new(format!("cannot handle signals: {e}"))),
+    };
     match driven {
         Ok(outcome @ Outcome::Interrupted(signal)) => {
             let stopped = format!("stopped by {}; the journal records everything up to here", signal.name);
-            crate::view::console::eprintln(&Error::new(stopped).help(again(ctx, request)).to_string());
+            console::eprintln(&Error::new(stopped).help(again(&ctx, request)).report(None));
             outcome
         }
         Ok(outcome) => {
@@ -88,11 +90,9 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
             }
             outcome
         }
-        Err(mut e) => {
-            if e.storage {
-                e.help = Some(format!("{}, then {}", e.fix, again(ctx, request)));
-            }
-            crate::view::console::eprintln(&e.to_string());
+        Err(e) => {
+            let help = e.storage_fix().map(|fix| format!("{fix}, then {}", again(&ctx, request)));
+            console::eprintln(&e.report(help));
             Outcome::Failure
         }
     }
@@ -132,7 +132,8 @@ fn user() -> String {
     if named.trim().is_empty() || named.chars().any(char::is_control) { uid() } else { named }
 }
 
-async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Result<Outcome> {
+/// Takes the lock, opens the session and the machine, and carries the request out.
+async fn drive(ctx: &Context, request: &Request, console: Console) -> Result<Outcome> {
     ctx.state.usable()?;
     let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
     if !starts && !ctx.state.session().join("journal").exists() {
@@ -145,132 +146,289 @@ async fn drive(ctx: &Context, request: &Request, console: &mut Console) -> Resul
     if let Request::Resume { repair_journal: true } = request {
         repair(&ctx.state.session(), console)?;
     }
-    let (mut session, archived) = open_session(ctx, console)?;
+    let (session, archived) = open_session(ctx, console)?;
     if archived && matches!(request, Request::Resume { .. }) {
         return Ok(Outcome::Success);
     }
     // Only a command that may start a session builds the machine, or rebuilds it from a new
     // inventory, and only with no session in progress: a refused command changes nothing.
     let platform = platform::open(&ctx.state.root, ctx.inventory.as_deref(), starts && session.is_none())?;
-    let outcome = match request {
-        Request::Readiness { plan } => {
-            let (outcome, check) = readiness(ctx, &platform, session.as_ref(), plan, console).await?;
-            session = Some(check);
-            outcome
-        }
-        Request::Split { plan } => {
-            let (outcome, started) = start(ctx, &platform, session.as_ref(), plan, None, console).await?;
-            session = Some(started);
-            outcome
-        }
-        Request::Run { plan, through } => 'run: {
-            if session.is_none() {
-                let (outcome, started) = start(ctx, &platform, None, plan, Some(*through), console).await?;
-                session = Some(started);
-                if outcome != Outcome::Success {
-                    break 'run outcome;
-                }
-            } else if let Some(s) = session.as_ref() {
-                same_plan(s, plan)?;
-                console.say(&format!("continuing session {} (from its snapshot of the plan)", s.id()));
-            }
-            match session.as_mut() {
-                Some(s) => toward(ctx, &platform, s, *through, console).await?,
-                None => Outcome::Success,
-            }
-        }
-        Request::Merge
-        | Request::Commit
-        | Request::Abort
-        | Request::Finish
-        | Request::Retry { .. }
-        | Request::Skip { .. }
-        | Request::Resume { .. } => {
-            let command = request.command();
-            // `retry --from` of a request that had not failed runs that request again, and no
-            // further: going on to `duet run`'s goal (a commit, perhaps) is not what was asked.
-            let carry_on = session.as_ref().is_some_and(|s| s.progress.operational() != Operational::Ready)
-                || !matches!(request, Request::Retry { from: Some(_), .. });
-            let mut requests = match (request, session.as_mut()) {
-                // A repair is judged against the request's steps (and may retry a Ready one).
-                (Request::Retry { from: Some(_), .. } | Request::Skip { .. }, Some(s)) => {
-                    operator_repair(&platform, s, request, console)?
-                }
-                _ => admit(command, session.as_ref().map(|s| &s.progress))?,
-            };
-            let s = session.as_mut().expect("admitted commands have a session");
-            if command == Command::Abort {
-                run::stop_interrupted(&platform, s, &ctx.options, console).await?;
-                // The journal may not know of a merge the machine made just before duet died.
-                if requests == [RequestName::AbortFromSplit] && platform.observe().await?.phase == Phase::Merged {
-                    console.say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
-                    requests = vec![RequestName::AbortFromMerge];
-                }
-            }
-            if matches!(command, Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
-                begin(s, command, &requests, None)?;
-            } else if let Request::Retry { from: None, reason } = request
-                && let Some(&request) = requests.first()
-            {
-                let retry =
-                    Entry::Retry { request, user: user(), from: None, steps: Vec::new(), reason: reason.clone() };
-                s.record(&retry, Durability::Durable)?;
-            }
-            let outcome = run_requests(ctx, &platform, s, &requests, console).await?;
-            // `resume` and `retry` carry on to where `duet run` was headed.
-            let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
-            match (outcome, goal, command) {
-                (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) if carry_on => {
-                    toward(ctx, &platform, s, goal, console).await?
-                }
-                (Outcome::Success, Some(goal), _) if !carry_on && s.progress.goal_ahead().is_some() => {
-                    console
-                        .say(&format!("`duet run` was headed for {}: `duet resume` carries on there", goal.as_str()));
-                    Outcome::Success
-                }
-                (outcome, ..) => outcome,
-            }
-        }
-    };
+    let driver = Driver { ctx, platform: &platform, console };
+    let mut session = session.map(|s| driver.watched(s));
+    let outcome = driver.carry_out(request, &mut session).await?;
     status::print_bar(&ctx.state, &platform, session.as_ref()).await;
     Ok(outcome)
 }
 
-/// `duet skip STEP` and `duet retry --from STEP`: judged against the current request's steps,
-/// journaled with who and why; then the request runs on (and the rest of its operation).
-fn operator_repair<P: Platform>(
-    platform: &P,
-    s: &mut Session,
-    request: &Request,
-    console: &mut Console,
-) -> Result<Vec<RequestName>> {
-    if let Request::Skip { .. } = request {
-        admit(Command::Skip, Some(&s.progress))?;
+/// One upgrade command being carried out: what it was given, the machine, the console.
+struct Driver<'a, P> {
+    ctx: &'a Context,
+    platform: &'a P,
+    console: Console,
+}
+
+/// What a new session directory is for.
+#[derive(Clone, Copy)]
+enum Start {
+    /// `duet readiness`: a check in Idle, kept in `readiness/` (the last one).
+    Readiness,
+    /// `duet split` and `duet run`: a session, headed for `goal` if `duet run` started it.
+    Session { goal: Option<Through> },
+}
+
+impl<P: Platform> Driver<'_, P> {
+    /// The session, with the console printing what it records.
+    fn watched(&self, mut session: Session) -> Session {
+        session.subscribe(Box::new(self.console.observer(&session.compiled)));
+        session
     }
-    let current = s.progress.current().map(|(r, _)| r).expect("a session has a request");
-    let steps = run::steps_of(&s.compiled, current, &platform.inventory().event_logs);
-    let refused = |r: state::Refusal| Error::new(r.message).help(r.help);
-    let entry = match request {
-        Request::Skip { step, reason } => {
-            let request = crate::state::repair::skip(&s.progress, &steps, step).map_err(refused)?;
-            console.say(&format!("{step} is marked done without running it ({reason}); {request} runs on"));
-            Entry::Skip { request, step: step.clone(), user: user(), reason: reason.clone() }
-        }
-        Request::Retry { from: Some(step), reason } => {
-            let fix = crate::state::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;
-            console.say(&format!("{} runs again from {step}: {}", fix.request, fix.steps.join(", ")));
-            Entry::Retry {
-                request: fix.request,
-                user: user(),
-                from: Some(step.clone()),
-                steps: fix.steps,
-                reason: reason.clone(),
+
+    async fn carry_out(&self, request: &Request, session: &mut Option<Session>) -> Result<Outcome> {
+        match request {
+            Request::Readiness { plan } => self.start(session, plan, Start::Readiness).await,
+            Request::Split { plan } => self.start(session, plan, Start::Session { goal: None }).await,
+            Request::Run { plan, through } => {
+                if let Some(s) = session.as_ref() {
+                    same_plan(s, plan)?;
+                    self.console.say(&format!("continuing session {} (from its snapshot of the plan)", s.id()));
+                } else {
+                    let outcome = self.start(session, plan, Start::Session { goal: Some(*through) }).await?;
+                    if outcome != Outcome::Success {
+                        return Ok(outcome);
+                    }
+                }
+                match session.as_mut() {
+                    Some(s) => self.toward(s, *through).await,
+                    None => Ok(Outcome::Success),
+                }
+            }
+            _ => {
+                // Only `resume` of a session that had finished gets here without one (it was
+                // archived): the state model says what it says with no session.
+                let Some(s) = session.as_mut() else {
+                    return admit(request.command(), None).map(|_| Outcome::Success);
+                };
+                self.go_on(request, s).await
             }
         }
-        _ => unreachable!("only repairs come here"),
-    };
-    s.record(&entry, Durability::Durable)?;
-    Ok(s.progress.remaining())
+    }
+
+    /// A new session directory (or the last readiness check's), whose first request is the
+    /// readiness check; run. If a session's check fails, nothing was split: it is set aside as
+    /// the last readiness check, and the state stays Idle.
+    async fn start(&self, current: &mut Option<Session>, plan: &Path, start: Start) -> Result<Outcome> {
+        let (command, goal) = match start {
+            Start::Readiness => (Command::Readiness, None),
+            Start::Session { goal } => (Command::Split, goal),
+        };
+        let requests = admit(command, current.as_ref().map(|s| &s.progress))?;
+        let mut compilation = compile_for(self.platform, plan)?;
+        let compiled = compilation.compiled.take().expect("checked");
+        let state = &self.ctx.state;
+        let (id, dest) = match start {
+            // The last check's record stays until the new one replaces it.
+            Start::Readiness => (format!("readiness-{}", session::new_id()), (state.readiness(), true)),
+            Start::Session { .. } => (session::new_id(), (state.session(), false)),
+        };
+        let operation = operation_entry(command, &requests, goal);
+        let begin = begin_entry(&id, plan, self.platform);
+        let s = Session::create(state, (&dest.0, dest.1), &compilation, compiled, &begin, &operation)?;
+        drop(compilation);
+        if let Start::Session { .. } = start {
+            let (name, model) = (self.platform.name(), &self.platform.inventory().model);
+            self.console.say(&format!("session {id}: {} on {name} ({model})", plan.display()));
+        }
+        let s = current.insert(self.watched(s));
+        self.run_requests(s, &requests).await
+    }
+
+    /// A command on the session in progress: merge, commit, abort, finish, retry, skip,
+    /// resume. `resume` and `retry` carry on to where `duet run` was headed.
+    async fn go_on(&self, request: &Request, s: &mut Session) -> Result<Outcome> {
+        let command = request.command();
+        // `retry --from` of a request that had not failed runs that request again, and no
+        // further: going on to `duet run`'s goal (a commit, perhaps) is not what was asked.
+        let carry_on =
+            s.progress.operational() != Operational::Ready || !matches!(request, Request::Retry { from: Some(_), .. });
+        let requests = self.requests_for(request, s).await?;
+        let outcome = self.run_requests(s, &requests).await?;
+        let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
+        match (outcome, goal, command) {
+            (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) if carry_on => {
+                self.toward(s, goal).await
+            }
+            (Outcome::Success, Some(goal), _) if !carry_on && s.progress.goal_ahead().is_some() => {
+                self.console
+                    .say(&format!("`duet run` was headed for {}: `duet resume` carries on there", goal.as_str()));
+                Ok(Outcome::Success)
+            }
+            (outcome, ..) => Ok(outcome),
+        }
+    }
+
+    /// The requests `request` runs on the session, journaled with who asked (and why).
+    async fn requests_for(&self, request: &Request, s: &mut Session) -> Result<Vec<RequestName>> {
+        let command = request.command();
+        let mut requests = match request {
+            // A repair is judged against the request's steps (and may retry a Ready one).
+            Request::Retry { from: Some(_), .. } | Request::Skip { .. } => self.operator_repair(s, request)?,
+            _ => admit(command, Some(&s.progress))?,
+        };
+        if command == Command::Abort {
+            run::stop_interrupted(self.platform, s, &self.ctx.options).await?;
+            // The journal may not know of a merge the machine made just before duet died.
+            if requests == [RequestName::AbortFromSplit] && self.platform.observe().await?.phase == Phase::Merged {
+                self.console
+                    .say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
+                requests = vec![RequestName::AbortFromMerge];
+            }
+        }
+        if matches!(command, Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
+            begin(s, command, &requests, None)?;
+        } else if let Request::Retry { from: None, reason } = request
+            && let Some(&request) = requests.first()
+        {
+            let retry = Entry::Retry { request, user: user(), from: None, steps: Vec::new(), reason: reason.clone() };
+            s.record(&retry, Durability::Durable)?;
+        }
+        Ok(requests)
+    }
+
+    /// `duet skip STEP` and `duet retry --from STEP`: judged against the current request's
+    /// steps, journaled with who and why; then the request runs on (and the rest of its
+    /// operation).
+    fn operator_repair(&self, s: &mut Session, request: &Request) -> Result<Vec<RequestName>> {
+        if let Request::Skip { .. } = request {
+            admit(Command::Skip, Some(&s.progress))?;
+        }
+        let current = s.progress.current().map(|(r, _)| r).expect("a session has a request");
+        let steps = run::steps_of(&s.compiled, current, &self.platform.inventory().event_logs);
+        let refused = |r: state::Refusal| Error::new(r.message).help(r.help);
+        let entry = match request {
+            Request::Skip { step, reason } => {
+                let request = state::repair::skip(&s.progress, &steps, step).map_err(refused)?;
+                self.console.say(&format!("{step} is marked done without running it ({reason}); {request} runs on"));
+                Entry::Skip { request, step: step.clone(), user: user(), reason: reason.clone() }
+            }
+            Request::Retry { from: Some(step), reason } => {
+                let fix = state::repair::retry_from(&s.progress, &steps, step).map_err(refused)?;
+                self.console.say(&format!("{} runs again from {step}: {}", fix.request, fix.steps.join(", ")));
+                let (request, from) = (fix.request, Some(step.clone()));
+                Entry::Retry { request, user: user(), from, steps: fix.steps, reason: reason.clone() }
+            }
+            _ => unreachable!("only repairs come here"),
+        };
+        s.record(&entry, Durability::Durable)?;
+        Ok(s.progress.remaining())
+    }
+
+    async fn run_requests(&self, session: &mut Session, requests: &[RequestName]) -> Result<Outcome> {
+        let ctx = self.ctx;
+        for &request in requests {
+            if let Some(signal) = ctx.options.interrupt.stopping() {
+                let message = format!("stopped by {} before {request}; `duet resume` continues", signal.name);
+                let note = Entry::Note { request: None, step: None, severity: Severity::Warning, message };
+                session.record(&note, Durability::Durable)?;
+                return Ok(Outcome::Interrupted(signal));
+            }
+            match run::run_request(self.platform, session, request, &ctx.options).await? {
+                RequestOutcome::Ready => {}
+                RequestOutcome::Interrupted(signal) => return Ok(Outcome::Interrupted(signal)),
+                RequestOutcome::Broken(broken) => return self.broken(session, request, &broken),
+            }
+        }
+        if session.progress.finished_ok(RequestName::Finish) {
+            let id = session.id().to_owned();
+            let dest = session::archive(&ctx.state, &session.dir, &id)?;
+            self.console.say(&format!("session {id} finished; its record is in {}", dest.display()));
+        }
+        Ok(Outcome::Success)
+    }
+
+    /// Says why `request` is Broken and what to do. A session's readiness check failed: nothing
+    /// was split, the attempt is kept as the last readiness check, and the state stays Idle.
+    fn broken(
+        &self,
+        session: &mut Session,
+        request: RequestName,
+        broken: &duet_contract::record::Broken,
+    ) -> Result<Outcome> {
+        let state_dir = &self.ctx.state;
+        let fix = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
+            Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
+            _ => "correct the problem (`duet log`)".to_owned(),
+        };
+        let help = format!("{fix}, {}", state::after_broken(&session.progress));
+        let error = Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message));
+        console::eprintln(&error.help(help).report(None));
+        if request == RequestName::CheckReadiness && session.dir == state_dir.session() {
+            session::replace_dir(state_dir, &session.dir, &state_dir.readiness())?;
+            session.dir = state_dir.readiness();
+            self.console.say("the readiness check failed, so nothing was split; the state stays Idle");
+        }
+        Ok(Outcome::Failure)
+    }
+
+    /// Drives a Ready session on toward `goal` (`duet run`): merge, commit, finish.
+    async fn toward(&self, session: &mut Session, goal: Through) -> Result<Outcome> {
+        let mut ran = false;
+        loop {
+            if !session.dir.exists() {
+                return Ok(Outcome::Success);
+            }
+            let progress = &session.progress;
+            let command = match progress.operational() {
+                Operational::Ready => {
+                    let Some(command) = next_toward(progress.upgrade_state(), goal) else {
+                        if !ran {
+                            let state = progress.upgrade_state();
+                            let through = goal.as_str();
+                            self.console.say(&format!(
+                                "nothing to run: the session is in state {state}, at or past `--through {through}`"
+                            ));
+                        }
+                        return Ok(Outcome::Success);
+                    };
+                    command
+                }
+                Operational::Busy => Command::Resume,
+                Operational::Broken => return Err(cannot_run_on(progress)),
+            };
+            if command != Command::Resume
+                && let Some(signal) = self.ctx.options.interrupt.stopping()
+            {
+                return Ok(Outcome::Interrupted(signal));
+            }
+            ran = true;
+            let requests = admit(command, Some(progress))?;
+            if command != Command::Resume {
+                begin(session, command, &requests, Some(goal))?;
+            }
+            let outcome = self.run_requests(session, &requests).await?;
+            if outcome != Outcome::Success {
+                return Ok(outcome);
+            }
+        }
+    }
+}
+
+/// The command that takes a Ready session in `state` one step toward `goal`, if any.
+fn next_toward(state: State, goal: Through) -> Option<Command> {
+    match (state, goal) {
+        (State::Split, Through::Merge | Through::Commit | Through::Finish) => Some(Command::Merge),
+        (State::Merge, Through::Commit | Through::Finish) => Some(Command::Commit),
+        (State::Commit | State::Abort, Through::Finish) => Some(Command::Finish),
+        _ => None,
+    }
+}
+
+/// `duet run` meets a Broken request on its way.
+fn cannot_run_on(progress: &Progress) -> Error {
+    let (request, broken) = progress.broken().expect("Broken has a reason");
+    Error::new(format!("cannot run on: {request} is Broken at step {}: {}", broken.step, broken.message)).help(format!(
+        "correct the problem, {} (a retry carries on to where `duet run` was headed)",
+        state::after_broken(progress)
+    ))
 }
 
 /// `duet run PLAN` continues the session in progress only if it was started from PLAN.
@@ -294,7 +452,7 @@ fn admit(command: Command, progress: Option<&Progress>) -> Result<Vec<RequestNam
 
 /// Opens the session in progress. One that had finished (duet stopped before moving it to
 /// `history/`) is archived now; the second value says so.
-fn open_session(ctx: &Context, console: &mut Console) -> Result<(Option<Session>, bool)> {
+fn open_session(ctx: &Context, console: Console) -> Result<(Option<Session>, bool)> {
     let dir = ctx.state.session();
     if !dir.join("journal").exists() {
         return Ok((None, false));
@@ -320,7 +478,7 @@ fn open_session(ctx: &Context, console: &mut Console) -> Result<(Option<Session>
     Ok((Some(session), false))
 }
 
-fn repair(dir: &Path, console: &mut Console) -> Result<()> {
+fn repair(dir: &Path, console: Console) -> Result<()> {
     let path = dir.join("journal");
     let said = Journal::<Entry>::repair(&path)?;
     console.say(&said);
@@ -356,165 +514,4 @@ fn operation_entry(operation: Command, requests: &[RequestName], goal: Option<Th
 
 fn begin(session: &mut Session, operation: Command, requests: &[RequestName], goal: Option<Through>) -> Result<()> {
     session.record(&operation_entry(operation, requests, goal), Durability::Durable)
-}
-
-/// `duet readiness PLAN`: a readiness check in Idle, kept in `readiness/` (the last one).
-async fn readiness<P: Platform>(
-    ctx: &Context,
-    platform: &P,
-    session: Option<&Session>,
-    plan: &Path,
-    console: &mut Console,
-) -> Result<(Outcome, Session)> {
-    let requests = admit(Command::Readiness, session.map(|s| &s.progress))?;
-    let mut compilation = compile_for(platform, plan)?;
-    let compiled = compilation.compiled.take().expect("checked");
-    // The last check's record stays until the new one replaces it.
-    let dest = ctx.state.readiness();
-    let id = format!("readiness-{}", session::new_id());
-    let operation = operation_entry(Command::Readiness, &requests, None);
-    let begin = begin_entry(&id, plan, platform);
-    let mut s = Session::create(&ctx.state, (&dest, true), &compilation, compiled, &begin, &operation)?;
-    drop(compilation);
-    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
-    Ok((outcome, s))
-}
-
-/// `duet split PLAN` (and the start of `duet run`): a new session, whose first request is the
-/// readiness check. If that fails, nothing was split: the session is set aside as the last
-/// readiness check, and the state stays Idle.
-async fn start<P: Platform>(
-    ctx: &Context,
-    platform: &P,
-    session: Option<&Session>,
-    plan: &Path,
-    goal: Option<Through>,
-    console: &mut Console,
-) -> Result<(Outcome, Session)> {
-    let requests = admit(Command::Split, session.map(|s| &s.progress))?;
-    let mut compilation = compile_for(platform, plan)?;
-    let compiled = compilation.compiled.take().expect("checked");
-    let id = session::new_id();
-    let dir = ctx.state.session();
-    let operation = operation_entry(Command::Split, &requests, goal);
-    let mut s = Session::create(
-        &ctx.state,
-        (&dir, false),
-        &compilation,
-        compiled,
-        &begin_entry(&id, plan, platform),
-        &operation,
-    )?;
-    drop(compilation);
-    console.say(&format!("session {id}: {} on {} ({})", plan.display(), platform.name(), platform.inventory().model));
-    let outcome = run_requests(ctx, platform, &mut s, &requests, console).await?;
-    Ok((outcome, s))
-}
-
-async fn run_requests<P: Platform>(
-    ctx: &Context,
-    platform: &P,
-    session: &mut Session,
-    requests: &[RequestName],
-    console: &mut Console,
-) -> Result<Outcome> {
-    for &request in requests {
-        if let Some(signal) = ctx.options.interrupt.stopping() {
-            let message = format!("stopped by {} before {request}; `duet resume` continues", signal.name);
-            let note = Entry::Note { request: None, step: None, severity: crate::platform::Severity::Warning, message };
-            session.record(&note, Durability::Durable)?;
-            return Ok(Outcome::Interrupted(signal));
-        }
-        let outcome = run::run_request(platform, session, request, &ctx.options, console).await?;
-        if let RequestOutcome::Interrupted(signal) = outcome {
-            return Ok(Outcome::Interrupted(signal));
-        }
-        if let RequestOutcome::Broken(broken) = outcome {
-            let fix = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
-                Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
-                _ => "correct the problem (`duet log`)".to_owned(),
-            };
-            let help = format!("{fix}, {}", state::after_broken(&session.progress));
-            let broken = Error::new(format!("{request} is Broken at step {}: {}", broken.step, broken.message));
-            crate::view::console::eprintln(&broken.help(help).to_string());
-            // A session's readiness check failed: nothing was split. The attempt is kept as the
-            // last readiness check, and the state stays Idle.
-            if request == RequestName::CheckReadiness && session.dir == ctx.state.session() {
-                session::replace_dir(&ctx.state, &session.dir, &ctx.state.readiness())?;
-                session.dir = ctx.state.readiness();
-                console.say("the readiness check failed, so nothing was split; the state stays Idle");
-            }
-            return Ok(Outcome::Failure);
-        }
-    }
-    if session.progress.finished_ok(RequestName::Finish) {
-        let id = session.id().to_owned();
-        let dest = session::archive(&ctx.state, &session.dir, &id)?;
-        console.say(&format!("session {id} finished; its record is in {}", dest.display()));
-    }
-    Ok(Outcome::Success)
-}
-
-/// Drives a Ready session on toward `goal` (`duet run`): merge, commit, finish.
-async fn toward<P: Platform>(
-    ctx: &Context,
-    platform: &P,
-    session: &mut Session,
-    goal: Through,
-    console: &mut Console,
-) -> Result<Outcome> {
-    let mut ran = false;
-    loop {
-        if !session.dir.exists() {
-            return Ok(Outcome::Success);
-        }
-        let progress = &session.progress;
-        match progress.operational() {
-            Operational::Ready => {}
-            Operational::Busy => {
-                let requests = admit(Command::Resume, Some(progress))?;
-                ran = true;
-                let outcome = run_requests(ctx, platform, session, &requests, console).await?;
-                if outcome != Outcome::Success {
-                    return Ok(outcome);
-                }
-                continue;
-            }
-            Operational::Broken => {
-                let (request, broken) = progress.broken().expect("Broken has a reason");
-                return Err(Error::new(format!(
-                    "cannot run on: {request} is Broken at step {}: {}",
-                    broken.step, broken.message
-                ))
-                .help(format!(
-                    "correct the problem, {} (a retry carries on to where `duet run` was headed)",
-                    state::after_broken(progress)
-                )));
-            }
-        }
-        let command = match (progress.upgrade_state(), goal) {
-            (State::Split, Through::Merge | Through::Commit | Through::Finish) => Command::Merge,
-            (State::Merge, Through::Commit | Through::Finish) => Command::Commit,
-            (State::Commit | State::Abort, Through::Finish) => Command::Finish,
-            (state, _) => {
-                if !ran {
-                    console.say(&format!(
-                        "nothing to run: the session is in state {state}, at or past `--through {}`",
-                        goal.as_str()
-                    ));
-                }
-                return Ok(Outcome::Success);
-            }
-        };
-        if let Some(signal) = ctx.options.interrupt.stopping() {
-            return Ok(Outcome::Interrupted(signal));
-        }
-        ran = true;
-        let requests = admit(command, Some(progress))?;
-        begin(session, command, &requests, Some(goal))?;
-        let outcome = run_requests(ctx, platform, session, &requests, console).await?;
-        if outcome != Outcome::Success {
-            return Ok(outcome);
-        }
-    }
 }

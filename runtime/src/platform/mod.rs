@@ -6,7 +6,10 @@
 //! reports progress and can be re-observed after a crash through [`Platform::observe`], so a
 //! restarted runtime reconciles before it continues.
 
+mod error;
 pub(crate) mod sim;
+
+pub(crate) use error::{PlatformError, PlatformErrorKind, PlatformResult};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -165,12 +168,6 @@ impl EventLog {
         }
     }
 }
-
-/// A platform failure: what failed, in words an administrator can act on, and what to do next
-/// (the runtime's user-facing error: a failed step shows both).
-pub(crate) use crate::error::Error as PlatformError;
-
-pub(crate) type PlatformResult<T> = Result<T, PlatformError>;
 
 /// The split/merge machine. Implementations keep their own state durable: a process killed at
 /// any instant leaves the machine in a state `observe` reports truthfully, and every mutating

@@ -28,11 +28,6 @@ pub(crate) struct Signal {
 impl Signal {
     const INT: Self = Self { number: SIGINT, name: "SIGINT" };
     const TERM: Self = Self { number: SIGTERM, name: "SIGTERM" };
-
-    /// The shell's convention: 128 + the signal's number.
-    pub(crate) fn exit_code(self) -> u8 {
-        128 + self.number.unsigned_abs() as u8
-    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,7 +91,9 @@ impl Interrupt {
                              `duet resume` reconciles them as after a crash",
                             got.name
                         ));
-                        std::process::exit(i32::from(level.first.unwrap_or(got).exit_code()));
+                        std::process::exit(i32::from(duet_contract::exit::signalled(
+                            level.first.unwrap_or(got).number,
+                        )));
                     }
                 }
             }

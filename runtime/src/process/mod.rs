@@ -647,6 +647,14 @@ fn describe(e: &io::Error) -> String {
     format!("{lowered} ({errno:?})")
 }
 
+/// Peak resident memory of this process in KiB (Linux `VmHWM`), for the journal's
+/// `request-finished` records.
+pub(crate) fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;

@@ -94,7 +94,7 @@ impl Progress {
             Entry::StepFinished { request, step, result, .. } => {
                 let s = step_mut(self.requests.entry(*request).or_default(), step);
                 // An interrupted attempt is as unfinished as one a crash cut short.
-                s.running = matches!(result, StepResult::Interrupted { .. });
+                s.running = result.cut_short();
                 s.result = Some(result.clone());
             }
             Entry::ServiceSaved { service, startup, running } => {

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::state::Progress;
 use crate::store::fsutil::{self, at};
 use crate::store::journal::{Damage, Durability, Journal, Record};
+use duet_contract::event::RunEvent;
 use duet_contract::record::{Entry, Output, StepResult};
 use duet_contract::status::{Change, ChangedFile};
 
@@ -97,13 +98,18 @@ pub(crate) struct SnapshotFile {
     pub(crate) snapshot: String,
 }
 
-/// A session (or a readiness check) with its journal open for appending.
+/// A session (or a readiness check) with its journal open for appending. Recording an entry
+/// is the one place that publishes it: every [`Observer`] sees it once the journal holds it.
 pub(crate) struct Session {
     pub(crate) dir: PathBuf,
     pub(crate) journal: Journal<Entry>,
     pub(crate) progress: Progress,
     pub(crate) compiled: Arc<CompiledPlan>,
+    observers: Vec<Observer>,
 }
+
+/// Sees every event of a session as it is recorded (the console, a follower, a fleet agent).
+pub(crate) type Observer = Box<dyn FnMut(&RunEvent<'_>)>;
 
 /// A read-only view, for `status` and `log`: never modifies anything, reports damage.
 pub(crate) struct View {
@@ -143,7 +149,7 @@ impl Session {
         // A full disk or an I/O error halfway leaves nothing behind: no half-built session.
         let mut journal = Self::build(&tmp, compilation, &compiled, begin, operation).map_err(|e| {
             let _ = std::fs::remove_dir_all(&tmp);
-            Error { message: format!("cannot create the session in {}: {}", state.root.display(), e.message), ..e }
+            e.within(&format!("cannot create the session in {}", state.root.display()))
         })?;
         if replace {
             fsutil::replace_dir_durable(&tmp, dest).map_err(at("replace", dest))?;
@@ -159,7 +165,7 @@ impl Session {
         progress.apply(begin);
         progress.apply(operation);
         crash_point(2);
-        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled) })
+        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled), observers: Vec::new() })
     }
 
     /// The snapshot of the plan and the journal's first two records, in `tmp`.
@@ -215,15 +221,39 @@ impl Session {
         });
         let journal = journal?;
         fold.begins(dir)?;
-        Ok(Self { dir: dir.to_owned(), journal, progress: fold.progress, compiled: Arc::new(compiled?) })
+        Ok(Self {
+            dir: dir.to_owned(),
+            journal,
+            progress: fold.progress,
+            compiled: Arc::new(compiled?),
+            observers: Vec::new(),
+        })
     }
 
-    /// Appends an entry and folds it into the progress.
+    /// Appends an entry, folds it into the progress and publishes it; an entry the journal
+    /// could not take is published as unrecorded.
     pub(crate) fn record(&mut self, entry: &Entry, durability: Durability) -> Result<()> {
-        self.journal.append(entry, durability)?;
+        if let Err(e) = self.journal.append(entry, durability) {
+            self.publish(&RunEvent::Unrecorded(entry));
+            return Err(e.into());
+        }
         self.progress.apply(entry);
+        self.publish(&RunEvent::Recorded { entry, durable: durability == Durability::Durable });
         crash_point(self.progress.records);
         Ok(())
+    }
+
+    /// Adds an observer of everything recorded from now on.
+    pub(crate) fn subscribe(&mut self, observer: Observer) {
+        self.observers.push(observer);
+    }
+
+    /// Tells every observer of an event that is not a journal write (a request continuing, an
+    /// entry shown although the journal is lost).
+    pub(crate) fn publish(&mut self, event: &RunEvent<'_>) {
+        for observer in &mut self.observers {
+            observer(event);
+        }
     }
 
     pub(crate) fn id(&self) -> &str {

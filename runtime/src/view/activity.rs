@@ -73,9 +73,9 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                     StepResult::Failed { message, help } => {
                         (Severity::Error, format!("{step}: {message}"), help.clone())
                     }
-                    StepResult::Interrupted { message } | StepResult::NotStarted { message } => {
-                        (Severity::Warning, format!("{step}: {message}"), None)
-                    }
+                    StepResult::Interrupted { message }
+                    | StepResult::StorageFailed { message }
+                    | StepResult::NotStarted { message } => (Severity::Warning, format!("{step}: {message}"), None),
                     StepResult::Skipped { reason, user } => {
                         (Severity::Warning, format!("{step}: skipped by {user}: {reason}"), None)
                     }
@@ -250,10 +250,10 @@ pub(crate) fn log(
     state: &crate::store::session::StateDir,
     session: Option<&str>,
     format: crate::cli::args::LogFormat,
-) -> crate::cli::outcome::Outcome {
-    use crate::cli::outcome::Outcome;
+) -> crate::outcome::Outcome {
+    use crate::outcome::Outcome;
     if let Err(e) = state.usable() {
-        crate::view::console::eprintln(&e.to_string());
+        crate::view::console::eprintln(&e.report(None));
         return Outcome::Failure;
     }
     let dirs = match session {
@@ -275,7 +275,7 @@ pub(crate) fn log(
     let view = match view {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            crate::view::console::eprintln(&e.to_string());
+            crate::view::console::eprintln(&e.report(None));
             return Outcome::Failure;
         }
         None => {

@@ -2,22 +2,24 @@
 //! notes, and the status bar at the end. Plain text, one line per event, so it reads the same
 //! in a terminal, a CI log or a pipe; control characters from action output are escaped.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::time::Duration;
 
-use duet_compiler::compiled::{RequestName, State, Step};
+use duet_compiler::compiled::{CompiledPlan, RequestName};
+use duet_contract::event::RunEvent;
+use duet_contract::record::{Broken, Entry, Output, Severity, StepResult};
 
-use crate::cli::outcome::Outcome;
-use duet_contract::record::{Broken, Output, Severity, StepResult};
+use crate::outcome::Outcome;
 
 /// The compiler's escape: one for everything duet prints (docs/decisions.md D48).
 pub(crate) use duet_compiler::text::{escape, escape_json, hostile};
 
-#[derive(Debug)]
+/// Prints a running command's events (one line each) and what the command itself says.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Console {
     /// Only the request lines and failures.
     pub(crate) quiet: bool,
-    out: std::io::Stdout,
 }
 
 /// Lines of a failed action's output shown under it (the rest is in `duet log`).
@@ -25,38 +27,59 @@ pub(crate) const SHOWN_LINES: usize = 10;
 
 impl Console {
     pub(crate) fn new(quiet: bool) -> Self {
-        Self { quiet, out: std::io::stdout() }
+        Self { quiet }
     }
 
-    /// Every line duet prints while it drives a session; control characters (from an action's
-    /// output, a file name, a plan) are shown escaped, never obeyed by the terminal.
-    fn line(&self, text: &str) {
-        let mut out = self.out.lock();
-        // A closed pipe (`duet run | head`) must not stop the upgrade.
-        let _ = writeln!(out, "{}", escape(text));
-        let _ = out.flush();
+    /// What the command itself says (not an event of the session).
+    #[expect(clippy::unused_self, reason = "shown even with `--quiet`, but through the console like every line")]
+    pub(crate) fn say(self, text: &str) {
+        line(text);
     }
 
-    pub(crate) fn say(&self, text: &str) {
-        self.line(text);
+    /// Prints a session's events as they are recorded: subscribe it to the session
+    /// (`Session::subscribe`). `plan` says which steps announce their start.
+    pub(crate) fn observer(self, plan: &CompiledPlan) -> impl FnMut(&RunEvent<'_>) + 'static {
+        // A platform step with a timeout may take a while: its start is shown (an action's
+        // output shows its own progress).
+        let announced: HashSet<String> = plan
+            .requests
+            .values()
+            .flat_map(|r| &r.steps)
+            .filter(|s| s.timeout_ms.is_some() && s.action.is_none())
+            .map(|s| s.id.clone())
+            .collect();
+        move |event| self.show(event, &announced)
     }
 
-    pub(crate) fn request(&mut self, request: RequestName, state: State) {
-        self.line(&format!("{request} ({state})"));
+    fn show(self, event: &RunEvent<'_>, announced: &HashSet<String>) {
+        match *event {
+            RunEvent::Request { request, state } => line(&format!("{request} ({state})")),
+            RunEvent::Recorded { entry: Entry::StepStarted { step, attempt, .. }, .. } => {
+                self.step_started(step, *attempt, announced.contains(step));
+            }
+            RunEvent::Recorded { entry, .. } | RunEvent::Unrecorded(entry) => match entry {
+                Entry::StepFinished { step, attempt, result, duration_ms, output, .. } => {
+                    self.step_finished(step, *attempt, result, Duration::from_millis(*duration_ms), output.as_ref());
+                }
+                Entry::Note { severity, message, .. } => self.note(*severity, message),
+                Entry::RequestFinished { request, broken, .. } => request_finished(*request, broken.as_ref()),
+                _ => {}
+            },
+        }
     }
 
-    pub(crate) fn step_started(&mut self, step: &Step, attempt: u32) {
+    fn step_started(self, step: &str, attempt: u32, announced: bool) {
         if self.quiet {
             return;
         }
         if attempt > 1 {
-            self.line(&format!("  ..      {} (attempt {attempt})", step.id));
-        } else if step.timeout_ms.is_some() && step.action.is_none() {
-            self.line(&format!("  ..      {}", step.id));
+            line(&format!("  ..      {step} (attempt {attempt})"));
+        } else if announced {
+            line(&format!("  ..      {step}"));
         }
     }
 
-    pub(crate) fn note(&mut self, severity: Severity, message: &str) {
+    fn note(self, severity: Severity, message: &str) {
         if self.quiet && severity < Severity::Warning {
             return;
         }
@@ -65,54 +88,56 @@ impl Console {
             Severity::Error => "error: ",
             _ => "",
         };
-        self.line(&format!("          {mark}{}", escape(message)));
+        line(&format!("          {mark}{}", escape(message)));
     }
 
-    pub(crate) fn step_finished(
-        &mut self,
-        step: &Step,
-        attempt: u32,
-        result: &StepResult,
-        duration: Duration,
-        output: Option<&Output>,
-    ) {
+    fn step_finished(self, step: &str, attempt: u32, result: &StepResult, duration: Duration, output: Option<&Output>) {
         let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         match result {
             StepResult::Success { message } => {
                 if !self.quiet {
-                    self.line(&format!("  ok      {:<34} {}{again}  {}", step.id, escape(message), seconds(duration)));
+                    line(&format!("  ok      {step:<34} {}{again}  {}", escape(message), seconds(duration)));
                 }
             }
             StepResult::Reconciled { message } => {
-                self.line(&format!("  ok      {:<34} {}", step.id, escape(message)));
+                line(&format!("  ok      {step:<34} {}", escape(message)));
             }
             StepResult::Skipped { reason, user } => {
-                self.line(&format!("  skipped {:<34} by {user}: {}", step.id, escape(reason)));
+                line(&format!("  skipped {step:<34} by {user}: {}", escape(reason)));
             }
-            StepResult::Interrupted { message } | StepResult::NotStarted { message } => {
-                self.line(&format!("  STOPPED {:<34} {}{again}", step.id, escape(message)));
+            StepResult::Interrupted { message }
+            | StepResult::StorageFailed { message }
+            | StepResult::NotStarted { message } => {
+                line(&format!("  STOPPED {step:<34} {}{again}", escape(message)));
             }
             StepResult::Failed { message, help } => {
-                self.line(&format!("  FAILED  {:<34} {}{again}", step.id, escape(message)));
-                if let Some(output) = output {
-                    for (name, stream) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
-                        let lines: Vec<&str> = stream.tail.lines().collect();
-                        for line in &lines[lines.len().saturating_sub(SHOWN_LINES)..] {
-                            self.line(&format!("          {name}: {}", escape(line)));
-                        }
+                line(&format!("  FAILED  {step:<34} {}{again}", escape(message)));
+                for (name, stream) in output.iter().flat_map(|o| [("stdout", &o.stdout), ("stderr", &o.stderr)]) {
+                    let lines: Vec<&str> = stream.tail.lines().collect();
+                    for shown in &lines[lines.len().saturating_sub(SHOWN_LINES)..] {
+                        line(&format!("          {name}: {}", escape(shown)));
                     }
                 }
                 if let Some(help) = help {
-                    self.line(&format!("          help: {help}"));
+                    line(&format!("          help: {help}"));
                 }
             }
         }
     }
+}
 
-    pub(crate) fn request_finished(&mut self, request: RequestName, broken: Option<&Broken>) {
-        if let Some(b) = broken {
-            self.line(&format!("{request} is Broken: {} failed: {}", b.step, escape(&b.message)));
-        }
+/// Every line duet prints while it drives a session; control characters (from an action's
+/// output, a file name, a plan) are shown escaped, never obeyed by the terminal.
+fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`duet run | head`) must not stop the upgrade.
+    let _ = writeln!(out, "{}", escape(text));
+    let _ = out.flush();
+}
+
+fn request_finished(request: RequestName, broken: Option<&Broken>) {
+    if let Some(b) = broken {
+        line(&format!("{request} is Broken: {} failed: {}", b.step, escape(&b.message)));
     }
 }
 

@@ -286,7 +286,7 @@ impl Sim {
         if into.starts_with(root) || e.path.starts_with(&self.dir) {
             PlatformError::storage(e.to_string())
         } else {
-            PlatformError::new(e.to_string()).help("check the staging directory")
+            PlatformError::refused(e.to_string()).help("check the staging directory")
         }
     }
 
@@ -424,8 +424,10 @@ impl Sim {
         let phase = self.snapshot().phase;
         let partner = self.partner(phase);
         if side == Side::Upgrade && phase == Phase::Split && partner != PartnerState::OsUp {
-            return Err(PlatformError::new(format!("the Upgrade Side is not responding (partner state: {partner})"))
-                .help("restart the Upgrade Side and wait for `Partner: OS Up` (`duet status`)"));
+            return Err(PlatformError::unreachable(format!(
+                "the Upgrade Side is not responding (partner state: {partner})"
+            ))
+            .help("restart the Upgrade Side and wait for `Partner: OS Up` (`duet status`)"));
         }
         Ok(())
     }
@@ -482,7 +484,7 @@ impl Sim {
 
     fn known(state: &SimState, side: Side, name: &str) -> PlatformResult<ServiceState> {
         state.side(side).get(name).copied().ok_or_else(|| {
-            PlatformError::new(format!("the {} has no service {name}", side_name(side)))
+            PlatformError::refused(format!("the {} has no service {name}", side_name(side)))
                 .help("the plan names a service this machine does not have: check the plan against the inventory")
         })
     }
@@ -501,7 +503,7 @@ impl Sim {
             return Ok(());
         }
         if running && now.startup == Startup::Disabled {
-            return Err(PlatformError::new(format!(
+            return Err(PlatformError::refused(format!(
                 "{name} on the {}: The service cannot be started, either because it is disabled or because it has no enabled devices associated with it.",
                 side_name(side)
             ))
@@ -510,7 +512,7 @@ impl Sim {
         match self.service_fault(name, op) {
             Some(true) => std::future::pending::<()>().await,
             Some(false) => {
-                return Err(PlatformError::new(format!(
+                return Err(PlatformError::transient(format!(
                     "The {name} service on the {} did not {verb}: it did not respond to the {verb} request (simulated fault)",
                     side_name(side)
                 ))
@@ -530,7 +532,7 @@ impl Sim {
     fn apply(&self, op: Operation) -> PlatformResult<()> {
         let phase = self.snapshot().phase;
         let wrong = |needs: &str| {
-            PlatformError::new(format!("cannot {op}: the machine is {phase:?}, and the {op} needs it {needs}"))
+            PlatformError::refused(format!("cannot {op}: the machine is {phase:?}, and the {op} needs it {needs}"))
                 .help("`duet status` shows the machine's state")
         };
         match (op, phase) {
@@ -755,8 +757,10 @@ impl Platform for Sim {
                 }
             })?;
             if let Some(n) = failed {
-                return Err(PlatformError::new(format!("the {op} failed (simulated fault, failure {n} of {times})"))
-                    .help(format!("the {op} may succeed when tried again")));
+                return Err(PlatformError::transient(format!(
+                    "the {op} failed (simulated fault, failure {n} of {times})"
+                ))
+                .help(format!("the {op} may succeed when tried again")));
             }
         }
         self.apply(op)?;
@@ -842,7 +846,7 @@ impl Platform for Sim {
 
     async fn export_event_log(&self, side: Side, log: &str, into: &Path) -> PlatformResult<PathBuf> {
         if !self.inventory.event_logs.iter().any(|l| l == log) {
-            return Err(PlatformError::new(format!("the {} has no event log {log}", side_name(side))));
+            return Err(PlatformError::refused(format!("the {} has no event log {log}", side_name(side))));
         }
         self.settle()?;
         let fail = |e: fsutil::FsError| self.copy_failed(into, &e);

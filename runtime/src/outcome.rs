@@ -1,4 +1,7 @@
-//! How a command ended, and the exit code that says so. Decided here and nowhere else.
+//! How a command ended, and the exit code that says so. Decided here and nowhere else (the
+//! values are the contract's `exit`).
+
+use duet_contract::exit;
 
 use crate::process::interrupt::Signal;
 
@@ -15,9 +18,9 @@ pub(crate) enum Outcome {
 impl Outcome {
     pub(crate) fn exit_code(self) -> u8 {
         match self {
-            Self::Success => 0,
-            Self::Failure => 1,
-            Self::Interrupted(signal) => signal.exit_code(),
+            Self::Success => exit::SUCCESS,
+            Self::Failure => exit::FAILURE,
+            Self::Interrupted(signal) => exit::signalled(signal.number),
         }
     }
 }

@@ -1,0 +1,136 @@
+//! An action step: a custom action's program, run on its side with the guide's environment
+//! and the attempt's marks, its output kept in the session directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use duet_compiler::compiled::Step;
+use duet_contract::record::{Output, StepResult, Stream};
+
+use super::{StepCtx, failed, platform_failed, success};
+use crate::error::Error;
+use crate::platform::{Platform, PlatformErrorKind};
+use crate::process::{Exit, Marks, ProcessOutcome, ProcessSpec};
+
+pub(super) async fn run<P: Platform>(
+    ctx: &StepCtx<'_, P>,
+    step: &Step,
+    attempt: u32,
+) -> (StepResult, Option<Output>, Option<Error>) {
+    let Some(action) = ctx.action(step) else {
+        return (failed(format!("{} names an action the plan does not have", step.id), None), None, None);
+    };
+    let mut env: Vec<(String, String)> = Vec::with_capacity(8);
+    if let Some(e) = &step.env {
+        env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_STATE".into(), e.state.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_REQUEST".into(), e.request.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_HW_SPLIT".into(), e.hw_split.as_str().into()));
+    }
+    let marks = Marks::attempt(ctx.session_id, &step.id, attempt);
+    env.extend(marks.env());
+    let args = if action.args.iter().any(|a| a.contains('%')) {
+        let mut all = env.clone();
+        // `%NAME%` expands from duet's environment too; a variable that is not UTF-8 cannot be
+        // named in a plan, so it is skipped (std::env::vars would panic on it).
+        all.extend(std::env::vars_os().filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))));
+        action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
+    } else {
+        action.args.clone()
+    };
+    let program = PathBuf::from(&action.file);
+    let rel = format!("output/{}/{}.{attempt}", ctx.request, sanitize(&step.id));
+    let spec = ProcessSpec {
+        cwd: program.parent().map_or_else(|| ctx.session_dir.to_owned(), Path::to_owned),
+        program,
+        args,
+        env,
+        timeout: Duration::from_millis(step.timeout_ms.unwrap_or(action.timeout_ms)),
+        kill_grace: ctx.options.kill_grace,
+        output_base: ctx.session_dir.join(&rel),
+        interrupt: ctx.options.interrupt.clone(),
+        marks,
+    };
+    if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            let message = format!("{} was not started: cannot create {}: {e}", step.id, parent.display());
+            return (StepResult::NotStarted { message }, None, None);
+        }
+        ctx.output_dir.set(true);
+    }
+    let outcome = match ctx.platform.run(step.side, &spec).await {
+        Ok(o) => o,
+        // The platform could not prepare the run (it records each start): nothing ran.
+        Err(e) if e.kind == PlatformErrorKind::Storage => {
+            let message = format!("{} was not started: {}", step.id, e.message);
+            return (StepResult::NotStarted { message }, None, None);
+        }
+        Err(e) => return (platform_failed(e), None, None),
+    };
+    let output = output_of(&outcome, ctx.session_dir);
+    // The action ran and its result stands; but part of what it printed is lost, so duet stops
+    // after it rather than go on without a record the operator may need.
+    let lost = [&outcome.stdout, &outcome.stderr].into_iter().find_map(|c| c.write_error.clone());
+    let halt = lost
+        .map(|why| format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
+        .or_else(|| outcome.record_error.clone().map(|why| format!("{why}; the result of {} is recorded", step.id)))
+        .map(Error::storage);
+    let timeout = humantime::format_duration(spec.timeout);
+    let result = match outcome.exit {
+        Exit::Code(0) => success("exit value 0"),
+        Exit::Code(n) => failed(
+            format!("Custom action failed with exit value {n}"),
+            Some(format!("check its output (`duet log`) and correct the problem (action `{}`)", action.id)),
+        ),
+        Exit::Signal(sig) => failed(
+            format!("Custom action was killed by signal {sig}"),
+            Some(format!("check what stopped it (action `{}`)", action.id)),
+        ),
+        Exit::TimedOut => failed(
+            format!("Custom action timed out after {timeout}; it was stopped with its whole process tree"),
+            Some(format!("make it finish in time or raise its `timeout` (action `{}`)", action.id)),
+        ),
+        Exit::Interrupted => ctx.interrupted("while it ran; it was stopped with its whole process tree"),
+        Exit::SpawnFailed { message, not_found } => failed(
+            message,
+            Some(if not_found {
+                format!("ensure `{}` exists on a system disk", action.file)
+            } else {
+                format!("make `{}` executable", action.file)
+            }),
+        ),
+    };
+    (result, Some(output), halt)
+}
+
+fn output_of(outcome: &ProcessOutcome, session_dir: &Path) -> Output {
+    let stream = |c: &crate::process::Captured| Stream {
+        tail: c.tail.clone(),
+        bytes: c.bytes,
+        file: c.file.as_ref().map(|f| f.strip_prefix(session_dir).unwrap_or(f).display().to_string()),
+    };
+    Output {
+        exit: match outcome.exit {
+            Exit::Code(n) => Some(n),
+            _ => None,
+        },
+        stdout: stream(&outcome.stdout),
+        stderr: stream(&outcome.stderr),
+    }
+}
+
+/// Step ids as file names: `action:x@upgrade` -> `action-x@upgrade`.
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '-' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_ids_become_safe_file_names() {
+        assert_eq!(sanitize("action:app-stop@upgrade"), "action-app-stop@upgrade");
+        assert_eq!(sanitize("service:W3 SVC/x@production"), "service-W3-SVC-x@production");
+    }
+}
