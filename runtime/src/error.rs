@@ -6,6 +6,7 @@
 //! `outcome.rs` decides).
 
 use crate::platform::{PlatformError, PlatformErrorKind};
+use crate::store::error::StoreError;
 use crate::store::fsutil::{FsError, STORAGE_FIX};
 use crate::store::journal::JournalError;
 use crate::store::lock::LockError;
@@ -73,7 +74,7 @@ impl Error {
         match self {
             Self::Storage { fix, .. } => Some(fix),
             Self::Journal(JournalError::Io(e)) => Some(e.fix()),
-            Self::Platform(e) if e.kind == PlatformErrorKind::Storage => Some(STORAGE_FIX),
+            Self::Platform(e) if e.kind == PlatformErrorKind::Storage => Some(e.fix),
             _ => None,
         }
     }
@@ -116,6 +117,17 @@ impl From<JournalError> for Error {
         match e {
             JournalError::Io(e) => e.into(),
             e => Self::Journal(e),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Fs(e) => e.into(),
+            StoreError::Journal(e) => e.into(),
+            StoreError::Refused { message, help } => Self::Refused { message, help: Some(help) },
+            StoreError::Within { what, source } => Self::from(*source).within(&what),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! its implementations), `process/` (child processes and signals), `view/` (what is shown).
 //! The journal records, status JSON and exit codes are the `duet_contract` crate.
 
+#[cfg(test)]
+mod architecture;
 mod cli;
 mod error;
 mod outcome;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::cli::args::StateArgs;
 use crate::run;
-use crate::store::session::StateDir;
+use crate::store::layout::StateDir;
 
 /// What every upgrade command is given.
 #[derive(Clone, Debug)]

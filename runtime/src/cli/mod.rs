@@ -5,6 +5,7 @@
 pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
+pub(crate) mod log;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
@@ -24,7 +25,7 @@ pub(crate) fn main() -> Outcome {
         Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
         Command::Log { format, session, state } => {
-            crate::view::activity::log(&Context::reading(&state).state, session.as_deref(), format)
+            log::log(&Context::reading(&state).state, session.as_deref(), format)
         }
         Command::Readiness { plan, run } => upgrade::execute(&run, &upgrade::Request::Readiness { plan }),
         Command::Split { plan, run } => upgrade::execute(&run, &upgrade::Request::Split { plan }),

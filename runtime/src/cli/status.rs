@@ -17,7 +17,7 @@ pub(crate) fn status(ctx: &Context, json: bool) -> Outcome {
             .enable_all()
             .build()
             .map_err(|e| Error::new(format!("cannot start the runtime: {e}")))?;
-        let in_session = ctx.state.session().join("journal").exists();
+        let in_session = ctx.state.in_session();
         match platform::existing(&ctx.state.root, ctx.inventory.as_deref(), in_session)? {
             Some(platform) => runtime.block_on(gather(&ctx.state, &platform)),
             None => Ok(unbuilt()),

@@ -19,8 +19,10 @@ use crate::process::interrupt::Interrupt;
 use crate::run::{self, Outcome as RequestOutcome};
 use crate::state::{self, Command, Operational, Progress};
 use crate::store::journal::{Durability, Journal};
+use crate::store::layout::SessionDir;
 use crate::store::lock::StateLock;
-use crate::store::session::{self, Session};
+use crate::store::session::{self, NewSession, Session};
+use crate::store::staged::Commit;
 use crate::view::console::{self, Console};
 use crate::view::status;
 
@@ -101,7 +103,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
 /// How to go on after a stop (a signal, a disk error): `resume`, if a session is in progress;
 /// else the same command again (a readiness check, or a session that was never created).
 fn again(ctx: &Context, request: &Request) -> String {
-    if matches!(request, Request::Readiness { .. }) || !ctx.state.session().join("journal").exists() {
+    if matches!(request, Request::Readiness { .. }) || !ctx.state.in_session() {
         "run the same command again: no session is in progress to resume".to_owned()
     } else {
         "`duet resume` continues from the journal (`duet status` shows where the session is)".to_owned()
@@ -136,7 +138,7 @@ fn user() -> String {
 async fn drive(ctx: &Context, request: &Request, console: Console) -> Result<Outcome> {
     ctx.state.usable()?;
     let starts = matches!(request, Request::Readiness { .. } | Request::Split { .. } | Request::Run { .. });
-    if !starts && !ctx.state.session().join("journal").exists() {
+    if !starts && !ctx.state.in_session() {
         // Nothing to act on: refused before anything is created (not even the state directory).
         admit(request.command(), None)?;
     }
@@ -227,12 +229,13 @@ impl<P: Platform> Driver<'_, P> {
         let state = &self.ctx.state;
         let (id, dest) = match start {
             // The last check's record stays until the new one replaces it.
-            Start::Readiness => (format!("readiness-{}", session::new_id()), (state.readiness(), true)),
-            Start::Session { .. } => (session::new_id(), (state.session(), false)),
+            Start::Readiness => (format!("readiness-{}", session::new_id()), (state.readiness(), Commit::Replace)),
+            Start::Session { .. } => (session::new_id(), (state.session(), Commit::New)),
         };
         let operation = operation_entry(command, &requests, goal);
         let begin = begin_entry(&id, plan, self.platform);
-        let s = Session::create(state, (&dest.0, dest.1), &compilation, compiled, &begin, &operation)?;
+        let new = NewSession { dest: &dest.0, commit: dest.1, compilation: &compilation, first: [&begin, &operation] };
+        let s = Session::create(state, &new, compiled)?;
         drop(compilation);
         if let Start::Session { .. } = start {
             let (name, model) = (self.platform.name(), &self.platform.inventory().model);
@@ -454,7 +457,7 @@ fn admit(command: Command, progress: Option<&Progress>) -> Result<Vec<RequestNam
 /// `history/`) is archived now; the second value says so.
 fn open_session(ctx: &Context, console: Console) -> Result<(Option<Session>, bool)> {
     let dir = ctx.state.session();
-    if !dir.join("journal").exists() {
+    if !ctx.state.in_session() {
         return Ok((None, false));
     }
     let session = Session::open(&dir)?;
@@ -479,7 +482,7 @@ fn open_session(ctx: &Context, console: Console) -> Result<(Option<Session>, boo
 }
 
 fn repair(dir: &Path, console: Console) -> Result<()> {
-    let path = dir.join("journal");
+    let path = SessionDir(dir).journal();
     let said = Journal::<Entry>::repair(&path)?;
     console.say(&said);
     Ok(())
@@ -513,5 +516,5 @@ fn operation_entry(operation: Command, requests: &[RequestName], goal: Option<Th
 }
 
 fn begin(session: &mut Session, operation: Command, requests: &[RequestName], goal: Option<Through>) -> Result<()> {
-    session.record(&operation_entry(operation, requests, goal), Durability::Durable)
+    Ok(session.record(&operation_entry(operation, requests, goal), Durability::Durable)?)
 }

@@ -5,6 +5,8 @@
 //!
 //! [`Storage`]: PlatformErrorKind::Storage
 
+use crate::store::fsutil::{FsError, STORAGE_FIX};
+
 /// What recovery fits a platform failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum PlatformErrorKind {
@@ -28,11 +30,13 @@ pub(crate) struct PlatformError {
     pub(crate) kind: PlatformErrorKind,
     pub(crate) message: String,
     pub(crate) help: Option<String>,
+    /// For a storage failure: what fixes it (`FsError::fix`).
+    pub(crate) fix: &'static str,
 }
 
 impl PlatformError {
     fn of(kind: PlatformErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), help: None }
+        Self { kind, message: message.into(), help: None, fix: STORAGE_FIX }
     }
 
     pub(crate) fn refused(message: impl Into<String>) -> Self {
@@ -55,6 +59,13 @@ impl PlatformError {
     pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
+    }
+}
+
+/// An I/O error on the platform's own files (the sim's machine under the state directory).
+impl From<FsError> for PlatformError {
+    fn from(e: FsError) -> Self {
+        Self { fix: e.fix(), ..Self::storage(e.to_string()) }
     }
 }
 

@@ -19,7 +19,6 @@ use duet_compiler::compiled::Side;
 use duet_compiler::inventory::{Inventory, PartnerState, Startup};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
 use crate::process::{Marks, ProcessOutcome, ProcessSpec};
 pub(crate) use duet_contract::record::Severity;
 pub(crate) use duet_contract::status::Hardware;
@@ -28,7 +27,7 @@ pub(crate) use duet_contract::status::Hardware;
 /// the platform (today the simulated one). Only when `may_build` (a command that may start a
 /// session, with none in progress) is it built the first time, or rebuilt from a different
 /// `inventory`; otherwise a missing or different machine is refused.
-pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> crate::error::Result<impl Platform> {
+pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<impl Platform> {
     sim::Sim::open(root, inventory, may_build)
 }
 
@@ -38,10 +37,10 @@ pub(crate) fn existing(
     root: &Path,
     inventory: Option<&Path>,
     in_session: bool,
-) -> crate::error::Result<Option<impl Platform>> {
+) -> PlatformResult<Option<impl Platform>> {
     match sim::Sim::existing(root, inventory)? {
         Some(machine) => Ok(Some(machine)),
-        None if in_session => Err(Error::new(format!(
+        None if in_session => Err(PlatformError::refused(format!(
             "the simulated machine's state {} is missing, and a session is in progress on it",
             sim::Sim::state_file(root).display()
         ))

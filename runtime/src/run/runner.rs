@@ -173,7 +173,7 @@ impl<P: Platform> Runner<'_, P> {
         if self.stops.journal_lost {
             self.session.publish(&RunEvent::Unrecorded(entry));
         } else if let Err(e) = self.session.record(entry, durability) {
-            self.stops.lose(e);
+            self.stops.lose(e.into());
         }
     }
 
@@ -193,7 +193,7 @@ impl<P: Platform> Runner<'_, P> {
             let _ = ack.send(written.as_ref().copied().map_err(ToString::to_string));
         }
         if let Err(e) = written {
-            self.stops.lose(e);
+            self.stops.lose(e.into());
         }
     }
 }

@@ -1,23 +1,7 @@
-//! Sessions on disk (execution model 6): the state directory, each session's snapshot of the
-//! plan, and its journal.
-//!
-//! ```text
-//! STATE_DIR/
-//!   lock                    held by the one process driving this directory
-//!   sim/                    the simulated machine (platform::sim)
-//!   session/                the session in progress, if any
-//!     journal               append-only, checksummed (journal.rs)
-//!     plan/compiled.json    the compiled plan the session runs, whatever happens to the files
-//!     plan/sources.json     where each source file came from
-//!     plan/sources/N-NAME   a copy of every plan file, as compiled
-//!     output/REQUEST/STEP.ATTEMPT.{stdout,stderr}   the full output of each action attempt
-//!     evidence/, logs/      Upgrade Side evidence and log backups, when the plan has no staging_dir
-//!   readiness/              the last readiness check run in Idle (same layout)
-//!   history/ID/             finished (or never started) sessions
-//! ```
-//!
-//! A session directory is built under a temporary name and renamed into place, so it either
-//! exists whole or not at all; finishing renames it into `history/`.
+//! Sessions on disk (execution model 6): each session's snapshot of the plan, and its journal,
+//! in the layout [`crate::store::layout`] spells. A session directory is built aside and
+//! committed into place ([`StagedDir`]), so it either exists whole or not at all; finishing
+//! renames it into `history/`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,66 +11,15 @@ use duet_compiler::Compilation;
 use duet_compiler::compiled::CompiledPlan;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
 use crate::state::Progress;
+use crate::store::error::{StoreError, StoreResult};
 use crate::store::fsutil::{self, at};
 use crate::store::journal::{Damage, Durability, Journal, Record};
+use crate::store::layout::{SessionDir, StateDir};
+use crate::store::staged::{Commit, CommitError, StagedDir};
 use duet_contract::event::RunEvent;
 use duet_contract::record::{Entry, Output, StepResult};
 use duet_contract::status::{Change, ChangedFile};
-
-/// Where duet keeps its state.
-#[derive(Clone, Debug)]
-pub(crate) struct StateDir {
-    pub(crate) root: PathBuf,
-}
-
-impl StateDir {
-    pub(crate) fn new(root: PathBuf) -> Self {
-        Self { root }
-    }
-
-    pub(crate) fn session(&self) -> PathBuf {
-        self.root.join("session")
-    }
-
-    pub(crate) fn readiness(&self) -> PathBuf {
-        self.root.join("readiness")
-    }
-
-    pub(crate) fn history(&self) -> PathBuf {
-        self.root.join("history")
-    }
-
-    /// Refuses a state directory that is something else (a file).
-    pub(crate) fn usable(&self) -> Result<()> {
-        if self.root.exists() && !self.root.is_dir() {
-            return Err(Error::new(format!("the state directory {} is not a directory", self.root.display()))
-                .help("give a directory with `--state-dir DIR` (or DUET_STATE_DIR)"));
-        }
-        Ok(())
-    }
-
-    pub(crate) fn ensure(&self) -> Result<()> {
-        self.usable()?;
-        fsutil::create_dir_all_durable(&self.root).map_err(|e| {
-            Error::new(at("create", &self.root)(e).to_string())
-                .help("choose a state directory you can write (`--state-dir DIR`, DUET_STATE_DIR)")
-        })
-    }
-
-    /// Removes directories a killed process left half-built (they were never renamed into place).
-    pub(crate) fn sweep(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(".new-") || name.starts_with(".old-") {
-                let _ = std::fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotFile {
@@ -96,6 +29,16 @@ pub(crate) struct SnapshotFile {
     pub(crate) path: String,
     /// The copy, relative to the session directory.
     pub(crate) snapshot: String,
+}
+
+/// What a new session directory holds and where it goes ([`Session::create`]).
+pub(crate) struct NewSession<'a> {
+    pub(crate) dest: &'a Path,
+    pub(crate) commit: Commit,
+    /// The compilation the plan came from: its source files are snapshot.
+    pub(crate) compilation: &'a Compilation,
+    /// `begin` and the `operation` that starts the session.
+    pub(crate) first: [&'a Entry; 2],
 }
 
 /// A session (or a readiness check) with its journal open for appending. Recording an entry
@@ -131,62 +74,46 @@ pub(crate) fn new_id() -> String {
 }
 
 impl Session {
-    /// Builds a session directory at `dest`: the snapshot, then a journal starting with
-    /// `begin` and the `operation` that starts it. Built aside and renamed into place, so a
-    /// session always says what it was started to do. `dest` must not exist, unless `replace`
-    /// (the last readiness check's record): then the old one stays until the new one replaces
-    /// it, whatever happens in between.
-    pub(crate) fn create(
-        state: &StateDir,
-        (dest, replace): (&Path, bool),
-        compilation: &Compilation,
-        compiled: CompiledPlan,
-        begin: &Entry,
-        operation: &Entry,
-    ) -> Result<Self> {
-        let tmp = state.root.join(format!(".new-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+    /// Builds a session directory at `new.dest`: the snapshot, then a journal starting with
+    /// `begin` and the `operation` that starts it. Built aside and committed into place, so a
+    /// session always says what it was started to do; with [`Commit::Replace`] (the last
+    /// readiness check's record) the old one stays until the new one replaces it, whatever
+    /// happens in between.
+    pub(crate) fn create(state: &StateDir, new: &NewSession<'_>, compiled: CompiledPlan) -> StoreResult<Self> {
         // A full disk or an I/O error halfway leaves nothing behind: no half-built session.
-        let mut journal = Self::build(&tmp, compilation, &compiled, begin, operation).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&tmp);
-            e.within(&format!("cannot create the session in {}", state.root.display()))
-        })?;
-        if replace {
-            fsutil::replace_dir_durable(&tmp, dest).map_err(at("replace", dest))?;
-        } else if dest.exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(Error::new(format!("{} already exists", dest.display()))
-                .help("another session was started meanwhile: run `duet status`"));
-        } else {
-            fsutil::rename_durable(&tmp, dest).map_err(at("rename", &tmp))?;
+        let within = || format!("cannot create the session in {}", state.root.display());
+        let staged = StagedDir::create(state).map_err(|e| StoreError::from(e).within(within()))?;
+        let mut journal = Self::build(SessionDir(staged.path()), new, &compiled).map_err(|e| e.within(within()))?;
+        match staged.commit(new.dest, new.commit) {
+            Ok(()) => {}
+            Err(CommitError::Exists) => {
+                return Err(StoreError::refused(
+                    format!("{} already exists", new.dest.display()),
+                    "another session was started meanwhile: run `duet status`",
+                ));
+            }
+            Err(CommitError::Io(e)) => return Err(e.into()),
         }
-        journal.moved_to(dest.join("journal"));
+        journal.moved_to(SessionDir(new.dest).journal());
         let mut progress = Progress::default();
-        progress.apply(begin);
-        progress.apply(operation);
+        for entry in new.first {
+            progress.apply(entry);
+        }
         crash_point(2);
-        Ok(Self { dir: dest.to_owned(), journal, progress, compiled: Arc::new(compiled), observers: Vec::new() })
+        Ok(Self { dir: new.dest.to_owned(), journal, progress, compiled: Arc::new(compiled), observers: Vec::new() })
     }
 
-    /// The snapshot of the plan and the journal's first two records, in `tmp`.
-    fn build(
-        tmp: &Path,
-        compilation: &Compilation,
-        compiled: &CompiledPlan,
-        begin: &Entry,
-        operation: &Entry,
-    ) -> Result<Journal<Entry>> {
-        let plan_dir = tmp.join("plan");
-        let sources_dir = plan_dir.join("sources");
+    /// The snapshot of the plan and the journal's first two records, in `dir`.
+    fn build(dir: SessionDir<'_>, new: &NewSession<'_>, compiled: &CompiledPlan) -> StoreResult<Journal<Entry>> {
+        let sources_dir = dir.sources();
         fsutil::create_dir_all_durable(&sources_dir).map_err(at("create", &sources_dir))?;
         let mut manifest = Vec::new();
         let wanted: Vec<&str> = compiled.sources.iter().map(|s| s.path.as_str()).collect();
-        for (i, file) in
-            compilation.sources.files().filter(|f| wanted.contains(&&*f.canonical.to_string_lossy())).enumerate()
-        {
+        let files = new.compilation.sources.files().filter(|f| wanted.contains(&&*f.canonical.to_string_lossy()));
+        for (i, file) in files.enumerate() {
             let name = file.canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let rel = format!("plan/sources/{}-{name}", i + 1);
-            let path = tmp.join(&rel);
+            let rel = SessionDir::source(i + 1, &name);
+            let path = dir.0.join(&rel);
             fsutil::write_atomic(&path, file.text.as_bytes()).map_err(at("write", &path))?;
             manifest.push(SnapshotFile {
                 file: file.display.clone(),
@@ -194,16 +121,16 @@ impl Session {
                 snapshot: rel,
             });
         }
-        let write = |name: &str, json: serde_json::Result<String>| -> Result<()> {
-            let path = plan_dir.join(name);
+        let write = |path: PathBuf, json: serde_json::Result<String>| -> StoreResult<()> {
             let text = json.expect("plain data serializes") + "\n";
             fsutil::write_atomic(&path, text.as_bytes()).map_err(at("write", &path))?;
             Ok(())
         };
-        write("sources.json", serde_json::to_string_pretty(&manifest))?;
+        write(dir.sources_manifest(), serde_json::to_string_pretty(&manifest))?;
         // Compact: a resume reads it whole (`duet compile --format json` prints it for people).
-        write("compiled.json", serde_json::to_string(compiled))?;
-        let mut journal = Journal::create(&tmp.join("journal"))?;
+        write(dir.compiled(), serde_json::to_string(compiled))?;
+        let mut journal = Journal::create(&dir.journal())?;
+        let [begin, operation] = new.first;
         journal.append(begin, Durability::Durable)?;
         crash_point(1);
         journal.append(operation, Durability::Durable)?;
@@ -211,12 +138,12 @@ impl Session {
     }
 
     /// Opens a session for appending: replays its journal, refusing any damage.
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> StoreResult<Self> {
         // The two big reads, the compiled plan and the journal, on both cores at once.
         let (journal, fold, compiled) = std::thread::scope(|scope| {
             let compiled = scope.spawn(|| read_compiled(dir));
             let mut fold = Fold::default();
-            let journal = Journal::open(&dir.join("journal"), |r| fold.add(&r));
+            let journal = Journal::open(&SessionDir(dir).journal(), |r| fold.add(&r));
             (journal, fold, compiled.join().expect("reading the compiled plan does not panic"))
         });
         let journal = journal?;
@@ -232,7 +159,7 @@ impl Session {
 
     /// Appends an entry, folds it into the progress and publishes it; an entry the journal
     /// could not take is published as unrecorded.
-    pub(crate) fn record(&mut self, entry: &Entry, durability: Durability) -> Result<()> {
+    pub(crate) fn record(&mut self, entry: &Entry, durability: Durability) -> StoreResult<()> {
         if let Err(e) = self.journal.append(entry, durability) {
             self.publish(&RunEvent::Unrecorded(entry));
             return Err(e.into());
@@ -266,8 +193,8 @@ impl View {
     /// While another process drives it (`driven`), a last record without its end of line is
     /// one being written, not damage. The records themselves are kept only when `records`
     /// (the activity log); `status` needs only what they add up to.
-    pub(crate) fn read(dir: &Path, driven: bool, records: bool) -> Result<Option<Self>> {
-        let journal = dir.join("journal");
+    pub(crate) fn read(dir: &Path, driven: bool, records: bool) -> StoreResult<Option<Self>> {
+        let journal = SessionDir(dir).journal();
         if !journal.exists() {
             return Ok(None);
         }
@@ -307,7 +234,7 @@ impl View {
 
     /// Plan files that changed since the snapshot (the session keeps using the snapshot).
     pub(crate) fn changed_sources(&self) -> Vec<ChangedFile> {
-        let Ok(text) = fsutil::read_regular_text(&self.dir.join("plan/sources.json"), MAX_PLAN_BYTES) else {
+        let Ok(text) = fsutil::read_regular_text(&SessionDir(&self.dir).sources_manifest(), MAX_PLAN_BYTES) else {
             return Vec::new();
         };
         let Ok(files) = serde_json::from_str::<Vec<SnapshotFile>>(&text) else { return Vec::new() };
@@ -360,28 +287,23 @@ impl Fold {
 
     /// A session's journal starts with its `begin` record: one that does not (emptied, or
     /// another file) is no session, and is not taken for an Idle one.
-    fn begins(&self, dir: &Path) -> Result<()> {
+    fn begins(&self, dir: &Path) -> StoreResult<()> {
+        let journal = SessionDir(dir).journal();
+        let damaged = |why: String| {
+            let help = format!(
+                "the session directory is damaged: keep a copy, then move {} aside to start again",
+                dir.display()
+            );
+            Err(StoreError::refused(format!("{}: {why}", journal.display()), help))
+        };
         match self.first_is_begin {
             // The id names directories (history/ID, STAGING/ID): one that is a path is not an
             // id this duet wrote.
-            Some(true) if duet_compiler::name::problem(&self.progress.id).is_some() => Err(Error::new(format!(
-                "{}: the journal's session id `{}` is not a session id",
-                dir.join("journal").display(),
-                self.progress.id
-            ))
-            .help(format!(
-                "the session directory is damaged: keep a copy, then move {} aside to start again",
-                dir.display()
-            ))),
+            Some(true) if duet_compiler::name::problem(&self.progress.id).is_some() => {
+                damaged(format!("the journal's session id `{}` is not a session id", self.progress.id))
+            }
             Some(true) => Ok(()),
-            _ => Err(Error::new(format!(
-                "{}: the journal holds no session (its first record is not `begin`)",
-                dir.join("journal").display()
-            ))
-            .help(format!(
-                "the session directory is damaged: keep a copy, then move {} aside to start again",
-                dir.display()
-            ))),
+            _ => damaged("the journal holds no session (its first record is not `begin`)".to_owned()),
         }
     }
 }
@@ -395,12 +317,14 @@ pub(crate) fn compiled_in(dir: &Path) -> Option<CompiledPlan> {
     read_compiled(dir).ok()
 }
 
-fn read_compiled(dir: &Path) -> Result<CompiledPlan> {
-    let path = dir.join("plan/compiled.json");
+fn read_compiled(dir: &Path) -> StoreResult<CompiledPlan> {
+    let path = SessionDir(dir).compiled();
     let text = fsutil::read_regular_text(&path, MAX_PLAN_BYTES).map_err(at("read", &path))?;
     CompiledPlan::from_json(&text).map_err(|why| {
-        Error::new(format!("{}: {why}", path.display()))
-            .help("this session was written by another duet version: finish it with that version")
+        StoreError::refused(
+            format!("{}: {why}", path.display()),
+            "this session was written by another duet version: finish it with that version",
+        )
     })
 }
 
@@ -408,7 +332,7 @@ fn read_compiled(dir: &Path) -> Result<CompiledPlan> {
 /// modification times): what `log` shows, and what `status` reports, with no session in
 /// progress.
 pub(crate) fn finished_records(state: &StateDir) -> Vec<PathBuf> {
-    let modified = |dir: &Path| std::fs::metadata(dir.join("journal")).and_then(|m| m.modified()).ok();
+    let modified = |dir: &Path| std::fs::metadata(SessionDir(dir).journal()).and_then(|m| m.modified()).ok();
     let mut latest: Vec<_> = std::fs::read_dir(state.history())
         .into_iter()
         .flatten()
@@ -422,7 +346,7 @@ pub(crate) fn finished_records(state: &StateDir) -> Vec<PathBuf> {
 }
 
 /// Moves a finished session into `history/`.
-pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf> {
+pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> StoreResult<PathBuf> {
     debug_assert!(
         duet_compiler::name::problem(id).is_none(),
         "session id {id:?} was checked when its journal was read"
@@ -439,13 +363,11 @@ pub(crate) fn archive(state: &StateDir, dir: &Path, id: &str) -> Result<PathBuf>
     Ok(dest)
 }
 
-/// Replaces `dest` (a directory) with `src`, keeping the old one aside until the swap is done.
-pub(crate) fn replace_dir(state: &StateDir, src: &Path, dest: &Path) -> Result<()> {
-    // Moved to a scratch name first: the exchange leaves the old `dest` under `src`'s name, and
-    // `src` may be a name duet reads (the session).
-    let aside = state.root.join(format!(".old-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&aside);
-    fsutil::rename_durable(src, &aside).map_err(at("rename", src))?;
-    fsutil::replace_dir_durable(&aside, dest).map_err(at("replace", dest))?;
-    Ok(())
+/// Replaces `dest` (a directory) with `src`, keeping the old one until the swap is done.
+pub(crate) fn replace_dir(state: &StateDir, src: &Path, dest: &Path) -> StoreResult<()> {
+    match StagedDir::adopt(state, src)?.commit(dest, Commit::Replace) {
+        Ok(()) => Ok(()),
+        Err(CommitError::Io(e)) => Err(e.into()),
+        Err(CommitError::Exists) => unreachable!("a replacing commit replaces"),
+    }
 }

@@ -6,10 +6,11 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::platform::Severity;
+use duet_compiler::compiled::RequestName;
+use duet_contract::record::{Broken, Entry, Output, Severity, StepResult};
+
 use crate::store::journal::Record;
 use crate::view::console::escape;
-use duet_contract::record::{Entry, Output, StepResult};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ActivityEntry {
@@ -43,6 +44,7 @@ fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// The activity log of a journal's records, one line each.
 pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
     let mut out = Vec::with_capacity(records.len());
     for r in records {
@@ -66,28 +68,7 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                 (Severity::Pending, Some(request.to_string()), format!("{step} started{again}"), None)
             }
             Entry::StepFinished { request, step, attempt, result, duration_ms, output } => {
-                let (severity, message, help) = match result {
-                    StepResult::Success { message } | StepResult::Reconciled { message } => {
-                        (Severity::Success, format!("{step}: {message}"), None)
-                    }
-                    StepResult::Failed { message, help } => {
-                        (Severity::Error, format!("{step}: {message}"), help.clone())
-                    }
-                    StepResult::Interrupted { message }
-                    | StepResult::StorageFailed { message }
-                    | StepResult::NotStarted { message } => (Severity::Warning, format!("{step}: {message}"), None),
-                    StepResult::Skipped { reason, user } => {
-                        (Severity::Warning, format!("{step}: skipped by {user}: {reason}"), None)
-                    }
-                };
-                let detail = Detail {
-                    attempt: Some(*attempt),
-                    duration_ms: Some(*duration_ms),
-                    help,
-                    output: output.clone(),
-                    peak_rss_kib: None,
-                };
-                (severity, Some(request.to_string()), message, Some(detail))
+                step_finished(*request, step, *attempt, result, (*duration_ms, output.as_ref()))
             }
             Entry::ServiceSaved { service, startup, running } => (
                 Severity::Information,
@@ -108,22 +89,7 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
                 (*severity, parent, message.clone(), None)
             }
             Entry::RequestFinished { request, broken, peak_rss_kib } => {
-                let detail = Some(Detail {
-                    attempt: None,
-                    duration_ms: None,
-                    help: None,
-                    output: None,
-                    peak_rss_kib: *peak_rss_kib,
-                });
-                match broken {
-                    None => (Severity::Success, None, format!("{request} completed: Ready"), detail),
-                    Some(b) => (
-                        Severity::Error,
-                        None,
-                        format!("{request} is Broken: {} failed: {}", b.step, b.message),
-                        detail,
-                    ),
-                }
+                request_finished(*request, broken.as_ref(), *peak_rss_kib)
             }
             Entry::Retry { request, user, from, steps, reason } => {
                 let from = from
@@ -142,6 +108,46 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
         out.push(ActivityEntry { seq: r.seq, time: time(r.time_ms), severity, parent, message, detail });
     }
     out
+}
+
+/// A line's severity, parent (request, step), message and detail.
+type Line = (Severity, Option<String>, String, Option<Detail>);
+
+fn step_finished(
+    request: RequestName,
+    step: &str,
+    attempt: u32,
+    result: &StepResult,
+    (duration_ms, output): (u64, Option<&Output>),
+) -> Line {
+    let (severity, message, help) = match result {
+        StepResult::Success { message } | StepResult::Reconciled { message } => {
+            (Severity::Success, format!("{step}: {message}"), None)
+        }
+        StepResult::Failed { message, help } => (Severity::Error, format!("{step}: {message}"), help.clone()),
+        StepResult::Interrupted { message }
+        | StepResult::StorageFailed { message }
+        | StepResult::NotStarted { message } => (Severity::Warning, format!("{step}: {message}"), None),
+        StepResult::Skipped { reason, user } => {
+            (Severity::Warning, format!("{step}: skipped by {user}: {reason}"), None)
+        }
+    };
+    let detail = Detail {
+        attempt: Some(attempt),
+        duration_ms: Some(duration_ms),
+        help,
+        output: output.cloned(),
+        peak_rss_kib: None,
+    };
+    (severity, Some(request.to_string()), message, Some(detail))
+}
+
+fn request_finished(request: RequestName, broken: Option<&Broken>, peak_rss_kib: Option<u64>) -> Line {
+    let detail = Some(Detail { attempt: None, duration_ms: None, help: None, output: None, peak_rss_kib });
+    match broken {
+        None => (Severity::Success, None, format!("{request} completed: Ready"), detail),
+        Some(b) => (Severity::Error, None, format!("{request} is Broken: {} failed: {}", b.step, b.message), detail),
+    }
 }
 
 pub(crate) fn to_text(entries: &[ActivityEntry]) -> String {
@@ -243,68 +249,6 @@ pub(crate) fn to_xml(session: &str, entries: &[ActivityEntry]) -> String {
     }
     out.push_str("</ActivityLog>\n");
     out
-}
-
-/// `duet log`: the session in progress, else the last readiness check, or a finished session.
-pub(crate) fn log(
-    state: &crate::store::session::StateDir,
-    session: Option<&str>,
-    format: crate::cli::args::LogFormat,
-) -> crate::outcome::Outcome {
-    use crate::outcome::Outcome;
-    if let Err(e) = state.usable() {
-        crate::view::console::eprintln(&e.report(None));
-        return Outcome::Failure;
-    }
-    let dirs = match session {
-        // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
-        Some(id) if duet_compiler::name::problem(id).is_some() => {
-            crate::view::console::eprintln(&format!(
-                "error: `{id}` is not a session id\n  help: session ids are the names under {}",
-                state.history().display()
-            ));
-            return Outcome::Failure;
-        }
-        Some(id) => vec![state.history().join(id)],
-        // The session in progress; else whichever was written last of the last readiness
-        // check and the last finished session.
-        None => std::iter::once(state.session()).chain(crate::store::session::finished_records(state)).collect(),
-    };
-    let driven = crate::store::lock::StateLock::holder(&state.root).is_some();
-    let view = dirs.iter().find_map(|d| crate::store::session::View::read(d, driven, true).transpose());
-    let view = match view {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            crate::view::console::eprintln(&e.report(None));
-            return Outcome::Failure;
-        }
-        None => {
-            let what = session
-                .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
-            crate::view::console::eprintln(&format!(
-                "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
-                state.root.display()
-            ));
-            return Outcome::Failure;
-        }
-    };
-    let list = entries(&view.records);
-    let mut text = match format {
-        crate::cli::args::LogFormat::Text => to_text(&list),
-        crate::cli::args::LogFormat::Json => to_json(&list),
-        crate::cli::args::LogFormat::Xml => to_xml(&view.progress.id, &list),
-    };
-    if let Some(damage) = &view.damage {
-        if format == crate::cli::args::LogFormat::Text {
-            let _ = writeln!(text, "error: {damage}");
-        }
-        crate::view::console::eprintln(&format!(
-            "warning: the journal is damaged; the log above ends at the last intact record: {damage}"
-        ));
-    }
-    // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
-    // and XML escape it their own way).
-    crate::view::console::print(&text)
 }
 
 #[cfg(test)]

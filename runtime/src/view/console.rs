@@ -59,7 +59,7 @@ impl Console {
             }
             RunEvent::Recorded { entry, .. } | RunEvent::Unrecorded(entry) => match entry {
                 Entry::StepFinished { step, attempt, result, duration_ms, output, .. } => {
-                    self.step_finished(step, *attempt, result, Duration::from_millis(*duration_ms), output.as_ref());
+                    self.step_finished(step, *attempt, result, (Duration::from_millis(*duration_ms), output.as_ref()));
                 }
                 Entry::Note { severity, message, .. } => self.note(*severity, message),
                 Entry::RequestFinished { request, broken, .. } => request_finished(*request, broken.as_ref()),
@@ -91,7 +91,13 @@ impl Console {
         line(&format!("          {mark}{}", escape(message)));
     }
 
-    fn step_finished(self, step: &str, attempt: u32, result: &StepResult, duration: Duration, output: Option<&Output>) {
+    fn step_finished(
+        self,
+        step: &str,
+        attempt: u32,
+        result: &StepResult,
+        (duration, output): (Duration, Option<&Output>),
+    ) {
         let again = if attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
         match result {
             StepResult::Success { message } => {

@@ -2,14 +2,15 @@
 //! 4-25) and the controlled services on both sides, gathered from the state directory and the
 //! machine into the contract's [`Status`] and rendered for people. Reads only.
 
-use duet_compiler::compiled::{Side, State};
+use duet_compiler::compiled::{CompiledPlan, Side, State};
 use duet_contract::status::{BrokenStatus, Hardware, Operational, ServiceStatus, SideService, Status};
 
 use crate::error::Result;
 use crate::platform::Platform;
 use crate::state;
+use crate::store::layout::StateDir;
 use crate::store::lock::StateLock;
-use crate::store::session::{Session, StateDir, View};
+use crate::store::session::{Session, View};
 use crate::view::console;
 
 /// A state directory whose simulated machine was never built: Idle, nothing to show yet.
@@ -71,24 +72,49 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
         let output = v.failed_output.as_ref().filter(|(step, _)| *step == b.step).map(|(_, o)| o.clone());
         Some(BrokenStatus { request: request.to_string(), step: b.step.clone(), message: b.message.clone(), output })
     });
+    let services = services(platform, plan.as_ref()).await;
+    let next = next(operational, interrupted, view.as_ref(), in_session, upgrade);
+    Ok(Status {
+        hardware: observed.hardware(),
+        upgrade,
+        operational,
+        partner: observed.partner.as_str().to_owned(),
+        resyncing: observed.resyncing,
+        session: view.as_ref().filter(|_| in_session).map(|v| v.progress.id.clone()),
+        plan: view.as_ref().map(|v| v.progress.plan.clone()).filter(|p| !p.is_empty()),
+        driver: holder,
+        interrupted,
+        broken,
+        changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
+        journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
+        services,
+        next,
+    })
+}
+
+/// Each service of the plan on both sides, as the machine reports it now.
+async fn services<P: Platform>(platform: &P, plan: Option<&CompiledPlan>) -> Vec<ServiceStatus> {
     let mut services = Vec::new();
-    if let Some(plan) = plan {
-        for service in &plan.services {
-            let side = |s: Side| async move {
-                platform
-                    .service(s, &service.name)
-                    .await
-                    .ok()
-                    .map(|st| SideService { running: st.running, startup: st.startup })
-            };
-            services.push(ServiceStatus {
-                name: service.name.clone(),
-                production: side(Side::Production).await,
-                upgrade: side(Side::Upgrade).await,
-            });
-        }
+    for service in plan.iter().flat_map(|p| &p.services) {
+        let side = |s: Side| async move {
+            platform
+                .service(s, &service.name)
+                .await
+                .ok()
+                .map(|st| SideService { running: st.running, startup: st.startup })
+        };
+        services.push(ServiceStatus {
+            name: service.name.clone(),
+            production: side(Side::Production).await,
+            upgrade: side(Side::Upgrade).await,
+        });
     }
-    let next = match (operational, interrupted, &view) {
+    services
+}
+
+/// What to do next, from where the session (or the last readiness check) stands.
+fn next(operational: Operational, interrupted: bool, view: Option<&View>, in_session: bool, upgrade: State) -> String {
+    match (operational, interrupted, view) {
         (_, _, Some(v)) if v.damage.is_some() => {
             "the journal is damaged: `duet resume --repair-journal` (see `duet log`)".to_owned()
         }
@@ -110,23 +136,7 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
             state::next_hint(upgrade)
         ),
         (Operational::Ready, ..) => state::next_hint(upgrade),
-    };
-    Ok(Status {
-        hardware: observed.hardware(),
-        upgrade,
-        operational,
-        partner: observed.partner.as_str().to_owned(),
-        resyncing: observed.resyncing,
-        session: view.as_ref().filter(|_| in_session).map(|v| v.progress.id.clone()),
-        plan: view.as_ref().map(|v| v.progress.plan.clone()).filter(|p| !p.is_empty()),
-        driver: holder,
-        interrupted,
-        broken,
-        changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
-        journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
-        services,
-        next,
-    })
+    }
 }
 
 fn upgrade_label(state: State) -> &'static str {

@@ -47,7 +47,6 @@ use super::{
     EventLog, Finding, Observed, Operation, Phase, Platform, PlatformError, PlatformResult, Progress, ServiceState,
     Severity,
 };
-use crate::error::{Error, Result};
 use crate::process::{self, Exit, Marks, ProcessOutcome, ProcessSpec};
 use crate::store::fsutil::{self, at};
 
@@ -149,14 +148,14 @@ fn start_type(startup: Startup) -> &'static str {
     }
 }
 
-fn load_inventory(path: &Path) -> Result<Inventory> {
+fn load_inventory(path: &Path) -> PlatformResult<Inventory> {
     let (mut sources, mut diags) = (SourceMap::default(), Diagnostics::default());
     let inventory = Inventory::load(path, &mut sources, &mut diags);
     match inventory {
         Some(inventory) if !diags.has_errors() => Ok(inventory),
         _ => {
             let shown = report::render_human(&diags.into_sorted(), &sources, false);
-            Err(Error::new(format!("{}: the inventory is invalid\n{}", path.display(), shown.trim_end()))
+            Err(PlatformError::refused(format!("{}: the inventory is invalid\n{}", path.display(), shown.trim_end()))
                 .help("fix it (`duet check PLAN --inventory FILE` shows its problems too), then run the command again"))
         }
     }
@@ -170,7 +169,7 @@ impl Sim {
 
     /// The simulated machine of a state directory, for a command that only reads: `None` if it
     /// was never built. Never writes.
-    pub(crate) fn existing(root: &Path, inventory: Option<&Path>) -> Result<Option<Self>> {
+    pub(crate) fn existing(root: &Path, inventory: Option<&Path>) -> PlatformResult<Option<Self>> {
         if !Self::state_file(root).exists() {
             return Ok(None);
         }
@@ -181,13 +180,13 @@ impl Sim {
     /// when `may_build` (a command that may start a session, with none in progress) is it built
     /// the first time, from `inventory` (or the built-in 320Ma), or rebuilt from a different
     /// inventory; otherwise a missing or different machine is refused.
-    pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> Result<Self> {
+    pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<Self> {
         let dir = root.join("sim");
         let inventory_file = dir.join("inventory.yaml");
         let state_file = Self::state_file(root);
         let given = match inventory {
             Some(path) => Some(fsutil::read_regular(path, MAX_FILE_BYTES).map_err(at("read", path)).map_err(|e| {
-                Error::new(e.to_string()).help("give an inventory file that exists (`--inventory FILE`)")
+                PlatformError::refused(e.to_string()).help("give an inventory file that exists (`--inventory FILE`)")
             })?),
             None => None,
         };
@@ -201,7 +200,7 @@ impl Sim {
                 return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() });
             }
             if !may_build {
-                return Err(Error::new(format!(
+                return Err(PlatformError::refused(format!(
                     "the simulated machine in {} was built from another inventory than {}",
                     dir.display(),
                     inventory.map_or_else(String::new, |p| p.display().to_string())
@@ -213,7 +212,7 @@ impl Sim {
             }
         }
         if !state_file.exists() && !may_build {
-            return Err(Error::new(format!(
+            return Err(PlatformError::refused(format!(
                 "the simulated machine's state {} is missing, and a session is in progress on it",
                 state_file.display()
             ))
@@ -528,6 +527,44 @@ impl Sim {
         })
     }
 
+    /// The hardware split: the Upgrade Side starts as a copy of the Production Side (and, with
+    /// a crash fault, leaves a dump file behind).
+    fn split(&self) -> PlatformResult<()> {
+        self.copy_logs(Side::Production, Side::Upgrade)?;
+        if self.partner_fault(Side::Upgrade).is_some_and(PartnerState::is_crash) {
+            let dumps = self.dumps_dir(Side::Upgrade);
+            let made = fsutil::create_dir_all_durable(&dumps)
+                .and_then(|()| fsutil::write_atomic(&dumps.join("Memory1.dmp"), b"simulated crash dump\n"));
+            made.map_err(|e| PlatformError::storage(format!("cannot write the simulated dump file: {e}")))?;
+        }
+        self.change(|s| {
+            s.upgrade = s.production.clone();
+            s.phase = Phase::Split;
+            Ok(())
+        })
+    }
+
+    /// Shuts the Upgrade Side down and boots the Production Side: its services come back as
+    /// their (untouched) startup types say: automatic ones start.
+    fn revert(&self) -> PlatformResult<()> {
+        self.append_event(
+            Side::Production,
+            EventLog::System,
+            Severity::Warning,
+            "The Upgrade Side was shut down; the system restarted from the Production Side.",
+        )?;
+        self.change(|s| {
+            for service in s.upgrade.values_mut() {
+                service.running = false;
+            }
+            for service in s.production.values_mut() {
+                service.running |= service.startup == Startup::Automatic;
+            }
+            s.phase = Phase::Split;
+            Ok(())
+        })
+    }
+
     /// Applies an operation's effect on the machine (the durations are waited before).
     fn apply(&self, op: Operation) -> PlatformResult<()> {
         let phase = self.snapshot().phase;
@@ -541,20 +578,7 @@ impl Sim {
             | (Operation::Commit, Phase::Committed)
             | (Operation::Abort, Phase::Aborted)
             | (Operation::Finish, Phase::Duplexed) => Ok(()),
-            (Operation::Split, Phase::Duplexed) => {
-                self.copy_logs(Side::Production, Side::Upgrade)?;
-                if self.partner_fault(Side::Upgrade).is_some_and(PartnerState::is_crash) {
-                    let dumps = self.dumps_dir(Side::Upgrade);
-                    let made = fsutil::create_dir_all_durable(&dumps)
-                        .and_then(|()| fsutil::write_atomic(&dumps.join("Memory1.dmp"), b"simulated crash dump\n"));
-                    made.map_err(|e| PlatformError::storage(format!("cannot write the simulated dump file: {e}")))?;
-                }
-                self.change(|s| {
-                    s.upgrade = s.production.clone();
-                    s.phase = Phase::Split;
-                    Ok(())
-                })
-            }
+            (Operation::Split, Phase::Duplexed) => self.split(),
             (Operation::Split, _) => Err(wrong("Fault Tolerant with no session")),
             (Operation::Merge, Phase::Split) => self.change(|s| {
                 s.phase = Phase::Merged;
@@ -571,26 +595,7 @@ impl Sim {
                 })
             }
             (Operation::Commit, _) => Err(wrong("merged")),
-            // Shut the Upgrade Side down and boot the Production Side: its services come back
-            // as their (untouched) startup types say: automatic ones start.
-            (Operation::Revert, Phase::Merged | Phase::Split) => {
-                self.append_event(
-                    Side::Production,
-                    EventLog::System,
-                    Severity::Warning,
-                    "The Upgrade Side was shut down; the system restarted from the Production Side.",
-                )?;
-                self.change(|s| {
-                    for service in s.upgrade.values_mut() {
-                        service.running = false;
-                    }
-                    for service in s.production.values_mut() {
-                        service.running |= service.startup == Startup::Automatic;
-                    }
-                    s.phase = Phase::Split;
-                    Ok(())
-                })
-            }
+            (Operation::Revert, Phase::Merged | Phase::Split) => self.revert(),
             (Operation::Revert, _) => Err(wrong("merged or split")),
             (Operation::Abort, Phase::Split) => {
                 self.copy_logs(Side::Production, Side::Upgrade)?;
@@ -619,7 +624,7 @@ impl Sim {
     }
 }
 
-fn parse_state(path: &Path, text: &str) -> Result<SimState> {
+fn parse_state(path: &Path, text: &str) -> PlatformResult<SimState> {
     #[derive(Deserialize)]
     struct Header {
         format: Option<String>,
@@ -627,26 +632,32 @@ fn parse_state(path: &Path, text: &str) -> Result<SimState> {
     }
     let rebuild = "remove the directory to rebuild the simulated machine (only when no session is in progress)";
     let header: Header = serde_json::from_str(text).map_err(|e| {
-        Error::new(format!("{}: the simulated machine's state cannot be read: {e}", path.display())).help(rebuild)
+        PlatformError::refused(format!("{}: the simulated machine's state cannot be read: {e}", path.display()))
+            .help(rebuild)
     })?;
     match (header.format.as_deref(), header.version) {
         (Some(STATE_FORMAT), Some(STATE_VERSION)) => {}
         (Some(STATE_FORMAT), Some(v)) => {
-            return Err(Error::new(format!(
+            return Err(PlatformError::refused(format!(
                 "{}: simulated machine state format version {v}; this duet reads version {STATE_VERSION} only",
                 path.display()
             ))
             .help("use the duet version that wrote it"));
         }
-        _ => return Err(Error::new(format!("{}: not a simulated machine's state", path.display())).help(rebuild)),
+        _ => {
+            return Err(
+                PlatformError::refused(format!("{}: not a simulated machine's state", path.display())).help(rebuild)
+            );
+        }
     }
     let state: SimState = serde_json::from_str(text).map_err(|e| {
-        Error::new(format!("{}: the simulated machine's state cannot be read: {e}", path.display())).help(rebuild)
+        PlatformError::refused(format!("{}: the simulated machine's state cannot be read: {e}", path.display()))
+            .help(rebuild)
     })?;
     // The lines owed to the logs name their files relative to the sim's directory: a path that
     // leads out of it is not one this duet wrote.
     if let Some(o) = state.owed.iter().find(|o| !o.log.components().all(|c| matches!(c, Component::Normal(_)))) {
-        return Err(Error::new(format!(
+        return Err(PlatformError::refused(format!(
             "{}: not a simulated machine's state: it owes a line to {}, outside the machine",
             path.display(),
             o.log.display()

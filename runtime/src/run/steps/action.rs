@@ -4,53 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use duet_compiler::compiled::Step;
+use duet_compiler::compiled::{Action, Step};
 use duet_contract::record::{Output, StepResult, Stream};
 
 use super::{StepCtx, failed, platform_failed, success};
 use crate::error::Error;
 use crate::platform::{Platform, PlatformErrorKind};
 use crate::process::{Exit, Marks, ProcessOutcome, ProcessSpec};
+use crate::store::layout::SessionDir;
 
-pub(super) async fn run<P: Platform>(
-    ctx: &StepCtx<'_, P>,
-    step: &Step,
-    attempt: u32,
-) -> (StepResult, Option<Output>, Option<Error>) {
+/// What an attempt ends with: its result, its output (if it ran), and what stops duet after it
+/// although the result stands (its output could not be saved).
+type Ran = (StepResult, Option<Output>, Option<Error>);
+
+pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, attempt: u32) -> Ran {
     let Some(action) = ctx.action(step) else {
         return (failed(format!("{} names an action the plan does not have", step.id), None), None, None);
     };
-    let mut env: Vec<(String, String)> = Vec::with_capacity(8);
-    if let Some(e) = &step.env {
-        env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));
-        env.push(("ACTIVE_UPGRADE_STATE".into(), e.state.as_str().into()));
-        env.push(("ACTIVE_UPGRADE_REQUEST".into(), e.request.as_str().into()));
-        env.push(("ACTIVE_UPGRADE_HW_SPLIT".into(), e.hw_split.as_str().into()));
-    }
-    let marks = Marks::attempt(ctx.session_id, &step.id, attempt);
-    env.extend(marks.env());
-    let args = if action.args.iter().any(|a| a.contains('%')) {
-        let mut all = env.clone();
-        // `%NAME%` expands from duet's environment too; a variable that is not UTF-8 cannot be
-        // named in a plan, so it is skipped (std::env::vars would panic on it).
-        all.extend(std::env::vars_os().filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))));
-        action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
-    } else {
-        action.args.clone()
-    };
-    let program = PathBuf::from(&action.file);
-    let rel = format!("output/{}/{}.{attempt}", ctx.request, sanitize(&step.id));
-    let spec = ProcessSpec {
-        cwd: program.parent().map_or_else(|| ctx.session_dir.to_owned(), Path::to_owned),
-        program,
-        args,
-        env,
-        timeout: Duration::from_millis(step.timeout_ms.unwrap_or(action.timeout_ms)),
-        kill_grace: ctx.options.kill_grace,
-        output_base: ctx.session_dir.join(&rel),
-        interrupt: ctx.options.interrupt.clone(),
-        marks,
-    };
+    let spec = spec(ctx, step, action, attempt);
     if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
             let message = format!("{} was not started: cannot create {}: {e}", step.id, parent.display());
@@ -75,8 +46,47 @@ pub(super) async fn run<P: Platform>(
         .map(|why| format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
         .or_else(|| outcome.record_error.clone().map(|why| format!("{why}; the result of {} is recorded", step.id)))
         .map(Error::storage);
-    let timeout = humantime::format_duration(spec.timeout);
-    let result = match outcome.exit {
+    (result(ctx, action, &outcome.exit, spec.timeout), Some(output), halt)
+}
+
+/// The process to run: the guide's environment and the attempt's marks, `%NAME%` expanded,
+/// output under the session directory.
+fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Action, attempt: u32) -> ProcessSpec {
+    let mut env: Vec<(String, String)> = Vec::with_capacity(8);
+    if let Some(e) = &step.env {
+        env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_STATE".into(), e.state.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_REQUEST".into(), e.request.as_str().into()));
+        env.push(("ACTIVE_UPGRADE_HW_SPLIT".into(), e.hw_split.as_str().into()));
+    }
+    let marks = Marks::attempt(ctx.session_id, &step.id, attempt);
+    env.extend(marks.env());
+    let args = if action.args.iter().any(|a| a.contains('%')) {
+        let mut all = env.clone();
+        // `%NAME%` expands from duet's environment too; a variable that is not UTF-8 cannot be
+        // named in a plan, so it is skipped (std::env::vars would panic on it).
+        all.extend(std::env::vars_os().filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))));
+        action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
+    } else {
+        action.args.clone()
+    };
+    let program = PathBuf::from(&action.file);
+    ProcessSpec {
+        cwd: program.parent().map_or_else(|| ctx.session_dir.to_owned(), Path::to_owned),
+        program,
+        args,
+        env,
+        timeout: Duration::from_millis(step.timeout_ms.unwrap_or(action.timeout_ms)),
+        kill_grace: ctx.options.kill_grace,
+        output_base: SessionDir(ctx.session_dir).output(ctx.request, &step.id, attempt),
+        interrupt: ctx.options.interrupt.clone(),
+        marks,
+    }
+}
+
+/// How the attempt ended, in the guide's words for custom actions.
+fn result<P>(ctx: &StepCtx<'_, P>, action: &Action, exit: &Exit, timeout: Duration) -> StepResult {
+    match exit {
         Exit::Code(0) => success("exit value 0"),
         Exit::Code(n) => failed(
             format!("Custom action failed with exit value {n}"),
@@ -87,20 +97,22 @@ pub(super) async fn run<P: Platform>(
             Some(format!("check what stopped it (action `{}`)", action.id)),
         ),
         Exit::TimedOut => failed(
-            format!("Custom action timed out after {timeout}; it was stopped with its whole process tree"),
+            format!(
+                "Custom action timed out after {}; it was stopped with its whole process tree",
+                humantime::format_duration(timeout)
+            ),
             Some(format!("make it finish in time or raise its `timeout` (action `{}`)", action.id)),
         ),
         Exit::Interrupted => ctx.interrupted("while it ran; it was stopped with its whole process tree"),
         Exit::SpawnFailed { message, not_found } => failed(
-            message,
-            Some(if not_found {
+            message.clone(),
+            Some(if *not_found {
                 format!("ensure `{}` exists on a system disk", action.file)
             } else {
                 format!("make `{}` executable", action.file)
             }),
         ),
-    };
-    (result, Some(output), halt)
+    }
 }
 
 fn output_of(outcome: &ProcessOutcome, session_dir: &Path) -> Output {
@@ -116,21 +128,5 @@ fn output_of(outcome: &ProcessOutcome, session_dir: &Path) -> Output {
         },
         stdout: stream(&outcome.stdout),
         stderr: stream(&outcome.stderr),
-    }
-}
-
-/// Step ids as file names: `action:x@upgrade` -> `action-x@upgrade`.
-fn sanitize(id: &str) -> String {
-    id.chars().map(|c| if c.is_ascii_alphanumeric() || "@.-_".contains(c) { c } else { '-' }).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn step_ids_become_safe_file_names() {
-        assert_eq!(sanitize("action:app-stop@upgrade"), "action-app-stop@upgrade");
-        assert_eq!(sanitize("service:W3 SVC/x@production"), "service-W3-SVC-x@production");
     }
 }

@@ -7,14 +7,15 @@ use duet_contract::record::StepResult;
 use super::{StepCtx, list, platform_failed, success};
 use crate::platform::{Platform, Severity};
 use crate::run::EVIDENCE_STEP;
+use crate::store::layout::{Backup, SessionDir};
 
 pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step) -> StepResult {
     let evidence = step.id == EVIDENCE_STEP;
-    let sub = if evidence { "evidence" } else { "logs" };
+    let kind = if evidence { Backup::Evidence } else { Backup::Logs };
     debug_assert!(duet_compiler::name::problem(ctx.session_id).is_none(), "the session id was checked when read");
     let into = match &ctx.plan.logs.staging_dir {
-        Some(dir) => ctx.platform.host_path(dir).join(ctx.session_id).join(sub),
-        None => ctx.session_dir.join(sub),
+        Some(dir) => ctx.platform.host_path(dir).join(ctx.session_id).join(kind.as_str()),
+        None => SessionDir(ctx.session_dir).backups(kind),
     };
     let mut copied = Vec::new();
     for log in &step.logs {

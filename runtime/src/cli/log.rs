@@ -1,0 +1,69 @@
+//! `duet log`: the activity log of the session in progress, else of the last readiness check
+//! or the last finished session (or the one `--session ID` names), as text, JSON or XML.
+
+use std::fmt::Write as _;
+
+use crate::cli::args::LogFormat;
+use crate::error::Error;
+use crate::outcome::Outcome;
+use crate::store::layout::StateDir;
+use crate::store::lock::StateLock;
+use crate::store::session;
+use crate::view::{activity, console};
+
+/// `duet log`: the session in progress, else the last readiness check, or a finished session.
+pub(crate) fn log(state: &StateDir, session: Option<&str>, format: LogFormat) -> Outcome {
+    if let Err(e) = state.usable() {
+        console::eprintln(&Error::from(e).report(None));
+        return Outcome::Failure;
+    }
+    let dirs = match session {
+        // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
+        Some(id) if duet_compiler::name::problem(id).is_some() => {
+            console::eprintln(&format!(
+                "error: `{id}` is not a session id\n  help: session ids are the names under {}",
+                state.history().display()
+            ));
+            return Outcome::Failure;
+        }
+        Some(id) => vec![state.history().join(id)],
+        // The session in progress; else whichever was written last of the last readiness
+        // check and the last finished session.
+        None => std::iter::once(state.session()).chain(session::finished_records(state)).collect(),
+    };
+    let driven = StateLock::holder(&state.root).is_some();
+    let view = dirs.iter().find_map(|d| session::View::read(d, driven, true).transpose());
+    let view = match view {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            console::eprintln(&Error::from(e).report(None));
+            return Outcome::Failure;
+        }
+        None => {
+            let what = session
+                .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
+            console::eprintln(&format!(
+                "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
+                state.root.display()
+            ));
+            return Outcome::Failure;
+        }
+    };
+    let list = activity::entries(&view.records);
+    let mut text = match format {
+        LogFormat::Text => activity::to_text(&list),
+        LogFormat::Json => activity::to_json(&list),
+        LogFormat::Xml => activity::to_xml(&view.progress.id, &list),
+    };
+    if let Some(damage) = &view.damage {
+        if format == LogFormat::Text {
+            let _ = writeln!(text, "error: {damage}");
+        }
+        console::eprintln(&format!(
+            "warning: the journal is damaged; the log above ends at the last intact record: {damage}"
+        ));
+    }
+    // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
+    // and XML escape it their own way).
+    console::print(&text)
+}
