@@ -1,6 +1,6 @@
 //! The upgrade commands (`readiness`, `split`, `merge`, `commit`, `abort`, `finish`, `retry`,
 //! `resume`, `run`): each takes the state directory's lock, opens the platform and the session,
-//! asks the state model whether it may run ([`state::admit`]), and drives requests through the
+//! asks the state model whether it may run ([`state::admit()`]), and drives requests through the
 //! executor. A refused command changes nothing.
 
 use std::path::{Path, PathBuf};
