@@ -1,6 +1,6 @@
 //! The upgrade commands (`readiness`, `split`, `merge`, `commit`, `abort`, `finish`, `retry`,
 //! `skip`, `resume`, `run`): each takes the state directory's lock, opens the platform and the
-//! session, asks the state model whether it may run ([`state::admit`]), and drives requests
+//! session, asks the state model whether it may run ([`state::admit()`]), and drives requests
 //! through the run loop ([`run::run_request`]), with the console subscribed to the session. A
 //! refused command changes nothing.
 

@@ -1,10 +1,11 @@
 //! The state model (execution model 3, guide 1-8 and 4-25), replayed from a journal.
 //!
 //! [`Progress`] is what the journal says happened: which requests started and finished, which
-//! steps completed, which were running when the process died. The upgrade state, the
-//! operational state and every rule about which command may run next are derived from it here,
-//! in one place; a refused command changes nothing.
+//! steps completed, which were running when the process died. The upgrade state and the
+//! operational state are derived from it here; [`admit`] holds every rule about which command
+//! may run next, in one table. A refused command changes nothing.
 
+mod admit;
 pub(crate) mod repair;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use indexmap::IndexMap;
 pub(crate) use duet_contract::record::Command;
 use duet_contract::record::{Broken, Entry, StepResult, Through};
 
+pub(crate) use admit::{Refusal, admit, after_broken, next_hint};
 pub(crate) use duet_contract::status::Operational;
 
 #[derive(Clone, Debug, Default)]
@@ -235,128 +237,6 @@ fn step_mut<'r>(request: &'r mut RequestProgress, step: &str) -> &'r mut StepPro
         request.steps.insert(step.to_owned(), StepProgress::default());
     }
     request.steps.get_mut(step).expect("inserted above")
-}
-
-/// Why a command may not run now: the message, and what to do instead.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Refusal {
-    pub(crate) message: String,
-    pub(crate) help: String,
-}
-
-fn refuse(message: impl Into<String>, help: impl Into<String>) -> Refusal {
-    Refusal { message: message.into(), help: help.into() }
-}
-
-/// Checks a command against the session's state (`None`: no session, Idle). On success says
-/// which requests to run, in order.
-pub(crate) fn admit(command: Command, session: Option<&Progress>) -> Result<Vec<RequestName>, Refusal> {
-    use RequestName as R;
-    let Some(p) = session else {
-        return match command {
-            Command::Readiness => Ok(vec![R::CheckReadiness]),
-            Command::Split => Ok(vec![R::CheckReadiness, R::PrepareSplit, R::ExecuteSplit]),
-            Command::Retry | Command::Resume | Command::Skip => Err(refuse(
-                format!("cannot {}: no upgrade session (state Idle)", command.verb()),
-                "start one with `duet split PLAN` or `duet run PLAN`",
-            )),
-            _ => Err(refuse(
-                format!("cannot {}: no upgrade session (state Idle)", command.verb()),
-                "start one with `duet split PLAN`; `duet readiness PLAN` checks the machine first",
-            )),
-        };
-    };
-    let state = p.upgrade_state();
-    let operational = p.operational();
-    let here = format!("the session is in state {state} ({})", operational.as_str());
-    let interrupted = operational == Operational::Busy;
-    match command {
-        Command::Resume => match operational {
-            Operational::Busy => Ok(p.remaining()),
-            Operational::Broken => {
-                let (request, broken) = p.broken().expect("Broken has a reason");
-                Err(refuse(
-                    format!("cannot resume: {request} is Broken at step {}: {}", broken.step, broken.message),
-                    format!("correct the problem, {}", after_broken(p)),
-                ))
-            }
-            Operational::Ready if p.goal_ahead().is_some() => Ok(Vec::new()),
-            // A Prepare request is never the last of an operation; should one be (a journal
-            // from elsewhere), its Execute request is what resuming means, as `next_hint` says.
-            Operational::Ready if state == State::PrepareSplit => Ok(vec![R::ExecuteSplit]),
-            Operational::Ready if state == State::PrepareMerge => Ok(vec![R::ExecuteMerge]),
-            Operational::Ready => Err(refuse(format!("nothing to resume: {here}"), next_hint(state))),
-        },
-        Command::Retry | Command::Skip => match operational {
-            Operational::Broken => Ok(p.remaining()),
-            Operational::Busy => Err(refuse(
-                format!("cannot {}: {here}, interrupted while running", command.verb()),
-                "run `duet resume` to continue where it stopped",
-            )),
-            Operational::Ready => Err(refuse(format!("nothing to {}: {here}", command.verb()), next_hint(state))),
-        },
-        Command::Abort if abortable(state) => Ok(abort_requests(p)),
-        Command::Abort if state == State::Commit => Err(refuse(
-            "cannot abort: the upgrade is committed, and a commit cannot be undone",
-            match operational {
-                Operational::Ready => "run `duet finish`",
-                Operational::Busy => "run `duet resume` to finish the commit",
-                Operational::Broken => "correct the problem, then `duet retry` the commit",
-            },
-        )),
-        _ if interrupted => Err(refuse(
-            format!("cannot {}: {here}: its last request was interrupted", command.verb()),
-            "run `duet resume` to finish it first",
-        )),
-        _ if operational == Operational::Broken => {
-            let (request, broken) = p.broken().expect("Broken has a reason");
-            Err(refuse(
-                format!("cannot {}: {request} is Broken at step {}: {}", command.verb(), broken.step, broken.message),
-                format!("correct the problem, {}", after_broken(p)),
-            ))
-        }
-        Command::Merge if state == State::Split => Ok(vec![R::PrepareMerge, R::ExecuteMerge]),
-        Command::Commit if state == State::Merge => Ok(vec![R::Commit]),
-        Command::Finish if matches!(state, State::Commit | State::Abort) => Ok(vec![R::Finish]),
-        _ => Err(refuse(format!("cannot {}: {here}", command.verb()), next_hint(state))),
-    }
-}
-
-fn abortable(state: State) -> bool {
-    matches!(state, State::PrepareSplit | State::Split | State::PrepareMerge | State::Merge)
-}
-
-/// Abort from Split, or from Merge once the Production Side was touched (its services were
-/// stopped, or the hardware merged): that variant restarts the Production Side first.
-fn abort_requests(p: &Progress) -> Vec<RequestName> {
-    if p.merged() || p.production_touched() {
-        vec![RequestName::AbortFromMerge]
-    } else {
-        vec![RequestName::AbortFromSplit]
-    }
-}
-
-/// What to run once the problem that left the current request Broken is corrected: only
-/// commands [`admit`] accepts in that state (`duet retry`, and `duet abort` where an abort is
-/// allowed). A failed readiness check leaves no session (the state stays Idle), so it is run
-/// again instead. Every failure's help ends with this, wherever it is shown.
-pub(crate) fn after_broken(p: &Progress) -> String {
-    let state = p.upgrade_state();
-    if state == State::Idle {
-        return "then run the readiness check again: `duet readiness PLAN`, or `duet split PLAN` (or `duet run PLAN`) to split once it passes".into();
-    }
-    if abortable(state) { "then `duet retry`; or `duet abort`".into() } else { "then `duet retry`".into() }
-}
-
-/// What may come next from a Ready state.
-pub(crate) fn next_hint(state: State) -> String {
-    match state {
-        State::Idle => "start a session with `duet split PLAN`".into(),
-        State::PrepareSplit | State::PrepareMerge => "run `duet resume`".into(),
-        State::Split => "install the software on the Upgrade Side, then `duet merge`; or `duet abort`".into(),
-        State::Merge => "check the applications, then `duet commit`; or `duet abort`".into(),
-        State::Commit | State::Abort => "run `duet finish`".into(),
-    }
 }
 
 #[cfg(test)]
