@@ -34,6 +34,9 @@ use crate::store::journal::{Damage, Durability, Journal, Record};
 use duet_contract::record::{Entry, Output, StepResult};
 use duet_contract::status::{Change, ChangedFile};
 
+#[cfg(test)]
+pub(crate) mod tests;
+
 /// Where duet keeps its state.
 #[derive(Clone, Debug)]
 pub(crate) struct StateDir {
