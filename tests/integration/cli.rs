@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::support::{duet, repo, tree};
+use crate::support::{duet, indoc, repo, tree};
 
 const INVENTORY: &str = "plans/machines/320ma.yaml";
 
@@ -47,10 +47,22 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn check_json_lists_every_diagnostic_with_its_position() {
-    let dir = tree(&[
-        ("site.yaml", b"version: 1\ninclude: [vendor.yaml]\nservies: [a]\n"),
-        ("vendor.yaml", b"version: 1\nactions:\n  - {file: x, control: Stop}\ndisks: {system: [disk0]}\n"),
-    ]);
+    let site = indoc(
+        r"
+        version: 1
+        include: [vendor.yaml]
+        servies: [a]
+        ",
+    );
+    let vendor = indoc(
+        r"
+        version: 1
+        actions:
+          - {file: x, control: Stop}
+        disks: {system: [disk0]}
+        ",
+    );
+    let dir = tree(&[("site.yaml", site.as_bytes()), ("vendor.yaml", vendor.as_bytes())]);
     let run = duet(&["check", "site.yaml", "--format", "json"]).in_dir(dir.path()).run();
     run.code(1);
     let json = run.json();

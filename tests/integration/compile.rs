@@ -1,7 +1,7 @@
 //! `duet compile` through the binary: the compiled plan's JSON contract, the Upgrade Summary,
 //! the DAG drawings, and rendered diagnostics (snapshots).
 
-use crate::support::{duet, repo, tree};
+use crate::support::{duet, indoc, repo, tree};
 
 const INVENTORY: &str = "plans/machines/320ma.yaml";
 
@@ -90,20 +90,55 @@ fn an_invalid_plan_compiles_to_nothing() {
 /// Every problem of a tree is reported at once, in each file, with labels on the exact nodes.
 #[test]
 fn rendered_diagnostics_of_a_broken_tree() {
-    let dir = tree(&[
-        ("site.yaml", b"version: 1\ntitle: Broken site\ninclude: [vendor.yaml, other.yaml]\nactions:\n  - id: app-stop\n    timout: 5m\nlogs:\n  backup: [Application]\n"),
-        ("vendor.yaml", b"version: 1\ndisks: {system: [disk0]}\nactions:\n  - id: app-stop\n    file: bin/appctl\n    control: stop\n    timeout: 2m\n"),
-        ("other.yaml", b"version: 1\nactions:\n  - id: app-stop\n    timeout: 3m\n  - id: lonely\n    timing: early\n"),
-    ]);
+    let site = indoc(
+        r"
+        version: 1
+        title: Broken site
+        include: [vendor.yaml, other.yaml]
+        actions:
+          - id: app-stop
+            timout: 5m
+        logs:
+          backup: [Application]
+        ",
+    );
+    let vendor = indoc(
+        r"
+        version: 1
+        disks: {system: [disk0]}
+        actions:
+          - id: app-stop
+            file: bin/appctl
+            control: stop
+            timeout: 2m
+        ",
+    );
+    let other = indoc(
+        r"
+        version: 1
+        actions:
+          - id: app-stop
+            timeout: 3m
+          - id: lonely
+            timing: early
+        ",
+    );
+    let dir =
+        tree(&[("site.yaml", site.as_bytes()), ("vendor.yaml", vendor.as_bytes()), ("other.yaml", other.as_bytes())]);
     let run = duet(&["check", "site.yaml"]).in_dir(dir.path()).run();
     run.code(1);
     insta::assert_snapshot!("broken_tree_schema", run.stderr);
 
-    std::fs::write(
-        dir.path().join("site.yaml"),
-        b"version: 1\ntitle: Broken site\ninclude: [vendor.yaml, other.yaml]\nlogs:\n  backup: [Application]\n",
-    )
-    .unwrap();
+    let site = indoc(
+        r"
+        version: 1
+        title: Broken site
+        include: [vendor.yaml, other.yaml]
+        logs:
+          backup: [Application]
+        ",
+    );
+    std::fs::write(dir.path().join("site.yaml"), site).unwrap();
     let run = duet(&["check", "site.yaml"]).in_dir(dir.path()).run();
     run.code(1).stdout_has("site.yaml: invalid: 3 errors, 0 warnings");
     insta::assert_snapshot!("broken_tree_resolution", run.stderr);

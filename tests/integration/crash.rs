@@ -16,6 +16,7 @@ use crate::machine::{
     Exit, Final, Machine, damaged_files, differences, entries, exec, final_state, history_session, read_journal, runs,
     state_of, status_of, text, writers_refused,
 };
+use crate::support::indoc;
 
 /// The bound of every wait: far beyond what any of them takes, so only a hang reaches it.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -813,9 +814,16 @@ impl Drop for Reap {
 fn a_third_signal_exits_at_once_and_resume_stops_what_was_left() {
     // An action that ignores SIGTERM on its first attempt, so the second signal's stop waits
     // for the grace before SIGKILL; the third comes meanwhile.
-    let plan = "version: 1\ntitle: stubborn\ndisks: {system: [disk0, disk1], data: [disk2]}\n\
-                actions:\n  - {id: stubborn, file: stubborn, control: advanced, timing: early}\n";
-    let m = Machine::with(plan, crate::machine::INVENTORY);
+    let plan = indoc(
+        r"
+        version: 1
+        title: stubborn
+        disks: {system: [disk0, disk1], data: [disk2]}
+        actions:
+          - {id: stubborn, file: stubborn, control: advanced, timing: early}
+        ",
+    );
+    let m = Machine::with(&plan, crate::machine::INVENTORY);
     m.write(
         "plans/stubborn",
         "#!/bin/sh\nif [ \"$DUET_ATTEMPT\" = 1 ] && [ \"$ACTIVE_UPGRADE_REQUEST\" = PrepareSplit ]; then\n  \

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::machine::{INVENTORY, Machine, make_executable};
+use crate::support::indoc;
 
 /// Whether `pid` is a live process (a zombie only waits to be reaped: it is not).
 fn alive(pid: u32) -> bool {
@@ -110,9 +111,14 @@ esac
 "#;
 
 fn escaper(then: &str, timeout: &str) -> Machine {
-    let plan = format!(
-        "version: 1\ndisks: {{system: [disk0, disk1], data: [disk2]}}\nactions:\n  - {{id: esc, file: escaper, control: stop, timeout: {timeout}}}\n"
-    );
+    let plan = indoc(&format!(
+        r"
+        version: 1
+        disks: {{system: [disk0, disk1], data: [disk2]}}
+        actions:
+          - {{id: esc, file: escaper, control: stop, timeout: {timeout}}}
+        "
+    ));
     let m = Machine::with(&plan, INVENTORY);
     m.write("plans/escaper", ESCAPER);
     make_executable(&m.path("plans/escaper"));

@@ -10,6 +10,7 @@ mod hostile;
 mod leftovers;
 mod machine;
 mod names;
+mod outputs;
 mod repair;
 mod run;
 mod soak;

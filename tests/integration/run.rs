@@ -2,7 +2,7 @@
 //! services, aborts, refusals, retries, timeouts, output, platform faults, snapshots, logs.
 
 use crate::machine::{INVENTORY, Machine, PLAN, make_executable};
-use crate::support::{duet, repo};
+use crate::support::{duet, indoc, repo};
 
 /// What each side's actions saw in a full uninterrupted cycle:
 /// `step|side|state|request|hw_split|attempt|args`.
@@ -402,8 +402,14 @@ fn the_merge_readiness_check_refuses_an_upgrade_side_that_is_not_up() {
 
 #[test]
 fn a_timed_out_action_is_killed_with_its_whole_process_tree() {
-    let plan = "version: 1\nactions:\n  - {id: tree, file: tree, control: readiness, timeout: 1s}\n";
-    let m = Machine::with(plan, INVENTORY);
+    let plan = indoc(
+        r"
+        version: 1
+        actions:
+          - {id: tree, file: tree, control: readiness, timeout: 1s}
+        ",
+    );
+    let m = Machine::with(&plan, INVENTORY);
     m.write("plans/tree", "#!/bin/sh\nsleep 300 &\necho $! > \"$REC/child\"\necho $$ > \"$REC/parent\"\nsleep 300\n");
     make_executable(&m.path("plans/tree"));
     m.run(&["readiness", &m.plan()])
@@ -419,8 +425,14 @@ fn a_timed_out_action_is_killed_with_its_whole_process_tree() {
 
 #[test]
 fn an_action_printing_a_gigabyte_stays_within_the_memory_bound() {
-    let plan = "version: 1\nactions:\n  - {id: loud, file: /usr/bin/head, args: [-c, '1073741824', /dev/zero], control: readiness}\n";
-    let m = Machine::with(plan, INVENTORY);
+    let plan = indoc(
+        r"
+        version: 1
+        actions:
+          - {id: loud, file: /usr/bin/head, args: [-c, '1073741824', /dev/zero], control: readiness}
+        ",
+    );
+    let m = Machine::with(&plan, INVENTORY);
     m.run(&["readiness", &m.plan()]).code(0);
     let file = m.state().join("readiness/output/CheckReadiness/action-loud@production.1.stdout");
     assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 30, "the whole output is on disk");

@@ -21,6 +21,9 @@ use duet_contract::event::RunEvent;
 use duet_contract::record::{Entry, Output, StepResult};
 use duet_contract::status::{Change, ChangedFile};
 
+#[cfg(test)]
+pub(crate) mod tests;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SnapshotFile {
     /// As the user named it.

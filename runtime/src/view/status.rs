@@ -13,6 +13,9 @@ use crate::store::lock::StateLock;
 use crate::store::session::{Session, View};
 use crate::view::console;
 
+#[cfg(test)]
+mod tests;
+
 /// A state directory whose simulated machine was never built: Idle, nothing to show yet.
 pub(crate) fn unbuilt() -> Status {
     Status {

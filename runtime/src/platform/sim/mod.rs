@@ -28,6 +28,8 @@
 //! it unreachable; a `State Sensitive Recovery` state leaves a dump file).
 
 mod readiness;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
