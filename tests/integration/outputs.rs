@@ -31,7 +31,7 @@ fn status_of_a_fresh_state_dir_says_how_to_start() {
     duet(&["status", "--state-dir", &state.display().to_string()]).run().code(0).stderr("").stdout(&indoc(
         r"
         Fault Tolerant | Idle | Ready    Partner: OS Up
-        Next: `duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts
+        Next: `duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts a session
         ",
     ));
     assert!(!state.exists(), "`duet status` only reads: it created {}", state.display());
@@ -100,8 +100,6 @@ fn commands_that_need_a_session_are_refused_without_one() {
 fn run_through_split_prints_each_request_each_step_and_the_status_bar() {
     let m = Machine::with(&indoc(ONE_CHAIN), INVENTORY);
     let run = m.run(&["run", &m.plan(), "--through", "split"]).normalized(m.dir.path());
-    // `nothing to run` right after the split ran: the line is misleading (reported), and
-    // pinned here as it is until it is fixed.
     run.code(0).stderr("").stdout(&indoc(
         r"
         session [ID]: [DIR]/plans/plan.yaml on sim (Express5800/320Ma)
@@ -120,7 +118,6 @@ fn run_through_split_prints_each_request_each_step_and_the_status_bar() {
           ok      action:stop@upgrade                exit value 0  [T]
           ok      service:W3SVC@upgrade              startup type automatic saved, set to disabled; stopped  [T]
           ok      service:AppServer@upgrade          startup type manual saved, set to disabled; stopped  [T]
-        nothing to run: the session is in state Split, at or past `--through split`
         Production Side | Split | Ready    Partner: OS Up
         ",
     ));
@@ -233,7 +230,6 @@ fn run_of_the_quickstart_through_split_on_the_sim() {
               ok      platform:split                     split done  [T]
               ok      action:trace@production            exit value 0  [T]
               ok      action:notify@production           exit value 0  [T]
-            nothing to run: the session is in state Split, at or past `--through split`
             Production Side | Split | Ready    Partner: OS Up
             ",
         ),

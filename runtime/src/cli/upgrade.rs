@@ -190,17 +190,19 @@ impl<P: Platform> Driver<'_, P> {
             Request::Readiness { plan } => self.start(session, plan, Start::Readiness).await,
             Request::Split { plan } => self.start(session, plan, Start::Session { goal: None }).await,
             Request::Run { plan, through } => {
-                if let Some(s) = session.as_ref() {
+                let started = if let Some(s) = session.as_ref() {
                     same_plan(s, plan)?;
                     self.console.say(&format!("continuing session {} (from its snapshot of the plan)", s.id()));
+                    false
                 } else {
                     let outcome = self.start(session, plan, Start::Session { goal: Some(*through) }).await?;
                     if outcome != Outcome::Success {
                         return Ok(outcome);
                     }
-                }
+                    true
+                };
                 match session.as_mut() {
-                    Some(s) => self.toward(s, *through).await,
+                    Some(s) => self.toward(s, *through, started).await,
                     None => Ok(Outcome::Success),
                 }
             }
@@ -258,7 +260,7 @@ impl<P: Platform> Driver<'_, P> {
         let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
         match (outcome, goal, command) {
             (Outcome::Success, Some(goal), Command::Retry | Command::Resume | Command::Skip) if carry_on => {
-                self.toward(s, goal).await
+                self.toward(s, goal, true).await
             }
             (Outcome::Success, Some(goal), _) if !carry_on && s.progress.goal_ahead().is_some() => {
                 self.console
@@ -372,9 +374,9 @@ impl<P: Platform> Driver<'_, P> {
         Ok(Outcome::Failure)
     }
 
-    /// Drives a Ready session on toward `goal` (`duet run`): merge, commit, finish.
-    async fn toward(&self, session: &mut Session, goal: Through) -> Result<Outcome> {
-        let mut ran = false;
+    /// Drives a Ready session on toward `goal` (`duet run`): merge, commit, finish. `ran`: this
+    /// command has run requests already (so reaching the goal at once is no news).
+    async fn toward(&self, session: &mut Session, goal: Through, mut ran: bool) -> Result<Outcome> {
         loop {
             if !session.dir.exists() {
                 return Ok(Outcome::Success);

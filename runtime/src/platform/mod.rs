@@ -27,7 +27,7 @@ pub(crate) use duet_contract::status::Hardware;
 /// the platform (today the simulated one). Only when `may_build` (a command that may start a
 /// session, with none in progress) is it built the first time, or rebuilt from a different
 /// `inventory`; otherwise a missing or different machine is refused.
-pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<impl Platform> {
+pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<impl Platform + use<>> {
     sim::Sim::open(root, inventory, may_build)
 }
 
@@ -37,7 +37,7 @@ pub(crate) fn existing(
     root: &Path,
     inventory: Option<&Path>,
     in_session: bool,
-) -> PlatformResult<Option<impl Platform>> {
+) -> PlatformResult<Option<impl Platform + use<>>> {
     match sim::Sim::existing(root, inventory)? {
         Some(machine) => Ok(Some(machine)),
         None if in_session => Err(PlatformError::refused(format!(

@@ -32,7 +32,7 @@ pub(crate) fn unbuilt() -> Status {
         changed_files: Vec::new(),
         journal_damage: None,
         services: Vec::new(),
-        next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts".into(),
+        next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts a session".into(),
     }
 }
 
