@@ -223,6 +223,29 @@ fn a_full_disk_under_the_simulated_machine_stops_before_the_next_step() {
     assert_eq!(status["upgrade"], "Idle", "{status:#}");
 }
 
+/// A step the full disk cut short is journaled as a storage failure, not as an interruption
+/// (which means a signal), and `resume` reconciles it like one (decisions D56).
+#[test]
+fn a_step_the_full_disk_cut_short_is_recorded_as_a_storage_failure() {
+    let m = Machine::new();
+    let mut disk = Disk::new(&m, "8m");
+    disk.duet(&m, &["run", &m.plan(), "--through", "split"]).code(0);
+    disk.isolate("sim", "256k");
+    disk.fill("sim");
+    disk.duet(&m, &["merge"]).code(1).stdout_has("STOPPED");
+    let journal = std::fs::read_to_string(disk.view("session/journal")).expect("journal");
+    let cut: Vec<&str> =
+        journal.lines().filter(|l| l.contains("\"step-finished\"") && !l.contains("\"success\"")).collect();
+    assert!(
+        cut.iter().any(|l| l.contains("\"outcome\":\"storage-failed\"") && l.contains("No space left on device")),
+        "{journal}"
+    );
+    assert!(!journal.contains("\"outcome\":\"interrupted\""), "no signal came:\n{journal}");
+    disk.free("sim");
+    disk.duet(&m, &["resume"]).code(0);
+    assert_eq!(disk.status(&m)["upgrade"], "Merge");
+}
+
 #[test]
 fn a_read_only_session_is_refused_before_anything_runs_and_resume_goes_on() {
     let m = Machine::new();

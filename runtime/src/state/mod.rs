@@ -291,6 +291,17 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_a_storage_failure_cut_short_is_unfinished_too() {
+        let mut p = Progress::default();
+        p.apply(&Entry::RequestStarted { request: R });
+        p.apply(&started("platform:merge"));
+        p.apply(&finished("platform:merge", StepResult::StorageFailed { message: "disk full".into() }));
+        let s = p.step(R, "platform:merge").expect("step");
+        assert!(s.running && !s.completed(), "{s:?}");
+        assert_eq!(p.operational(), Operational::Busy);
+    }
+
+    #[test]
     fn a_skip_completes_the_step_and_reopens_the_request() {
         let mut p = broken_at("action:x@upgrade");
         assert_eq!(p.operational(), Operational::Broken);
