@@ -16,7 +16,7 @@
 //! once the main process has exited, everything it (and every process of its tree that exited
 //! before it) wrote is already in the pipe, because a `write` to a pipe completes before it
 //! returns. We then read with non-blocking reads until EOF, until a read would block, or until we
-//! have read as much as the pipe can hold ([`fcntl`] `F_GETPIPE_SZ`, so a background process
+//! have read as much as the pipe can hold (`fcntl` `F_GETPIPE_SZ`, so a background process
 //! that keeps writing cannot keep us reading), and stop. Nothing depends on timing. What a
 //! background process writes after that is not captured, and once our read end is closed its
 //! writes to the inherited stdout fail with `EPIPE` (`SIGPIPE`): a daemon should redirect its
@@ -32,26 +32,31 @@
 //! by the attempt's [`Marks`] in its environment and stopped the same way, so "its whole process
 //! tree" is true of everything that still carries them. A normal exit kills nothing: what the
 //! action left running on purpose keeps running (and is stopped before another attempt of the
-//! same step starts: see the executor).
+//! same step starts: see `run::reconcile`).
 //!
 //! Dropping the [`run`] future before the main process has exited (cancellation) SIGKILLs the
 //! whole group, so a cancelled attempt leaves nothing behind; duct reaps the zombie later.
 //!
 //! The runtime must have its I/O driver enabled (`enable_all`/`enable_io`): the pipes and the
 //! `SIGCHLD` stream both need it.
+//!
+//! The rooms: this file (spawn, supervise, the outcome), [`capture`] (the output pipes),
+//! [`tree`] (process groups and leftovers in `/proc`), [`marks`] (the environment marks),
+//! [`interrupt`] (signals to duet itself).
 
+mod capture;
 pub(crate) mod interrupt;
+mod marks;
+mod tree;
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::OFlag;
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
@@ -60,6 +65,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::process::interrupt::Interrupt;
+use capture::{Sink, pump};
+pub(crate) use marks::Marks;
+#[cfg(test)]
+use tree::is_live;
+use tree::stop_tree;
+pub(crate) use tree::{leftovers, stop_leftovers};
 
 /// One process to run.
 #[derive(Clone, Debug)]
@@ -83,46 +94,6 @@ pub(crate) struct ProcessSpec {
     /// or a second signal, every live process carrying them is stopped with the group, including
     /// those that left it. Empty: the group alone.
     pub(crate) marks: Marks,
-}
-
-/// The environment marks an action's processes carry (`DUET_SESSION`, `DUET_STEP`,
-/// `DUET_ATTEMPT`): how duet finds what an attempt left running, after a crash, at a timeout,
-/// and before another attempt of the same step starts. The one place they are spelled.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Marks(Vec<(&'static str, String)>);
-
-impl Marks {
-    /// One attempt of a step.
-    pub(crate) fn attempt(session: &str, step: &str, attempt: u32) -> Self {
-        Self(vec![
-            ("DUET_SESSION", session.to_owned()),
-            ("DUET_STEP", step.to_owned()),
-            ("DUET_ATTEMPT", attempt.to_string()),
-        ])
-    }
-
-    /// Every attempt of a step.
-    pub(crate) fn step(session: &str, step: &str) -> Self {
-        Self(vec![("DUET_SESSION", session.to_owned()), ("DUET_STEP", step.to_owned())])
-    }
-
-    /// Every action process of a session.
-    pub(crate) fn session(session: &str) -> Self {
-        Self(vec![("DUET_SESSION", session.to_owned())])
-    }
-
-    /// As environment variables, for the process to inherit.
-    pub(crate) fn env(&self) -> impl Iterator<Item = (String, String)> + '_ {
-        self.0.iter().map(|(n, v)| ((*n).to_owned(), v.clone()))
-    }
-
-    fn wanted(&self) -> Vec<Vec<u8>> {
-        self.0.iter().map(|(n, v)| format!("{n}={v}").into_bytes()).collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 /// How the process ended.
@@ -321,112 +292,6 @@ impl Child {
     }
 }
 
-/// At the timeout or a second signal: SIGTERM to the group and to every process carrying the
-/// attempt's marks (those that left the group), SIGKILL once the main process has exited or the
-/// grace has passed, then wait for the group to be gone; what carries the marks gets what is
-/// left of the grace, then SIGKILL too.
-async fn stop_tree(pgid: Pid, spec: &ProcessSpec, sigchld: &mut ExitWatch) {
-    let started = Instant::now();
-    let _ = killpg(pgid, Signal::SIGTERM);
-    signal_each(&leftovers(&spec.marks), Signal::SIGTERM);
-    let _ = tokio::time::timeout(spec.kill_grace, sigchld.exited(pgid)).await;
-    let _ = killpg(pgid, Signal::SIGKILL);
-    // The main process stays unreaped (see the module header), so `pgid` is still ours here.
-    sigchld.exited(pgid).await;
-    let deadline = Instant::now() + GROUP_EXIT_LIMIT;
-    let mut pause = Duration::from_millis(1);
-    while group_has_live_members(pgid) && Instant::now() < deadline {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-    stop_leftovers(&spec.marks, spec.kill_grace.saturating_sub(started.elapsed())).await;
-}
-
-/// Whether any process of group `pgid` is still running (zombies are dead: they only wait to be
-/// reaped, by us or by init).
-fn group_has_live_members(pgid: Pid) -> bool {
-    if killpg(pgid, None) == Err(Errno::ESRCH) {
-        return false;
-    }
-    let Ok(entries) = std::fs::read_dir("/proc") else { return false };
-    entries.flatten().any(|entry| {
-        let Some(member) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { return false };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{member}/stat")) else { return false };
-        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-        let Some(fields) = stat.rfind(')').map(|end| &stat[end + 1..]) else { return false };
-        let mut fields = fields.split_ascii_whitespace();
-        let (state, pgrp) = (fields.next(), fields.nth(1));
-        pgrp.and_then(|p| p.parse::<i32>().ok()) == Some(pgid.as_raw()) && !matches!(state, Some("Z" | "X" | "x"))
-    })
-}
-
-/// Live processes whose environment holds every mark of `marks`: what an attempt of a step left
-/// running (an action's tree inherits the marks). Sorted, this process excluded; nothing for
-/// empty marks (which would match every process).
-pub(crate) fn leftovers(marks: &Marks) -> Vec<u32> {
-    if marks.is_empty() {
-        return Vec::new();
-    }
-    let wanted = marks.wanted();
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    let mut found: Vec<u32> = entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|&pid| pid != me && is_live(pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| wanted.iter().all(|w| env.split(|&b| b == 0).any(|var| var == w.as_slice())))
-        })
-        .collect();
-    found.sort_unstable();
-    found
-}
-
-fn is_live(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_ascii_whitespace().next());
-    !matches!(state, None | Some("Z" | "X" | "x"))
-}
-
-/// Stops [`leftovers`]: SIGTERM, then SIGKILL to what is still there after `grace`. The marked
-/// processes are looked for again after each signal (one may have forked meanwhile), until none
-/// is left or [`GROUP_EXIT_LIMIT`] has passed. Returns every pid it found.
-pub(crate) async fn stop_leftovers(marks: &Marks, grace: Duration) -> Vec<u32> {
-    let mut found = leftovers(marks);
-    if found.is_empty() {
-        return found;
-    }
-    signal_each(&found, Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while found.iter().any(|&pid| is_live(pid)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let deadline = Instant::now() + GROUP_EXIT_LIMIT;
-    loop {
-        let live = leftovers(marks);
-        for pid in &live {
-            if let Err(at) = found.binary_search(pid) {
-                found.insert(at, *pid);
-            }
-        }
-        if live.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        signal_each(&live, Signal::SIGKILL);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    found
-}
-
-fn signal_each(pids: &[u32], signal: Signal) {
-    for &pid in pids {
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(raw), signal);
-        }
-    }
-}
-
 /// Kills the group if [`run`] is dropped before the main process has exited.
 struct GroupGuard {
     pgid: Pid,
@@ -466,139 +331,6 @@ impl ExitWatch {
                 }
                 Self::Poll => tokio::time::sleep(Duration::from_millis(5)).await,
             }
-        }
-    }
-}
-
-/// Reads `pipe` into `sink` until EOF, or until the main process has exited and the pipe holds
-/// nothing more (the rule in the module header).
-async fn pump(pipe: &Receiver, sink: &mut Sink, mut exited: watch::Receiver<bool>) {
-    let mut buf = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = exited.wait_for(|exited| *exited) => {
-                drain_after_exit(pipe, sink, &mut buf);
-                return;
-            }
-            ready = pipe.readable() => {
-                if ready.is_err() {
-                    return;
-                }
-                if buf.is_empty() {
-                    buf = vec![0; CHUNK];
-                }
-                match pipe.try_read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => sink.push(&buf[..n]),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-                    Err(e) => {
-                        sink.read_failed(&e);
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The last reads after the main process exited. These go straight to `read(2)`: tokio's
-/// `try_read` answers `WouldBlock` without reading when the reactor has not yet seen the pipe
-/// become readable, which would lose the last lines the process wrote.
-fn drain_after_exit(pipe: &Receiver, sink: &mut Sink, buf: &mut Vec<u8>) {
-    let capacity = fcntl(pipe, FcntlArg::F_GETPIPE_SZ).ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(CHUNK);
-    let mut budget = capacity.max(CHUNK);
-    while budget > 0 {
-        if buf.is_empty() {
-            *buf = vec![0; CHUNK];
-        }
-        let want = budget.min(buf.len());
-        match nix::unistd::read(pipe, &mut buf[..want]) {
-            Ok(0) | Err(Errno::EAGAIN) => return,
-            Ok(n) => {
-                sink.push(&buf[..n]);
-                budget -= n;
-            }
-            Err(Errno::EINTR) => {}
-            Err(e) => {
-                sink.read_failed(&io::Error::from(e));
-                return;
-            }
-        }
-    }
-}
-
-/// Where one stream goes: its file (opened on the first byte) and the tail kept in memory.
-struct Sink {
-    path: PathBuf,
-    file: Option<File>,
-    /// The file was created (even if writing it failed later).
-    created: bool,
-    tail: VecDeque<u8>,
-    bytes: u64,
-    write_error: Option<String>,
-}
-
-impl Sink {
-    fn new(path: PathBuf) -> Self {
-        Self { path, file: None, created: false, tail: VecDeque::new(), bytes: 0, write_error: None }
-    }
-
-    fn push(&mut self, chunk: &[u8]) {
-        self.bytes += chunk.len() as u64;
-        self.write(chunk);
-        if chunk.len() >= TAIL_BYTES {
-            self.tail.clear();
-            self.tail.extend(&chunk[chunk.len() - TAIL_BYTES..]);
-        } else {
-            let overflow = (self.tail.len() + chunk.len()).saturating_sub(TAIL_BYTES);
-            self.tail.drain(..overflow);
-            self.tail.extend(chunk);
-        }
-    }
-
-    /// Writes through to the file. Output files are not fsync'd: they are a record for people,
-    /// not state duet resumes from. Writes go to the page cache, so doing them on the reactor
-    /// thread costs less than handing each chunk to a blocking thread.
-    fn write(&mut self, chunk: &[u8]) {
-        if self.write_error.is_some() {
-            return;
-        }
-        if self.file.is_none() {
-            match File::create(&self.path) {
-                Ok(file) => {
-                    self.file = Some(file);
-                    self.created = true;
-                }
-                Err(e) => {
-                    self.write_error = Some(format!("create {}: {}", self.path.display(), describe(&e)));
-                    return;
-                }
-            }
-        }
-        if let Some(Err(e)) = self.file.as_mut().map(|file| file.write_all(chunk)) {
-            self.write_error = Some(format!("write {}: {}", self.path.display(), describe(&e)));
-            self.file = None;
-        }
-    }
-
-    fn read_failed(&mut self, e: &io::Error) {
-        if self.write_error.is_none() {
-            self.write_error = Some(format!("read the output pipe: {}", describe(e)));
-        }
-    }
-
-    fn finish(mut self) -> Captured {
-        let cut = self.bytes > self.tail.len() as u64;
-        let tail = self.tail.make_contiguous();
-        // A tail cut from a longer stream may start inside a UTF-8 sequence: drop those bytes
-        // rather than show a replacement character.
-        let skip = if cut { tail.iter().take(3).take_while(|&&b| b & 0xC0 == 0x80).count() } else { 0 };
-        Captured {
-            tail: String::from_utf8_lossy(&tail[skip..]).into_owned(),
-            bytes: self.bytes,
-            file: self.created.then_some(self.path),
-            write_error: self.write_error,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Progress`] is what the journal says happened: which requests started and finished, which
 //! steps completed, which were running when the process died. The upgrade state and the
-//! operational state are derived from it here; [`admit`] holds every rule about which command
+//! operational state are derived from it here; [`admit()`] holds every rule about which command
 //! may run next, in one table. A refused command changes nothing.
 
 mod admit;

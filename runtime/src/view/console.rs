@@ -171,7 +171,7 @@ pub(crate) fn eprint(text: &str) {
     let _ = std::io::stderr().lock().write_all(escape(text).as_bytes());
 }
 
-/// [`eprint`] with a newline.
+/// [`eprint()`] with a newline.
 pub(crate) fn eprintln(text: &str) {
     eprint(&format!("{text}\n"));
 }
