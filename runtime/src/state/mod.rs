@@ -279,26 +279,22 @@ mod tests {
         p
     }
 
+    /// A signal's interruption, and a storage failure's (decisions D56), alike.
     #[test]
     fn an_interrupted_attempt_is_unfinished_like_one_a_crash_cut_short() {
-        let mut p = Progress::default();
-        p.apply(&Entry::RequestStarted { request: R });
-        p.apply(&started("action:x@upgrade"));
-        p.apply(&finished("action:x@upgrade", StepResult::Interrupted { message: "SIGINT".into() }));
-        let s = p.step(R, "action:x@upgrade").expect("step");
-        assert!(s.running && !s.completed(), "{s:?}");
-        assert_eq!(p.operational(), Operational::Busy);
-    }
-
-    #[test]
-    fn an_attempt_a_storage_failure_cut_short_is_unfinished_too() {
-        let mut p = Progress::default();
-        p.apply(&Entry::RequestStarted { request: R });
-        p.apply(&started("platform:merge"));
-        p.apply(&finished("platform:merge", StepResult::StorageFailed { message: "disk full".into() }));
-        let s = p.step(R, "platform:merge").expect("step");
-        assert!(s.running && !s.completed(), "{s:?}");
-        assert_eq!(p.operational(), Operational::Busy);
+        let cut = [
+            StepResult::Interrupted { message: "SIGINT".into() },
+            StepResult::StorageFailed { message: "disk full".into() },
+        ];
+        for result in cut {
+            let mut p = Progress::default();
+            p.apply(&Entry::RequestStarted { request: R });
+            p.apply(&started("action:x@upgrade"));
+            p.apply(&finished("action:x@upgrade", result));
+            let s = p.step(R, "action:x@upgrade").expect("step");
+            assert!(s.running && !s.completed(), "{s:?}");
+            assert_eq!(p.operational(), Operational::Busy);
+        }
     }
 
     #[test]
