@@ -125,6 +125,8 @@ fn assemble(
             .collect(),
         inventory,
         disks,
+        // Filled by the unattended-upgrade keys (issue 12); empty until the compiler reads them.
+        unattended: compiled::Unattended::default(),
         services: plan
             .services
             .iter()

@@ -25,7 +25,209 @@ pub struct CompiledPlan {
     pub services: Vec<Service>,
     pub actions: Vec<Action>,
     pub logs: Logs,
+    /// Unattended upgrades (all empty in a plan without them; older compiled plans read so).
+    #[serde(default, skip_serializing_if = "Unattended::is_empty")]
+    pub unattended: Unattended,
     pub requests: IndexMap<RequestName, Request>,
+}
+
+/// What a plan says about running the upgrade itself unattended: the tasks that install the
+/// software, the checks before merge and commit, the approvals, the version hop, the
+/// notifications, and what a failure does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unattended {
+    /// In the order they run (the `Upgrade` request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<Task>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<Approval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Versions>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notify>,
+    #[serde(default, skip_serializing_if = "OnFailure::is_hold")]
+    pub on_failure: OnFailure,
+}
+
+impl Unattended {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// An upgrade task: a program run on the Upgrade Side while split (an installer, a service
+/// pack), optionally followed by a restart of the Upgrade Side's OS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub file: String,
+    pub args: Vec<String>,
+    pub timeout_ms: u64,
+    pub rerun: Rerun,
+    /// Restart the Upgrade Side after the task succeeds (as installers ask).
+    pub restart: bool,
+    /// What the task puts on the Upgrade Side, as the platform's software inventory will show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installs: Option<Software>,
+    pub source: Source,
+}
+
+/// A piece of software and its version, as an inventory lists it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Software {
+    pub name: String,
+    pub version: String,
+}
+
+/// Where a gate stands: before the hardware merge (on the Upgrade Side, at the end of
+/// PrepareMerge) or before the commit (after the applications restarted from the upgraded
+/// disks, at the end of ExecuteMerge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gate {
+    Merge,
+    Commit,
+}
+
+impl Gate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Merge => "merge",
+            Self::Commit => "commit",
+        }
+    }
+}
+
+/// A verification gate: one check, retried as asked, that must pass before `before`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub id: String,
+    pub before: Gate,
+    pub check: CheckKind,
+    /// How long one try may take.
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    pub source: Source,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    /// A command on the Upgrade Side: exit 0 passes; with `stdout`, its output must match
+    /// that regular expression too.
+    Run {
+        file: String,
+        args: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout: Option<String>,
+    },
+    /// An HTTP GET: the response must have `status`, and contain `contains` if given.
+    Http {
+        url: String,
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contains: Option<String>,
+    },
+    /// The platform's software inventory (Upgrade Side) must list `software` at a version
+    /// meeting `constraint` (`>=15.0.4`, `=12.1`, `<3`).
+    Version { software: String, constraint: String },
+}
+
+/// Tries after the first, `interval_ms` apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub times: u32,
+    pub interval_ms: u64,
+}
+
+/// An operator's approval that `duet run` waits for before `before`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: String,
+    pub before: Gate,
+    /// How long duet waits from when it starts waiting; `None`: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+    pub on_expiry: OnFailure,
+    pub source: Source,
+}
+
+/// The version hop a plan makes, and the largest it may make.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versions {
+    pub software: String,
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_major_hop: Option<u32>,
+    pub source: Source,
+}
+
+/// A session event a notification runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    Started,
+    WaitingForApproval,
+    Broken,
+    Aborted,
+    Committed,
+    Finished,
+}
+
+impl Event {
+    pub const ALL: [Self; 6] =
+        [Self::Started, Self::WaitingForApproval, Self::Broken, Self::Aborted, Self::Committed, Self::Finished];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::WaitingForApproval => "waiting-for-approval",
+            Self::Broken => "broken",
+            Self::Aborted => "aborted",
+            Self::Committed => "committed",
+            Self::Finished => "finished",
+        }
+    }
+}
+
+/// A command run on session events (with the event, session and step in its environment).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notify {
+    pub id: String,
+    pub file: String,
+    pub args: Vec<String>,
+    /// The events it runs on (all, when the plan names none).
+    pub on: Vec<Event>,
+    pub timeout_ms: u64,
+    pub source: Source,
+}
+
+/// What a failed step (or an expired approval) leads to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// The request is Broken; the operator decides (retry, skip, abort).
+    #[default]
+    Hold,
+    /// duet aborts by itself, where the state model allows an abort.
+    Abort,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Abort => "abort",
+        }
+    }
+
+    pub fn is_hold(&self) -> bool {
+        *self == Self::Hold
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +283,8 @@ pub enum RequestName {
     CheckReadiness,
     PrepareSplit,
     ExecuteSplit,
+    /// The plan's upgrade tasks, on the Upgrade Side while split (state Split).
+    Upgrade,
     PrepareMerge,
     ExecuteMerge,
     Commit,
@@ -95,6 +299,7 @@ impl RequestName {
             Self::CheckReadiness => "CheckReadiness",
             Self::PrepareSplit => "PrepareSplit",
             Self::ExecuteSplit => "ExecuteSplit",
+            Self::Upgrade => "Upgrade",
             Self::PrepareMerge => "PrepareMerge",
             Self::ExecuteMerge => "ExecuteMerge",
             Self::Commit => "Commit",
@@ -178,6 +383,27 @@ pub mod step_id {
         format!("probe:{name}")
     }
 
+    /// An upgrade task (always on the Upgrade Side).
+    pub fn task(id: &str) -> String {
+        format!("task:{id}@upgrade")
+    }
+
+    /// The restart of the Upgrade Side after task `id`.
+    pub fn restart(id: &str) -> String {
+        format!("restart:{id}@upgrade")
+    }
+
+    /// A verification gate (on the Upgrade Side: before the merge it is isolated, after it the
+    /// applications run from its disks).
+    pub fn verify(id: &str) -> String {
+        format!("verify:{id}@upgrade")
+    }
+
+    /// An approval.
+    pub fn approve(id: &str) -> String {
+        format!("approve:{id}")
+    }
+
     /// The side an action or service step runs on (`None` for the others).
     pub fn side(id: &str) -> Option<Side> {
         match id.rsplit_once('@')?.1 {
@@ -212,6 +438,12 @@ pub enum StepKind {
     Service,
     Action,
     LogBackup,
+    /// An upgrade task (`Unattended::tasks`).
+    Task,
+    /// A verification gate (`Unattended::checks`).
+    Verify,
+    /// An approval duet waits for (`Unattended::approvals`).
+    Approval,
 }
 
 impl StepKind {
@@ -222,6 +454,9 @@ impl StepKind {
             Self::Service => "service",
             Self::Action => "action",
             Self::LogBackup => "log-backup",
+            Self::Task => "task",
+            Self::Verify => "verify",
+            Self::Approval => "approval",
         }
     }
 }
@@ -229,7 +464,9 @@ impl StepKind {
 /// What a step does. Probes: `readiness`, `binding`, `merge-readiness`. Platform: `split`,
 /// `merge`, `commit`, `abort`, `finish`, `revert` (shut the Upgrade Side down and restart from
 /// the Production Side). Services: `disable-and-stop` (save the startup type, set Disabled,
-/// stop), `stop`, `restore-and-start`. Actions: `run`. Log backup: `backup`.
+/// stop), `stop`, `restore-and-start`. Actions: `run`. Log backup: `backup`. Unattended:
+/// `versions` (a probe: the installed version is the plan's `from`), `install` (a task),
+/// `restart` (a platform step: the Upgrade Side's OS restarts), `verify`, `approve`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Op {
@@ -247,6 +484,11 @@ pub enum Op {
     RestoreAndStart,
     Run,
     Backup,
+    Versions,
+    Install,
+    Restart,
+    Verify,
+    Approve,
 }
 
 /// The custom-action environment of guide table 3-5, exactly as actions see it. Each value is
@@ -294,7 +536,7 @@ env_values!(
 );
 env_values!(
     /// `ACTIVE_UPGRADE_REQUEST`: the request, or the task within it (`Start`, `Stop`, `Backup`).
-    EnvRequest { Idle, CheckReadiness, PrepareSplit, ExecuteSplit, PrepareMerge, ExecuteMerge, Commit, Abort, Start, Stop, Backup }
+    EnvRequest { Idle, CheckReadiness, PrepareSplit, ExecuteSplit, Upgrade, PrepareMerge, ExecuteMerge, Commit, Abort, Start, Stop, Backup }
 );
 env_values!(
     /// `ACTIVE_UPGRADE_HW_SPLIT`: `Yes` between the hardware split and the merge or abort.
@@ -335,6 +577,9 @@ pub struct Step {
     pub timeout_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
+    /// The task, check or approval of `Unattended` a step runs (by id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -162,6 +162,7 @@ impl<'a> Builder<'a> {
             env: None,
             timeout_ms: None,
             logs: Vec::new(),
+            item: None,
         }
     }
 

@@ -119,6 +119,10 @@ pub enum Entry {
         goal: Option<Through>,
         command: String,
         user: String,
+        /// Started by duet itself, not by an operator: the plan says `on_failure: abort` (or an
+        /// approval's `on_expiry: abort`), and this step failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        automatic: Option<Broken>,
     },
     RequestStarted {
         request: RequestName,
@@ -176,6 +180,21 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// An approval step started waiting; `deadline_ms` (Unix ms) is when it expires, fixed at
+    /// the first wait so that a resume does not extend it.
+    AwaitingApproval {
+        request: RequestName,
+        step: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// An operator approved (`duet approve`), saying why.
+    Approved {
+        request: RequestName,
+        step: String,
+        user: String,
+        reason: String,
+    },
     /// An operator marked a failed action step done without running it (`duet skip`).
     Skip {
         request: RequestName,
@@ -220,6 +239,8 @@ impl Severity {
 pub enum Command {
     Readiness,
     Split,
+    /// Runs the plan's upgrade tasks (the `Upgrade` request).
+    Upgrade,
     Merge,
     Commit,
     Abort,
@@ -231,9 +252,10 @@ pub enum Command {
 
 impl Command {
     /// Every command the state model judges.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Readiness,
         Self::Split,
+        Self::Upgrade,
         Self::Merge,
         Self::Commit,
         Self::Abort,
@@ -247,6 +269,7 @@ impl Command {
     pub fn name(self) -> &'static str {
         match self {
             Self::Readiness => "readiness",
+            Self::Upgrade => "upgrade",
             other => other.verb(),
         }
     }
@@ -256,6 +279,7 @@ impl Command {
         match self {
             Self::Readiness => "run a readiness check",
             Self::Split => "split",
+            Self::Upgrade => "run the upgrade tasks",
             Self::Merge => "merge",
             Self::Commit => "commit",
             Self::Abort => "abort",

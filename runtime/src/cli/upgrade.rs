@@ -514,7 +514,8 @@ fn begin_entry<P: Platform>(id: &str, plan: &Path, platform: &P) -> Entry {
 }
 
 fn operation_entry(operation: Command, requests: &[RequestName], goal: Option<Through>) -> Entry {
-    Entry::Operation { operation, requests: requests.to_vec(), goal, command: command_line(), user: user() }
+    let (command, user) = (command_line(), user());
+    Entry::Operation { operation, requests: requests.to_vec(), goal, command, user, automatic: None }
 }
 
 fn begin(session: &mut Session, operation: Command, requests: &[RequestName], goal: Option<Through>) -> Result<()> {

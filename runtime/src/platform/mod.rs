@@ -15,7 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use duet_compiler::compiled::Side;
+use duet_compiler::compiled::{Side, Software};
 use duet_compiler::inventory::{Inventory, PartnerState, Startup};
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +172,10 @@ impl EventLog {
 /// any instant leaves the machine in a state `observe` reports truthfully, and every mutating
 /// method is idempotent (splitting a split machine, stopping a stopped service succeed), so
 /// the runtime may repeat a step whose completion it did not record.
+#[allow(
+    dead_code,
+    reason = "software, installed and restart: the upgrade tasks and checks of issue 12 call them (in progress)"
+)]
 pub(crate) trait Platform {
     /// A short name for messages (`sim`).
     fn name(&self) -> &str;
@@ -223,6 +227,29 @@ pub(crate) trait Platform {
 
     /// Copies a side's crash dump files (if it crashed) into `into`; returns the files copied.
     async fn collect_dumps(&self, side: Side, into: &Path) -> PlatformResult<Vec<PathBuf>>;
+
+    /// The software installed on a side, as its inventory lists it (a real platform asks the
+    /// side's package manager).
+    async fn software(&self, side: Side) -> PlatformResult<Vec<Software>> {
+        let _ = side;
+        Err(PlatformError::refused(format!("the {} platform keeps no software inventory", self.name()))
+            .help("remove the plan's version checks, or use a platform that reports installed software"))
+    }
+
+    /// A task says it installed `software` on `side`. The sim records it in its inventory; a real
+    /// platform reads the side instead ([`Platform::software`]) and needs nothing here.
+    async fn installed(&self, side: Side, software: &Software) -> PlatformResult<()> {
+        let _ = (side, software);
+        Ok(())
+    }
+
+    /// Restarts a side's OS (the Upgrade Side after an installer), reporting progress; returns
+    /// once the side is up again. Its controlled services keep their startup types (disabled,
+    /// on the Upgrade Side while split).
+    async fn restart(&self, side: Side, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
+        let _ = (side, progress);
+        Err(PlatformError::refused(format!("the {} platform cannot restart a side", self.name())))
+    }
 
     /// Where a path of the machine (the plan's `staging_dir`) is on this host. The identity on
     /// a real machine; the sim keeps its machine's disks under its state directory.

@@ -90,6 +90,7 @@ pub(crate) fn steps_of<'p>(plan: &'p CompiledPlan, request: RequestName, event_l
         env: None,
         timeout_ms: None,
         logs: event_logs.to_vec(),
+        item: None,
     };
     steps.insert(0, evidence);
     Cow::Owned(steps)

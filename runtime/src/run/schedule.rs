@@ -81,6 +81,7 @@ mod tests {
             env: None,
             timeout_ms: None,
             logs: Vec::new(),
+            item: None,
         }
     }
 

@@ -45,6 +45,10 @@ enum Reason {
     Committed,
     /// Not a next step from this state.
     WrongState,
+    /// `duet upgrade` with no upgrade task left to run (the plan has none, or they ran).
+    NoTasks,
+    /// A merge before the plan's upgrade tasks ran.
+    TasksPending,
 }
 
 /// What the table reads besides the command and the two states; each decides a row of its own.
@@ -55,11 +59,17 @@ struct Facts {
     /// ExecuteMerge stopped something on the Production Side, or the hardware merged: an abort
     /// must restart the Production Side first.
     production_touched: bool,
+    /// The plan has upgrade tasks, and their request has not completed in this session.
+    tasks_pending: bool,
 }
 
 impl Facts {
     fn of(p: &Progress) -> Self {
-        Facts { goal_ahead: p.goal_ahead().is_some(), production_touched: p.merged() || p.production_touched() }
+        Facts {
+            goal_ahead: p.goal_ahead().is_some(),
+            production_touched: p.merged() || p.production_touched(),
+            tasks_pending: p.tasks_pending(),
+        }
     }
 }
 
@@ -97,6 +107,11 @@ fn table(command: Command, state: Option<State>, operational: Operational, facts
         (C::Abort, Some(s),         _) if abortable(s) && facts.production_touched => Runs(&[R::AbortFromMerge]),
         (C::Abort, Some(s),         _) if abortable(s) => Runs(&[R::AbortFromSplit]),
         (C::Abort, Some(S::Commit), _) => Refused(Reason::Committed),
+
+        // The plan's upgrade tasks run while split, before the merge (issue 12).
+        (C::Upgrade, Some(S::Split), Ready) if facts.tasks_pending => Runs(&[R::Upgrade]),
+        (C::Upgrade, Some(S::Split), Ready) => Refused(Reason::NoTasks),
+        (C::Merge,   Some(S::Split), Ready) if facts.tasks_pending => Refused(Reason::TasksPending),
 
         // No going back, no skipping, no next state while Busy or Broken (execution model 3).
         (C::Merge,  Some(S::Split),             Ready)  => Runs(&[R::PrepareMerge, R::ExecuteMerge]),
@@ -157,7 +172,7 @@ fn wording(reason: Reason, command: Command, session: Option<&Progress>) -> Refu
                 format!("correct the problem, {}", after_broken(p)),
             )
         }
-        Reason::NothingPending => refuse(format!("nothing to {verb}: {here}"), next_hint(state)),
+        Reason::NothingPending => refuse(format!("nothing to {verb}: {here}"), hint(p)),
         Reason::Committed => refuse(
             "cannot abort: the upgrade is committed, and a commit cannot be undone",
             match operational {
@@ -166,7 +181,15 @@ fn wording(reason: Reason, command: Command, session: Option<&Progress>) -> Refu
                 Operational::Broken => "correct the problem, then `duet retry` the commit",
             },
         ),
-        Reason::WrongState => refuse(format!("cannot {verb}: {here}"), next_hint(state)),
+        Reason::WrongState => refuse(format!("cannot {verb}: {here}"), hint(p)),
+        Reason::NoTasks if p.plan_tasks => {
+            refuse(format!("nothing to run: the upgrade tasks have run ({here})"), next_hint(state))
+        }
+        Reason::NoTasks => refuse(format!("nothing to run: the plan has no upgrade tasks ({here})"), next_hint(state)),
+        Reason::TasksPending => refuse(
+            format!("cannot merge: the plan's upgrade tasks have not run ({here})"),
+            "run them with `duet upgrade` (or `duet run PLAN`), then `duet merge`; or `duet abort`",
+        ),
     }
 }
 
@@ -184,6 +207,16 @@ pub(crate) fn after_broken(p: &Progress) -> String {
         return "then run the readiness check again: `duet readiness PLAN`, or `duet split PLAN` (or `duet run PLAN`) to split once it passes".into();
     }
     if abortable(state) { "then `duet retry`; or `duet abort`".into() } else { "then `duet retry`".into() }
+}
+
+/// What may come next from the session's Ready state, its upgrade tasks considered.
+pub(crate) fn hint(p: &Progress) -> String {
+    match p.upgrade_state() {
+        State::Split if p.tasks_pending() => {
+            "run the plan's upgrade tasks: `duet upgrade`, then `duet merge`; or `duet abort`".into()
+        }
+        state => next_hint(state),
+    }
 }
 
 /// What may come next from a Ready state.
@@ -225,6 +258,7 @@ mod tests {
     const INTERRUPTED: Verdict = Verdict::Refused(Reason::Interrupted);
     const COMMITTED: Verdict = Verdict::Refused(Reason::Committed);
     const NO_SESSION: Verdict = Verdict::Refused(Reason::NoSession);
+    const NO_TASKS: Verdict = Verdict::Refused(Reason::NoTasks);
     const REST: Verdict = Verdict::RunsRemaining;
     const MERGE: Verdict = Verdict::Runs(&[R::PrepareMerge, R::ExecuteMerge]);
     const COMMIT: Verdict = Verdict::Runs(&[R::Commit]);
@@ -234,7 +268,7 @@ mod tests {
     const EXEC_MERGE: Verdict = Verdict::Runs(&[R::ExecuteMerge]);
 
     /// A row per command (in `Command::ALL` order), a column per state (in `STATES` order).
-    type Grid = [(Command, [Verdict; 7]); 9];
+    type Grid = [(Command, [Verdict; 7]); 10];
 
     /// Every cell of a Ready session, where neither fact holds.
     #[rustfmt::skip]
@@ -242,6 +276,7 @@ mod tests {
         //              Idle     PrepareSplit Split    PrepareMerge Merge    Commit     Abort
         (C::Readiness, [WRONG,   WRONG,       WRONG,   WRONG,       WRONG,   WRONG,     WRONG]),
         (C::Split,     [WRONG,   WRONG,       WRONG,   WRONG,       WRONG,   WRONG,     WRONG]),
+        (C::Upgrade,   [WRONG,   WRONG,       NO_TASKS, WRONG,      WRONG,   WRONG,     WRONG]),
         (C::Merge,     [WRONG,   WRONG,       MERGE,   WRONG,       WRONG,   WRONG,     WRONG]),
         (C::Commit,    [WRONG,   WRONG,       WRONG,   WRONG,       COMMIT,  WRONG,     WRONG]),
         (C::Abort,     [WRONG,   ABORT,       ABORT,   ABORT,       ABORT,   COMMITTED, WRONG]),
@@ -257,6 +292,7 @@ mod tests {
         //              Idle         PrepareSplit Split        PrepareMerge Merge        Commit       Abort
         (C::Readiness, [BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY]),
         (C::Split,     [BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY]),
+        (C::Upgrade,   [BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY]),
         (C::Merge,     [BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY]),
         (C::Commit,    [BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY,        BUSY]),
         (C::Abort,     [BUSY,        ABORT,       ABORT,       ABORT,       ABORT,       COMMITTED,   BUSY]),
@@ -272,6 +308,7 @@ mod tests {
         //              Idle    PrepareSplit Split   PrepareMerge Merge   Commit     Abort
         (C::Readiness, [BROKEN, BROKEN,      BROKEN, BROKEN,      BROKEN, BROKEN,    BROKEN]),
         (C::Split,     [BROKEN, BROKEN,      BROKEN, BROKEN,      BROKEN, BROKEN,    BROKEN]),
+        (C::Upgrade,   [BROKEN, BROKEN,      BROKEN, BROKEN,      BROKEN, BROKEN,    BROKEN]),
         (C::Merge,     [BROKEN, BROKEN,      BROKEN, BROKEN,      BROKEN, BROKEN,    BROKEN]),
         (C::Commit,    [BROKEN, BROKEN,      BROKEN, BROKEN,      BROKEN, BROKEN,    BROKEN]),
         (C::Abort,     [BROKEN, ABORT,       ABORT,  ABORT,       ABORT,  COMMITTED, BROKEN]),
@@ -283,9 +320,10 @@ mod tests {
 
     /// Without a session, whatever operational state is passed.
     #[rustfmt::skip]
-    const WITHOUT_SESSION: [(Command, Verdict); 9] = [
+    const WITHOUT_SESSION: [(Command, Verdict); 10] = [
         (C::Readiness, Verdict::Runs(&[R::CheckReadiness])),
         (C::Split,     Verdict::Runs(&[R::CheckReadiness, R::PrepareSplit, R::ExecuteSplit])),
+        (C::Upgrade,   NO_SESSION),
         (C::Merge,     NO_SESSION),
         (C::Commit,    NO_SESSION),
         (C::Abort,     NO_SESSION),
@@ -311,6 +349,8 @@ mod tests {
         let before_commit = [State::PrepareSplit, State::Split, State::PrepareMerge, State::Merge];
         match (command, operational) {
             (C::Resume, Ready) if facts.goal_ahead => Verdict::Runs(&[]),
+            (C::Upgrade, Ready) if facts.tasks_pending && state == State::Split => Verdict::Runs(&[R::Upgrade]),
+            (C::Merge, Ready) if facts.tasks_pending && state == State::Split => Verdict::Refused(Reason::TasksPending),
             (C::Abort, _) if facts.production_touched && before_commit.contains(&state) => {
                 Verdict::Runs(&[R::AbortFromMerge])
             }
@@ -348,7 +388,9 @@ mod tests {
     fn without_a_session_only_a_readiness_check_or_a_split_runs() {
         for (command, want) in WITHOUT_SESSION {
             for operational in [Ready, Busy, Broken] {
-                for facts in [Facts::default(), Facts { goal_ahead: true, production_touched: true }] {
+                for facts in
+                    [Facts::default(), Facts { goal_ahead: true, production_touched: true, tasks_pending: true }]
+                {
                     assert_eq!(table(command, None, operational, facts), want, "{} ({operational:?})", command.name());
                 }
             }
@@ -363,8 +405,8 @@ mod tests {
 
     #[test]
     fn with_a_goal_ahead_a_ready_resume_runs_nothing_and_no_other_cell_changes() {
-        for production_touched in [false, true] {
-            let facts = Facts { goal_ahead: true, production_touched };
+        for (production_touched, tasks_pending) in [(false, false), (true, false), (false, true), (true, true)] {
+            let facts = Facts { goal_ahead: true, production_touched, tasks_pending };
             let wrong = wrong_cells(facts);
             assert!(wrong.is_empty(), "{facts:?}, {} cells:\n{}", wrong.len(), wrong.join("\n"));
         }
@@ -372,8 +414,8 @@ mod tests {
 
     #[test]
     fn once_the_production_side_was_touched_an_abort_restarts_it_first_and_no_other_cell_changes() {
-        for goal_ahead in [false, true] {
-            let facts = Facts { goal_ahead, production_touched: true };
+        for (goal_ahead, tasks_pending) in [(false, false), (true, false), (false, true), (true, true)] {
+            let facts = Facts { goal_ahead, production_touched: true, tasks_pending };
             let wrong = wrong_cells(facts);
             assert!(wrong.is_empty(), "{facts:?}, {} cells:\n{}", wrong.len(), wrong.join("\n"));
         }
@@ -394,6 +436,7 @@ mod tests {
             goal,
             command: "duet".into(),
             user: "op".into(),
+            automatic: None,
         }
     }
 

@@ -17,11 +17,15 @@ use indexmap::IndexMap;
 pub(crate) use duet_contract::record::Command;
 use duet_contract::record::{Broken, Entry, StepResult, Through};
 
-pub(crate) use admit::{Refusal, admit, after_broken, next_hint};
+pub(crate) use admit::{Refusal, admit, after_broken, hint, next_hint};
 pub(crate) use duet_contract::status::Operational;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct StepProgress {
+    /// An approval step that has started waiting, and when its wait expires.
+    pub(crate) waiting: Option<Deadline>,
+    /// An approval step: who approved, and why.
+    pub(crate) approved: Option<(String, String)>,
     pub(crate) attempts: u32,
     /// Started and not finished: the process died (or is still running it).
     pub(crate) running: bool,
@@ -32,6 +36,14 @@ impl StepProgress {
     pub(crate) fn completed(&self) -> bool {
         !self.running && self.result.as_ref().is_some_and(StepResult::succeeded)
     }
+}
+
+/// When an approval's wait expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    Never,
+    /// Unix ms.
+    At(u64),
 }
 
 /// How a request stands in the journal.
@@ -72,6 +84,9 @@ pub(crate) struct Progress {
     pub(crate) requests: IndexMap<RequestName, RequestProgress>,
     pub(crate) saved: IndexMap<String, Saved>,
     pub(crate) records: usize,
+    /// The plan has upgrade tasks (a fact of the session's plan snapshot, not of the journal:
+    /// the session sets it when it opens).
+    pub(crate) plan_tasks: bool,
 }
 
 impl Progress {
@@ -131,6 +146,14 @@ impl Progress {
                 s.result = Some(StepResult::Skipped { reason: reason.clone(), user: user.clone() });
                 r.ended = Ended::No;
             }
+            Entry::AwaitingApproval { request, step, deadline_ms } => {
+                let deadline = deadline_ms.map_or(Deadline::Never, Deadline::At);
+                step_mut(self.requests.entry(*request).or_default(), step).waiting.get_or_insert(deadline);
+            }
+            Entry::Approved { request, step, user, reason } => {
+                step_mut(self.requests.entry(*request).or_default(), step).approved =
+                    Some((user.clone(), reason.clone()));
+            }
             Entry::Note { .. } => {}
         }
     }
@@ -144,6 +167,11 @@ impl Progress {
         self.requests.last().map(|(name, p)| (*name, p))
     }
 
+    /// The plan's upgrade tasks have yet to complete in this session.
+    pub(crate) fn tasks_pending(&self) -> bool {
+        self.plan_tasks && !self.finished_ok(RequestName::Upgrade)
+    }
+
     pub(crate) fn finished_ok(&self, request: RequestName) -> bool {
         self.requests.get(&request).is_some_and(|r| r.ended == Ended::Ready)
     }
@@ -154,7 +182,7 @@ impl Progress {
         match request {
             RequestName::CheckReadiness => State::Idle,
             RequestName::PrepareSplit => State::PrepareSplit,
-            RequestName::ExecuteSplit => State::Split,
+            RequestName::ExecuteSplit | RequestName::Upgrade => State::Split,
             RequestName::PrepareMerge => State::PrepareMerge,
             RequestName::ExecuteMerge => State::Merge,
             RequestName::Commit => State::Commit,
@@ -262,6 +290,7 @@ mod tests {
                 goal: None,
                 command: "duet merge".into(),
                 user: "op".into(),
+                automatic: None,
             },
             Entry::RequestStarted { request: R },
             started("action:a@upgrade"),
@@ -358,6 +387,7 @@ mod tests {
             goal: None,
             command: "duet".into(),
             user: "op".into(),
+            automatic: None,
         };
         p.apply(&operation);
         for &request in before {

@@ -132,6 +132,9 @@ fn kind(step: &Step) -> &'static str {
         StepKind::Service => "service",
         StepKind::Action => "action",
         StepKind::LogBackup => "log backup",
+        StepKind::Task => "upgrade task",
+        StepKind::Verify => "verification",
+        StepKind::Approval => "approval",
     }
 }
 

@@ -102,6 +102,7 @@ impl Session {
         for entry in new.first {
             progress.apply(entry);
         }
+        progress.plan_tasks = !compiled.unattended.tasks.is_empty();
         crash_point(2);
         Ok(Self { dir: new.dest.to_owned(), journal, progress, compiled: Arc::new(compiled), observers: Vec::new() })
     }
@@ -143,7 +144,7 @@ impl Session {
     /// Opens a session for appending: replays its journal, refusing any damage.
     pub(crate) fn open(dir: &Path) -> StoreResult<Self> {
         // The two big reads, the compiled plan and the journal, on both cores at once.
-        let (journal, fold, compiled) = std::thread::scope(|scope| {
+        let (journal, mut fold, compiled) = std::thread::scope(|scope| {
             let compiled = scope.spawn(|| read_compiled(dir));
             let mut fold = Fold::default();
             let journal = Journal::open(&SessionDir(dir).journal(), |r| fold.add(&r));
@@ -151,11 +152,13 @@ impl Session {
         });
         let journal = journal?;
         fold.begins(dir)?;
+        let compiled = compiled?;
+        fold.progress.plan_tasks = !compiled.unattended.tasks.is_empty();
         Ok(Self {
             dir: dir.to_owned(),
             journal,
             progress: fold.progress,
-            compiled: Arc::new(compiled?),
+            compiled: Arc::new(compiled),
             observers: Vec::new(),
         })
     }

@@ -52,16 +52,34 @@ pub(crate) fn entries(records: &[Record<Entry>]) -> Vec<ActivityEntry> {
             Entry::Begin { id, plan, platform, duet } => {
                 (Severity::Information, None, format!("session {id}: plan {plan} on {platform} (duet {duet})"), None)
             }
-            Entry::Operation { operation, requests, goal, command, user } => {
+            Entry::Operation { operation, requests, goal, command, user, automatic } => {
                 let names: Vec<String> = requests.iter().map(ToString::to_string).collect();
                 let goal = goal.map(|g| format!(", through {}", g.as_str())).unwrap_or_default();
-                (
-                    Severity::Information,
-                    None,
-                    format!("{} requested by {user} (`{command}`): {}{goal}", operation.name(), names.join(", ")),
-                    None,
-                )
+                let message = match automatic {
+                    Some(b) => format!(
+                        "{} started by duet (the plan says so on failure: {} failed: {}): {}",
+                        operation.name(),
+                        b.step,
+                        b.message,
+                        names.join(", ")
+                    ),
+                    None => {
+                        format!("{} requested by {user} (`{command}`): {}{goal}", operation.name(), names.join(", "))
+                    }
+                };
+                let severity = if automatic.is_some() { Severity::Warning } else { Severity::Information };
+                (severity, None, message, None)
             }
+            Entry::AwaitingApproval { request, step, deadline_ms } => {
+                let until = deadline_ms.map(|d| format!(" until {}", time(d))).unwrap_or_default();
+                (Severity::Pending, Some(request.to_string()), format!("{step}: waiting for approval{until}"), None)
+            }
+            Entry::Approved { request, step, user, reason } => (
+                Severity::Information,
+                Some(request.to_string()),
+                format!("{step}: approved by {user}: {reason}"),
+                None,
+            ),
             Entry::RequestStarted { request } => (Severity::Pending, None, format!("{request} started"), None),
             Entry::StepStarted { request, step, attempt } => {
                 let again = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };

@@ -50,7 +50,7 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
     // With no session in progress: the last readiness check, unless a session finished since
     // (it passed a readiness check of its own).
     let superseded = || crate::store::session::finished_records(dir).first().is_some_and(|d| *d != dir.readiness());
-    let (view, plan) = if let Some(v) = session {
+    let (mut view, plan) = if let Some(v) = session {
         (Some(v), plan)
     } else if superseded() {
         (None, None)
@@ -59,6 +59,9 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
         let plan = view.as_ref().and_then(View::compiled);
         (view, plan)
     };
+    if let (Some(v), Some(plan)) = (view.as_mut(), plan.as_ref()) {
+        v.progress.plan_tasks = !plan.unattended.tasks.is_empty();
+    }
     let observed = platform.observe().await?;
     let (upgrade, mut operational) = match &view {
         Some(v) if in_session => (v.progress.upgrade_state(), v.progress.operational()),
@@ -138,6 +141,7 @@ fn next(operational: Operational, interrupted: bool, view: Option<&View>, in_ses
             v.progress.goal_ahead().map_or("", |g| g.as_str()),
             state::next_hint(upgrade)
         ),
+        (Operational::Ready, _, Some(v)) if in_session => state::hint(&v.progress),
         (Operational::Ready, ..) => state::next_hint(upgrade),
     }
 }

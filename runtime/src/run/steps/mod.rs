@@ -96,7 +96,10 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, index: usize, step: &
                     StepKind::Probe => probe::run(ctx, step).await,
                     StepKind::Platform => operate::run(ctx, step).await,
                     StepKind::Service => service::run(ctx, step).await,
-                    _ => backup::run(ctx, step).await,
+                    StepKind::LogBackup => backup::run(ctx, step).await,
+                    StepKind::Action | StepKind::Task | StepKind::Verify | StepKind::Approval => {
+                        failed(format!("this duet cannot run {} steps yet ({})", kind.as_str(), step.id), None)
+                    }
                 }
             };
             // An action stops its process tree at the second signal; anything else is

@@ -56,6 +56,7 @@ pub(crate) fn operation(command: Command, requests: &[RequestName], goal: Option
         goal,
         command: "duet".into(),
         user: "op".into(),
+        automatic: None,
     }
 }
 
