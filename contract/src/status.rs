@@ -28,7 +28,22 @@ pub struct Status {
     pub changed_files: Vec<ChangedFile>,
     pub journal_damage: Option<String>,
     pub services: Vec<ServiceStatus>,
+    /// The approval a `duet run` waits at (or waited at, when stopped), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<AwaitedApproval>,
+    /// duet aborted by itself (the plan's `on_failure: abort`, or an approval's
+    /// `on_expiry: abort`): the step that failed, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_by_duet: Option<crate::record::Broken>,
     pub next: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwaitedApproval {
+    pub request: String,
+    pub step: String,
+    /// When the wait expires (RFC 3339, UTC); `None`: never.
+    pub until: Option<String>,
 }
 
 /// Hardware state of the status bar (guide table 4-3).

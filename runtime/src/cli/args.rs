@@ -66,6 +66,19 @@ pub(crate) enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Run the plan's upgrade tasks on the Upgrade Side (state Split).
+    Upgrade {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Let a `duet run` waiting for an approval go on (journaled with who and why).
+    Approve {
+        /// Why it may go on (shown in the activity log).
+        #[arg(long, value_parser = reason)]
+        reason: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// PrepareMerge and ExecuteMerge: the applications restart from the Upgrade Side.
     Merge {
         #[command(flatten)]

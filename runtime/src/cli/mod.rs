@@ -2,6 +2,7 @@
 //! `compile` and `explain` ([`check`]); the upgrade commands ([`upgrade`]); `status` and `log`
 //! through the views. Each command decides its [`Outcome`], and so its exit code.
 
+pub(crate) mod approve;
 pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
@@ -29,6 +30,8 @@ pub(crate) fn main() -> Outcome {
         }
         Command::Readiness { plan, run } => upgrade::execute(&run, &upgrade::Request::Readiness { plan }),
         Command::Split { plan, run } => upgrade::execute(&run, &upgrade::Request::Split { plan }),
+        Command::Upgrade { run } => upgrade::execute(&run, &upgrade::Request::Upgrade),
+        Command::Approve { reason, state } => approve::approve(&Context::reading(&state), &reason),
         Command::Merge { run } => upgrade::execute(&run, &upgrade::Request::Merge),
         Command::Commit { run } => upgrade::execute(&run, &upgrade::Request::Commit),
         Command::Abort { run } => upgrade::execute(&run, &upgrade::Request::Abort),

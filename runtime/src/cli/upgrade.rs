@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use duet_compiler::compiled::{RequestName, State};
+use duet_compiler::compiled::{Event, OnFailure, RequestName, State, step_id};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
-use duet_contract::record::{Entry, Severity, StepResult, Through};
+use duet_contract::record::{Broken, Entry, Severity, StepResult, Through};
 
 use crate::cli::args::RunArgs;
 use crate::cli::context::Context;
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::platform::{self, Phase, Platform};
 use crate::process::interrupt::Interrupt;
+use crate::run::notify::{self, Happened};
 use crate::run::{self, Outcome as RequestOutcome};
 use crate::state::{self, Command, Operational, Progress};
 use crate::store::journal::{Durability, Journal};
@@ -31,6 +32,7 @@ use crate::view::status;
 pub(crate) enum Request {
     Readiness { plan: PathBuf },
     Split { plan: PathBuf },
+    Upgrade,
     Merge,
     Commit,
     Abort,
@@ -47,6 +49,7 @@ impl Request {
         match self {
             Self::Readiness { .. } => Command::Readiness,
             Self::Split { .. } | Self::Run { .. } => Command::Split,
+            Self::Upgrade => Command::Upgrade,
             Self::Merge => Command::Merge,
             Self::Commit => Command::Commit,
             Self::Abort => Command::Abort,
@@ -128,7 +131,7 @@ fn command_line() -> String {
 
 /// Who runs duet, for the journal: `$USER`, `$LOGNAME`, else the uid. One line of text (an
 /// environment can hold anything).
-fn user() -> String {
+pub(crate) fn user() -> String {
     let uid = || format!("uid {}", nix::unistd::getuid());
     let named = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| uid());
     if named.trim().is_empty() || named.chars().any(char::is_control) { uid() } else { named }
@@ -244,6 +247,9 @@ impl<P: Platform> Driver<'_, P> {
             self.console.say(&format!("session {id}: {} on {name} ({model})", plan.display()));
         }
         let s = current.insert(self.watched(s));
+        if let Start::Session { .. } = start {
+            self.notify(s, Event::Started, (None, None), &format!("session {id} started: {}", plan.display())).await;
+        }
         self.run_requests(s, &requests).await
     }
 
@@ -255,6 +261,13 @@ impl<P: Platform> Driver<'_, P> {
         // further: going on to `duet run`'s goal (a commit, perhaps) is not what was asked.
         let carry_on =
             s.progress.operational() != Operational::Ready || !matches!(request, Request::Retry { from: Some(_), .. });
+        // A Broken session the plan says to abort, whose duet died before it could.
+        if command == Command::Resume
+            && let Some((_, broken)) = s.progress.broken().map(|(r, b)| (r, b.clone()))
+            && Self::aborts_by_itself(s, &broken)
+        {
+            return self.abort_by_itself(s, &broken).await;
+        }
         let requests = self.requests_for(request, s).await?;
         let outcome = self.run_requests(s, &requests).await?;
         let goal = s.progress.operation.as_ref().and_then(|o| o.goal);
@@ -274,21 +287,13 @@ impl<P: Platform> Driver<'_, P> {
     /// The requests `request` runs on the session, journaled with who asked (and why).
     async fn requests_for(&self, request: &Request, s: &mut Session) -> Result<Vec<RequestName>> {
         let command = request.command();
-        let mut requests = match request {
+        let requests = match request {
             // A repair is judged against the request's steps (and may retry a Ready one).
             Request::Retry { from: Some(_), .. } | Request::Skip { .. } => self.operator_repair(s, request)?,
+            Request::Abort => self.abort_requests(s).await?,
             _ => admit(command, Some(&s.progress))?,
         };
-        if command == Command::Abort {
-            run::stop_interrupted(self.platform, s, &self.ctx.options).await?;
-            // The journal may not know of a merge the machine made just before duet died.
-            if requests == [RequestName::AbortFromSplit] && self.platform.observe().await?.phase == Phase::Merged {
-                self.console
-                    .say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
-                requests = vec![RequestName::AbortFromMerge];
-            }
-        }
-        if matches!(command, Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
+        if matches!(command, Command::Upgrade | Command::Merge | Command::Commit | Command::Abort | Command::Finish) {
             begin(s, command, &requests, None)?;
         } else if let Request::Retry { from: None, reason } = request
             && let Some(&request) = requests.first()
@@ -297,6 +302,70 @@ impl<P: Platform> Driver<'_, P> {
             s.record(&retry, Durability::Durable)?;
         }
         Ok(requests)
+    }
+
+    /// Runs the plan's notifications of `event`; one that fails is a warning in the activity
+    /// log, and changes nothing else.
+    async fn notify(
+        &self,
+        s: &mut Session,
+        event: Event,
+        (request, step): (Option<RequestName>, Option<&str>),
+        message: &str,
+    ) {
+        let plan = std::sync::Arc::clone(&s.compiled);
+        let request_name = request.map(RequestName::as_str);
+        let happened = Happened { event, session: s.id(), request: request_name, step, message };
+        let warnings = notify::send(&plan, &s.dir.clone(), happened, &self.ctx.options).await;
+        for message in warnings {
+            let note = Entry::Note { request, step: None, severity: Severity::Warning, message };
+            let _ = s.record(&note, Durability::Buffered);
+        }
+    }
+
+    /// The abort requests that apply, once what the interrupted request left running is
+    /// stopped.
+    async fn abort_requests(&self, s: &mut Session) -> Result<Vec<RequestName>> {
+        let mut requests = admit(Command::Abort, Some(&s.progress))?;
+        run::stop_interrupted(self.platform, s, &self.ctx.options).await?;
+        // The journal may not know of a merge the machine made just before duet died.
+        if requests == [RequestName::AbortFromSplit] && self.platform.observe().await?.phase == Phase::Merged {
+            self.console.say("the machine is merged (the merge completed before duet stopped): aborting from Merge");
+            requests = vec![RequestName::AbortFromMerge];
+        }
+        Ok(requests)
+    }
+
+    /// The plan says to abort when this failure happens (`on_failure: abort`, or the failed
+    /// approval's `on_expiry: abort`), and the state model allows an abort from here.
+    fn aborts_by_itself(s: &Session, broken: &Broken) -> bool {
+        let plan = &s.compiled.unattended;
+        let says = match plan.approvals.iter().find(|a| step_id::approve(&a.id) == broken.step) {
+            Some(approval) => approval.on_expiry,
+            None => plan.on_failure,
+        };
+        says == OnFailure::Abort && admit(Command::Abort, Some(&s.progress)).is_ok()
+    }
+
+    /// The automatic abort of an unattended run: journaled as started by duet, with the failed
+    /// step as its reason. The session stops Aborted (Ready), so `status` says what happened
+    /// and `duet finish` ends it.
+    async fn abort_by_itself(&self, s: &mut Session, broken: &Broken) -> Result<Outcome> {
+        self.console.say(&format!(
+            "the plan says to abort when this fails: aborting by itself ({} failed: {})",
+            broken.step, broken.message
+        ));
+        let requests = self.abort_requests(s).await?;
+        let mut operation = operation_entry(Command::Abort, &requests, None);
+        if let Entry::Operation { automatic, .. } = &mut operation {
+            *automatic = Some(broken.clone());
+        }
+        s.record(&operation, Durability::Durable)?;
+        match Box::pin(self.run_requests(s, &requests)).await? {
+            // The upgrade failed, however cleanly it was undone.
+            Outcome::Success => Ok(Outcome::Failure),
+            other => Ok(other),
+        }
     }
 
     /// `duet skip STEP` and `duet retry --from STEP`: judged against the current request's
@@ -337,9 +406,28 @@ impl<P: Platform> Driver<'_, P> {
                 return Ok(Outcome::Interrupted(signal));
             }
             match run::run_request(self.platform, session, request, &ctx.options).await? {
-                RequestOutcome::Ready => {}
+                RequestOutcome::Ready => {
+                    let event = match request {
+                        RequestName::AbortFromSplit | RequestName::AbortFromMerge => Some(Event::Aborted),
+                        RequestName::Commit => Some(Event::Committed),
+                        RequestName::Finish => Some(Event::Finished),
+                        _ => None,
+                    };
+                    if let Some(event) = event {
+                        let message = format!("{request} completed");
+                        self.notify(session, event, (Some(request), None), &message).await;
+                    }
+                }
                 RequestOutcome::Interrupted(signal) => return Ok(Outcome::Interrupted(signal)),
-                RequestOutcome::Broken(broken) => return self.broken(session, request, &broken),
+                RequestOutcome::Broken(broken) => {
+                    let message = format!("{request} is Broken at step {}: {}", broken.step, broken.message);
+                    self.notify(session, Event::Broken, (Some(request), Some(&broken.step)), &message).await;
+                    let outcome = self.broken(session, request, &broken)?;
+                    if Self::aborts_by_itself(session, &broken) {
+                        return Box::pin(self.abort_by_itself(session, &broken)).await;
+                    }
+                    return Ok(outcome);
+                }
             }
         }
         if session.progress.finished_ok(RequestName::Finish) {
@@ -352,12 +440,7 @@ impl<P: Platform> Driver<'_, P> {
 
     /// Says why `request` is Broken and what to do. A session's readiness check failed: nothing
     /// was split, the attempt is kept as the last readiness check, and the state stays Idle.
-    fn broken(
-        &self,
-        session: &mut Session,
-        request: RequestName,
-        broken: &duet_contract::record::Broken,
-    ) -> Result<Outcome> {
+    fn broken(&self, session: &mut Session, request: RequestName, broken: &Broken) -> Result<Outcome> {
         let state_dir = &self.ctx.state;
         let fix = match session.progress.step(request, &broken.step).and_then(|s| s.result.as_ref()) {
             Some(StepResult::Failed { help: Some(help), .. }) => help.clone(),
@@ -384,7 +467,7 @@ impl<P: Platform> Driver<'_, P> {
             let progress = &session.progress;
             let command = match progress.operational() {
                 Operational::Ready => {
-                    let Some(command) = next_toward(progress.upgrade_state(), goal) else {
+                    let Some(command) = next_toward(progress, goal) else {
                         if !ran {
                             let state = progress.upgrade_state();
                             let through = goal.as_str();
@@ -417,9 +500,13 @@ impl<P: Platform> Driver<'_, P> {
     }
 }
 
-/// The command that takes a Ready session in `state` one step toward `goal`, if any.
-fn next_toward(state: State, goal: Through) -> Option<Command> {
-    match (state, goal) {
+/// The command that takes a Ready session one step toward `goal`, if any: from Split, the
+/// plan's upgrade tasks come before the merge.
+fn next_toward(progress: &Progress, goal: Through) -> Option<Command> {
+    match (progress.upgrade_state(), goal) {
+        (State::Split, Through::Merge | Through::Commit | Through::Finish) if progress.tasks_pending() => {
+            Some(Command::Upgrade)
+        }
         (State::Split, Through::Merge | Through::Commit | Through::Finish) => Some(Command::Merge),
         (State::Merge, Through::Commit | Through::Finish) => Some(Command::Commit),
         (State::Commit | State::Abort, Through::Finish) => Some(Command::Finish),

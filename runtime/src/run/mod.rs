@@ -19,6 +19,8 @@
 //! `reconcile` (steps a dead process left, and what its actions left running), `steps/` (one
 //! file per step kind).
 
+pub(crate) mod notify;
+mod program;
 mod reconcile;
 mod runner;
 mod schedule;
@@ -41,6 +43,7 @@ use crate::store::session::Session;
 pub(crate) use reconcile::stop_interrupted;
 use runner::Stops;
 use schedule::{Sched, Schedule};
+pub(crate) use steps::approval::Given as ApprovalGiven;
 
 /// Runtime settings that are not part of the plan.
 #[derive(Clone, Debug)]

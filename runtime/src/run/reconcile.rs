@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use duet_compiler::compiled::{Action, CompiledPlan, RequestName, Side, Step, StepKind};
+use duet_compiler::compiled::{RequestName, Side, Step};
 use duet_compiler::plan::Rerun;
 use duet_contract::record::{Entry, Severity, StepResult};
 
+use super::program::{program_of, runs_program};
 use super::runner::finished;
 use super::schedule::Sched;
 use super::steps::{operation_of, platform_failed};
@@ -34,7 +35,7 @@ impl<P: Platform> Runner<'_, P> {
             }
         }
         let plan = Arc::clone(&self.session.compiled);
-        if let Some(action) = action_of(&plan, step).filter(|a| a.rerun == Rerun::Unsafe) {
+        if let Some(program) = program_of(&plan, step).filter(|p| p.rerun == Rerun::Unsafe) {
             let marks = Marks::attempt(self.session.id(), &step.id, attempts);
             let alive = self.platform.leftovers(step.side, &marks).await?;
             let still = if alive.is_empty() {
@@ -44,15 +45,16 @@ impl<P: Platform> Runner<'_, P> {
             };
             let result = StepResult::Failed {
                 message: format!(
-                    "custom action `{}` was running when duet stopped (attempt {attempts}){still}; it is marked `rerun: unsafe`, so duet did not run it again",
-                    action.id
+                    "{} `{}` was running when duet stopped (attempt {attempts}){still}; it is marked `rerun: unsafe`, so duet did not run it again",
+                    program.what.noun(),
+                    program.id
                 ),
                 help: Some("check whether it completed: a retry runs it again".into()),
             };
             self.session.record(&finished(self.request, step, attempts, result), Durability::Durable)?;
             return Ok(Some(Sched::Failed));
         }
-        if step.kind == StepKind::Action {
+        if runs_program(step) {
             stop_attempt(self.platform, self.session, (self.request, step, attempts), self.options).await?;
         }
         let message = format!("{} was interrupted at attempt {attempts}; running it again", step.id);
@@ -73,11 +75,12 @@ impl<P: Platform> Runner<'_, P> {
             Err(e) => return Some(platform_failed(e)),
         };
         let plan = Arc::clone(&self.session.compiled);
-        if let Some(action) = action_of(&plan, step).filter(|a| a.rerun == Rerun::Unsafe) {
+        if let Some(program) = program_of(&plan, step).filter(|p| p.rerun == Rerun::Unsafe) {
             return Some(StepResult::Failed {
                 message: format!(
-                    "custom action `{}` is still running from an earlier attempt (processes {}); it is marked `rerun: unsafe`, so duet does not start another attempt beside it",
-                    action.id,
+                    "{} `{}` is still running from an earlier attempt (processes {}); it is marked `rerun: unsafe`, so duet does not start another attempt beside it",
+                    program.what.noun(),
+                    program.id,
                     pids(&alive)
                 ),
                 help: Some(format!(
@@ -133,7 +136,7 @@ pub(crate) async fn stop_interrupted<P: Platform>(
     let plan = Arc::clone(&session.compiled);
     let running: Vec<(Step, u32)> = steps_of(&plan, request, &[])
         .iter()
-        .filter(|step| step.kind == StepKind::Action)
+        .filter(|step| runs_program(step))
         .filter_map(|step| Some((step.clone(), progress.steps.get(&step.id).filter(|p| p.running)?.attempts)))
         .collect();
     for (step, attempts) in &running {
@@ -163,10 +166,6 @@ fn note(request: RequestName, step: &Step, message: String) -> Entry {
 
 fn pids(pids: &[u32]) -> String {
     pids.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-}
-
-fn action_of<'p>(plan: &'p CompiledPlan, step: &Step) -> Option<&'p Action> {
-    step.action.as_deref().and_then(|id| plan.actions.iter().find(|a| a.id == id))
 }
 
 /// Whether the machine's phase shows `op` already done. A revert cannot be told apart from a

@@ -2,12 +2,13 @@
 //! is the journal's only writer while a request runs; what it records, it publishes (through
 //! the session), so it prints nothing itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use duet_compiler::compiled::{Action, RequestName, Step, StepKind};
+use std::collections::HashMap;
+
+use duet_compiler::compiled::{RequestName, Step, StepKind};
 use duet_compiler::plan::Rerun;
 use duet_contract::event::RunEvent;
 use duet_contract::record::{Entry, Severity, StepResult};
@@ -15,11 +16,13 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 
+use super::program::{Programs, runs_program};
 use super::steps::{self, Done, Message, StepCtx};
 use super::{Runner, Schedule, halted};
 use crate::error::Error;
 use crate::platform::Platform;
 use crate::process::interrupt::Interrupt;
+use crate::state::StepProgress;
 use crate::store::journal::Durability;
 
 /// Why the step loop stopped starting steps, and whether it can still record.
@@ -53,18 +56,24 @@ impl<P: Platform> Runner<'_, P> {
     /// Runs the schedule until no step runs and none may start; [`Runner::stops`] says why.
     pub(super) async fn run_steps(&mut self, steps: &[Step], mut schedule: Schedule) {
         let plan = Arc::clone(&self.session.compiled);
-        let actions: HashMap<&str, &Action> = plan.actions.iter().map(|a| (a.id.as_str(), a)).collect();
+        let programs = Programs::new(&plan);
         let saved = self.session.progress.saved.clone();
+        let approvals: HashMap<String, StepProgress> = steps
+            .iter()
+            .filter(|s| s.kind == StepKind::Approval)
+            .filter_map(|s| Some((s.id.clone(), self.session.progress.step(self.request, &s.id)?.clone())))
+            .collect();
         let (dir, id) = (self.session.dir.clone(), self.session.id().to_owned());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let ctx = StepCtx {
             platform: self.platform,
             plan: &plan,
-            actions: &actions,
+            programs: &programs,
             request: self.request,
             session_dir: &dir,
             session_id: &id,
             saved: &saved,
+            approvals: &approvals,
             options: self.options,
             tx,
             output_dir: std::cell::Cell::new(false),
@@ -116,7 +125,7 @@ impl<P: Platform> Runner<'_, P> {
             let step = &steps[i];
             let attempt = self.session.progress.step(self.request, &step.id).map_or(0, |p| p.attempts) + 1;
             if attempt > 1
-                && step.kind == StepKind::Action
+                && runs_program(step)
                 && let Some(refused) = self.clear_earlier_attempts(step).await
             {
                 // Not started: an earlier attempt of this unsafe action still runs. Recorded as
@@ -126,7 +135,7 @@ impl<P: Platform> Runner<'_, P> {
                 schedule.finished(i, false);
                 continue;
             }
-            let unsafe_action = ctx.action(step).is_some_and(|a| a.rerun == Rerun::Unsafe);
+            let unsafe_action = ctx.program(step).is_some_and(|p| p.rerun == Rerun::Unsafe);
             let durability = if unsafe_action { Durability::Durable } else { Durability::Buffered };
             self.record(&Entry::StepStarted { request: self.request, step: step.id.clone(), attempt }, durability);
             if self.stops.journal_lost {

@@ -84,6 +84,8 @@ pub(crate) struct Progress {
     pub(crate) requests: IndexMap<RequestName, RequestProgress>,
     pub(crate) saved: IndexMap<String, Saved>,
     pub(crate) records: usize,
+    /// The last operation duet started by itself (an automatic abort), and why.
+    pub(crate) aborted_by_duet: Option<Broken>,
     /// The plan has upgrade tasks (a fact of the session's plan snapshot, not of the journal:
     /// the session sets it when it opens).
     pub(crate) plan_tasks: bool,
@@ -97,8 +99,11 @@ impl Progress {
                 self.id.clone_from(id);
                 self.plan.clone_from(plan);
             }
-            Entry::Operation { requests, goal, .. } => {
+            Entry::Operation { requests, goal, automatic, .. } => {
                 self.operation = Some(OperationProgress { requests: requests.clone(), goal: *goal });
+                if automatic.is_some() {
+                    self.aborted_by_duet.clone_from(automatic);
+                }
             }
             Entry::RequestStarted { request } => {
                 self.requests.entry(*request).or_default().ended = Ended::No;
@@ -165,6 +170,18 @@ impl Progress {
     /// The request that started last.
     pub(crate) fn current(&self) -> Option<(RequestName, &RequestProgress)> {
         self.requests.last().map(|(name, p)| (*name, p))
+    }
+
+    /// The approval step the current request waits at (started waiting, not approved, not
+    /// finished), if any.
+    pub(crate) fn awaited_approval(&self) -> Option<(RequestName, String)> {
+        let (request, progress) = self.current()?;
+        let (step, _) = progress
+            .steps
+            .iter()
+            .filter(|(_, s)| s.waiting.is_some() && s.approved.is_none() && !s.completed())
+            .min_by(|a, b| a.0.cmp(b.0))?;
+        Some((request, step.clone()))
     }
 
     /// The plan's upgrade tasks have yet to complete in this session.

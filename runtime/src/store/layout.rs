@@ -135,6 +135,16 @@ impl SessionDir<'_> {
         self.0.join(format!("output/{request}/{}.{attempt}", file_name(step)))
     }
 
+    /// Where a notification's output goes (`.stdout`, `.stderr` added).
+    pub(crate) fn notify_output(self, event: &str, id: &str) -> PathBuf {
+        self.0.join(format!("output/notify/{}-{}", file_name(event), file_name(id)))
+    }
+
+    /// Where `duet approve` leaves the approval of an approval step for the waiting duet.
+    pub(crate) fn approval(self, step: &str) -> PathBuf {
+        self.0.join("approvals").join(format!("{}.json", file_name(step)))
+    }
+
     /// Event logs backed up (`Backup::Logs`) or evidence collected before an abort.
     pub(crate) fn backups(self, kind: Backup) -> PathBuf {
         self.0.join(kind.as_str())

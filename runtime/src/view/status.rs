@@ -3,11 +3,11 @@
 //! machine into the contract's [`Status`] and rendered for people. Reads only.
 
 use duet_compiler::compiled::{CompiledPlan, Side, State};
-use duet_contract::status::{BrokenStatus, Hardware, Operational, ServiceStatus, SideService, Status};
+use duet_contract::status::{AwaitedApproval, BrokenStatus, Hardware, Operational, ServiceStatus, SideService, Status};
 
 use crate::error::Result;
 use crate::platform::Platform;
-use crate::state;
+use crate::state::{self, Deadline};
 use crate::store::layout::StateDir;
 use crate::store::lock::StateLock;
 use crate::store::session::{Session, View};
@@ -32,6 +32,8 @@ pub(crate) fn unbuilt() -> Status {
         changed_files: Vec::new(),
         journal_damage: None,
         services: Vec::new(),
+        awaiting_approval: None,
+        aborted_by_duet: None,
         next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts a session".into(),
     }
 }
@@ -94,8 +96,22 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
         changed_files: view.as_ref().filter(|_| in_session).map(View::changed_sources).unwrap_or_default(),
         journal_damage: view.as_ref().and_then(|v| v.damage.as_ref()).map(ToString::to_string),
         services,
+        awaiting_approval: view.as_ref().filter(|_| in_session).and_then(|v| awaited(&v.progress)),
+        aborted_by_duet: view.as_ref().filter(|_| in_session).and_then(|v| v.progress.aborted_by_duet.clone()),
         next,
     })
+}
+
+/// The approval the session waits at, with its deadline.
+fn awaited(p: &crate::state::Progress) -> Option<AwaitedApproval> {
+    let (request, step) = p.awaited_approval()?;
+    let until = match p.step(request, &step)?.waiting? {
+        Deadline::At(ms) => Some(
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string(),
+        ),
+        Deadline::Never => None,
+    };
+    Some(AwaitedApproval { request: request.to_string(), step, until })
 }
 
 /// Each service of the plan on both sides, as the machine reports it now.
@@ -123,6 +139,14 @@ fn next(operational: Operational, interrupted: bool, view: Option<&View>, in_ses
     match (operational, interrupted, view) {
         (_, _, Some(v)) if v.damage.is_some() => {
             "the journal is damaged: `duet resume --repair-journal` (see `duet log`)".to_owned()
+        }
+        (Operational::Busy, driven_by_none, Some(v)) if in_session && v.progress.awaited_approval().is_some() => {
+            if driven_by_none {
+                "approve with `duet approve --reason TEXT`, then `duet resume` (it waits on until the same deadline)"
+                    .to_owned()
+            } else {
+                "a `duet run` waits for approval: `duet approve --reason TEXT` lets it go on".to_owned()
+            }
         }
         (Operational::Busy, true, _) if !in_session => {
             "the readiness check was interrupted: run `duet readiness PLAN` again".to_owned()
@@ -204,6 +228,13 @@ pub(crate) fn render(s: &Status) -> String {
                 let _ = writeln!(out, "  {name}: {line}");
             }
         }
+    }
+    if let Some(b) = &s.aborted_by_duet {
+        let _ = writeln!(out, "Aborted by duet: {} failed: {}; the plan says to abort when it does", b.step, b.message);
+    }
+    if let Some(a) = &s.awaiting_approval {
+        let until = a.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();
+        let _ = writeln!(out, "Waiting for approval: {} ({}){until}: `duet approve --reason TEXT`", a.step, a.request);
     }
     if s.resyncing {
         let _ = writeln!(out, "RDR disks are resynchronising: wait for it before another readiness check or split");

@@ -1,16 +1,18 @@
-//! An action step: a custom action's program, run on its side with the guide's environment
-//! and the attempt's marks, its output kept in the session directory.
+//! An action or task step: a custom action's program (or an upgrade task's), run on its side
+//! with the guide's environment and the attempt's marks, its output kept in the session
+//! directory. A task that succeeds tells the platform what it installed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use duet_compiler::compiled::{Action, Step};
+use duet_compiler::compiled::Step;
 use duet_contract::record::{Output, StepResult, Stream};
 
 use super::{StepCtx, failed, platform_failed, success};
 use crate::error::Error;
 use crate::platform::{Platform, PlatformErrorKind};
 use crate::process::{Exit, Marks, ProcessOutcome, ProcessSpec};
+use crate::run::program::Program;
 use crate::store::layout::SessionDir;
 
 /// What an attempt ends with: its result, its output (if it ran), and what stops duet after it
@@ -18,10 +20,10 @@ use crate::store::layout::SessionDir;
 type Ran = (StepResult, Option<Output>, Option<Error>);
 
 pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, attempt: u32) -> Ran {
-    let Some(action) = ctx.action(step) else {
-        return (failed(format!("{} names an action the plan does not have", step.id), None), None, None);
+    let Some(program) = ctx.program(step) else {
+        return (failed(format!("{} names a program the plan does not have", step.id), None), None, None);
     };
-    let spec = spec(ctx, step, action, attempt);
+    let spec = spec(ctx, step, &program, attempt);
     if let Some(parent) = spec.output_base.parent().filter(|_| !ctx.output_dir.get()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
             let message = format!("{} was not started: cannot create {}: {e}", step.id, parent.display());
@@ -46,12 +48,19 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, attempt:
         .map(|why| format!("the output of {} could not be saved: {why}; the step's result is recorded", step.id))
         .or_else(|| outcome.record_error.clone().map(|why| format!("{why}; the result of {} is recorded", step.id)))
         .map(Error::storage);
-    (result(ctx, action, &outcome.exit, spec.timeout), Some(output), halt)
+    let mut result = result(ctx, &program, &outcome.exit, spec.timeout);
+    if let (Some(software), true) = (program.installs, result.succeeded()) {
+        match ctx.platform.installed(step.side, software).await {
+            Ok(()) => result = success(format!("exit value 0; installed {} {}", software.name, software.version)),
+            Err(e) => result = platform_failed(e),
+        }
+    }
+    (result, Some(output), halt)
 }
 
 /// The process to run: the guide's environment and the attempt's marks, `%NAME%` expanded,
 /// output under the session directory.
-fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Action, attempt: u32) -> ProcessSpec {
+fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Program<'_>, attempt: u32) -> ProcessSpec {
     let mut env: Vec<(String, String)> = Vec::with_capacity(8);
     if let Some(e) = &step.env {
         env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));
@@ -68,9 +77,9 @@ fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Action, attempt: u32) -> 
         all.extend(std::env::vars_os().filter_map(|(n, v)| Some((n.into_string().ok()?, v.into_string().ok()?))));
         action.args.iter().map(|a| crate::process::expand(a, &all)).collect()
     } else {
-        action.args.clone()
+        action.args.to_vec()
     };
-    let program = PathBuf::from(&action.file);
+    let program = PathBuf::from(action.file);
     ProcessSpec {
         cwd: program.parent().map_or_else(|| ctx.session_dir.to_owned(), Path::to_owned),
         program,
@@ -85,31 +94,31 @@ fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Action, attempt: u32) -> 
 }
 
 /// How the attempt ended, in the guide's words for custom actions.
-fn result<P>(ctx: &StepCtx<'_, P>, action: &Action, exit: &Exit, timeout: Duration) -> StepResult {
+fn result<P>(ctx: &StepCtx<'_, P>, program: &Program<'_>, exit: &Exit, timeout: Duration) -> StepResult {
+    let (what, id) = (program.what.capital(), format!("{} `{}`", program.what.key(), program.id));
     match exit {
         Exit::Code(0) => success("exit value 0"),
         Exit::Code(n) => failed(
-            format!("Custom action failed with exit value {n}"),
-            Some(format!("check its output (`duet log`) and correct the problem (action `{}`)", action.id)),
+            format!("{what} failed with exit value {n}"),
+            Some(format!("check its output (`duet log`) and correct the problem ({id})")),
         ),
-        Exit::Signal(sig) => failed(
-            format!("Custom action was killed by signal {sig}"),
-            Some(format!("check what stopped it (action `{}`)", action.id)),
-        ),
+        Exit::Signal(sig) => {
+            failed(format!("{what} was killed by signal {sig}"), Some(format!("check what stopped it ({id})")))
+        }
         Exit::TimedOut => failed(
             format!(
-                "Custom action timed out after {}; it was stopped with its whole process tree",
+                "{what} timed out after {}; it was stopped with its whole process tree",
                 humantime::format_duration(timeout)
             ),
-            Some(format!("make it finish in time or raise its `timeout` (action `{}`)", action.id)),
+            Some(format!("make it finish in time or raise its `timeout` ({id})")),
         ),
         Exit::Interrupted => ctx.interrupted("while it ran; it was stopped with its whole process tree"),
         Exit::SpawnFailed { message, not_found } => failed(
             message.clone(),
             Some(if *not_found {
-                format!("ensure `{}` exists on a system disk", action.file)
+                format!("ensure `{}` exists on a system disk", program.file)
             } else {
-                format!("make `{}` executable", action.file)
+                format!("make `{}` executable", program.file)
             }),
         ),
     }

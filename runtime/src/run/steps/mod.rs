@@ -4,6 +4,7 @@
 //! polls; it reports what it does through the loop's channel, never by printing.
 
 mod action;
+pub(crate) mod approval;
 mod backup;
 mod operate;
 mod probe;
@@ -14,12 +15,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use duet_compiler::compiled::{Action, CompiledPlan, RequestName, Step, StepKind};
+use duet_compiler::compiled::{CompiledPlan, RequestName, Step, StepKind};
 use duet_contract::record::{Entry, Output, Severity, StepResult};
 use indexmap::IndexMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Options;
+use super::program::{Program, Programs};
 use crate::error::Error;
 use crate::platform::{Platform, PlatformError, PlatformErrorKind};
 use crate::state::Saved;
@@ -47,20 +49,22 @@ pub(super) struct Done {
 pub(super) struct StepCtx<'a, P> {
     pub(super) platform: &'a P,
     pub(super) plan: &'a CompiledPlan,
-    pub(super) actions: &'a HashMap<&'a str, &'a Action>,
+    pub(super) programs: &'a Programs<'a>,
     pub(super) request: RequestName,
     pub(super) session_dir: &'a Path,
     pub(super) session_id: &'a str,
     pub(super) saved: &'a IndexMap<String, Saved>,
+    /// The request's approval steps, as the journal has them.
+    pub(super) approvals: &'a HashMap<String, crate::state::StepProgress>,
     pub(super) options: &'a Options,
     pub(super) tx: mpsc::UnboundedSender<Message>,
     /// This request's output directory exists (made by the first action that runs).
     pub(super) output_dir: Cell<bool>,
 }
 
-impl<P> StepCtx<'_, P> {
-    pub(super) fn action(&self, step: &Step) -> Option<&Action> {
-        step.action.as_deref().and_then(|id| self.actions.get(id).copied())
+impl<'a, P> StepCtx<'a, P> {
+    pub(super) fn program(&self, step: &Step) -> Option<Program<'a>> {
+        self.programs.of(step)
     }
 
     fn note(&self, step: &Step, severity: Severity, message: impl Into<String>) {
@@ -89,7 +93,7 @@ impl<P> StepCtx<'_, P> {
 pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, index: usize, step: &Step, attempt: u32) -> Done {
     let started = Instant::now();
     let (result, output, halt) = match step.kind {
-        StepKind::Action => action::run(ctx, step, attempt).await,
+        StepKind::Action | StepKind::Task => action::run(ctx, step, attempt).await,
         kind => {
             let run = async {
                 match kind {
@@ -97,7 +101,8 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, index: usize, step: &
                     StepKind::Platform => operate::run(ctx, step).await,
                     StepKind::Service => service::run(ctx, step).await,
                     StepKind::LogBackup => backup::run(ctx, step).await,
-                    StepKind::Action | StepKind::Task | StepKind::Verify | StepKind::Approval => {
+                    StepKind::Approval => approval::run(ctx, step).await,
+                    StepKind::Action | StepKind::Task | StepKind::Verify => {
                         failed(format!("this duet cannot run {} steps yet ({})", kind.as_str(), step.id), None)
                     }
                 }

@@ -10,6 +10,9 @@ use super::{StepCtx, failed, platform_failed, success};
 use crate::platform::{Operation, Platform, Progress as PlatformProgress, Severity};
 
 pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step) -> StepResult {
+    if step.op == Op::Restart {
+        return restart(ctx, step).await;
+    }
     let Some(op) = operation_of(step.op) else {
         return failed(format!("{} is not a platform operation", step.id), None);
     };
@@ -29,6 +32,17 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step) -> StepR
     };
     match result {
         Ok(()) => success(format!("{op} done")),
+        Err(e) => platform_failed(e),
+    }
+}
+
+/// The restart of a side's OS after an upgrade task (the task's `restart: true`). A restart the
+/// journal did not see complete is simply done again: restarting twice is harmless.
+async fn restart<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step) -> StepResult {
+    let mut progress = |p: PlatformProgress| ctx.note(step, Severity::Information, p.message);
+    let side = if step.side == duet_compiler::compiled::Side::Upgrade { "Upgrade Side" } else { "Production Side" };
+    match ctx.platform.restart(step.side, &mut progress).await {
+        Ok(()) => success(format!("the {side} restarted and is up")),
         Err(e) => platform_failed(e),
     }
 }
