@@ -71,10 +71,19 @@ fn attempts(m: &Machine, step: &str, state: &str) -> Vec<String> {
         .collect()
 }
 
+/// The records of the finished session's journal.
+fn drive_reference(m: &Machine) -> usize {
+    let session = history_session(m).unwrap_or_else(|e| panic!("{e}"));
+    read_journal(&session.join("journal")).unwrap_or_else(|e| panic!("{e}")).len()
+}
+
 /// An uninterrupted `duet run` of the rig's plan: how many records its journal holds, and the
 /// state it leaves. Computed once for all the tests of this file.
 struct Reference {
+    /// Records the first `duet run` of an uninterrupted cycle writes (the kill points).
     records: usize,
+    /// How that first `duet run` exits, uninterrupted.
+    exit: i32,
     state: Final,
 }
 
@@ -84,8 +93,7 @@ fn reference() -> &'static Reference {
         let m = Machine::new();
         let run = exec(&m, &["run", &m.plan(), "-q"], &[]);
         assert_eq!(run.code, Some(0), "the uninterrupted run: {}", run.show());
-        let session = history_session(&m).unwrap_or_else(|e| panic!("{e}"));
-        let records = read_journal(&session.join("journal")).unwrap_or_else(|e| panic!("{e}")).len();
+        let records = drive_reference(&m);
         let state = final_state(&m).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(text(&state.status["upgrade"]), "Idle", "{:#}", state.status);
         assert_eq!(text(&state.status["operational"]), "Ready", "{:#}", state.status);
@@ -93,7 +101,7 @@ fn reference() -> &'static Reference {
         assert!(state.runs.contains_key("action:save@production|Merge|Backup"), "{:?}", state.runs);
         assert_eq!(state.completed.get("Finish platform:finish"), Some(&1), "{:?}", state.completed);
         assert!(state.completed.values().all(|&n| n == 1), "{:?}", state.completed);
-        Reference { records, state }
+        Reference { records, exit: 0, state }
     })
 }
 
@@ -180,18 +188,20 @@ fn drive_to_the_end(m: &Machine) -> Vec<String> {
 /// Kills `duet run` right after its journal holds `n` records, finishes the cycle as a user
 /// would, and checks it ends as the uninterrupted run did. Returns the problems, and the
 /// actions the kill fell inside of that did run again.
-fn kill_point(n: usize, reference: &Reference) -> (Vec<String>, Vec<String>) {
-    let m = Machine::new();
+fn kill_point(n: usize, reference: &Reference, rig: fn() -> Machine) -> (Vec<String>, Vec<String>) {
+    let m = rig();
     let count = n.to_string();
     let first = exec(&m, &["run", &m.plan(), "-q"], &[("DUET_KILL_AFTER_RECORDS", &count)]);
     let mut problems = Vec::new();
+    let exit = Some(reference.exit);
     let as_expected = match n.cmp(&reference.records) {
         std::cmp::Ordering::Less => first.killed(),
-        std::cmp::Ordering::Equal => first.killed() || first.code == Some(0),
-        std::cmp::Ordering::Greater => first.code == Some(0),
+        std::cmp::Ordering::Equal => first.killed() || first.code == exit,
+        std::cmp::Ordering::Greater => first.code == exit,
     };
     if !as_expected {
-        let want = if n < reference.records { "killed by SIGKILL" } else { "exit 0" };
+        let want =
+            if n < reference.records { "killed by SIGKILL".to_owned() } else { format!("exit {}", reference.exit) };
         problems.push(format!("`DUET_KILL_AFTER_RECORDS={n} duet run PLAN`: want {want}, got {}", first.show()));
     }
     let stuck = drive_to_the_end(&m);
@@ -240,7 +250,56 @@ fn kill_point(n: usize, reference: &Reference) -> (Vec<String>, Vec<String>) {
 /// Each kill point has its own rig; two run at a time.
 #[test]
 fn a_kill_at_every_record_boundary_of_a_full_cycle_ends_as_the_uninterrupted_run() {
-    let reference = reference();
+    every_record_boundary(reference(), Machine::new);
+}
+
+/// An unattended plan: two upgrade tasks (the first restarts the Upgrade Side), a check
+/// before the merge, and an approval before the commit that nobody gives, whose expiry makes
+/// duet abort by itself (then `duet run` finishes the aborted session).
+const UNATTENDED: &str = "
+upgrade:
+  - {id: sp1, file: rec, args: [install], restart: true}
+  - {id: cu, file: rec, args: [install]}
+verify:
+  - {id: ready, before: merge, run: {file: rec, args: [check]}}
+approve:
+  - {id: go, before: commit, expires: 0s, on_expiry: abort}
+";
+
+fn unattended_rig() -> Machine {
+    Machine::with(&format!("{}{UNATTENDED}", crate::machine::PLAN), crate::machine::INVENTORY)
+}
+
+/// The uninterrupted unattended cycle: `duet run` aborts by itself at the expired approval,
+/// and a second `duet run` finishes the aborted session.
+fn unattended_reference() -> &'static Reference {
+    static REFERENCE: OnceLock<Reference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let m = unattended_rig();
+        let run = exec(&m, &["run", &m.plan(), "-q"], &[]);
+        assert_eq!(run.code, Some(1), "the unattended run aborts by itself: {}", run.show());
+        let records = read_journal(&m.state().join("session/journal")).unwrap_or_else(|e| panic!("{e}")).len();
+        let status = status_of(&m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&status["aborted_by_duet"]["step"]), "approve:go", "{status:#}");
+        let finish = exec(&m, &["run", &m.plan(), "-q"], &[]);
+        assert_eq!(finish.code, Some(0), "finishing the aborted session: {}", finish.show());
+        let state = final_state(&m).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text(&state.status["upgrade"]), "Idle", "{:#}", state.status);
+        assert_eq!(state.completed.get("Upgrade task:cu@upgrade"), Some(&1), "{:?}", state.completed);
+        assert_eq!(state.completed.get("AbortFromMerge platform:abort"), Some(&1), "{:?}", state.completed);
+        assert!(state.completed.values().all(|&n| n == 1), "{:?}", state.completed);
+        Reference { records, exit: 1, state }
+    })
+}
+
+/// The same for the unattended plan: tasks, a restart, a check, an expired approval and the
+/// automatic abort it starts, killed at each of its records.
+#[test]
+fn a_kill_at_every_record_boundary_of_an_unattended_cycle_ends_as_the_uninterrupted_run() {
+    every_record_boundary(unattended_reference(), unattended_rig);
+}
+
+fn every_record_boundary(reference: &Reference, rig: fn() -> Machine) {
     let started = Instant::now();
     let last = reference.records + 1;
     let next = AtomicUsize::new(1);
@@ -253,7 +312,7 @@ fn a_kill_at_every_record_boundary_of_a_full_cycle_ends_as_the_uninterrupted_run
                     if n > last {
                         break;
                     }
-                    let result = kill_point(n, reference);
+                    let result = kill_point(n, reference, rig);
                     results.lock().expect("results").push((n, result));
                 }
             });
