@@ -7,7 +7,9 @@ use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 
-use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind, step_id};
+use crate::compiled::{
+    ActionEnv, EnvRequest, Gate, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind, Unattended, step_id,
+};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::plan::Control;
 use crate::resolve::{Action, ResolvedPlan, Service};
@@ -252,6 +254,44 @@ impl<'a> Builder<'a> {
         self.then(step);
     }
 
+    /// The upgrade tasks, one after another on the Upgrade Side, each followed by the restart
+    /// it asks for.
+    fn tasks(&mut self, unattended: &Unattended) {
+        for task in &unattended.tasks {
+            let mut step = Self::step(step_id::task(&task.id), StepKind::Task, Side::Upgrade, Op::Install);
+            step.item = Some(task.id.clone());
+            step.timeout_ms = Some(task.timeout_ms);
+            step.env = Some(ActionEnv {
+                side: Side::Upgrade.into(),
+                state: self.state,
+                request: EnvRequest::Upgrade,
+                hw_split: HwSplit::Yes,
+            });
+            self.then(step);
+            if task.restart {
+                let mut step = Self::step(step_id::restart(&task.id), StepKind::Platform, Side::Upgrade, Op::Restart);
+                step.item = Some(task.id.clone());
+                self.then(step);
+            }
+        }
+    }
+
+    /// The gate before `gate`: its checks in plan order, then its approvals, one chain after
+    /// everything else of the request.
+    fn gate(&mut self, unattended: &Unattended, gate: Gate) {
+        for check in unattended.checks.iter().filter(|c| c.before == gate) {
+            let mut step = Self::step(step_id::verify(&check.id), StepKind::Verify, Side::Upgrade, Op::Verify);
+            step.item = Some(check.id.clone());
+            step.timeout_ms = Some(check.timeout_ms);
+            self.then(step);
+        }
+        for approval in unattended.approvals.iter().filter(|a| a.before == gate) {
+            let mut step = Self::step(step_id::approve(&approval.id), StepKind::Approval, Side::Upgrade, Op::Approve);
+            step.item = Some(approval.id.clone());
+            self.then(step);
+        }
+    }
+
     fn finish(mut self) -> (RequestName, Request) {
         // Nine requests' steps are alive at once: drop the slack each Vec grew with.
         self.steps.shrink_to_fit();
@@ -296,6 +336,9 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan, &orders);
     b.probe(Op::Readiness, "readiness");
     b.probe(Op::Binding, "binding");
+    if plan.unattended.versions.is_some() {
+        b.probe(Op::Versions, "versions");
+    }
     b.actions(&[Readiness, Advanced], Production, EnvRequest::CheckReadiness, false);
     requests.extend([b.finish()]);
 
@@ -311,9 +354,16 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::ExecuteSplit, true));
     requests.extend([b.finish()]);
 
+    if !plan.unattended.tasks.is_empty() {
+        let mut b = Builder::new(RequestName::Upgrade, State::Split, plan, &orders);
+        b.tasks(&plan.unattended);
+        requests.extend([b.finish()]);
+    }
+
     let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan, &orders);
     b.probe(Op::MergeReadiness, "merge-readiness");
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::PrepareMerge, true));
+    b.gate(&plan.unattended, Gate::Merge);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan, &orders);
@@ -325,6 +375,7 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     b.services(Upgrade, Op::RestoreAndStart, false);
     b.actions(&[Start], Upgrade, EnvRequest::Start, false);
     b.actions(&[Advanced], Upgrade, EnvRequest::ExecuteMerge, false);
+    b.gate(&plan.unattended, Gate::Commit);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::Commit, State::Commit, plan, &orders);

@@ -23,6 +23,32 @@ fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
             ("enabled", Some("true")),
         ],
         Kind::Log => &[("enabled", Some("true"))],
+        Kind::Task => &[
+            ("file", None),
+            ("args", Some("[]")),
+            ("timeout", Some("10m")),
+            ("rerun", Some("safe")),
+            ("restart", Some("false")),
+            ("installs", Some("nothing")),
+            ("enabled", Some("true")),
+        ],
+        Kind::Check => &[
+            ("before", None),
+            ("check", None),
+            ("timeout", Some("30s")),
+            ("retry", Some("none")),
+            ("enabled", Some("true")),
+        ],
+        Kind::Approval => {
+            &[("before", None), ("expires", Some("never")), ("on_expiry", Some("hold")), ("enabled", Some("true"))]
+        }
+        Kind::Notify => &[
+            ("file", None),
+            ("args", Some("[]")),
+            ("on", Some("[started, waiting-for-approval, broken, aborted, committed, finished]")),
+            ("timeout", Some("1m")),
+            ("enabled", Some("true")),
+        ],
     }
 }
 
