@@ -55,6 +55,12 @@ fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
 /// Every key `explain` accepts for this plan, in output order.
 pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
     let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"].map(String::from).to_vec();
+    // Shown only when set, so the explanation of a plan without them reads as it always did.
+    for (name, setting) in [("versions", &plan.versions), ("on_failure", &plan.on_failure)] {
+        if setting.is_some() {
+            keys.push(name.to_owned());
+        }
+    }
     keys.extend(plan.entries.iter().chain(&plan.dropped).map(|e| format!("{}:{}", e.kind.as_str(), e.key)));
     keys
 }
@@ -138,6 +144,16 @@ fn provenance(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
             );
         }
         out.push('\n');
+    }
+
+    for (name, setting) in [("versions", &plan.versions), ("on_failure", &plan.on_failure)] {
+        if let Some(s) = setting.as_ref().filter(|_| wanted(name)) {
+            let _ = writeln!(out, "{name} = {}\n  set at {}", s.value, at(s));
+            for o in &s.overridden {
+                let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
+            }
+            out.push('\n');
+        }
     }
 
     for entry in plan.entries.iter().chain(&plan.dropped) {
