@@ -125,8 +125,7 @@ fn assemble(
             .collect(),
         inventory,
         disks,
-        // Filled by the unattended-upgrade keys (issue 12); empty until the compiler reads them.
-        unattended: compiled::Unattended::default(),
+        unattended: plan.unattended.clone(),
         services: plan
             .services
             .iter()

@@ -7,7 +7,9 @@ use indexmap::IndexMap;
 use petgraph::algo::tarjan_scc;
 use petgraph::graphmap::DiGraphMap;
 
-use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind, step_id};
+use crate::compiled::{
+    ActionEnv, EnvRequest, Gate, HwSplit, Op, Request, RequestName, Side, State, Step, StepKind, Unattended, step_id,
+};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::plan::Control;
 use crate::resolve::{Action, ResolvedPlan, Service};
@@ -252,6 +254,44 @@ impl<'a> Builder<'a> {
         self.then(step);
     }
 
+    /// The upgrade tasks, one after another on the Upgrade Side, each followed by the restart
+    /// it asks for.
+    fn tasks(&mut self, unattended: &Unattended) {
+        for task in &unattended.tasks {
+            let mut step = Self::step(step_id::task(&task.id), StepKind::Task, Side::Upgrade, Op::Install);
+            step.item = Some(task.id.clone());
+            step.timeout_ms = Some(task.timeout_ms);
+            step.env = Some(ActionEnv {
+                side: Side::Upgrade.into(),
+                state: self.state,
+                request: EnvRequest::Upgrade,
+                hw_split: HwSplit::Yes,
+            });
+            self.then(step);
+            if task.restart {
+                let mut step = Self::step(step_id::restart(&task.id), StepKind::Platform, Side::Upgrade, Op::Restart);
+                step.item = Some(task.id.clone());
+                self.then(step);
+            }
+        }
+    }
+
+    /// The gate before `gate`: its checks in plan order, then its approvals, one chain after
+    /// everything else of the request.
+    fn gate(&mut self, unattended: &Unattended, gate: Gate) {
+        for check in unattended.checks.iter().filter(|c| c.before == gate) {
+            let mut step = Self::step(step_id::verify(&check.id), StepKind::Verify, Side::Upgrade, Op::Verify);
+            step.item = Some(check.id.clone());
+            step.timeout_ms = Some(check.timeout_ms);
+            self.then(step);
+        }
+        for approval in unattended.approvals.iter().filter(|a| a.before == gate) {
+            let mut step = Self::step(step_id::approve(&approval.id), StepKind::Approval, Side::Upgrade, Op::Approve);
+            step.item = Some(approval.id.clone());
+            self.then(step);
+        }
+    }
+
     fn finish(mut self) -> (RequestName, Request) {
         // Nine requests' steps are alive at once: drop the slack each Vec grew with.
         self.steps.shrink_to_fit();
@@ -296,6 +336,9 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     let mut b = Builder::new(RequestName::CheckReadiness, State::Idle, plan, &orders);
     b.probe(Op::Readiness, "readiness");
     b.probe(Op::Binding, "binding");
+    if plan.unattended.versions.is_some() {
+        b.probe(Op::Versions, "versions");
+    }
     b.actions(&[Readiness, Advanced], Production, EnvRequest::CheckReadiness, false);
     requests.extend([b.finish()]);
 
@@ -311,9 +354,16 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::ExecuteSplit, true));
     requests.extend([b.finish()]);
 
+    if !plan.unattended.tasks.is_empty() {
+        let mut b = Builder::new(RequestName::Upgrade, State::Split, plan, &orders);
+        b.tasks(&plan.unattended);
+        requests.extend([b.finish()]);
+    }
+
     let mut b = Builder::new(RequestName::PrepareMerge, State::PrepareMerge, plan, &orders);
     b.probe(Op::MergeReadiness, "merge-readiness");
     b.both_sides(|b, side| b.actions(&[Advanced], side, EnvRequest::PrepareMerge, true));
+    b.gate(&plan.unattended, Gate::Merge);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::ExecuteMerge, State::Merge, plan, &orders);
@@ -325,6 +375,7 @@ pub fn build_requests(plan: &ResolvedPlan) -> IndexMap<RequestName, Request> {
     b.services(Upgrade, Op::RestoreAndStart, false);
     b.actions(&[Start], Upgrade, EnvRequest::Start, false);
     b.actions(&[Advanced], Upgrade, EnvRequest::ExecuteMerge, false);
+    b.gate(&plan.unattended, Gate::Commit);
     requests.extend([b.finish()]);
 
     let mut b = Builder::new(RequestName::Commit, State::Commit, plan, &orders);
@@ -563,6 +614,124 @@ logs: {staging_dir: /data/logs, backup: [Application]}
             ["Production", "Abort", "Start", "No"]
         );
         assert_eq!(env(RequestName::AbortFromSplit, "action:adv@production"), ["Production", "Abort", "Abort", "No"]);
+    }
+
+    /// `PLAN` with every unattended key: their steps come after everything the plan had.
+    fn unattended() -> CompiledPlan {
+        let plan = format!(
+            "{PLAN}{}",
+            r#"versions: {software: App, from: "1.0", to: "2.0"}
+upgrade:
+  - {id: sp4, file: x.sh, timeout: 20m, restart: true}
+  - {id: off, file: x.sh, restart: true, enabled: false}
+  - {id: patch, file: x.sh}
+verify:
+  - {id: c-first, before: commit, run: {file: x.sh}}
+  - {id: m-first, before: merge, timeout: 5s, run: {file: x.sh}}
+  - {id: m-second, before: merge, http: {url: "http://127.0.0.1/"}}
+  - {id: c-second, before: commit, version: {software: App, constraint: ">=2"}}
+approve:
+  - {id: go-commit, before: commit}
+  - {id: go-merge, before: merge, expires: 1h}
+"#
+        );
+        let t = Tree::new(&[("plan.yaml", &plan), ("x.sh", "#!/bin/sh\n")]);
+        let c = t.compile("plan.yaml");
+        expect_clean(&c);
+        c.compiled.unwrap()
+    }
+
+    #[test]
+    fn unattended_steps_run_where_issue_12_puts_them() {
+        use crate::compiled::{ActionEnv, EnvRequest, HwSplit, Op, Side, State, StepKind};
+        let (p, old) = (unattended(), compiled());
+        let names: Vec<RequestName> = p.requests.keys().copied().collect();
+        assert_eq!(names[2..5], [RequestName::ExecuteSplit, RequestName::Upgrade, RequestName::PrepareMerge]);
+        assert!(!old.requests.contains_key(&RequestName::Upgrade), "no tasks, no Upgrade request");
+
+        let upgrade = &p.requests[&RequestName::Upgrade];
+        assert_eq!(upgrade.state, State::Split);
+        assert_eq!(ids(&p, RequestName::Upgrade), ["task:sp4@upgrade", "restart:sp4@upgrade", "task:patch@upgrade"]);
+        assert_eq!(after(&p, RequestName::Upgrade, "task:patch@upgrade"), ["restart:sp4@upgrade"]);
+        let shape: Vec<_> = upgrade
+            .steps
+            .iter()
+            .map(|s| (s.kind, s.op, s.side, s.item.as_deref(), s.timeout_ms, s.env.is_some()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (StepKind::Task, Op::Install, Side::Upgrade, Some("sp4"), Some(1_200_000), true),
+                (StepKind::Platform, Op::Restart, Side::Upgrade, Some("sp4"), None, false),
+                (StepKind::Task, Op::Install, Side::Upgrade, Some("patch"), Some(600_000), true),
+            ]
+        );
+        assert_eq!(
+            upgrade.steps[0].env,
+            Some(ActionEnv {
+                side: crate::compiled::EnvSide::Upgrade,
+                state: State::Split,
+                request: EnvRequest::Upgrade,
+                hw_split: HwSplit::Yes
+            })
+        );
+
+        let readiness = ids(&p, RequestName::CheckReadiness);
+        assert_eq!(readiness[..3], ["probe:readiness", "probe:binding", "probe:versions"]);
+        assert_eq!(readiness[3..], ids(&old, RequestName::CheckReadiness)[2..], "then the actions, as before");
+        assert_eq!(p.requests[&RequestName::CheckReadiness].steps[2].op, Op::Versions);
+
+        // The gates come after every step the request had, checks in plan order, then approvals.
+        for (request, gate) in [
+            (RequestName::PrepareMerge, ["verify:m-first@upgrade", "verify:m-second@upgrade", "approve:go-merge"]),
+            (RequestName::ExecuteMerge, ["verify:c-first@upgrade", "verify:c-second@upgrade", "approve:go-commit"]),
+        ] {
+            let before = ids(&old, request);
+            let now = ids(&p, request);
+            assert_eq!(now[..before.len()], before[..], "{request}");
+            assert_eq!(now[before.len()..], gate, "{request}");
+            let last_old: Vec<String> = old.requests[&request]
+                .steps
+                .iter()
+                .filter(|s| !old.requests[&request].steps.iter().any(|o| o.after.contains(&s.id)))
+                .map(|s| s.id.clone())
+                .collect();
+            assert_eq!(after(&p, request, gate[0]), last_old, "{request}: after every existing step");
+            assert_eq!(after(&p, request, gate[1]), [gate[0]]);
+            assert_eq!(after(&p, request, gate[2]), [gate[1]]);
+        }
+        assert_eq!(
+            after(&p, RequestName::PrepareMerge, "verify:m-first@upgrade"),
+            ["action:late-adv@production", "action:late-adv@upgrade"],
+            "both sides' advanced actions"
+        );
+        let merge = &p.requests[&RequestName::PrepareMerge];
+        let step = |id: &str| merge.steps.iter().find(|s| s.id == id).unwrap();
+        let verify = step("verify:m-first@upgrade");
+        assert_eq!(
+            (verify.kind, verify.op, verify.side, verify.item.as_deref()),
+            (StepKind::Verify, Op::Verify, Side::Upgrade, Some("m-first"))
+        );
+        assert_eq!(verify.timeout_ms, Some(5000));
+        let approve = step("approve:go-merge");
+        assert_eq!(
+            (approve.kind, approve.op, approve.item.as_deref()),
+            (StepKind::Approval, Op::Approve, Some("go-merge"))
+        );
+
+        for request in [
+            RequestName::PrepareSplit,
+            RequestName::ExecuteSplit,
+            RequestName::Commit,
+            RequestName::AbortFromSplit,
+            RequestName::AbortFromMerge,
+            RequestName::Finish,
+        ] {
+            assert_eq!(ids(&p, request), ids(&old, request), "{request} is unchanged");
+        }
+        let mut diags = crate::diagnostic::Diagnostics::default();
+        super::validate(&p.requests, &mut diags);
+        assert!(!diags.has_errors());
     }
 
     #[test]

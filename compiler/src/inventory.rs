@@ -247,6 +247,9 @@ pub struct Inventory {
     pub remote_desktop: bool,
     pub services: Vec<InventoryService>,
     pub event_logs: Vec<String>,
+    /// The software installed, as `version` checks and `versions` read it (issue 12).
+    #[serde(default)]
+    pub software: Vec<crate::compiled::Software>,
     pub simulation: Simulation,
 }
 
@@ -290,6 +293,13 @@ impl Inventory {
             remote_desktop: flag(root, "remote_desktop", true),
             services: items(root, "services").iter().map(service).collect(),
             event_logs: names(root, "event_logs"),
+            software: items(root, "software")
+                .iter()
+                .map(|s| crate::compiled::Software {
+                    name: text(s, "name").unwrap_or_default(),
+                    version: text(s, "version").unwrap_or_default(),
+                })
+                .collect(),
             simulation: root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default(),
         };
         inventory.check_references(root, file, diags);
@@ -576,6 +586,7 @@ mod tests {
             remote_desktop: true,
             services: Vec::new(),
             event_logs: Vec::new(),
+            software: Vec::new(),
             simulation: Simulation::default(),
         };
         let on = |p: &str| inventory.volume_of(Path::new(p)).map(|v| v.id.as_str());

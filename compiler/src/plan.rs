@@ -10,12 +10,17 @@ use std::path::{Component, Path, PathBuf};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
+use crate::compiled::{CheckKind, Event, Gate, OnFailure, Retry, Software};
 use crate::diagnostic::Diagnostic;
 use crate::duration;
 use crate::name;
 use crate::source::{FileId, Loc, SourceFile, Span};
 use crate::suggest;
 use crate::yaml::{Entry as YamlEntry, Node, Value};
+
+mod unattended;
+
+pub use unattended::VersionHop;
 
 /// A value and where it was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +89,14 @@ pub enum Kind {
     Service,
     Action,
     Log,
+    /// An upgrade task (`upgrade:`).
+    Task,
+    /// A verification gate (`verify:`).
+    Check,
+    /// An approval (`approve:`).
+    Approval,
+    /// A notification (`notify:`).
+    Notify,
 }
 
 impl Kind {
@@ -92,6 +105,10 @@ impl Kind {
             Self::Service => "service",
             Self::Action => "action",
             Self::Log => "log",
+            Self::Task => "task",
+            Self::Check => "check",
+            Self::Approval => "approval",
+            Self::Notify => "notify",
         }
     }
 }
@@ -115,6 +132,17 @@ pub enum FieldValue {
         ms: u64,
         written: String,
     },
+    Gate(Gate),
+    OnFailure(OnFailure),
+    Events(Vec<Event>),
+    /// A task's `installs`.
+    Software(Software),
+    Retry(Retry),
+    /// A check's `run`, `http` or `version`: one field, so a parent that writes one replaces
+    /// the child's check whole (kind and all).
+    Check(CheckKind),
+    /// The plan's `versions`.
+    Versions(VersionHop),
 }
 
 impl PartialEq for FieldValue {
@@ -130,6 +158,13 @@ impl PartialEq for FieldValue {
             (Self::Timing(a), Self::Timing(b)) => a == b,
             (Self::Rerun(a), Self::Rerun(b)) => a == b,
             (Self::Duration { ms: a, .. }, Self::Duration { ms: b, .. }) => a == b,
+            (Self::Gate(a), Self::Gate(b)) => a == b,
+            (Self::OnFailure(a), Self::OnFailure(b)) => a == b,
+            (Self::Events(a), Self::Events(b)) => a == b,
+            (Self::Software(a), Self::Software(b)) => a == b,
+            (Self::Retry(a), Self::Retry(b)) => a == b,
+            (Self::Check(a), Self::Check(b)) => a == b,
+            (Self::Versions(a), Self::Versions(b)) => a == b,
             _ => false,
         }
     }
@@ -154,6 +189,16 @@ impl fmt::Display for FieldValue {
             Self::Timing(t) => write!(f, "{t}"),
             Self::Rerun(r) => write!(f, "{r}"),
             Self::Duration { written, .. } => f.write_str(written),
+            Self::Gate(g) => f.write_str(g.as_str()),
+            Self::OnFailure(o) => f.write_str(o.as_str()),
+            Self::Events(events) => {
+                let events: Vec<&str> = events.iter().map(|e| e.as_str()).collect();
+                write!(f, "[{}]", events.join(", "))
+            }
+            Self::Software(s) => write!(f, "{} {}", s.name, s.version),
+            Self::Retry(r) => write!(f, "{} times, {} apart", r.times, duration::format(r.interval_ms)),
+            Self::Check(check) => unattended::describe_check(check, f),
+            Self::Versions(hop) => write!(f, "{hop}"),
         }
     }
 }
@@ -218,6 +263,9 @@ pub struct PlanFile {
     pub disks: Option<DiskSelection>,
     pub includes: Vec<Spanned<String>>,
     pub entries: Vec<KeyedEntry>,
+    /// `versions` and `on_failure`: the nearest definition to the top wins.
+    pub versions: Option<Setting>,
+    pub on_failure: Option<Setting>,
 }
 
 impl PlanFile {
@@ -244,6 +292,17 @@ impl PlanFile {
                 "include" => plan.includes = x.includes(value, out),
                 "services" => x.named_entries(value, Kind::Service, &mut plan.entries, out),
                 "actions" => x.actions(value, &mut plan.entries, out),
+                "upgrade" => x.keyed(value, Kind::Task, &mut plan.entries, out),
+                "verify" => x.keyed(value, Kind::Check, &mut plan.entries, out),
+                "approve" => x.keyed(value, Kind::Approval, &mut plan.entries, out),
+                "notify" => x.keyed(value, Kind::Notify, &mut plan.entries, out),
+                "versions" => plan.versions = x.versions(entry, out),
+                "on_failure" => {
+                    plan.on_failure = value
+                        .as_str()
+                        .and_then(unattended::on_failure)
+                        .map(|o| Setting::new(FieldValue::OnFailure(o), x.loc(value.span)));
+                }
                 "logs" => {
                     if let Some(dir) = value.get("staging_dir") {
                         plan.staging_dir = x.text(&dir.value);
@@ -276,8 +335,8 @@ fn first_declarations(entries: Vec<KeyedEntry>, out: &mut Vec<Diagnostic>) -> Ve
         out,
         |again, first| {
             let kind = again.kind.as_str();
-            let help = if again.kind == Kind::Action {
-                "give each action its own `id:` (without one, the id is the file name without its extension)".to_owned()
+            let help = if matches!(again.kind, Kind::Action | Kind::Task | Kind::Notify) {
+                format!("give each {kind} its own `id:` (without one, the id is the file name without its extension)")
             } else {
                 format!("merge the two declarations: each {kind} appears once per plan")
             };

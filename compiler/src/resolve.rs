@@ -6,11 +6,14 @@
 
 use indexmap::IndexMap;
 
+use crate::compiled;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::loader::PlanTree;
 use crate::plan::{Control, DiskSelection, FieldValue, KeyedEntry, Kind, Overridden, Rerun, Setting, Spanned, Timing};
 use crate::source::{FileId, Loc, SourceMap};
 use crate::suggest;
+
+pub mod unattended;
 
 /// Default action timeout (execution model section 2).
 pub const DEFAULT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
@@ -62,6 +65,13 @@ pub struct ResolvedPlan {
     pub services: Vec<Service>,
     pub actions: Vec<Action>,
     pub logs: Vec<Log>,
+    /// `versions` and `on_failure` as resolved (the nearest definition to the top wins).
+    pub versions: Option<Setting>,
+    pub on_failure: Option<Setting>,
+    /// The tasks, checks, approvals, notifications, version hop and failure policy.
+    pub unattended: compiled::Unattended,
+    /// Software names the platform's software inventory must know (checked when binding).
+    pub software: Vec<unattended::SoftwareRef>,
 }
 
 type Key = (Kind, String);
@@ -73,6 +83,8 @@ struct Partial {
     title: Option<Setting>,
     comments: Option<Setting>,
     staging_dir: Option<Setting>,
+    versions: Option<Setting>,
+    on_failure: Option<Setting>,
     /// Sibling conflicts no plan has settled yet: any plan above can still settle them by
     /// setting the field; the ones that reach the top are errors.
     conflicts: Conflicts,
@@ -89,7 +101,8 @@ impl Subject {
     fn describe(&self) -> String {
         match self {
             Self::Field((kind, key), field) => format!("`{field}` of {} `{key}`", kind.as_str()),
-            Self::Scalar(name) => format!("`logs.{name}`"),
+            Self::Scalar("staging_dir") => "`logs.staging_dir`".to_owned(),
+            Self::Scalar(name) => format!("`{name}`"),
         }
     }
 }
@@ -201,6 +214,7 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
 
     // combine(resolve(C1), ..., resolve(Cn))
     let (mut titles, mut comments, mut staging_dirs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut versions, mut on_failures) = (Vec::new(), Vec::new());
     for child in children {
         conflicts.absorb(child.conflicts);
         for (key, entry) in child.entries {
@@ -226,10 +240,14 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
         titles.extend(child.title.map(deeper));
         comments.extend(child.comments.map(deeper));
         staging_dirs.extend(child.staging_dir.map(deeper));
+        versions.extend(child.versions.map(deeper));
+        on_failures.extend(child.on_failure.map(deeper));
     }
     acc.title = nearest(titles, None);
     acc.comments = nearest(comments, None);
     acc.staging_dir = nearest(staging_dirs, Some((&mut conflicts, here, "staging_dir")));
+    acc.versions = nearest(versions, Some((&mut conflicts, here, "versions")));
+    acc.on_failure = nearest(on_failures, Some((&mut conflicts, here, "on_failure")));
 
     // override(..., own(P))
     let own = &loaded.plan;
@@ -250,6 +268,8 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
         (&mut acc.title, &own.title, "title"),
         (&mut acc.comments, &own.comments, "comments"),
         (&mut acc.staging_dir, &own.staging_dir, "staging_dir"),
+        (&mut acc.versions, &own.versions, "versions"),
+        (&mut acc.on_failure, &own.on_failure, "on_failure"),
     ] {
         if let Some(own) = own {
             *slot = Some(overriding(own, slot.take(), conflicts.settle(&Subject::Scalar(name))));
@@ -350,6 +370,7 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
                 }
             }
             Kind::Log => logs.push(Log { name: entry.key.clone(), decl: entry.decl }),
+            Kind::Task | Kind::Check | Kind::Approval | Kind::Notify => {}
         }
     }
     check_after(&services, &dropped, diags);
@@ -367,6 +388,8 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
             .help("add `logs: {staging_dir: /path/on/a/data/disk}` to the top-level plan"),
         );
     }
+
+    let unattended = unattended::complete(&entries, root.versions.as_ref(), root.on_failure.as_ref(), sources, diags);
 
     ResolvedPlan {
         root: root_plan.file,
@@ -386,6 +409,10 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
         services,
         actions,
         logs,
+        versions: root.versions,
+        on_failure: root.on_failure,
+        unattended: unattended.unattended,
+        software: unattended.software,
     }
 }
 

@@ -23,12 +23,44 @@ fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
             ("enabled", Some("true")),
         ],
         Kind::Log => &[("enabled", Some("true"))],
+        Kind::Task => &[
+            ("file", None),
+            ("args", Some("[]")),
+            ("timeout", Some("10m")),
+            ("rerun", Some("safe")),
+            ("restart", Some("false")),
+            ("installs", Some("nothing")),
+            ("enabled", Some("true")),
+        ],
+        Kind::Check => &[
+            ("before", None),
+            ("check", None),
+            ("timeout", Some("30s")),
+            ("retry", Some("none")),
+            ("enabled", Some("true")),
+        ],
+        Kind::Approval => {
+            &[("before", None), ("expires", Some("never")), ("on_expiry", Some("hold")), ("enabled", Some("true"))]
+        }
+        Kind::Notify => &[
+            ("file", None),
+            ("args", Some("[]")),
+            ("on", Some("[started, waiting-for-approval, broken, aborted, committed, finished]")),
+            ("timeout", Some("1m")),
+            ("enabled", Some("true")),
+        ],
     }
 }
 
 /// Every key `explain` accepts for this plan, in output order.
 pub fn keys(plan: &ResolvedPlan) -> Vec<String> {
     let mut keys: Vec<String> = ["title", "comments", "disks", "logs.staging_dir"].map(String::from).to_vec();
+    // Shown only when set, so the explanation of a plan without them reads as it always did.
+    for (name, setting) in [("versions", &plan.versions), ("on_failure", &plan.on_failure)] {
+        if setting.is_some() {
+            keys.push(name.to_owned());
+        }
+    }
     keys.extend(plan.entries.iter().chain(&plan.dropped).map(|e| format!("{}:{}", e.kind.as_str(), e.key)));
     keys
 }
@@ -112,6 +144,16 @@ fn provenance(plan: &ResolvedPlan, sources: &SourceMap, key: Option<&str>) -> Re
             );
         }
         out.push('\n');
+    }
+
+    for (name, setting) in [("versions", &plan.versions), ("on_failure", &plan.on_failure)] {
+        if let Some(s) = setting.as_ref().filter(|_| wanted(name)) {
+            let _ = writeln!(out, "{name} = {}\n  set at {}", s.value, at(s));
+            for o in &s.overridden {
+                let _ = writeln!(out, "  overrides {} ({})", sources.describe(o.loc), o.value);
+            }
+            out.push('\n');
+        }
     }
 
     for entry in plan.entries.iter().chain(&plan.dropped) {

@@ -72,6 +72,9 @@ fn fields(kind: Kind) -> &'static [&'static str] {
         Kind::Service => &["after", "enabled"],
         Kind::Action => &["file", "control", "timing", "timeout", "rerun", "args", "enabled"],
         Kind::Log => &["enabled"],
+        // The unattended entries nest by the same code path as actions; the model covers the
+        // three kinds the rules were written for.
+        Kind::Task | Kind::Check | Kind::Approval | Kind::Notify => &[],
     }
 }
 
