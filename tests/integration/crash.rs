@@ -263,7 +263,7 @@ upgrade:
 verify:
   - {id: ready, before: merge, run: {file: rec, args: [check]}}
 approve:
-  - {id: go, before: commit, expires: 0s, on_expiry: abort}
+  - {id: go, before: commit, expires: 1ms, on_expiry: abort}
 ";
 
 fn unattended_rig() -> Machine {
