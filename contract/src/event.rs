@@ -17,13 +17,3 @@ pub enum RunEvent<'a> {
     /// journaled.
     Unrecorded(&'a Entry),
 }
-
-impl<'a> RunEvent<'a> {
-    /// The entry this event is about, recorded or not.
-    pub fn entry(&self) -> Option<&'a Entry> {
-        match *self {
-            Self::Recorded { entry, .. } | Self::Unrecorded(entry) => Some(entry),
-            Self::Request { .. } => None,
-        }
-    }
-}

@@ -45,9 +45,14 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
     for file in &files {
         let module = module_of(file);
         let text = std::fs::read_to_string(file).unwrap();
-        // Test modules may reach anywhere (a test builds what it tests from its parts).
-        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
-        for path in paths(text) {
+        // Test modules may reach anywhere (a test builds what it tests from its parts): an
+        // inline `mod tests { .. }` is left out; a `mod tests;` is a file of its own, read (and
+        // skipped) as `..::tests`.
+        let text = without_inline_tests(&text);
+        if module.ends_with("::tests") || module == "tests" {
+            continue;
+        }
+        for path in paths(&text) {
             let absolute = resolve(&module, &path);
             // The longest module this path names (the rest names an item in it).
             let mut target = absolute.as_str();
@@ -62,7 +67,29 @@ fn uses() -> BTreeMap<String, BTreeSet<String>> {
     uses
 }
 
-/// The `crate::a::b` and `super::a` paths of a source text (in `use` lines and in code).
+/// The text without its inline `#[cfg(test)] mod tests { ... }` block (found by matching its
+/// braces).
+fn without_inline_tests(text: &str) -> String {
+    let Some(at) = text.find("#[cfg(test)]\nmod tests {") else { return text.to_owned() };
+    let open = at + text[at..].find('{').expect("the block's brace");
+    let mut depth = 0usize;
+    for (i, c) in text[open..].char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return format!("{}{}", &text[..at], without_inline_tests(&text[open + i + 1..]));
+                }
+            }
+            _ => {}
+        }
+    }
+    text[..at].to_owned()
+}
+
+/// The `crate::a::b` and `super::a` paths of a source text (in `use` lines and in code), with
+/// grouped imports expanded: `use crate::{a::B, c}` names `crate::a::B` and `crate::c`.
 fn paths(text: &str) -> Vec<String> {
     let mut found = Vec::new();
     for start in ["crate::", "super::"] {
@@ -72,12 +99,66 @@ fn paths(text: &str) -> Vec<String> {
             let tail = &rest[at..];
             let end = tail.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(tail.len());
             if !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
-                found.push(tail[..end].trim_end_matches(':').to_owned());
+                let head = tail[..end].trim_end_matches(':');
+                if tail[end..].starts_with('{') {
+                    found.extend(expand(head, braced(&tail[end..])));
+                } else {
+                    found.push(head.to_owned());
+                }
             }
             rest = &tail[end.max(1)..];
         }
     }
     found
+}
+
+/// The text between a `{` at the start of `text` and its matching `}`.
+fn braced(text: &str) -> &str {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return &text[1..i];
+                }
+            }
+            _ => {}
+        }
+    }
+    &text[1..]
+}
+
+/// `head::{a::b, c::{d, e}}` as `head::a::b`, `head::c::d`, `head::c::e` (`self` is `head`).
+fn expand(head: &str, group: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let mut items = Vec::new();
+    for (i, c) in group.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&group[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&group[start..]);
+    for item in items.into_iter().map(str::trim).filter(|i| !i.is_empty()) {
+        let item = item.split(" as ").next().unwrap_or(item).trim();
+        if let Some(open) = item.find('{') {
+            let inner = item[..open].trim_end_matches(':');
+            out.extend(expand(&format!("{head}::{inner}"), braced(&item[open..])));
+        } else if item == "self" {
+            out.push(head.to_owned());
+        } else {
+            out.push(format!("{head}::{item}"));
+        }
+    }
+    out
 }
 
 /// `super::x` from `run::steps::action` is `run::steps::x`; `crate::x` is `x`.
@@ -153,12 +234,39 @@ fn no_modules_use_each_other_in_a_circle() {
     assert!(circles.is_empty(), "modules that use each other in a circle:\n{}", circles.join("\n"));
 }
 
+/// lib.rs only declares the parts: a re-export there would let a part name another through
+/// the crate root (`crate::Alias`), past the layering check.
+#[test]
+fn the_crate_root_re_exports_nothing() {
+    let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let outside_fuzzing = lib.split("pub mod fuzzing").next().unwrap_or_default();
+    let reexports: Vec<&str> = outside_fuzzing
+        .lines()
+        .filter(|l| l.trim_start().starts_with("pub(crate) use") || l.trim_start().starts_with("pub use"))
+        .collect();
+    assert!(reexports.is_empty(), "lib.rs re-exports: {reexports:?}");
+}
+
 #[test]
 fn the_reader_sees_paths_as_rust_resolves_them() {
+    assert_eq!(
+        paths("use crate::{run::Options, store::{self, session::X as Y}};"),
+        ["crate::run::Options", "crate::store", "crate::store::session::X"]
+    );
+    let text =
+        "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n    fn f() { if x { y } }\n}\nuse crate::c;\n";
+    assert_eq!(paths(&without_inline_tests(text)), ["crate::a", "crate::c"]);
+    assert_eq!(
+        paths(&without_inline_tests("use crate::a;\n#[cfg(test)]\nmod tests;\nuse crate::c;")),
+        ["crate::a", "crate::c"]
+    );
     assert_eq!(resolve("run::steps::action", "super::StepCtx"), "run::steps::StepCtx");
     assert_eq!(resolve("run::steps", "super::super::error"), "error");
     assert_eq!(resolve("cli::upgrade", "crate::store::session::Session"), "store::session::Session");
-    assert_eq!(paths("use crate::a::{b, c};\nlet x = super::y(); my_crate::z"), ["crate::a", "super::y"]);
+    assert_eq!(
+        paths("use crate::a::{b, c};\nlet x = super::y(); my_crate::z"),
+        ["crate::a::b", "crate::a::c", "super::y"]
+    );
     let uses = uses();
     assert!(uses["run::runner"].contains("run::steps"), "{:?}", uses["run::runner"]);
     assert!(uses["cli::upgrade"].contains("store::session"));

@@ -1,9 +1,9 @@
 //! The runtime's errors, by cause: what went wrong (naming the file, step or state it is about)
 //! and what to do next. Each lower layer has its own typed error (the store's [`FsError`],
 //! [`JournalError`] and [`LockError`], the machine's [`PlatformError`]); they convert into
-//! [`Error`] at the command boundary, keeping their source, and the command reports it with
-//! [`Error::report`]. Every error fails the command (`Outcome::Failure`, whose exit code
-//! `outcome.rs` decides).
+//! [`Error`] at the command boundary, keeping them (a storage error keeps its `FsError`), and
+//! the command reports it with [`Error::report`]. Every error fails the command
+//! (`Outcome::Failure`, whose exit code `outcome.rs` decides).
 
 use crate::platform::{PlatformError, PlatformErrorKind};
 use crate::store::error::StoreError;
@@ -24,8 +24,9 @@ pub(crate) enum Error {
     Storage {
         message: String,
         fix: &'static str,
-        #[source]
-        source: Option<FsError>,
+        /// The I/O error itself, for a caller to inspect. Not the `source()`: the message
+        /// already says it, and a report walking the chain would say it twice (fsutil.rs).
+        fs: Option<FsError>,
     },
     #[error(transparent)]
     Journal(JournalError),
@@ -44,7 +45,7 @@ impl Error {
     /// An I/O error on duet's own files, which freeing space (or making the file system
     /// writable again) mends; see [`Error::Storage`].
     pub(crate) fn storage(message: impl Into<String>) -> Self {
-        Self::Storage { message: message.into(), fix: STORAGE_FIX, source: None }
+        Self::Storage { message: message.into(), fix: STORAGE_FIX, fs: None }
     }
 
     /// Sets what to do next (a refusal's; other errors say it themselves).
@@ -61,10 +62,9 @@ impl Error {
     pub(crate) fn within(self, what: &str) -> Self {
         match self {
             Self::Refused { message, help } => Self::Refused { message: format!("{what}: {message}"), help },
-            Self::Storage { message, fix, source } => {
-                Self::Storage { message: format!("{what}: {message}"), fix, source }
-            }
+            Self::Storage { message, fix, fs } => Self::Storage { message: format!("{what}: {message}"), fix, fs },
             Self::Journal(JournalError::Io(e)) => Self::from(e).within(what),
+            Self::Journal(e) => Self::Refused { message: format!("{what}: {e}"), help: Some(e.help().to_owned()) },
             other => other,
         }
     }
@@ -108,7 +108,7 @@ impl Error {
 
 impl From<FsError> for Error {
     fn from(e: FsError) -> Self {
-        Self::Storage { message: e.to_string(), fix: e.fix(), source: Some(e) }
+        Self::Storage { message: e.to_string(), fix: e.fix(), fs: Some(e) }
     }
 }
 
@@ -142,7 +142,7 @@ mod tests {
     fn a_storage_error_says_to_fix_the_disk_then_resume_and_keeps_its_source() {
         let e = Error::from(FsError::new("write", std::path::Path::new("/s/journal"), std::io::Error::other("full")));
         assert_eq!(e.storage_fix(), Some(STORAGE_FIX));
-        assert!(std::error::Error::source(&e).is_some());
+        assert!(matches!(&e, Error::Storage { fs: Some(_), .. }), "the I/O error is kept");
         assert_eq!(
             e.within("cannot create the session in /s").report(None),
             format!(

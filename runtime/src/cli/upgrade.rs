@@ -87,7 +87,8 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
             outcome
         }
         Ok(outcome) => {
-            if let Some(signal) = ctx.options.interrupt.stopping() {
+            // The signal came while the last step ran, and the command then ended as asked.
+            if let (Outcome::Success, Some(signal)) = (outcome, ctx.options.interrupt.stopping()) {
                 console.say(&format!(
                     "{} came during the last step, and the command had nothing left to start",
                     signal.name
@@ -210,8 +211,8 @@ impl<P: Platform> Driver<'_, P> {
                 }
             }
             _ => {
-                // Only `resume` of a session that had finished gets here without one (it was
-                // archived): the state model says what it says with no session.
+                // A command on a session that is not there any more (a failed readiness check
+                // set aside as the last one): the state model says what it says with no session.
                 let Some(s) = session.as_mut() else {
                     return admit(request.command(), None).map(|_| Outcome::Success);
                 };

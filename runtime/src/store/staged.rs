@@ -1,8 +1,11 @@
 //! A directory built aside and put in place in one step (rustup's component transaction is the
 //! model): it is made under a scratch name, filled, then committed over its destination
-//! durably; dropped uncommitted (an error, a panic), it is removed. A crash leaves only the
-//! scratch name, which the state directory's sweep removes; the destination holds the old
-//! directory or the new one, never neither and never half of one.
+//! durably; dropped uncommitted (an error, a panic), a new one is removed and an adopted one
+//! goes back where it was. The destination holds the old directory or the new one, never half
+//! of one. Two windows remain, both crashes of an adopted directory's move: between `adopt`'s
+//! rename and the commit, and inside the fallback of a file system that cannot exchange; the
+//! moved directory is then under its scratch name, which the next sweep removes (the readiness
+//! check it holds is lost; nothing of a session in progress is ever adopted).
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,8 @@ use crate::store::layout::{Scratch, StateDir};
 pub(crate) struct StagedDir {
     path: PathBuf,
     committed: bool,
+    /// An adopted directory's own place: dropped uncommitted, it goes back there.
+    origin: Option<PathBuf>,
 }
 
 /// How a commit treats what is at the destination.
@@ -39,7 +44,7 @@ impl StagedDir {
         let path = state.scratch(Scratch::New);
         let _ = std::fs::remove_dir_all(&path);
         fsutil::create_dir_all_durable(&path).map_err(at("create", &path))?;
-        Ok(Self { path, committed: false })
+        Ok(Self { path, committed: false, origin: None })
     }
 
     /// `dir` (a complete directory), moved to this process's `.old-PID` to be committed
@@ -49,7 +54,7 @@ impl StagedDir {
         let path = state.scratch(Scratch::Old);
         let _ = std::fs::remove_dir_all(&path);
         fsutil::rename_durable(dir, &path).map_err(at("rename", dir))?;
-        Ok(Self { path, committed: false })
+        Ok(Self { path, committed: false, origin: Some(dir.to_owned()) })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -71,7 +76,12 @@ impl StagedDir {
 
 impl Drop for StagedDir {
     fn drop(&mut self) {
-        if !self.committed {
+        if self.committed {
+            return;
+        }
+        // An adopted directory is someone's record: it goes back where it was, not away.
+        let restored = self.origin.as_ref().is_some_and(|origin| fsutil::rename_durable(&self.path, origin).is_ok());
+        if !restored {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
