@@ -18,3 +18,4 @@ mod special_files;
 mod storage;
 mod support;
 mod terminal;
+mod unattended_compile;

@@ -211,6 +211,8 @@ pub(crate) enum CompileFormat {
     Dot,
     /// Mermaid flowchart, one subgraph per request.
     Mermaid,
+    /// For every step of every request, what a failure there leads to (hold, or the abort).
+    Failures,
 }
 
 /// An operator's reason: one line of text (it becomes one line of the activity log, so it
