@@ -147,7 +147,9 @@ approve:
     fn with_abort_each_step_names_the_abort_the_state_model_allows() {
         let text = matrix(PLAN);
         insta::assert_snapshot!("failures_abort", text);
-        assert!(line(&text, "CheckReadiness", "probe:versions").ends_with("the readiness check fails (nothing is split)"));
+        assert!(
+            line(&text, "CheckReadiness", "probe:versions").ends_with("the readiness check fails (nothing is split)")
+        );
         assert!(line(&text, "Upgrade", "restart:sp4@upgrade").ends_with("abort: AbortFromSplit"));
         assert!(line(&text, "PrepareMerge", "verify:smoke@upgrade").ends_with("abort: AbortFromSplit"));
         assert!(
@@ -156,9 +158,13 @@ approve:
         );
         assert!(line(&text, "ExecuteMerge", "verify:status@upgrade").ends_with("abort: AbortFromMerge"));
         assert!(
-            line(&text, "ExecuteMerge", "approve:go-commit").ends_with("  failure: abort: AbortFromMerge; expiry after 30m: abort: AbortFromMerge")
+            line(&text, "ExecuteMerge", "approve:go-commit")
+                .ends_with("  failure: abort: AbortFromMerge; expiry after 30m: abort: AbortFromMerge")
         );
-        assert!(line(&text, "PrepareMerge", "approve:go-merge").ends_with("; expiry after 4h: hold: Broken; retry, skip or abort"));
+        assert!(
+            line(&text, "PrepareMerge", "approve:go-merge")
+                .ends_with("; expiry after 4h: hold: Broken; retry, skip or abort")
+        );
         assert!(line(&text, "ExecuteMerge", "approve:whenever").ends_with("; never expires"));
         assert!(line(&text, "Commit", "platform:commit").ends_with("no abort from here)"));
         assert!(line(&text, "AbortFromMerge", "platform:revert").ends_with("no abort from here)"));
@@ -183,7 +189,10 @@ approve:
         let aborting: Vec<&str> = steps.lines().filter(|l| l.contains("abort: Abort")).collect();
         assert_eq!(aborting.len(), 1, "only go-commit's expiry aborts: {aborting:#?}");
         assert!(line(&text, "ExecuteSplit", "platform:split").ends_with("hold: Broken; retry, skip or abort"));
-        assert!(line(&text, "ExecuteMerge", "approve:go-commit").ends_with("; expiry after 30m: abort: AbortFromMerge"), "an approval's own on_expiry still aborts");
+        assert!(
+            line(&text, "ExecuteMerge", "approve:go-commit").ends_with("; expiry after 30m: abort: AbortFromMerge"),
+            "an approval's own on_expiry still aborts"
+        );
         assert!(line(&text, "Finish", "platform:finish").ends_with("hold: Broken; retry or skip"));
     }
 }
