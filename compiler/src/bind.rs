@@ -307,6 +307,32 @@ impl DiskClassifier<'_> {
     }
 }
 
+/// `version` checks and `versions` name software the machine's software inventory lists.
+fn check_software(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) {
+    let known = || inventory.software.iter().map(|s| s.name.as_str());
+    for reference in &plan.software {
+        let name = &reference.name.value;
+        if known().any(|k| k == name) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                "duet::software::unknown",
+                format!("{} names software `{name}`, which {inventory_name} does not list", reference.what),
+            )
+            .at(reference.name.loc, "unknown software")
+            .help_opt(suggest::did_you_mean(name, known()).or_else(|| {
+                let listed: Vec<&str> = known().collect();
+                Some(if listed.is_empty() {
+                    "the inventory lists no software: add `software: [{name, version}]` to it".to_owned()
+                } else {
+                    format!("software there: {}", listed.join(", "))
+                })
+            })),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::testing::{Tree, expect_at, expect_clean, found};
@@ -494,31 +520,5 @@ mod tests {
         let c = t.compile_with("plan.yaml", "inv.yaml");
         expect_at(&c, "duet::inventory::duplicate-mount", "inv.yaml", 5, 20);
         expect_at(&c, "duet::inventory::no-boot-volume", "inv.yaml", 3, 1);
-    }
-}
-
-/// `version` checks and `versions` name software the machine's software inventory lists.
-fn check_software(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) {
-    let known = || inventory.software.iter().map(|s| s.name.as_str());
-    for reference in &plan.software {
-        let name = &reference.name.value;
-        if known().any(|k| k == name) {
-            continue;
-        }
-        diags.push(
-            Diagnostic::error(
-                "duet::software::unknown",
-                format!("{} names software `{name}`, which {inventory_name} does not list", reference.what),
-            )
-            .at(reference.name.loc, "unknown software")
-            .help_opt(suggest::did_you_mean(name, known()).or_else(|| {
-                let listed: Vec<&str> = known().collect();
-                Some(if listed.is_empty() {
-                    "the inventory lists no software: add `software: [{name, version}]` to it".to_owned()
-                } else {
-                    format!("software there: {}", listed.join(", "))
-                })
-            })),
-        );
     }
 }

@@ -162,24 +162,20 @@ impl Extractor<'_> {
                     fields.insert(name, Setting::new(v, loc));
                 }
             }
-            let id = match id {
-                Some(id) => id,
-                None => {
-                    // `verify` and `approve` require an `id` (the schema said so).
-                    if !matches!(kind, Kind::Task | Kind::Notify) {
-                        continue;
-                    }
-                    let Some(id) = self.default_entry_id(kind, &fields, self.loc(item.head()), out) else { continue };
-                    id
-                }
+            // `verify` and `approve` require an `id` (the schema said so).
+            let head = self.loc(item.head());
+            let derived = || {
+                matches!(kind, Kind::Task | Kind::Notify)
+                    .then(|| Self::default_entry_id(kind, &fields, head, out))
+                    .flatten()
             };
+            let Some(id) = id.or_else(derived) else { continue };
             let decl = id.loc;
             into.push(KeyedEntry { kind, key: id.value, decl, decls: vec![decl], fields });
         }
     }
 
     fn default_entry_id(
-        &self,
         kind: Kind,
         fields: &IndexMap<&'static str, Setting>,
         head: Loc,
@@ -233,11 +229,11 @@ impl Extractor<'_> {
                 let (ms, written) = self.duration(value, code(kind, key), out)?;
                 (if key == "timeout" { "timeout" } else { "expires" }, FieldValue::Duration { ms, written })
             }
-            "on" => ("on", FieldValue::Events(self.events(value))),
+            "on" => ("on", FieldValue::Events(Self::events(value))),
             "installs" => {
                 let version = Self::text_at(value, "version")?;
                 let at = value.get("version").map_or(value.span, |e| e.value.span);
-                self.version_text(&version, self.loc(at), "duet::task::installs-version", out)?;
+                Self::version_text(&version, self.loc(at), "duet::task::installs-version", out)?;
                 ("installs", FieldValue::Software(Software { name: Self::text_at(value, "software")?, version }))
             }
             "retry" => {
@@ -251,13 +247,13 @@ impl Extractor<'_> {
     }
 
     /// Events in the order of [`Event::ALL`], each once.
-    fn events(&self, node: &Node) -> Vec<Event> {
+    fn events(node: &Node) -> Vec<Event> {
         let named: Vec<Event> =
             node.as_seq().unwrap_or_default().iter().filter_map(|n| n.as_str().and_then(event)).collect();
         Event::ALL.into_iter().filter(|e| named.contains(e)).collect()
     }
 
-    fn version_text(&self, text: &str, loc: Loc, code: &'static str, out: &mut Vec<Diagnostic>) -> Option<Version> {
+    fn version_text(text: &str, loc: Loc, code: &'static str, out: &mut Vec<Diagnostic>) -> Option<Version> {
         match Version::parse(text) {
             Ok(v) => Some(v),
             Err(why) => {
@@ -333,7 +329,7 @@ impl Extractor<'_> {
         for key in ["from", "to"] {
             if let Some(e) = node.get(key) {
                 let text = e.value.as_str().unwrap_or_default();
-                valid &= self.version_text(text, self.loc(e.value.span), "duet::versions::version", out).is_some();
+                valid &= Self::version_text(text, self.loc(e.value.span), "duet::versions::version", out).is_some();
             }
         }
         let hop = VersionHop {
