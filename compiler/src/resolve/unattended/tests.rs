@@ -362,3 +362,45 @@ fn siblings_that_disagree_on_versions_conflict() {
     assert_eq!(m, "`versions` conflicts between included plans: App 1 -> 2 and App 1 -> 3");
     assert_eq!(found(&c).len(), 1, "the same on_failure twice is no conflict: {:#?}", found(&c));
 }
+
+const MORE_BAD: &str = r#"version: 1
+on_failure: abrt
+upgrade:
+  - {restart: true}
+  - {file: bin/.hidden}
+  - {id: v, file: bin/x.sh, installs: {software: A, version: "1.x"}}
+verify:
+  - {id: r, before: merg, retry: {times: 2, interval: 0s}, run: {file: bin/x.sh}}
+notify:
+  - {file: bin/x.sh, timeout: 200h}
+  - {on: [broken]}
+"#;
+
+#[test]
+fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
+    let c = tree(MORE_BAD).compile("plan.yaml");
+    expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 2, 13);
+    let d = c.diagnostics.iter().find(|d| d.message.contains("abrt")).unwrap();
+    assert_eq!(d.help.as_deref(), Some("did you mean `abort`?"));
+    assert_eq!(expect_at(&c, "duet::task::anonymous", "plan.yaml", 4, 6), "a task needs an `id` or a `file`");
+    assert_eq!(
+        expect_at(&c, "duet::task::id", "plan.yaml", 5, 12),
+        "cannot derive a task id from the file name `bin/.hidden`"
+    );
+    let m = expect_at(&c, "duet::task::installs-version", "plan.yaml", 6, 62);
+    assert!(m.contains("`1.x` is not a version"), "{m}");
+    expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 8, 21);
+    assert!(expect_at(&c, "duet::verify::retry", "plan.yaml", 8, 55).contains("is zero"));
+    assert!(expect_at(&c, "duet::notify::timeout", "plan.yaml", 10, 31).contains("7-day"));
+    assert_eq!(expect_at(&c, "duet::notify::anonymous", "plan.yaml", 11, 6), "a notify needs an `id` or a `file`");
+
+    let c = tree("version: 1\nnotify: [{id: n}]\nupgrade: [{id: nope, enabled: false}]\n").compile("plan.yaml");
+    assert_eq!(
+        expect_at(&c, "duet::notify::incomplete", "plan.yaml", 2, 15),
+        "notification `n` has no `file` after nesting is resolved"
+    );
+    assert_eq!(
+        expect_at(&c, "duet::nesting::disables-nothing", "plan.yaml", 3, 16),
+        "task `nope` is disabled, but no included plan declares it"
+    );
+}
