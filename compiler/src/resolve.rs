@@ -72,6 +72,8 @@ pub struct ResolvedPlan {
     pub unattended: compiled::Unattended,
     /// Software names the platform's software inventory must know (checked when binding).
     pub software: Vec<unattended::SoftwareRef>,
+    /// The programs of upgrade tasks and `run` checks (checked when binding, like actions').
+    pub programs: Vec<unattended::ProgramRef>,
 }
 
 type Key = (Kind, String);
@@ -395,6 +397,7 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
         on_failure: root.on_failure,
         unattended: unattended.unattended,
         software: unattended.software,
+        programs: unattended.programs,
     }
 }
 

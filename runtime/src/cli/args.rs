@@ -46,7 +46,8 @@ pub(crate) enum Command {
     Explain {
         /// The top-level plan file.
         plan: PathBuf,
-        /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `service:NAME`, `action:ID`, `log:NAME`.
+        /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `versions`, `on_failure`, `service:NAME`,
+        /// `action:ID`, `log:NAME`, `task:ID`, `check:ID`, `approval:ID`, `notify:ID`.
         key: Option<String>,
         /// Also check against this machine inventory.
         #[arg(long, value_name = "FILE")]

@@ -404,3 +404,31 @@ fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
         "task `nope` is disabled, but no included plan declares it"
     );
 }
+
+#[test]
+fn task_and_run_check_programs_are_bound_like_actions() {
+    let t = Tree::new(&[
+        (
+            "plan.yaml",
+            "version: 1\nupgrade:\n  - {id: a, file: bin/missing}\n  - {id: b, file: tools/setup}\nverify:\n  - {id: c, before: merge, run: {file: data/check.sh}}\n",
+        ),
+        ("tools/setup", "#!/bin/sh\n"),
+        ("data/check.sh", "#!/bin/sh\n"),
+    ]);
+    let data = t.path("data");
+    let inventory = format!(
+        "version: 1\ndisks: [{{id: disk0}}, {{id: disk2}}]\nvolumes:\n  - {{id: C, mount: /, disks: [disk0], boot: true}}\n  - {{id: D, mount: {}, disks: [disk2]}}\n",
+        data.display()
+    );
+    std::fs::write(t.path("machine.yaml"), inventory).unwrap();
+    let c = t.compile_with("plan.yaml", "machine.yaml");
+    assert_eq!(
+        expect_at(&c, "duet::task::missing-file", "plan.yaml", 3, 19),
+        "The executable filename does not exist."
+    );
+    let m = expect_at(&c, "duet::task::not-executable", "plan.yaml", 4, 19);
+    assert!(m.ends_with("of task `b` is not executable"), "{m}");
+    let m = expect_at(&c, "duet::verify::not-on-system-disk", "plan.yaml", 6, 33);
+    assert!(m.starts_with("The executable file ") && m.ends_with("check.sh is not on a system disk"), "{m}");
+    assert_eq!(found(&c).len(), 3, "{:#?}", found(&c));
+}
