@@ -432,3 +432,27 @@ fn task_and_run_check_programs_are_bound_like_actions() {
     assert!(m.starts_with("The executable file ") && m.ends_with("check.sh is not on a system disk"), "{m}");
     assert_eq!(found(&c).len(), 3, "{:#?}", found(&c));
 }
+
+#[test]
+fn the_summary_lists_the_unattended_entries_only_when_there_are_some() {
+    let t = tree(PLAN);
+    let c = t.compile("plan.yaml");
+    let summary =
+        crate::render::summary::render(c.compiled.as_ref().unwrap(), c.resolved.as_ref().unwrap(), &c.sources, None);
+    let section = summary.split("\nUnattended upgrade\n").nth(1).unwrap().split("\nSteps\n").next().unwrap();
+    let lines: Vec<&str> = section.lines().map(str::trim_end).collect();
+    assert_eq!(
+        lines[..3],
+        ["  On failure:  abort", "  Versions:    AppServer 10.2 -> 12.0 (at most 2 major versions)", "  Tasks"]
+    );
+    assert!(lines[3].starts_with("    sp4    20m  safe    restart  installs AppServer 12.0  "), "{section}");
+    assert!(section.contains("\n    status  before commit  30s  retry 3x 10s  http http://127.0.0.1:8080/health -> 200, contains \"ready\"\n"), "{section}");
+    assert!(section.contains("\n    go-merge   before merge   expires 4h: abort\n"), "{section}");
+    let page: Vec<&str> = lines.iter().find(|l| l.starts_with("    page ")).unwrap().split_whitespace().collect();
+    assert_eq!(page[..4], ["page", "broken,", "aborted", "1m"], "{section}");
+
+    let c = tree("version: 1\nservices: [A]\n").compile("plan.yaml");
+    let summary =
+        crate::render::summary::render(c.compiled.as_ref().unwrap(), c.resolved.as_ref().unwrap(), &c.sources, None);
+    assert!(!summary.contains("Unattended"), "{summary}");
+}
