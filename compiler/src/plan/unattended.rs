@@ -91,7 +91,11 @@ fn code(kind: Kind, field: &str) -> &'static str {
         (Kind::Task, "id") => "duet::task::id",
         (Kind::Notify, "id") => "duet::notify::id",
         (Kind::Task, _) => "duet::task::anonymous",
-        _ => "duet::notify::anonymous",
+        (Kind::Notify, _) => "duet::notify::anonymous",
+        // Only the pairs above are asked for (`field` reads a duration only where the schema
+        // allows it); the others would be a bug, reported under the entry's own namespace.
+        (Kind::Check, _) => "duet::verify::timeout",
+        _ => "duet::approve::expires",
     }
 }
 
@@ -225,7 +229,8 @@ impl Extractor<'_> {
             "rerun" => ("rerun", FieldValue::Rerun(Rerun::parse(text?)?)),
             "before" => ("before", FieldValue::Gate(gate(text?)?)),
             "on_expiry" => ("on_expiry", FieldValue::OnFailure(on_failure(text?)?)),
-            "timeout" | "expires" => {
+            // Each where the schema allows it: a misplaced one is an unknown key there.
+            "timeout" | "expires" if (key == "expires") == (kind == Kind::Approval) => {
                 let (ms, written) = self.duration(value, code(kind, key), out)?;
                 (if key == "timeout" { "timeout" } else { "expires" }, FieldValue::Duration { ms, written })
             }
@@ -236,7 +241,7 @@ impl Extractor<'_> {
                 Self::version_text(&version, self.loc(at), "duet::task::installs-version", out)?;
                 ("installs", FieldValue::Software(Software { name: Self::text_at(value, "software")?, version }))
             }
-            "retry" => {
+            "retry" if kind == Kind::Check => {
                 let times = u32::try_from(value.get("times")?.value.as_int()?).ok()?;
                 let (interval_ms, _) = self.duration(&value.get("interval")?.value, code(kind, "retry"), out)?;
                 ("retry", FieldValue::Retry(Retry { times, interval_ms }))

@@ -394,6 +394,10 @@ fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
     assert!(expect_at(&c, "duet::notify::timeout", "plan.yaml", 10, 31).contains("7-day"));
     assert_eq!(expect_at(&c, "duet::notify::anonymous", "plan.yaml", 11, 6), "a notify needs an `id` or a `file`");
 
+    let c = tree("version: 1\napprove: [{id: a, before: merge, timeout: 0s}]\n").compile("plan.yaml");
+    let codes: Vec<&str> = found(&c).iter().map(|f| f.code).collect();
+    assert_eq!(codes, ["duet::schema::unknown-key", "duet::check::stopped"], "a misplaced key is reported once");
+
     let c = tree("version: 1\nnotify: [{id: n}]\nupgrade: [{id: nope, enabled: false}]\n").compile("plan.yaml");
     assert_eq!(
         expect_at(&c, "duet::notify::incomplete", "plan.yaml", 2, 15),
