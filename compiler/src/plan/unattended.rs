@@ -80,21 +80,19 @@ pub(super) fn describe_check(check: &CheckKind, f: &mut fmt::Formatter<'_>) -> f
     }
 }
 
-/// The diagnostic-code prefix of each kind's own problems.
-fn code(kind: Kind, field: &str) -> &'static str {
-    match (kind, field) {
-        (Kind::Task, "timeout") => "duet::task::timeout",
-        (Kind::Check, "timeout") => "duet::verify::timeout",
-        (Kind::Check, "retry") => "duet::verify::retry",
-        (Kind::Approval, "expires") => "duet::approve::expires",
-        (Kind::Notify, "timeout") => "duet::notify::timeout",
+/// The code of a problem with an entry of `kind`: `id` (none derivable), `anonymous`, `retry`,
+/// or a duration field (`timeout`, or an approval's `expires`; `field` reads each only where
+/// the schema allows it).
+fn code(kind: Kind, problem: &str) -> &'static str {
+    match (kind, problem) {
         (Kind::Task, "id") => "duet::task::id",
-        (Kind::Notify, "id") => "duet::notify::id",
-        (Kind::Task, _) => "duet::task::anonymous",
-        (Kind::Notify, _) => "duet::notify::anonymous",
-        // Only the pairs above are asked for (`field` reads a duration only where the schema
-        // allows it); the others would be a bug, reported under the entry's own namespace.
+        (Kind::Task, "anonymous") => "duet::task::anonymous",
+        (Kind::Task, _) => "duet::task::timeout",
+        (Kind::Check, "retry") => "duet::verify::retry",
         (Kind::Check, _) => "duet::verify::timeout",
+        (Kind::Notify, "id") => "duet::notify::id",
+        (Kind::Notify, "anonymous") => "duet::notify::anonymous",
+        (Kind::Notify, _) => "duet::notify::timeout",
         _ => "duet::approve::expires",
     }
 }
