@@ -183,7 +183,7 @@ impl Extractor<'_> {
         head: Loc,
         out: &mut Vec<Diagnostic>,
     ) -> Option<Spanned<String>> {
-        let what = kind.as_str();
+        let what = if kind == Kind::Notify { "notification" } else { kind.as_str() };
         if let Some(Setting { value: FieldValue::Path { written, .. }, loc, .. }) = fields.get("file") {
             if let Some(stem) = default_id(written) {
                 return Some(Spanned { value: stem, loc: *loc });

@@ -392,7 +392,10 @@ fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
     expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 8, 21);
     assert!(expect_at(&c, "duet::verify::retry", "plan.yaml", 8, 55).contains("is zero"));
     assert!(expect_at(&c, "duet::notify::timeout", "plan.yaml", 10, 31).contains("7-day"));
-    assert_eq!(expect_at(&c, "duet::notify::anonymous", "plan.yaml", 11, 6), "a notify needs an `id` or a `file`");
+    assert_eq!(
+        expect_at(&c, "duet::notify::anonymous", "plan.yaml", 11, 6),
+        "a notification needs an `id` or a `file`"
+    );
 
     let c = tree("version: 1\napprove: [{id: a, before: merge, timeout: 0s}]\n").compile("plan.yaml");
     let codes: Vec<&str> = found(&c).iter().map(|f| f.code).collect();
