@@ -8,8 +8,8 @@ use std::path::Path;
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::inventory::{DiskLocation, Inventory};
-use crate::plan::{DiskSelection, FieldValue, Spanned};
-use crate::resolve::{Action, ResolvedPlan};
+use crate::plan::{DiskSelection, FieldValue, Kind, Spanned};
+use crate::resolve::ResolvedPlan;
 use crate::source::Loc;
 use crate::suggest;
 
@@ -32,7 +32,24 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
         |path: &Path| inventory.volume_of(path).map(|v| (v, v.disks.iter().all(|d| disks.system.contains(d))));
 
     for action in &plan.actions {
-        check_executable(action, inventory, &disks, inventory_name, diags);
+        let program = Program {
+            what: "action",
+            id: &action.id,
+            file: &action.file,
+            at: action.file_loc,
+            codes: ["duet::action::missing-file", "duet::action::not-executable", "duet::action::not-on-system-disk"],
+        };
+        check_executable(&program, inventory, &disks, inventory_name, diags);
+    }
+    // Upgrade tasks and `run` checks run on the Upgrade Side too.
+    for program in &plan.programs {
+        let codes = match program.kind {
+            Kind::Task => ["duet::task::missing-file", "duet::task::not-executable", "duet::task::not-on-system-disk"],
+            _ => ["duet::verify::missing-file", "duet::verify::not-executable", "duet::verify::not-on-system-disk"],
+        };
+        let program =
+            Program { what: program.kind.as_str(), id: &program.id, file: &program.file, at: program.loc, codes };
+        check_executable(&program, inventory, &disks, inventory_name, diags);
     }
     check_software(plan, inventory, inventory_name, diags);
 
@@ -83,28 +100,37 @@ pub fn bind(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, di
 
 /// "The executable file must exist and lie on a system disk": the Upgrade Side reaches only
 /// system disks while split. A symlink is judged by what it points to.
+/// A program the plan names, as binding checks it.
+struct Program<'a> {
+    /// `action`, `task` or `check`.
+    what: &'static str,
+    id: &'a str,
+    file: &'a Path,
+    at: Loc,
+    /// Missing, not executable, not on a system disk.
+    codes: [&'static str; 3],
+}
+
 fn check_executable(
-    action: &Action,
+    program: &Program<'_>,
     inventory: &Inventory,
     disks: &DiskClasses,
     inventory_name: &str,
     diags: &mut Diagnostics,
 ) {
-    let file = &action.file;
+    let Program { what, id, file, at, codes: [missing, not_executable, off_system_code] } = *program;
     let shown = file.display();
-    let at = action.file_loc;
     let problem = match std::fs::metadata(file) {
-        Err(_) => Some(Diagnostic::error("duet::action::missing-file", "The executable filename does not exist.").at(at, format!("{shown} not found")).help(format!(
-            "action `{}`: ensure the executable is in the directory you specified (relative paths are relative to the plan's directory)",
-            action.id
+        Err(_) => Some(Diagnostic::error(missing, "The executable filename does not exist.").at(at, format!("{shown} not found")).help(format!(
+            "{what} `{id}`: ensure the executable is in the directory you specified (relative paths are relative to the plan's directory)"
         ))),
         Ok(meta) if meta.is_dir() => Some(
-            Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is a directory", action.id))
+            Diagnostic::error(not_executable, format!("the executable file {shown} of {what} `{id}` is a directory"))
                 .at(at, "a directory")
                 .help("name the program to run, not its directory"),
         ),
         Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Some(
-            Diagnostic::error("duet::action::not-executable", format!("the executable file {shown} of action `{}` is not executable", action.id))
+            Diagnostic::error(not_executable, format!("the executable file {shown} of {what} `{id}` is not executable"))
                 .at(at, "no execute permission")
                 .help(format!("chmod +x {shown}")),
         ),
@@ -113,7 +139,8 @@ fn check_executable(
     diags.extend(problem);
 
     let is_link = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
-    let target = if is_link { std::fs::canonicalize(file).unwrap_or_else(|_| file.clone()) } else { file.clone() };
+    let target =
+        if is_link { std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()) } else { file.to_path_buf() };
     let Some(volume) = inventory.volume_of(&target) else {
         diags.push(no_volume(at, &target.display().to_string(), inventory_name));
         return;
@@ -135,12 +162,9 @@ fn check_executable(
         "the Upgrade Side cannot reach data disks while split; move the executable to a system disk".to_owned()
     };
     diags.push(
-        Diagnostic::error(
-            "duet::action::not-on-system-disk",
-            format!("The executable file {shown} is not on a system disk{via}"),
-        )
-        .at(at, format!("on volume `{}` (data)", volume.id))
-        .help(help),
+        Diagnostic::error(off_system_code, format!("The executable file {shown} is not on a system disk{via}"))
+            .at(at, format!("on volume `{}` (data)", volume.id))
+            .help(help),
     );
 }
 
@@ -304,6 +328,32 @@ impl DiskClassifier<'_> {
                 break;
             }
         }
+    }
+}
+
+/// `version` checks and `versions` name software the machine's software inventory lists.
+fn check_software(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) {
+    let known = || inventory.software.iter().map(|s| s.name.as_str());
+    for reference in &plan.software {
+        let name = &reference.name.value;
+        if known().any(|k| k == name) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::error(
+                "duet::software::unknown",
+                format!("{} names software `{name}`, which {inventory_name} does not list", reference.what),
+            )
+            .at(reference.name.loc, "unknown software")
+            .help_opt(suggest::did_you_mean(name, known()).or_else(|| {
+                let listed: Vec<&str> = known().collect();
+                Some(if listed.is_empty() {
+                    "the inventory lists no software: add `software: [{name, version}]` to it".to_owned()
+                } else {
+                    format!("software there: {}", listed.join(", "))
+                })
+            })),
+        );
     }
 }
 
@@ -494,31 +544,5 @@ mod tests {
         let c = t.compile_with("plan.yaml", "inv.yaml");
         expect_at(&c, "duet::inventory::duplicate-mount", "inv.yaml", 5, 20);
         expect_at(&c, "duet::inventory::no-boot-volume", "inv.yaml", 3, 1);
-    }
-}
-
-/// `version` checks and `versions` name software the machine's software inventory lists.
-fn check_software(plan: &ResolvedPlan, inventory: &Inventory, inventory_name: &str, diags: &mut Diagnostics) {
-    let known = || inventory.software.iter().map(|s| s.name.as_str());
-    for reference in &plan.software {
-        let name = &reference.name.value;
-        if known().any(|k| k == name) {
-            continue;
-        }
-        diags.push(
-            Diagnostic::error(
-                "duet::software::unknown",
-                format!("{} names software `{name}`, which {inventory_name} does not list", reference.what),
-            )
-            .at(reference.name.loc, "unknown software")
-            .help_opt(suggest::did_you_mean(name, known()).or_else(|| {
-                let listed: Vec<&str> = known().collect();
-                Some(if listed.is_empty() {
-                    "the inventory lists no software: add `software: [{name, version}]` to it".to_owned()
-                } else {
-                    format!("software there: {}", listed.join(", "))
-                })
-            })),
-        );
     }
 }

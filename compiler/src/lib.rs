@@ -4,6 +4,7 @@
 //! tree) -> [`schema`] -> [`plan`] (`PlanFile`) -> [`loader`] (include tree) -> [`resolve`]
 //! (`ResolvedPlan`) -> [`bind`] (`BoundPlan`, against an [`inventory`]) -> [`dag`] ->
 //! [`compiled`] (`CompiledPlan`, the runtime's contract). [`compile::compile`] runs it.
+//! [`version`] reads the dotted versions and constraints of the unattended-upgrade keys.
 //! Nothing here spawns a process or touches hardware.
 
 pub mod bind;

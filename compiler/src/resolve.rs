@@ -72,6 +72,8 @@ pub struct ResolvedPlan {
     pub unattended: compiled::Unattended,
     /// Software names the platform's software inventory must know (checked when binding).
     pub software: Vec<unattended::SoftwareRef>,
+    /// The programs of upgrade tasks and `run` checks (checked when binding, like actions').
+    pub programs: Vec<unattended::ProgramRef>,
 }
 
 type Key = (Kind, String);
@@ -331,25 +333,7 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
 
     let (entries, dropped): (Vec<KeyedEntry>, Vec<KeyedEntry>) =
         root.entries.into_values().partition(KeyedEntry::enabled);
-    for gone in &dropped {
-        let only_disables = gone.decls.len() == 1 && gone.fields.keys().all(|f| *f == "enabled");
-        if only_disables {
-            let kind = gone.kind;
-            let names =
-                entries.iter().chain(&dropped).filter(|e| e.kind == kind && e.key != gone.key).map(|e| e.key.as_str());
-            diags.push(
-                Diagnostic::warning(
-                    "duet::nesting::disables-nothing",
-                    format!("{} `{}` is disabled, but no included plan declares it", kind.as_str(), gone.key),
-                )
-                .at(gone.decl, "nothing to disable")
-                .help_opt(
-                    suggest::did_you_mean(&gone.key, names)
-                        .or_else(|| Some("check the name against the included plans".into())),
-                ),
-            );
-        }
-    }
+    warn_disables_nothing(&entries, &dropped, diags);
 
     let mut services = Vec::new();
     let mut actions = Vec::new();
@@ -413,6 +397,30 @@ fn finish(tree: &PlanTree, mut root: Partial, sources: &SourceMap, diags: &mut D
         on_failure: root.on_failure,
         unattended: unattended.unattended,
         software: unattended.software,
+        programs: unattended.programs,
+    }
+}
+
+/// `enabled: false` on an entry no included plan declares is probably a misspelt name.
+fn warn_disables_nothing(entries: &[KeyedEntry], dropped: &[KeyedEntry], diags: &mut Diagnostics) {
+    for gone in dropped {
+        let only_disables = gone.decls.len() == 1 && gone.fields.keys().all(|f| *f == "enabled");
+        if only_disables {
+            let kind = gone.kind;
+            let names =
+                entries.iter().chain(dropped).filter(|e| e.kind == kind && e.key != gone.key).map(|e| e.key.as_str());
+            diags.push(
+                Diagnostic::warning(
+                    "duet::nesting::disables-nothing",
+                    format!("{} `{}` is disabled, but no included plan declares it", kind.as_str(), gone.key),
+                )
+                .at(gone.decl, "nothing to disable")
+                .help_opt(
+                    suggest::did_you_mean(&gone.key, names)
+                        .or_else(|| Some("check the name against the included plans".into())),
+                ),
+            );
+        }
     }
 }
 

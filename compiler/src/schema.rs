@@ -461,6 +461,19 @@ mod tests {
             "version: 1\nactions: [{file: x, args: [[nested]]}]\n",
             "version: 1\ndisks: {system: disk0}\n",
             "version: 1\nlogs: {backup: [{name: System, extra: 1}]}\n",
+            "version: 1\nupgrade: [{file: x, restart: yes}]\n",
+            "version: 1\nupgrade: [{file: x, installs: {software: a}}]\n",
+            "version: 1\nverify: [{before: merge, run: {file: x}}]\n",
+            "version: 1\nverify: [{id: c, before: later, run: {file: x}}]\n",
+            "version: 1\nverify: [{id: c, http: {url: x, status: 99}}]\n",
+            "version: 1\nverify: [{id: c, retry: {times: 0, interval: 1s}}]\n",
+            "version: 1\nverify: [{id: c, version: {software: a}}]\n",
+            "version: 1\napprove: [{id: a, on_expiry: later}]\n",
+            "version: 1\napprove: [{id: a, expires: 4 hours}]\n",
+            "version: 1\nversions: {software: a, from: \"1\"}\n",
+            "version: 1\nversions: {software: a, from: \"1\", to: \"2\", max_major_hop: 0}\n",
+            "version: 1\nnotify: [{file: x, on: [sometimes]}]\n",
+            "version: 1\non_failure: maybe\n",
         ] {
             assert!(!errors(Schema::Plan, bad).is_empty(), "plan schema accepted {bad:?}");
         }
@@ -473,6 +486,8 @@ mod tests {
             "version: 1\nsimulation: {faults: [{op: explode, fail_times: 1}]}\n",
             "version: 1\nsimulation: {faults: [{service: S}]}\n",
             "version: 1\nsimulation: {durations: {split: fast}}\n",
+            "version: 1\nsoftware: [{name: App}]\n",
+            "version: 1\nsoftware: [{name: App, version: \"1\", vendor: x}]\n",
         ] {
             assert!(!errors(Schema::Inventory, bad).is_empty(), "inventory schema accepted {bad:?}");
         }

@@ -19,3 +19,4 @@ mod storage;
 mod support;
 mod terminal;
 mod unattended;
+mod unattended_compile;

@@ -80,18 +80,20 @@ pub(super) fn describe_check(check: &CheckKind, f: &mut fmt::Formatter<'_>) -> f
     }
 }
 
-/// The diagnostic-code prefix of each kind's own problems.
-fn code(kind: Kind, field: &str) -> &'static str {
-    match (kind, field) {
-        (Kind::Task, "timeout") => "duet::task::timeout",
-        (Kind::Check, "timeout") => "duet::verify::timeout",
-        (Kind::Check, "retry") => "duet::verify::retry",
-        (Kind::Approval, "expires") => "duet::approve::expires",
-        (Kind::Notify, "timeout") => "duet::notify::timeout",
+/// The code of a problem with an entry of `kind`: `id` (none derivable), `anonymous`, `retry`,
+/// or a duration field (`timeout`, or an approval's `expires`; `field` reads each only where
+/// the schema allows it).
+fn code(kind: Kind, problem: &str) -> &'static str {
+    match (kind, problem) {
         (Kind::Task, "id") => "duet::task::id",
+        (Kind::Task, "anonymous") => "duet::task::anonymous",
+        (Kind::Task, _) => "duet::task::timeout",
+        (Kind::Check, "retry") => "duet::verify::retry",
+        (Kind::Check, _) => "duet::verify::timeout",
         (Kind::Notify, "id") => "duet::notify::id",
-        (Kind::Task, _) => "duet::task::anonymous",
-        _ => "duet::notify::anonymous",
+        (Kind::Notify, "anonymous") => "duet::notify::anonymous",
+        (Kind::Notify, _) => "duet::notify::timeout",
+        _ => "duet::approve::expires",
     }
 }
 
@@ -162,30 +164,26 @@ impl Extractor<'_> {
                     fields.insert(name, Setting::new(v, loc));
                 }
             }
-            let id = match id {
-                Some(id) => id,
-                None => {
-                    // `verify` and `approve` require an `id` (the schema said so).
-                    if !matches!(kind, Kind::Task | Kind::Notify) {
-                        continue;
-                    }
-                    let Some(id) = self.default_entry_id(kind, &fields, self.loc(item.head()), out) else { continue };
-                    id
-                }
+            // `verify` and `approve` require an `id` (the schema said so).
+            let head = self.loc(item.head());
+            let derived = || {
+                matches!(kind, Kind::Task | Kind::Notify)
+                    .then(|| Self::default_entry_id(kind, &fields, head, out))
+                    .flatten()
             };
+            let Some(id) = id.or_else(derived) else { continue };
             let decl = id.loc;
             into.push(KeyedEntry { kind, key: id.value, decl, decls: vec![decl], fields });
         }
     }
 
     fn default_entry_id(
-        &self,
         kind: Kind,
         fields: &IndexMap<&'static str, Setting>,
         head: Loc,
         out: &mut Vec<Diagnostic>,
     ) -> Option<Spanned<String>> {
-        let what = kind.as_str();
+        let what = if kind == Kind::Notify { "notification" } else { kind.as_str() };
         if let Some(Setting { value: FieldValue::Path { written, .. }, loc, .. }) = fields.get("file") {
             if let Some(stem) = default_id(written) {
                 return Some(Spanned { value: stem, loc: *loc });
@@ -229,18 +227,19 @@ impl Extractor<'_> {
             "rerun" => ("rerun", FieldValue::Rerun(Rerun::parse(text?)?)),
             "before" => ("before", FieldValue::Gate(gate(text?)?)),
             "on_expiry" => ("on_expiry", FieldValue::OnFailure(on_failure(text?)?)),
-            "timeout" | "expires" => {
+            // Each where the schema allows it: a misplaced one is an unknown key there.
+            "timeout" | "expires" if (key == "expires") == (kind == Kind::Approval) => {
                 let (ms, written) = self.duration(value, code(kind, key), out)?;
                 (if key == "timeout" { "timeout" } else { "expires" }, FieldValue::Duration { ms, written })
             }
-            "on" => ("on", FieldValue::Events(self.events(value))),
+            "on" => ("on", FieldValue::Events(Self::events(value))),
             "installs" => {
                 let version = Self::text_at(value, "version")?;
                 let at = value.get("version").map_or(value.span, |e| e.value.span);
-                self.version_text(&version, self.loc(at), "duet::task::installs-version", out)?;
+                Self::version_text(&version, self.loc(at), "duet::task::installs-version", out)?;
                 ("installs", FieldValue::Software(Software { name: Self::text_at(value, "software")?, version }))
             }
-            "retry" => {
+            "retry" if kind == Kind::Check => {
                 let times = u32::try_from(value.get("times")?.value.as_int()?).ok()?;
                 let (interval_ms, _) = self.duration(&value.get("interval")?.value, code(kind, "retry"), out)?;
                 ("retry", FieldValue::Retry(Retry { times, interval_ms }))
@@ -251,13 +250,13 @@ impl Extractor<'_> {
     }
 
     /// Events in the order of [`Event::ALL`], each once.
-    fn events(&self, node: &Node) -> Vec<Event> {
+    fn events(node: &Node) -> Vec<Event> {
         let named: Vec<Event> =
             node.as_seq().unwrap_or_default().iter().filter_map(|n| n.as_str().and_then(event)).collect();
         Event::ALL.into_iter().filter(|e| named.contains(e)).collect()
     }
 
-    fn version_text(&self, text: &str, loc: Loc, code: &'static str, out: &mut Vec<Diagnostic>) -> Option<Version> {
+    fn version_text(text: &str, loc: Loc, code: &'static str, out: &mut Vec<Diagnostic>) -> Option<Version> {
         match Version::parse(text) {
             Ok(v) => Some(v),
             Err(why) => {
@@ -333,7 +332,7 @@ impl Extractor<'_> {
         for key in ["from", "to"] {
             if let Some(e) = node.get(key) {
                 let text = e.value.as_str().unwrap_or_default();
-                valid &= self.version_text(text, self.loc(e.value.span), "duet::versions::version", out).is_some();
+                valid &= Self::version_text(text, self.loc(e.value.span), "duet::versions::version", out).is_some();
             }
         }
         let hop = VersionHop {

@@ -4,6 +4,7 @@
 //! names and arguments come from plans, and are shown, never obeyed by the terminal.
 
 pub mod explain;
+pub mod failures;
 pub mod graph;
 pub mod summary;
 

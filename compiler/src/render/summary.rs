@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 
 use super::table;
-use crate::compiled::CompiledPlan;
+use crate::compiled::{CheckKind, CompiledPlan, Unattended};
 use crate::duration;
 use crate::inventory::Inventory;
 use crate::resolve::ResolvedPlan;
@@ -57,6 +57,11 @@ pub fn render(
     } else {
         let _ =
             writeln!(out, "  {} -> {}", plan.logs.backup.join(", "), plan.logs.staging_dir.as_deref().unwrap_or(NONE));
+    }
+
+    if !plan.unattended.is_empty() {
+        let _ = writeln!(out, "\nUnattended upgrade");
+        unattended(&mut out, &plan.unattended);
     }
 
     let _ = writeln!(out, "\nSteps");
@@ -114,6 +119,70 @@ fn actions(out: &mut String, plan: &CompiledPlan) {
         ]);
     }
     out.push_str(&table(&rows, "  "));
+}
+
+fn command(file: &str, args: &[String]) -> String {
+    std::iter::once(file).chain(args.iter().map(String::as_str)).collect::<Vec<_>>().join(" ")
+}
+
+/// The tasks, checks, approvals and notifications, the version hop and what a failure does
+/// (shown only for a plan that has any of them, so other plans' summaries read as before).
+fn unattended(out: &mut String, u: &Unattended) {
+    let _ = writeln!(out, "  On failure:  {}", u.on_failure.as_str());
+    if let Some(v) = &u.versions {
+        let max = v.max_major_hop.map(|m| format!(" (at most {m} major versions)")).unwrap_or_default();
+        let _ = writeln!(out, "  Versions:    {} {} -> {}{max}", v.software, v.from, v.to);
+    }
+    let mut lists: Vec<(&str, Vec<Vec<String>>)> = Vec::new();
+    let tasks = u.tasks.iter().map(|t| {
+        vec![
+            t.id.clone(),
+            duration::format(t.timeout_ms),
+            t.rerun.as_str().to_owned(),
+            if t.restart { "restart".to_owned() } else { String::new() },
+            t.installs.as_ref().map(|s| format!("installs {} {}", s.name, s.version)).unwrap_or_default(),
+            command(&t.file, &t.args),
+        ]
+    });
+    lists.push(("Tasks", tasks.collect()));
+    let checks = u.checks.iter().map(|c| {
+        let retry =
+            c.retry.map(|r| format!("retry {}x {}", r.times, duration::format(r.interval_ms))).unwrap_or_default();
+        let what = match &c.check {
+            CheckKind::Run { file, args, stdout } => {
+                let matching = stdout.as_ref().map(|re| format!(", stdout ~ {re}")).unwrap_or_default();
+                format!("run {}{matching}", command(file, args))
+            }
+            CheckKind::Http { url, status, contains } => {
+                let text = contains.as_ref().map(|c| format!(", contains {c:?}")).unwrap_or_default();
+                format!("http {url} -> {status}{text}")
+            }
+            CheckKind::Version { software, constraint } => format!("version {software} {constraint}"),
+        };
+        vec![c.id.clone(), format!("before {}", c.before.as_str()), duration::format(c.timeout_ms), retry, what]
+    });
+    lists.push(("Checks", checks.collect()));
+    let approvals = u.approvals.iter().map(|a| {
+        let expiry = a.expires_ms.map_or_else(
+            || "never expires".to_owned(),
+            |ms| format!("expires {}: {}", duration::format(ms), a.on_expiry.as_str()),
+        );
+        vec![a.id.clone(), format!("before {}", a.before.as_str()), expiry]
+    });
+    lists.push(("Approvals", approvals.collect()));
+    let notify = u.notify.iter().map(|n| {
+        let on: Vec<&str> = n.on.iter().map(|e| e.as_str()).collect();
+        vec![n.id.clone(), on.join(", "), duration::format(n.timeout_ms), command(&n.file, &n.args)]
+    });
+    lists.push(("Notifications", notify.collect()));
+    for (name, rows) in lists {
+        let _ = writeln!(out, "  {name}");
+        if rows.is_empty() {
+            let _ = writeln!(out, "    {NONE}");
+        } else {
+            out.push_str(&table(&rows, "    "));
+        }
+    }
 }
 
 /// Every request's steps, numbered, with the numbers of the steps each waits for.

@@ -23,11 +23,24 @@ pub struct SoftwareRef {
     pub what: &'static str,
 }
 
+/// A program an upgrade task or a `run` check runs on the Upgrade Side, which binding checks
+/// like an action's executable.
+#[derive(Clone, Debug)]
+pub struct ProgramRef {
+    /// `Task` or `Check`.
+    pub kind: Kind,
+    pub id: String,
+    pub file: std::path::PathBuf,
+    /// The task's `file`, or the check's `run`.
+    pub loc: Loc,
+}
+
 /// What the resolved unattended keys compile to.
 #[derive(Debug, Default)]
 pub struct Resolved {
     pub unattended: Unattended,
     pub software: Vec<SoftwareRef>,
+    pub programs: Vec<ProgramRef>,
 }
 
 fn source(loc: Loc, sources: &SourceMap) -> compiled::Source {
@@ -50,13 +63,20 @@ pub fn complete(
         match entry.kind {
             Kind::Task => {
                 if let Some(task) = task(&fields, sources, diags) {
+                    let loc = entry.fields.get("file").map_or(entry.decl, |s| s.loc);
+                    let file = task.file.clone().into();
+                    out.programs.push(ProgramRef { kind: Kind::Task, id: task.id.clone(), file, loc });
                     out.unattended.tasks.push(task);
                 }
             }
             Kind::Check => {
                 if let Some(check) = check(&fields, sources, diags) {
+                    let loc = entry.fields.get("check").map_or(entry.decl, |s| s.loc);
+                    if let compiled::CheckKind::Run { file, .. } = &check.check {
+                        let file = file.into();
+                        out.programs.push(ProgramRef { kind: Kind::Check, id: check.id.clone(), file, loc });
+                    }
                     if let compiled::CheckKind::Version { software, .. } = &check.check {
-                        let loc = entry.fields.get("check").map_or(entry.decl, |s| s.loc);
                         out.software.push(SoftwareRef {
                             name: Spanned { value: software.clone(), loc },
                             what: "version check",

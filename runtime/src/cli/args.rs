@@ -46,7 +46,8 @@ pub(crate) enum Command {
     Explain {
         /// The top-level plan file.
         plan: PathBuf,
-        /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `service:NAME`, `action:ID`, `log:NAME`.
+        /// One setting: `title`, `comments`, `disks`, `logs.staging_dir`, `versions`, `on_failure`, `service:NAME`,
+        /// `action:ID`, `log:NAME`, `task:ID`, `check:ID`, `approval:ID`, `notify:ID`.
         key: Option<String>,
         /// Also check against this machine inventory.
         #[arg(long, value_name = "FILE")]
@@ -224,6 +225,8 @@ pub(crate) enum CompileFormat {
     Dot,
     /// Mermaid flowchart, one subgraph per request.
     Mermaid,
+    /// For every step of every request, what a failure there leads to (hold, or the abort).
+    Failures,
 }
 
 /// An operator's reason: one line of text (it becomes one line of the activity log, so it

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 
 use duet_compiler::diagnostic::Severity;
-use duet_compiler::render::{explain, graph, summary};
+use duet_compiler::render::{explain, failures, graph, summary};
 use duet_compiler::{Compilation, Options, compile, report};
 
 use crate::cli::args::{CheckFormat, CompileFormat};
@@ -98,6 +98,7 @@ pub(crate) fn compile_plan(options: &Options, format: CompileFormat) -> Outcome 
         ),
         CompileFormat::Dot => graph::to_dot(plan),
         CompileFormat::Mermaid => graph::to_mermaid(plan),
+        CompileFormat::Failures => failures::render(plan),
     };
     let written = out(&text);
     done(c, written)

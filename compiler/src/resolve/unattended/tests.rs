@@ -362,3 +362,104 @@ fn siblings_that_disagree_on_versions_conflict() {
     assert_eq!(m, "`versions` conflicts between included plans: App 1 -> 2 and App 1 -> 3");
     assert_eq!(found(&c).len(), 1, "the same on_failure twice is no conflict: {:#?}", found(&c));
 }
+
+const MORE_BAD: &str = r#"version: 1
+on_failure: abrt
+upgrade:
+  - {restart: true}
+  - {file: bin/.hidden}
+  - {id: v, file: bin/x.sh, installs: {software: A, version: "1.x"}}
+verify:
+  - {id: r, before: merg, retry: {times: 2, interval: 0s}, run: {file: bin/x.sh}}
+notify:
+  - {file: bin/x.sh, timeout: 200h}
+  - {on: [broken]}
+"#;
+
+#[test]
+fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
+    let c = tree(MORE_BAD).compile("plan.yaml");
+    expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 2, 13);
+    let d = c.diagnostics.iter().find(|d| d.message.contains("abrt")).unwrap();
+    assert_eq!(d.help.as_deref(), Some("did you mean `abort`?"));
+    assert_eq!(expect_at(&c, "duet::task::anonymous", "plan.yaml", 4, 6), "a task needs an `id` or a `file`");
+    assert_eq!(
+        expect_at(&c, "duet::task::id", "plan.yaml", 5, 12),
+        "cannot derive a task id from the file name `bin/.hidden`"
+    );
+    let m = expect_at(&c, "duet::task::installs-version", "plan.yaml", 6, 62);
+    assert!(m.contains("`1.x` is not a version"), "{m}");
+    expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 8, 21);
+    assert!(expect_at(&c, "duet::verify::retry", "plan.yaml", 8, 55).contains("is zero"));
+    assert!(expect_at(&c, "duet::notify::timeout", "plan.yaml", 10, 31).contains("7-day"));
+    assert_eq!(
+        expect_at(&c, "duet::notify::anonymous", "plan.yaml", 11, 6),
+        "a notification needs an `id` or a `file`"
+    );
+
+    let c = tree("version: 1\napprove: [{id: a, before: merge, timeout: 0s}]\n").compile("plan.yaml");
+    let codes: Vec<&str> = found(&c).iter().map(|f| f.code).collect();
+    assert_eq!(codes, ["duet::schema::unknown-key", "duet::check::stopped"], "a misplaced key is reported once");
+
+    let c = tree("version: 1\nnotify: [{id: n}]\nupgrade: [{id: nope, enabled: false}]\n").compile("plan.yaml");
+    assert_eq!(
+        expect_at(&c, "duet::notify::incomplete", "plan.yaml", 2, 15),
+        "notification `n` has no `file` after nesting is resolved"
+    );
+    assert_eq!(
+        expect_at(&c, "duet::nesting::disables-nothing", "plan.yaml", 3, 16),
+        "task `nope` is disabled, but no included plan declares it"
+    );
+}
+
+#[test]
+fn task_and_run_check_programs_are_bound_like_actions() {
+    let t = Tree::new(&[
+        (
+            "plan.yaml",
+            "version: 1\nupgrade:\n  - {id: a, file: bin/missing}\n  - {id: b, file: tools/setup}\nverify:\n  - {id: c, before: merge, run: {file: data/check.sh}}\n",
+        ),
+        ("tools/setup", "#!/bin/sh\n"),
+        ("data/check.sh", "#!/bin/sh\n"),
+    ]);
+    let data = t.path("data");
+    let inventory = format!(
+        "version: 1\ndisks: [{{id: disk0}}, {{id: disk2}}]\nvolumes:\n  - {{id: C, mount: /, disks: [disk0], boot: true}}\n  - {{id: D, mount: {}, disks: [disk2]}}\n",
+        data.display()
+    );
+    std::fs::write(t.path("machine.yaml"), inventory).unwrap();
+    let c = t.compile_with("plan.yaml", "machine.yaml");
+    assert_eq!(
+        expect_at(&c, "duet::task::missing-file", "plan.yaml", 3, 19),
+        "The executable filename does not exist."
+    );
+    let m = expect_at(&c, "duet::task::not-executable", "plan.yaml", 4, 19);
+    assert!(m.ends_with("of task `b` is not executable"), "{m}");
+    let m = expect_at(&c, "duet::verify::not-on-system-disk", "plan.yaml", 6, 33);
+    assert!(m.starts_with("The executable file ") && m.ends_with("check.sh is not on a system disk"), "{m}");
+    assert_eq!(found(&c).len(), 3, "{:#?}", found(&c));
+}
+
+#[test]
+fn the_summary_lists_the_unattended_entries_only_when_there_are_some() {
+    let t = tree(PLAN);
+    let c = t.compile("plan.yaml");
+    let summary =
+        crate::render::summary::render(c.compiled.as_ref().unwrap(), c.resolved.as_ref().unwrap(), &c.sources, None);
+    let section = summary.split("\nUnattended upgrade\n").nth(1).unwrap().split("\nSteps\n").next().unwrap();
+    let lines: Vec<&str> = section.lines().map(str::trim_end).collect();
+    assert_eq!(
+        lines[..3],
+        ["  On failure:  abort", "  Versions:    AppServer 10.2 -> 12.0 (at most 2 major versions)", "  Tasks"]
+    );
+    assert!(lines[3].starts_with("    sp4    20m  safe    restart  installs AppServer 12.0  "), "{section}");
+    assert!(section.contains("\n    status  before commit  30s  retry 3x 10s  http http://127.0.0.1:8080/health -> 200, contains \"ready\"\n"), "{section}");
+    assert!(section.contains("\n    go-merge   before merge   expires 4h: abort\n"), "{section}");
+    let page: Vec<&str> = lines.iter().find(|l| l.starts_with("    page ")).unwrap().split_whitespace().collect();
+    assert_eq!(page[..4], ["page", "broken,", "aborted", "1m"], "{section}");
+
+    let c = tree("version: 1\nservices: [A]\n").compile("plan.yaml");
+    let summary =
+        crate::render::summary::render(c.compiled.as_ref().unwrap(), c.resolved.as_ref().unwrap(), &c.sources, None);
+    assert!(!summary.contains("Unattended"), "{summary}");
+}
