@@ -622,5 +622,6 @@ fn soak_random_kills_and_faults_end_as_the_uninterrupted_run() {
     );
     let ran: usize = summary.scenarios.values().sum();
     assert!(ran >= only.map_or(SCENARIOS.len(), |_| 1), "{ran} scenarios ran");
-    assert!(summary.tally.kills > 0, "no kill landed on a running duet in {ran} scenarios");
+    // One scenario alone (`DUET_SOAK_ONLY`) may be one that kills nothing.
+    assert!(only.is_some() || summary.tally.kills > 0, "no kill landed on a running duet in {ran} scenarios");
 }
