@@ -25,6 +25,7 @@ pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod text;
+pub mod version;
 pub mod yaml;
 
 #[cfg(test)]
