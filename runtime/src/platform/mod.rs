@@ -172,10 +172,6 @@ impl EventLog {
 /// any instant leaves the machine in a state `observe` reports truthfully, and every mutating
 /// method is idempotent (splitting a split machine, stopping a stopped service succeed), so
 /// the runtime may repeat a step whose completion it did not record.
-#[allow(
-    dead_code,
-    reason = "software, installed and restart: the upgrade tasks and checks of issue 12 call them (in progress)"
-)]
 pub(crate) trait Platform {
     /// A short name for messages (`sim`).
     fn name(&self) -> &str;
