@@ -235,7 +235,9 @@ fn last_line(text: &str) -> String {
 /// check's timeout.
 async fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> Try {
     let owned = url.to_owned();
-    let got = tokio::time::timeout(timeout, tokio::task::spawn_blocking(move || get(&owned, timeout))).await;
+    // The client's own timeout ends the try; this one only guards against a client that hangs.
+    let guard = timeout + Duration::from_secs(1);
+    let got = tokio::time::timeout(guard, tokio::task::spawn_blocking(move || get(&owned, timeout))).await;
     let (answered, body) = match got {
         Err(_) | Ok(Ok(Err(GetError::TimedOut))) => {
             return Try::Failed(format!("it did not answer within {}", humantime::format_duration(timeout)));
@@ -275,6 +277,9 @@ fn get(url: &str, timeout: Duration) -> Result<(u16, Vec<u8>), GetError> {
         .into();
     let response = agent.get(url).call().map_err(|e| match e {
         ureq::Error::Timeout(_) => GetError::TimedOut,
+        ureq::Error::Io(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
+            GetError::TimedOut
+        }
         e => GetError::Other(e.to_string()),
     })?;
     let answered = response.status().as_u16();

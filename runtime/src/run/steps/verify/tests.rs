@@ -207,13 +207,15 @@ struct Server {
 }
 
 impl Server {
+    /// With an empty `response`, the server reads each request and never answers it (it keeps
+    /// the connection open until it stops).
     fn start(response: &'static str) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {
-            let mut served = 0;
+            let (mut served, mut held) = (0, Vec::new());
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
@@ -227,9 +229,14 @@ impl Server {
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = stream.write_all(response.as_bytes());
                 served += 1;
+                if response.is_empty() {
+                    held.push(stream);
+                } else {
+                    let _ = stream.write_all(response.as_bytes());
+                }
             }
+            drop(held);
             served
         });
         Self { port, stop, thread: Some(thread) }
@@ -344,5 +351,28 @@ async fn the_version_probe_refuses_a_machine_that_is_not_where_the_hop_starts() 
     assert_eq!(
         message(&result),
         "the machine has no Ivanti UWM installed (it has SQL Server); the plan upgrades it from 10.2"
+    );
+}
+
+#[tokio::test]
+async fn an_http_check_that_gets_no_answer_fails_at_its_timeout() {
+    let server = Server::start("");
+    let url = server.url();
+    let silent = Check { timeout_ms: 100, ..check("page", http_check(&url, 200, None), None) };
+    let (result, _) = verify(silent).await;
+    assert_eq!(
+        message(&result),
+        format!("verification `page` failed: expected GET {url} to answer 200, it did not answer within 100ms")
+    );
+    assert_eq!(server.stop(), 1);
+}
+
+#[tokio::test]
+async fn a_run_check_that_hangs_is_stopped_at_its_timeout() {
+    let hangs = Check { timeout_ms: 100, ..check("smoke", sh("sleep 30", None), None) };
+    let (result, _) = verify(hangs).await;
+    assert_eq!(
+        message(&result),
+        "verification `smoke` failed: expected `/bin/sh` to exit with value 0, it timed out after 100ms and was stopped"
     );
 }
