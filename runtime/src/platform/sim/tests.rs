@@ -375,6 +375,16 @@ async fn software_follows_the_sides_through_split_install_commit_and_abort() {
 }
 
 #[tokio::test]
+async fn an_install_on_a_duplexed_machine_is_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    sim.installed(Side::Production, &sw("IIS", "10.1")).await.unwrap();
+    for side in [Side::Production, Side::Upgrade] {
+        assert_eq!(versions(&sim, side).await, listed(&[("IIS", "10.1"), ("SQL Server", "15.0.2")]), "{side:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_machine_without_software_reports_an_empty_list() {
     let dir = tempfile::tempdir().unwrap();
     let sim = machine(dir.path(), "");
