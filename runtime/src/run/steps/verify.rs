@@ -3,7 +3,6 @@
 //! message says what was expected and what was seen; each failed try before the last is noted
 //! in the activity log.
 
-use std::io::Read as _;
 use std::time::Duration;
 
 use duet_compiler::compiled::{Check, CheckKind, Side, Step};
@@ -13,13 +12,10 @@ use duet_contract::record::{Severity, StepResult};
 use regex::Regex;
 
 use super::{StepCtx, action, failed, success};
-use crate::platform::{Platform, PlatformErrorKind};
+use crate::platform::{HttpAnswer, HttpFailure, MAX_BODY, Platform, PlatformErrorKind};
 use crate::process::Exit;
 use crate::run::program::{Program, What};
 use crate::store::layout::SessionDir;
-
-/// The most of a response body an `http` check reads.
-const MAX_BODY: u64 = 1 << 20;
 
 /// A check made ready to try: its pattern or constraint parsed once.
 enum Ready<'c> {
@@ -147,7 +143,7 @@ async fn try_once<P: Platform>(
             };
             run_command(ctx, step, &program, stdout.as_ref(), (attempt, n)).await
         }
-        Ready::Http { url, status, contains } => http(url, *status, *contains, timeout).await,
+        Ready::Http { url, status, contains } => http(ctx, url, *status, *contains, timeout).await,
         Ready::Version { software, constraint } => {
             match tokio::time::timeout(timeout, ctx.platform.software(Side::Upgrade)).await {
                 Err(_) => Try::Failed(format!(
@@ -231,20 +227,21 @@ fn last_line(text: &str) -> String {
     }
 }
 
-/// An `http` check's GET, on a blocking thread (the client is synchronous), bounded by the
-/// check's timeout.
-async fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration) -> Try {
-    let owned = url.to_owned();
-    // The client's own timeout ends the try; this one only guards against a client that hangs.
-    let guard = timeout + Duration::from_secs(1);
-    let got = tokio::time::timeout(guard, tokio::task::spawn_blocking(move || get(&owned, timeout))).await;
-    let (answered, body) = match got {
-        Err(_) | Ok(Ok(Err(GetError::TimedOut))) => {
+/// An `http` check's GET, through the platform (from where the Upgrade Side's applications are
+/// reached), bounded by the check's timeout.
+async fn http<P: Platform>(
+    ctx: &StepCtx<'_, P>,
+    url: &str,
+    status: u16,
+    contains: Option<&str>,
+    timeout: Duration,
+) -> Try {
+    let HttpAnswer { status: answered, body } = match ctx.platform.http_get(Side::Upgrade, url, timeout).await {
+        Ok(answer) => answer,
+        Err(HttpFailure::TimedOut) => {
             return Try::Failed(format!("it did not answer within {}", humantime::format_duration(timeout)));
         }
-        Ok(Err(e)) => return Try::Failed(format!("the request failed: {e}")),
-        Ok(Ok(Err(GetError::Other(why)))) => return Try::Failed(format!("the request failed: {why}")),
-        Ok(Ok(Ok(answer))) => answer,
+        Err(HttpFailure::Failed(why)) => return Try::Failed(format!("the request failed: {why}")),
     };
     if answered != status {
         return Try::Failed(format!("it answered {answered}"));
@@ -258,39 +255,6 @@ async fn http(url: &str, status: u16, contains: Option<&str>, timeout: Duration)
         Some(text) => Try::Passed(format!("GET {url} answered {answered} with {text:?} in its body")),
         None => Try::Passed(format!("GET {url} answered {answered}")),
     }
-}
-
-enum GetError {
-    TimedOut,
-    Other(String),
-}
-
-/// One GET: the status whatever it is (a 500 is an answer, not an error), and up to
-/// [`MAX_BODY`] of the body. No proxy from the environment: a check talks to the machine's own
-/// services.
-fn get(url: &str, timeout: Duration) -> Result<(u16, Vec<u8>), GetError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .proxy(None)
-        .build()
-        .into();
-    let response = agent.get(url).call().map_err(|e| match e {
-        ureq::Error::Timeout(_) => GetError::TimedOut,
-        ureq::Error::Io(e) if matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => {
-            GetError::TimedOut
-        }
-        e => GetError::Other(e.to_string()),
-    })?;
-    let answered = response.status().as_u16();
-    let mut body = Vec::new();
-    response
-        .into_body()
-        .into_reader()
-        .take(MAX_BODY)
-        .read_to_end(&mut body)
-        .map_err(|e| GetError::Other(format!("reading the body failed: {e}")))?;
-    Ok((answered, body))
 }
 
 #[cfg(test)]
