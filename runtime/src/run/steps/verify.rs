@@ -47,7 +47,7 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, attempt:
             );
         }
     };
-    let tries = 1 + check.retry.map_or(0, |r| r.times);
+    let tries = check.retry.map_or(0, |r| r.times).saturating_add(1);
     let interval = Duration::from_millis(check.retry.map_or(0, |r| r.interval_ms));
     let mut seen = String::new();
     for n in 1..=tries {
