@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compiled::Software;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::duration;
 use crate::loader;
@@ -12,7 +13,8 @@ use crate::name;
 use crate::schema::Schema;
 use crate::source::{FileId, Loc, SourceMap};
 use crate::suggest;
-use crate::yaml::Node;
+use crate::version;
+use crate::yaml::{Node, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +96,9 @@ pub struct Durations {
     pub abort: Option<u64>,
     pub finish: Option<u64>,
     pub resync: Option<u64>,
+    /// A restart of the Upgrade Side's OS.
+    #[serde(default)]
+    pub restart: Option<u64>,
 }
 
 /// The hardware operations a simulated fault can make fail.
@@ -247,9 +252,9 @@ pub struct Inventory {
     pub remote_desktop: bool,
     pub services: Vec<InventoryService>,
     pub event_logs: Vec<String>,
-    /// The software installed, as `version` checks and `versions` read it (issue 12).
+    /// The software installed (empty when the inventory lists none).
     #[serde(default)]
-    pub software: Vec<crate::compiled::Software>,
+    pub software: Vec<Software>,
     pub simulation: Simulation,
 }
 
@@ -293,16 +298,11 @@ impl Inventory {
             remote_desktop: flag(root, "remote_desktop", true),
             services: items(root, "services").iter().map(service).collect(),
             event_logs: names(root, "event_logs"),
-            software: items(root, "software")
-                .iter()
-                .map(|s| crate::compiled::Software {
-                    name: text(s, "name").unwrap_or_default(),
-                    version: text(s, "version").unwrap_or_default(),
-                })
-                .collect(),
+            software: items(root, "software").iter().map(software).collect(),
             simulation: root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default(),
         };
         inventory.check_references(root, file, diags);
+        check_versions(items(root, "software"), file, diags);
         inventory
     }
 
@@ -316,6 +316,7 @@ impl Inventory {
             (items(root, "volumes"), "id", "volume"),
             (teams, "name", "team"),
             (items(root, "services"), "name", "service"),
+            (items(root, "software"), "name", "software"),
         ];
         let names = keyed
             .into_iter()
@@ -331,7 +332,8 @@ impl Inventory {
                 );
             }
         }
-        for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service")] {
+        for (key, what) in [("disks", "disk"), ("volumes", "volume"), ("services", "service"), ("software", "software")]
+        {
             unique(items(root, key), "id", what, file, diags);
             unique(items(root, key), "name", what, file, diags);
         }
@@ -461,6 +463,42 @@ fn service(s: &Node) -> InventoryService {
     }
 }
 
+fn software(s: &Node) -> Software {
+    Software {
+        name: text(s, "name").unwrap_or_default(),
+        version: s.get("version").map(version_text).unwrap_or_default(),
+    }
+}
+
+/// A version as written: a string, or an integer (`15`). A float (`10.2`) is refused where it
+/// is checked, since YAML has already lost its spelling (`10.10` reads as 10.1).
+fn version_text(entry: &crate::yaml::Entry) -> String {
+    match &entry.value.value {
+        Value::Int(i) => i.to_string(),
+        _ => entry.value.as_str().unwrap_or_default().to_owned(),
+    }
+}
+
+/// Each software version is dotted numbers, reported where it is written.
+fn check_versions(software: &[Node], file: FileId, diags: &mut Diagnostics) {
+    for entry in software.iter().filter_map(|s| s.get("version")) {
+        let at = Loc { file, span: entry.value.span };
+        let problem = match &entry.value.value {
+            Value::Float(_) if entry.value.as_str().is_none() => {
+                Some(("YAML reads this version as a number, which loses its spelling".to_owned(), "quote it"))
+            }
+            _ => version::parse(&version_text(entry)).err().map(|why| (why, "not a version")),
+        };
+        if let Some((why, label)) = problem {
+            diags.push(
+                Diagnostic::error("duet::inventory::version", format!("invalid software version: {why}"))
+                    .at(at, label)
+                    .help("write the version as dotted numbers in quotes, like version: \"15.0.4\""),
+            );
+        }
+    }
+}
+
 fn items<'a>(node: &'a Node, key: &str) -> &'a [Node] {
     node.get(key).map(|e| items_of(&e.value)).unwrap_or_default()
 }
@@ -559,6 +597,7 @@ fn simulation(node: &Node) -> Simulation {
             abort: ms("abort"),
             finish: ms("finish"),
             resync: ms("resync"),
+            restart: ms("restart"),
         },
         faults,
     }
@@ -569,6 +608,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::testing::expect_at;
 
     fn volume(id: &str, mount: &str) -> Volume {
         Volume { id: id.into(), mount: mount.into(), disks: vec![format!("d-{id}")], boot: false, paging: false }
@@ -597,5 +637,54 @@ mod tests {
         assert_eq!(on("/etc/passwd"), Some("root"));
         let no_root = Inventory { volumes: vec![volume("data", "/srv/data")], ..inventory.clone() };
         assert_eq!(no_root.volume_of(Path::new("/opt/x")), None);
+    }
+
+    fn load(text: &str) -> (Option<Inventory>, Vec<crate::diagnostic::Diagnostic>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inv.yaml");
+        std::fs::write(&path, text).unwrap();
+        let (mut sources, mut diags) = (SourceMap::default(), Diagnostics::default());
+        let inventory = Inventory::load(&path, &mut sources, &mut diags);
+        (inventory, diags.into_sorted())
+    }
+
+    #[test]
+    fn software_is_read_with_its_versions_and_is_empty_when_absent() {
+        let (inventory, diags) = load(
+            "version: 1\nsoftware:\n  - {name: SQL Server, version: \"15.0.2\"}\n  - {name: Ivanti UWM, version: 10}\n",
+        );
+        assert!(diags.is_empty(), "{diags:#?}");
+        let software = inventory.unwrap().software;
+        assert_eq!(
+            software,
+            [
+                Software { name: "SQL Server".into(), version: "15.0.2".into() },
+                Software { name: "Ivanti UWM".into(), version: "10".into() },
+            ]
+        );
+        assert_eq!(load("version: 1\n").0.unwrap().software, []);
+        assert_eq!(
+            load("version: 1\nsimulation: {durations: {restart: 2s}}\n").0.unwrap().simulation.durations.restart,
+            Some(2000)
+        );
+    }
+
+    #[test]
+    fn bad_software_entries_are_reported_where_they_are_written() {
+        let t = crate::testing::Tree::new(&[
+            ("plan.yaml", "version: 1\n"),
+            (
+                "inv.yaml",
+                "version: 1\nsoftware:\n  - {name: A, version: 10.2}\n  - {name: B, version: \"1.x\"}\n  - {name: A, version: \"1\"}\n  - {name: \"x/y\", version: \"1\"}\n",
+            ),
+        ]);
+        let c = t.compile_with("plan.yaml", "inv.yaml");
+        let m = expect_at(&c, "duet::inventory::version", "inv.yaml", 3, 24);
+        assert_eq!(m, "invalid software version: YAML reads this version as a number, which loses its spelling");
+        let m = expect_at(&c, "duet::inventory::version", "inv.yaml", 4, 24);
+        assert_eq!(m, "invalid software version: \"1.x\" is not a version: write dotted numbers, like 15.0.4");
+        expect_at(&c, "duet::inventory::duplicate", "inv.yaml", 5, 12);
+        expect_at(&c, "duet::inventory::name", "inv.yaml", 6, 12);
+        assert!(!c.is_valid());
     }
 }

@@ -1,6 +1,6 @@
 //! What `duet status --json` reports: the guide's status bar (hardware | upgrade state |
 //! operational state, partner; guide 4-25), the session, and the controlled services on both
-//! sides. A field is added, never renamed: scripts and a fleet coordinator read these.
+//! sides, and the software on both sides. A field is added, never renamed: scripts and a fleet coordinator read these.
 
 use duet_compiler::compiled::State;
 use duet_compiler::inventory::Startup;
@@ -35,7 +35,20 @@ pub struct Status {
     /// `on_expiry: abort`): the step that failed, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_by_duet: Option<crate::record::Broken>,
+    /// The software installed on each side, by name (empty, and left out, when the platform
+    /// keeps no software inventory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub software: Vec<SideSoftware>,
     pub next: String,
+}
+
+/// One piece of software and its version on each side (`None`: not installed there, or the
+/// side cannot be asked).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideSoftware {
+    pub name: String,
+    pub production: Option<String>,
+    pub upgrade: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Integration tests: the real `duet` binary, run in temporary directories, asserting exit
 //! codes, stdout and stderr as a user sees them. One test binary (CI builds one, not many).
 
+mod checks;
 mod cli;
 mod compile;
 mod crash;

@@ -4,12 +4,15 @@
 //! ([`sim`]); a real backend (an isolated Upgrade Side, A/B system trees, a real service manager)
 //! implements the same trait. Every method names the side it acts on; every long operation
 //! reports progress and can be re-observed after a crash through [`Platform::observe`], so a
-//! restarted runtime reconciles before it continues.
+//! restarted runtime reconciles before it continues. [`http`] holds the HTTP client of `http`
+//! verification gates.
 
 mod error;
+mod http;
 pub(crate) mod sim;
 
 pub(crate) use error::{PlatformError, PlatformErrorKind, PlatformResult};
+pub(crate) use http::{HttpAnswer, HttpFailure, MAX_BODY};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -172,10 +175,6 @@ impl EventLog {
 /// any instant leaves the machine in a state `observe` reports truthfully, and every mutating
 /// method is idempotent (splitting a split machine, stopping a stopped service succeed), so
 /// the runtime may repeat a step whose completion it did not record.
-#[allow(
-    dead_code,
-    reason = "software, installed and restart: the upgrade tasks and checks of issue 12 call them (in progress)"
-)]
 pub(crate) trait Platform {
     /// A short name for messages (`sim`).
     fn name(&self) -> &str;
@@ -249,6 +248,14 @@ pub(crate) trait Platform {
     async fn restart(&self, side: Side, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
         let _ = (side, progress);
         Err(PlatformError::refused(format!("the {} platform cannot restart a side", self.name())))
+    }
+
+    /// An HTTP GET of `url` as `side`'s applications are reached (an `http` verification gate).
+    /// The sim, and by default any platform: from this host. A real platform whose Upgrade Side
+    /// is isolated while split makes it from there.
+    async fn http_get(&self, side: Side, url: &str, timeout: Duration) -> Result<HttpAnswer, HttpFailure> {
+        let _ = side;
+        http::get(url, timeout).await
     }
 
     /// Where a path of the machine (the plan's `staging_dir`) is on this host. The identity on

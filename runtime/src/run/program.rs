@@ -120,7 +120,9 @@ pub(super) fn program_of<'p>(plan: &'p CompiledPlan, step: &Step) -> Option<Prog
     }
 }
 
-/// Whether the step runs a program (whose processes carry the attempt's marks).
+/// Whether the step may run a program (whose processes carry the attempt's marks): an action,
+/// a task, or a verification gate (a `run` check's command; the other kinds run none, and
+/// their leftovers are found empty).
 pub(super) fn runs_program(step: &Step) -> bool {
-    matches!(step.kind, StepKind::Action | StepKind::Task)
+    matches!(step.kind, StepKind::Action | StepKind::Task | StepKind::Verify)
 }

@@ -135,6 +135,12 @@ impl SessionDir<'_> {
         self.0.join(format!("output/{request}/{}.{attempt}", file_name(step)))
     }
 
+    /// Where one try of a verification gate's command puts its output (`.stdout`, `.stderr`
+    /// added): beside its step's attempts, one file per try.
+    pub(crate) fn check_output(self, request: RequestName, step: &str, attempt: u32, try_number: u32) -> PathBuf {
+        self.0.join(format!("output/{request}/{}.{attempt}.try{try_number}", file_name(step)))
+    }
+
     /// Where a notification's output goes (`.stdout`, `.stderr` added).
     pub(crate) fn notify_output(self, event: &str, id: &str) -> PathBuf {
         self.0.join(format!("output/notify/{}-{}", file_name(event), file_name(id)))

@@ -1,9 +1,11 @@
 //! The status bar (hardware | upgrade state | operational state, and the partner state, guide
-//! 4-25) and the controlled services on both sides, gathered from the state directory and the
+//! 4-25), the controlled services and the software on both sides, gathered from the state directory and the
 //! machine into the contract's [`Status`] and rendered for people. Reads only.
 
 use duet_compiler::compiled::{CompiledPlan, Side, State};
-use duet_contract::status::{AwaitedApproval, BrokenStatus, Hardware, Operational, ServiceStatus, SideService, Status};
+use duet_contract::status::{
+    AwaitedApproval, BrokenStatus, Hardware, Operational, ServiceStatus, SideService, SideSoftware, Status,
+};
 
 use crate::error::Result;
 use crate::platform::Platform;
@@ -34,6 +36,7 @@ pub(crate) fn unbuilt() -> Status {
         services: Vec::new(),
         awaiting_approval: None,
         aborted_by_duet: None,
+        software: Vec::new(),
         next: "`duet readiness PLAN` or `duet split PLAN` builds the simulated machine (the built-in 320Ma, or `--inventory FILE`) and starts a session".into(),
     }
 }
@@ -98,6 +101,7 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
         services,
         awaiting_approval: view.as_ref().filter(|_| in_session).and_then(|v| awaited(&v.progress)),
         aborted_by_duet: view.as_ref().filter(|_| in_session).and_then(|v| v.progress.aborted_by_duet.clone()),
+        software: software(platform).await,
         next,
     })
 }
@@ -132,6 +136,28 @@ async fn services<P: Platform>(platform: &P, plan: Option<&CompiledPlan>) -> Vec
         });
     }
     services
+}
+
+/// The software of both sides, by name: empty when the platform keeps no inventory of it (or
+/// the Production Side cannot be asked); a version is `None` where it is not installed or the
+/// side does not answer (an Upgrade Side that is booting).
+async fn software<P: Platform>(platform: &P) -> Vec<SideSoftware> {
+    let Ok(production) = platform.software(Side::Production).await else { return Vec::new() };
+    let upgrade = platform.software(Side::Upgrade).await.unwrap_or_default();
+    let mut names: Vec<&str> = production.iter().chain(&upgrade).map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let version = |list: &[duet_compiler::compiled::Software], name: &str| {
+        list.iter().find(|s| s.name == name).map(|s| s.version.clone())
+    };
+    names
+        .into_iter()
+        .map(|name| SideSoftware {
+            name: name.to_owned(),
+            production: version(&production, name),
+            upgrade: version(&upgrade, name),
+        })
+        .collect()
 }
 
 /// What to do next, from where the session (or the last readiness check) stands.
@@ -250,6 +276,14 @@ pub(crate) fn render(s: &Status) -> String {
             None => "unavailable".to_owned(),
         };
         for x in &s.services {
+            let _ = writeln!(out, "  {:<width$}  {:<22}  {}", x.name, cell(&x.production), cell(&x.upgrade));
+        }
+    }
+    if !s.software.is_empty() {
+        let width = s.software.iter().map(|x| x.name.len()).max().unwrap_or(0).max(7);
+        let _ = writeln!(out, "Software:\n  {:<width$}  {:<22}  Upgrade Side", "", "Production Side");
+        let cell = |v: &Option<String>| v.clone().unwrap_or_else(|| "not installed".to_owned());
+        for x in &s.software {
             let _ = writeln!(out, "  {:<width$}  {:<22}  {}", x.name, cell(&x.production), cell(&x.upgrade));
         }
     }

@@ -4,7 +4,8 @@
 //! ```text
 //! STATE_DIR/sim/
 //!   inventory.yaml              the inventory the machine was built from (plans bind to it)
-//!   state.json                  phase, both sides' services, fault counters, resync deadline
+//!   state.json                  phase, both sides' services and software, fault counters, resync and
+//!                               restart deadlines
 //!   sides/SIDE/logs/NAME.log    each side's event logs: real files, one entry a line
 //!   sides/SIDE/dumps/           dump files of a crashed side (guide 4-22, C:\sradumps)
 //!   machine/...                 the machine's own paths (the staging directory) on this host
@@ -38,7 +39,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use duet_compiler::compiled::Side;
+use duet_compiler::compiled::{Side, Software};
 use duet_compiler::diagnostic::Diagnostics;
 use duet_compiler::inventory::{DiskLocation, Fault, FaultOp, Inventory, PartnerState, ServiceOp, Startup};
 use duet_compiler::report;
@@ -82,6 +83,41 @@ struct SimState {
     /// Event-log lines the machine owes: see [`Owed`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     owed: Vec<Owed>,
+    /// The software of each side. Absent in a state file written before the sim kept software:
+    /// [`Sim::open`] fills it in from the inventory (on both sides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    software: Option<SideSoftware>,
+    /// The Upgrade Side's OS is restarting until this Unix time (ms): its partner state is
+    /// `OS Booting` until then. 0: not restarting.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    booting_until_ms: u64,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Software name -> version, per side (sorted by name).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SideSoftware {
+    production: BTreeMap<String, String>,
+    upgrade: BTreeMap<String, String>,
+}
+
+impl SideSoftware {
+    fn of(inventory: &Inventory) -> Self {
+        let list: BTreeMap<String, String> =
+            inventory.software.iter().map(|s| (s.name.clone(), s.version.clone())).collect();
+        Self { production: list.clone(), upgrade: list }
+    }
+
+    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<String, String> {
+        match side {
+            Side::Production => &mut self.production,
+            Side::Upgrade => &mut self.upgrade,
+        }
+    }
 }
 
 /// A line the service manager owes its event log. The change it tells of and the line are
@@ -109,6 +145,20 @@ impl SimState {
         match side {
             Side::Production => &mut self.production,
             Side::Upgrade => &mut self.upgrade,
+        }
+    }
+
+    /// The software of both sides ([`Sim::open`] has filled it in).
+    fn software_mut(&mut self) -> &mut SideSoftware {
+        self.software.get_or_insert_with(SideSoftware::default)
+    }
+
+    /// One side's software becomes a copy of the other's (a disk copy of the system disks).
+    fn copy_software(&mut self, from: Side) {
+        let software = self.software_mut();
+        match from {
+            Side::Production => software.upgrade = software.production.clone(),
+            Side::Upgrade => software.production = software.upgrade.clone(),
         }
     }
 }
@@ -196,10 +246,7 @@ impl Sim {
             let current = fsutil::read_regular(&inventory_file, MAX_FILE_BYTES).map_err(at("read", &inventory_file))?;
             let differs = given.as_ref().is_some_and(|g| *g != current);
             if !differs {
-                let text = fsutil::read_regular_text(&state_file, MAX_STATE_BYTES).map_err(at("read", &state_file))?;
-                let state = parse_state(&state_file, &text)?;
-                let inventory = load_inventory(&inventory_file)?;
-                return Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() });
+                return Self::reopen(dir, inventory_file, &state_file);
             }
             if !may_build {
                 return Err(PlatformError::refused(format!(
@@ -254,6 +301,8 @@ impl Sim {
             failures: BTreeMap::new(),
             resync_until_ms: 0,
             owed: Vec::new(),
+            software: Some(SideSoftware::of(&inventory)),
+            booting_until_ms: 0,
         };
         let sim = Self { dir, inventory, inventory_file, state: Mutex::new(state.clone()), logs: Mutex::default() };
         for log in &sim.inventory.event_logs {
@@ -266,6 +315,17 @@ impl Sim {
         sim.copy_logs(Side::Production, Side::Upgrade)?;
         sim.save(&state)?;
         Ok(sim)
+    }
+
+    /// The machine as its state file left it.
+    fn reopen(dir: PathBuf, inventory_file: PathBuf, state_file: &Path) -> PlatformResult<Self> {
+        let text = fsutil::read_regular_text(state_file, MAX_STATE_BYTES).map_err(at("read", state_file))?;
+        let mut state = parse_state(state_file, &text)?;
+        let inventory = load_inventory(&inventory_file)?;
+        // A machine from before the sim kept software has the inventory's on both sides (saved
+        // with the next change).
+        state.software.get_or_insert_with(|| SideSoftware::of(&inventory));
+        Ok(Self { dir, inventory, inventory_file, state: Mutex::new(state), logs: Mutex::default() })
     }
 
     /// An event log's file. Its name was checked where it entered (the inventory, or the
@@ -415,7 +475,9 @@ impl Sim {
 
     fn partner(&self, phase: Phase) -> PartnerState {
         match phase {
-            Phase::Split => self.partner_fault(Side::Upgrade).unwrap_or(PartnerState::OsUp),
+            Phase::Split => self.partner_fault(Side::Upgrade).unwrap_or_else(|| {
+                if now_ms() < self.snapshot().booting_until_ms { PartnerState::OsBooting } else { PartnerState::OsUp }
+            }),
             _ => PartnerState::OsUp,
         }
     }
@@ -443,6 +505,10 @@ impl Sim {
             Operation::Finish => d.finish,
         };
         ms.map_or(DEFAULT_DURATION, Duration::from_millis)
+    }
+
+    fn restart_duration(&self) -> Duration {
+        self.inventory.simulation.durations.restart.map_or(DEFAULT_DURATION, Duration::from_millis)
     }
 
     fn resync_ms(&self) -> u64 {
@@ -541,6 +607,7 @@ impl Sim {
         }
         self.change(|s| {
             s.upgrade = s.production.clone();
+            s.copy_software(Side::Production);
             s.phase = Phase::Split;
             Ok(())
         })
@@ -567,6 +634,46 @@ impl Sim {
         })
     }
 
+    /// Restarts the Upgrade Side's OS while split: its services stop, the partner state is
+    /// `OS Booting` for the simulated duration (saved, so a duet killed meanwhile sees it end),
+    /// then `OS Up` with the services back as their startup types say (disabled ones stay
+    /// stopped). Repeating it restarts again, which is harmless.
+    async fn restart_upgrade_side(&self, side: Side, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
+        let phase = self.snapshot().phase;
+        if side != Side::Upgrade || phase != Phase::Split {
+            return Err(PlatformError::refused(format!(
+                "cannot restart the {}: only the Upgrade Side is restarted, while the machine is split (it is {phase:?})",
+                side_name(side)
+            ))
+            .help("`duet status` shows the machine's state"));
+        }
+        let duration = self.restart_duration();
+        progress(Progress {
+            message: format!(
+                "restart of the Upgrade Side in progress (simulated, {})",
+                humantime::format_duration(duration)
+            ),
+        });
+        let until = now_ms() + u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        self.change(|s| {
+            for service in s.upgrade.values_mut() {
+                service.running = false;
+            }
+            s.booting_until_ms = until.max(1);
+            Ok(())
+        })?;
+        tokio::time::sleep(duration).await;
+        self.change_and_log(Side::Upgrade, EventLog::System, |s| {
+            for service in s.upgrade.values_mut() {
+                service.running = service.startup == Startup::Automatic;
+            }
+            s.booting_until_ms = 0;
+            Ok(((), Some("The Upgrade Side restarted.".to_owned())))
+        })?;
+        progress(Progress { message: "restart of the Upgrade Side complete".into() });
+        Ok(())
+    }
+
     /// Applies an operation's effect on the machine (the durations are waited before).
     fn apply(&self, op: Operation) -> PlatformResult<()> {
         let phase = self.snapshot().phase;
@@ -591,6 +698,7 @@ impl Sim {
                 let until = now_ms() + self.resync_ms();
                 self.change(|s| {
                     s.production = s.upgrade.clone();
+                    s.copy_software(Side::Upgrade);
                     s.phase = Phase::Committed;
                     s.resync_until_ms = until;
                     Ok(())
@@ -604,6 +712,7 @@ impl Sim {
                 let until = now_ms() + self.resync_ms();
                 self.change(|s| {
                     s.upgrade = s.production.clone();
+                    s.copy_software(Side::Production);
                     s.phase = Phase::Aborted;
                     s.resync_until_ms = until;
                     Ok(())
@@ -618,6 +727,7 @@ impl Sim {
             (Operation::Merge | Operation::Abort, _) => Err(wrong("split")),
             (Operation::Finish, Phase::Committed | Phase::Aborted) => self.change(|s| {
                 s.upgrade = s.production.clone();
+                s.copy_software(Side::Production);
                 s.phase = Phase::Duplexed;
                 Ok(())
             }),
@@ -883,6 +993,29 @@ impl Platform for Sim {
             out.push(dest);
         }
         Ok(out)
+    }
+
+    async fn software(&self, side: Side) -> PlatformResult<Vec<Software>> {
+        self.reachable(side)?;
+        let mut state = self.snapshot();
+        let list = state.software_mut().side_mut(side);
+        Ok(list.iter().map(|(name, version)| Software { name: name.clone(), version: version.clone() }).collect())
+    }
+
+    async fn installed(&self, side: Side, software: &Software) -> PlatformResult<()> {
+        self.reachable(side)?;
+        self.change(|s| {
+            // Duplexed, the two sides are one machine.
+            let sides: &[Side] = if s.phase == Phase::Duplexed { &[Side::Production, Side::Upgrade] } else { &[side] };
+            for &each in sides {
+                s.software_mut().side_mut(each).insert(software.name.clone(), software.version.clone());
+            }
+            Ok(())
+        })
+    }
+
+    async fn restart(&self, side: Side, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
+        self.restart_upgrade_side(side, progress).await
     }
 
     fn host_path(&self, machine_path: &str) -> PathBuf {

@@ -310,3 +310,179 @@ fn a_state_file_this_duet_did_not_write_is_refused() {
     );
     assert!(!dir.path().join("outside.log").exists());
 }
+
+/// The built-in 320Ma with instant operations, a `restart` duration, and SQL Server 15.0.2 and
+/// IIS 10.0 installed.
+fn machine_with_software(root: &Path, restart: &str) -> Sim {
+    let durations = "durations: {split: 200ms, merge: 200ms, resync: 500ms}";
+    let instant = format!(
+        "durations: {{split: 0s, merge: 0s, commit: 0s, abort: 0s, finish: 0s, resync: 0s, restart: {restart}}}"
+    );
+    let software = "software:\n  - {name: SQL Server, version: \"15.0.2\"}\n  - {name: IIS, version: \"10.0\"}\n";
+    let text = BUILT_IN.replace(durations, &instant).replace("event_logs:", &format!("{software}event_logs:"));
+    let path = root.join("inventory.yaml");
+    std::fs::write(&path, text).unwrap();
+    Sim::open(&state_dir(root), Some(&path), true).unwrap_or_else(|e| panic!("the machine builds: {e}"))
+}
+
+fn sw(name: &str, version: &str) -> Software {
+    Software { name: name.into(), version: version.into() }
+}
+
+async fn versions(sim: &Sim, side: Side) -> Vec<(String, String)> {
+    sim.software(side).await.unwrap().into_iter().map(|s| (s.name, s.version)).collect()
+}
+
+fn listed(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+}
+
+#[tokio::test]
+async fn software_follows_the_sides_through_split_install_commit_and_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    let original = listed(&[("IIS", "10.0"), ("SQL Server", "15.0.2")]);
+    for side in [Side::Production, Side::Upgrade] {
+        assert_eq!(versions(&sim, side).await, original, "sorted by name, on both sides");
+    }
+    operate(&sim, Operation::Split).await.unwrap();
+    sim.installed(Side::Upgrade, &sw("SQL Server", "15.0.4")).await.unwrap();
+    sim.installed(Side::Upgrade, &sw("Agent", "2.1")).await.unwrap();
+    sim.installed(Side::Upgrade, &sw("Agent", "2.1")).await.unwrap();
+    let upgraded = listed(&[("Agent", "2.1"), ("IIS", "10.0"), ("SQL Server", "15.0.4")]);
+    assert_eq!(versions(&sim, Side::Upgrade).await, upgraded);
+    assert_eq!(versions(&sim, Side::Production).await, original, "the Production Side is untouched");
+    drop(sim);
+    let sim = Sim::open(&state_dir(dir.path()), None, false).unwrap();
+    assert_eq!(versions(&sim, Side::Upgrade).await, upgraded, "installs are durable");
+    operate(&sim, Operation::Merge).await.unwrap();
+    operate(&sim, Operation::Commit).await.unwrap();
+    assert_eq!(versions(&sim, Side::Production).await, upgraded, "the commit keeps the upgrade");
+    operate(&sim, Operation::Finish).await.unwrap();
+    assert_eq!(versions(&sim, Side::Upgrade).await, upgraded);
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    operate(&sim, Operation::Split).await.unwrap();
+    sim.installed(Side::Upgrade, &sw("SQL Server", "15.0.4")).await.unwrap();
+    operate(&sim, Operation::Abort).await.unwrap();
+    for side in [Side::Production, Side::Upgrade] {
+        assert_eq!(versions(&sim, side).await, original, "the abort discards the install");
+    }
+    operate(&sim, Operation::Finish).await.unwrap();
+    operate(&sim, Operation::Split).await.unwrap();
+    assert_eq!(versions(&sim, Side::Upgrade).await, original, "a new split copies the Production Side");
+}
+
+#[tokio::test]
+async fn an_install_on_a_duplexed_machine_is_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    sim.installed(Side::Production, &sw("IIS", "10.1")).await.unwrap();
+    for side in [Side::Production, Side::Upgrade] {
+        assert_eq!(versions(&sim, side).await, listed(&[("IIS", "10.1"), ("SQL Server", "15.0.2")]), "{side:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_machine_without_software_reports_an_empty_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine(dir.path(), "");
+    assert!(sim.software(Side::Production).await.unwrap().is_empty());
+    assert!(!state_text(dir.path()).contains("booting_until_ms"), "nothing is saved for a restart not under way");
+}
+
+#[tokio::test]
+async fn a_state_file_from_before_software_reads_as_the_inventorys_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    operate(&sim, Operation::Split).await.unwrap();
+    drop(sim);
+    let file = Sim::state_file(&state_dir(dir.path()));
+    let mut old: serde_json::Value = serde_json::from_str(&state_text(dir.path())).unwrap();
+    assert!(old.as_object_mut().unwrap().remove("software").is_some(), "the state keeps software");
+    std::fs::write(&file, old.to_string()).unwrap();
+
+    let sim = Sim::open(&state_dir(dir.path()), None, false).unwrap();
+    let original = listed(&[("IIS", "10.0"), ("SQL Server", "15.0.2")]);
+    for side in [Side::Production, Side::Upgrade] {
+        assert_eq!(versions(&sim, side).await, original);
+    }
+    sim.installed(Side::Upgrade, &sw("IIS", "10.1")).await.unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&state_text(dir.path())).unwrap();
+    assert_eq!(saved["software"]["upgrade"]["IIS"], "10.1");
+    assert_eq!(saved["software"]["production"]["IIS"], "10.0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_shows_os_booting_then_os_up_and_keeps_disabled_services_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "1h");
+    operate(&sim, Operation::Split).await.unwrap();
+    sim.set_startup(Side::Upgrade, "W3SVC", Startup::Disabled).await.unwrap();
+    sim.stop_service(Side::Upgrade, "W3SVC").await.unwrap();
+    let mut said = Vec::new();
+    let mut progress = |p: Progress| said.push(p.message);
+    let (restarted, during) = tokio::join!(sim.restart(Side::Upgrade, &mut progress), async {
+        let partner = sim.observe().await.unwrap().partner;
+        let unreachable = sim.service(Side::Upgrade, "MSSQLSERVER").await.unwrap_err();
+        (partner, unreachable.kind)
+    });
+    restarted.unwrap();
+    assert_eq!(during, (PartnerState::OsBooting, PlatformErrorKind::Unreachable));
+    assert_eq!(
+        said,
+        ["restart of the Upgrade Side in progress (simulated, 1h)", "restart of the Upgrade Side complete"]
+    );
+    assert_eq!(sim.observe().await.unwrap().partner, PartnerState::OsUp);
+    assert_eq!(
+        sim.service(Side::Upgrade, "W3SVC").await.unwrap(),
+        ServiceState { running: false, startup: Startup::Disabled }
+    );
+    assert_eq!(sim.service(Side::Upgrade, "MSSQLSERVER").await.unwrap(), RUNNING_AUTOMATIC, "automatic: started");
+    let app = sim.service(Side::Upgrade, "AppServer").await.unwrap();
+    assert_eq!(app, ServiceState { running: false, startup: Startup::Manual }, "manual: not started by the boot");
+    assert_eq!(messages(&sim, Side::Upgrade, "System").last().unwrap(), "The Upgrade Side restarted.");
+    assert!(!messages(&sim, Side::Production, "System").contains(&"The Upgrade Side restarted.".to_owned()));
+    assert!(sim.service(Side::Production, "AppServer").await.unwrap().running, "the Production Side is untouched");
+}
+
+#[tokio::test]
+async fn a_restart_is_refused_unless_the_upgrade_side_is_split_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    let refused = sim.restart(Side::Upgrade, &mut |_| {}).await.unwrap_err();
+    assert_eq!(refused.kind, PlatformErrorKind::Refused);
+    assert_eq!(
+        refused.message,
+        "cannot restart the Upgrade Side: only the Upgrade Side is restarted, while the machine is split (it is Duplexed)"
+    );
+    operate(&sim, Operation::Split).await.unwrap();
+    let production = sim.restart(Side::Production, &mut |_| {}).await.unwrap_err();
+    assert_eq!(production.kind, PlatformErrorKind::Refused);
+    assert!(sim.snapshot().production.values().all(|s| s.running), "nothing changed");
+}
+
+#[tokio::test]
+async fn a_restart_cut_short_by_a_kill_is_seen_booting_and_is_done_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = machine_with_software(dir.path(), "0s");
+    operate(&sim, Operation::Split).await.unwrap();
+    // Killed while the Upgrade Side boots: its services are down, it boots for an hour more.
+    let mut state = sim.snapshot();
+    for service in state.upgrade.values_mut() {
+        service.running = false;
+    }
+    state.booting_until_ms = now_ms() + 3_600_000;
+    sim.save(&state).unwrap();
+    drop(sim);
+
+    let sim = Sim::open(&state_dir(dir.path()), None, false).unwrap();
+    assert_eq!(sim.observe().await.unwrap().partner, PartnerState::OsBooting);
+    sim.restart(Side::Upgrade, &mut |_| {}).await.unwrap();
+    assert_eq!(sim.observe().await.unwrap().partner, PartnerState::OsUp);
+    assert!(sim.service(Side::Upgrade, "W3SVC").await.unwrap().running);
+    let restarted =
+        messages(&sim, Side::Upgrade, "System").iter().filter(|m| *m == "The Upgrade Side restarted.").count();
+    assert_eq!(restarted, 1);
+}

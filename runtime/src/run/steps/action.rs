@@ -60,7 +60,7 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, attempt:
 
 /// The process to run: the guide's environment and the attempt's marks, `%NAME%` expanded,
 /// output under the session directory.
-fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Program<'_>, attempt: u32) -> ProcessSpec {
+pub(super) fn spec<P>(ctx: &StepCtx<'_, P>, step: &Step, action: &Program<'_>, attempt: u32) -> ProcessSpec {
     let mut env: Vec<(String, String)> = Vec::with_capacity(8);
     if let Some(e) = &step.env {
         env.push(("ACTIVE_UPGRADE_SIDE".into(), e.side.as_str().into()));

@@ -1,6 +1,7 @@
 //! One file per step kind: [`probe`] (readiness checks, the plan's binding), [`operate`] (a
 //! hardware operation), [`service`] (stop, disable, restore and start a service), [`action`] (a
-//! custom action's process) and [`backup`] (event logs and evidence). Each is a future the loop
+//! custom action's process), [`backup`] (event logs and evidence), [`approval`] and [`verify`]
+//! (a verification gate's check). Each is a future the loop
 //! polls; it reports what it does through the loop's channel, never by printing.
 
 mod action;
@@ -9,6 +10,7 @@ mod backup;
 mod operate;
 mod probe;
 mod service;
+mod verify;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -102,7 +104,8 @@ pub(super) async fn run<P: Platform>(ctx: &StepCtx<'_, P>, index: usize, step: &
                     StepKind::Service => service::run(ctx, step).await,
                     StepKind::LogBackup => backup::run(ctx, step).await,
                     StepKind::Approval => approval::run(ctx, step).await,
-                    StepKind::Action | StepKind::Task | StepKind::Verify => {
+                    StepKind::Verify => verify::run(ctx, step, attempt).await,
+                    StepKind::Action | StepKind::Task => {
                         failed(format!("this duet cannot run {} steps yet ({})", kind.as_str(), step.id), None)
                     }
                 }

@@ -198,3 +198,51 @@ async fn a_session_whose_finish_completed_is_over_before_it_is_archived() {
     assert_eq!((s.upgrade, s.operational, s.session), (State::Idle, Operational::Ready, None));
     assert_eq!(s.next, "start a session with `duet split PLAN`");
 }
+
+#[tokio::test]
+async fn the_software_of_both_sides_is_shown_when_the_machine_keeps_it() {
+    let (dir, state) = state_dir();
+    let without = machine(&state);
+    let s = status(&state, &without).await;
+    assert!(s.software.is_empty(), "the 320Ma lists no software");
+    assert!(!render(&s).contains("Software:"));
+    assert!(!serde_json::to_string(&s).unwrap().contains("software"), "left out of the JSON when empty");
+    drop(without);
+
+    let text = std::fs::read_to_string(inventory_320ma()).unwrap().replace(
+        "event_logs:",
+        "software:\n  - {name: SQL Server, version: \"15.0.2\"}\n  - {name: IIS, version: \"10.0\"}\nevent_logs:",
+    );
+    let inventory = dir.path().join("with-software.yaml");
+    std::fs::write(&inventory, text).unwrap();
+    let machine = crate::platform::sim::Sim::open(&state.root, Some(&inventory), true).unwrap();
+    machine.operate(Operation::Split, &mut |_| {}).await.unwrap();
+    let sql = duet_compiler::compiled::Software { name: "SQL Server".into(), version: "15.0.4".into() };
+    machine.installed(Side::Upgrade, &sql).await.unwrap();
+    let agent = duet_compiler::compiled::Software { name: "Agent".into(), version: "2".into() };
+    machine.installed(Side::Upgrade, &agent).await.unwrap();
+    let s = status(&state, &machine).await;
+    let row = |name: &str, production: Option<&str>, upgrade: Option<&str>| SideSoftware {
+        name: name.into(),
+        production: production.map(str::to_owned),
+        upgrade: upgrade.map(str::to_owned),
+    };
+    assert_eq!(
+        s.software,
+        [
+            row("Agent", None, Some("2")),
+            row("IIS", Some("10.0"), Some("10.0")),
+            row("SQL Server", Some("15.0.2"), Some("15.0.4"))
+        ]
+    );
+    let shown = render(&s);
+    assert!(
+        shown.contains(
+            "Software:\n              Production Side         Upgrade Side\n  \
+             Agent       not installed           2\n  \
+             IIS         10.0                    10.0\n  \
+             SQL Server  15.0.2                  15.0.4\n"
+        ),
+        "{shown}"
+    );
+}
