@@ -133,7 +133,7 @@ fn drive_to_the_end(m: &Machine) -> Vec<String> {
             // the operator starts again.
             let finished_here = m.state().join("session/journal").exists();
             let out = if finished_here { exec(m, &["resume", "-q"], &[]) } else { exec(m, &["run", &plan, "-q"], &[]) };
-            if out.code != Some(0) {
+            if out.code != Some(0) && !(out.code == Some(1) && out.says("aborting by itself")) {
                 problems.push(format!("{at}, no session yet: `duet run PLAN`: {}", out.show()));
                 return problems;
             }
@@ -142,6 +142,10 @@ fn drive_to_the_end(m: &Machine) -> Vec<String> {
         let (args, out): (&[&str], Exit) = match operational {
             "Broken" if text(&status["broken"]["message"]).contains("rerun: unsafe") => {
                 (&["retry"], exec(m, &["retry", "-q"], &[]))
+            }
+            // An unattended run killed between a failure and the abort the plan asks for.
+            "Broken" if text(&status["next"]).contains("`duet resume` aborts") => {
+                (&["resume"], exec(m, &["resume", "-q"], &[]))
             }
             "Broken" => {
                 problems.push(format!("{at}: Broken: {}", status["broken"]));
@@ -176,7 +180,9 @@ fn drive_to_the_end(m: &Machine) -> Vec<String> {
             }
         };
         let unsafe_refusal = args == ["resume"] && out.code == Some(1) && out.says("rerun: unsafe");
-        if (out.code != Some(0) && !unsafe_refusal) || out.says("panicked") {
+        // An unattended run that failed and aborted by itself, as the plan says, exits 1.
+        let aborted_by_duet = out.code == Some(1) && out.says("aborting by itself");
+        if (out.code != Some(0) && !unsafe_refusal && !aborted_by_duet) || out.says("panicked") {
             problems.push(format!("{at}: `duet {}`: {}", args.join(" "), out.show()));
             return problems;
         }

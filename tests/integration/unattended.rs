@@ -84,7 +84,7 @@ fn tasks_run_in_order_after_the_split_restart_the_upgrade_side_and_installs_surv
     let status = m.status();
     assert!(status["next"].as_str().unwrap().contains("duet upgrade"), "{status:#}");
     m.run(&["upgrade"]).code(0).stdout_has("task:sp1@upgrade").stdout_has("restart:sp1@upgrade");
-    let tasks: Vec<String> = m.recorded("Upgrade").into_iter().filter(|l| l.contains("|install|")).collect();
+    let tasks: Vec<String> = m.recorded("Upgrade").into_iter().filter(|l| l.contains("|install ")).collect();
     assert_eq!(tasks.len(), 2, "{tasks:?}");
     assert!(tasks[0].starts_with("task:sp1@upgrade|Upgrade|Split|Upgrade|Yes|1|install sp1"), "{tasks:?}");
     assert!(tasks[1].starts_with("task:cu@upgrade|Upgrade|Split|Upgrade|Yes|1|install cu"), "{tasks:?}");

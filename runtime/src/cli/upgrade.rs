@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use duet_compiler::compiled::{Event, OnFailure, RequestName, State, step_id};
+use duet_compiler::compiled::{Event, RequestName, State};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
 use duet_contract::record::{Broken, Entry, Severity, StepResult, Through};
 
@@ -340,12 +340,7 @@ impl<P: Platform> Driver<'_, P> {
     /// The plan says to abort when this failure happens (`on_failure: abort`, or the failed
     /// approval's `on_expiry: abort`), and the state model allows an abort from here.
     fn aborts_by_itself(s: &Session, broken: &Broken) -> bool {
-        let plan = &s.compiled.unattended;
-        let says = match plan.approvals.iter().find(|a| step_id::approve(&a.id) == broken.step) {
-            Some(approval) => approval.on_expiry,
-            None => plan.on_failure,
-        };
-        says == OnFailure::Abort && admit(Command::Abort, Some(&s.progress)).is_ok()
+        state::aborts_by_itself(&s.progress, &s.compiled.unattended, broken)
     }
 
     /// The automatic abort of an unattended run: journaled as started by duet, with the failed

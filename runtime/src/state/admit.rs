@@ -7,7 +7,8 @@
 //! turns a reason into what the operator reads. [`admit`] derives the keys from a journal's
 //! [`Progress`], looks them up and renders the answer.
 
-use duet_compiler::compiled::{RequestName, State};
+use duet_compiler::compiled::{OnFailure, RequestName, State, Unattended, step_id};
+use duet_contract::record::Broken;
 
 use super::{Command, Operational, Progress};
 
@@ -207,6 +208,17 @@ pub(crate) fn after_broken(p: &Progress) -> String {
         return "then run the readiness check again: `duet readiness PLAN`, or `duet split PLAN` (or `duet run PLAN`) to split once it passes".into();
     }
     if abortable(state) { "then `duet retry`; or `duet abort`".into() } else { "then `duet retry`".into() }
+}
+
+/// Whether the plan says to abort when `broken` happens (`on_failure: abort`, or a failed
+/// approval's `on_expiry: abort`) and the state model allows an abort from here: then duet
+/// aborts by itself (and a `resume` does, when duet died before it could).
+pub(crate) fn aborts_by_itself(p: &Progress, plan: &Unattended, broken: &Broken) -> bool {
+    let says = match plan.approvals.iter().find(|a| step_id::approve(&a.id) == broken.step) {
+        Some(approval) => approval.on_expiry,
+        None => plan.on_failure,
+    };
+    says == OnFailure::Abort && admit(Command::Abort, Some(p)).is_ok()
 }
 
 /// What may come next from the session's Ready state, its upgrade tasks considered.

@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 pub(crate) use duet_contract::record::Command;
 use duet_contract::record::{Broken, Entry, StepResult, Through};
 
-pub(crate) use admit::{Refusal, admit, after_broken, hint, next_hint};
+pub(crate) use admit::{Refusal, aborts_by_itself, admit, after_broken, hint, next_hint};
 pub(crate) use duet_contract::status::Operational;
 
 #[derive(Clone, Debug, Default)]

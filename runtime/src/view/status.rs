@@ -84,7 +84,18 @@ pub(crate) async fn gather<P: Platform>(dir: &StateDir, platform: &P) -> Result<
         Some(BrokenStatus { request: request.to_string(), step: b.step.clone(), message: b.message.clone(), output })
     });
     let services = services(platform, plan.as_ref()).await;
-    let next = next(operational, interrupted, view.as_ref(), in_session, upgrade);
+    // A failure the plan says to abort on, whose duet died before it could.
+    let aborting = match (view.as_ref(), plan.as_ref()) {
+        (Some(v), Some(p)) if in_session && !damaged => {
+            v.progress.broken().is_some_and(|(_, b)| state::aborts_by_itself(&v.progress, &p.unattended, b))
+        }
+        _ => false,
+    };
+    let next = if aborting && operational == Operational::Broken {
+        "duet stopped before it could abort by itself, as the plan says: `duet resume` aborts".to_owned()
+    } else {
+        next(operational, interrupted, view.as_ref(), in_session, upgrade)
+    };
     Ok(Status {
         hardware: observed.hardware(),
         upgrade,

@@ -32,6 +32,18 @@ mod readiness;
 #[cfg(test)]
 mod tests;
 
+/// For tests elsewhere in the runtime that build machines of their own.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The built-in 320Ma without its software list (a test says what software it wants).
+    pub(crate) fn built_in_without_software() -> String {
+        let text = super::BUILT_IN;
+        let start = text.find("\nsoftware:\n").map_or(text.len(), |i| i + 1);
+        let end = text[start..].find("\nsimulation:").map_or(start, |i| start + i + 1);
+        format!("{}{}", &text[..start], &text[end..])
+    }
+}
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write as _;

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::platform::PlatformErrorKind;
 
-/// A machine built in `root/state` from the built-in 320Ma with instant operations and no
-/// resynchronisation wait, plus `faults` (YAML flow items).
+use super::testing::built_in_without_software as built_in;
+
+/// A machine built in `root/state` from the built-in 320Ma (without software) with instant
+/// operations and no resynchronisation wait, plus `faults` (YAML flow items).
 fn machine(root: &Path, faults: &str) -> Sim {
     let durations = "durations: {split: 200ms, merge: 200ms, resync: 500ms}";
     assert!(BUILT_IN.contains(durations), "the built-in inventory's durations changed: update this test");
@@ -15,7 +17,7 @@ fn machine(root: &Path, faults: &str) -> Sim {
         "durations: {{split: 0s, merge: 0s, commit: 0s, abort: 0s, finish: 0s, resync: 0s}}\n  faults: [{faults}]"
     );
     let path = root.join("inventory.yaml");
-    std::fs::write(&path, BUILT_IN.replace(durations, &instant)).unwrap();
+    std::fs::write(&path, built_in().replace(durations, &instant)).unwrap();
     Sim::open(&root.join("state"), Some(&path), true).unwrap_or_else(|e| panic!("the machine builds: {e}"))
 }
 
@@ -319,7 +321,7 @@ fn machine_with_software(root: &Path, restart: &str) -> Sim {
         "durations: {{split: 0s, merge: 0s, commit: 0s, abort: 0s, finish: 0s, resync: 0s, restart: {restart}}}"
     );
     let software = "software:\n  - {name: SQL Server, version: \"15.0.2\"}\n  - {name: IIS, version: \"10.0\"}\n";
-    let text = BUILT_IN.replace(durations, &instant).replace("event_logs:", &format!("{software}event_logs:"));
+    let text = built_in().replace(durations, &instant).replace("event_logs:", &format!("{software}event_logs:"));
     let path = root.join("inventory.yaml");
     std::fs::write(&path, text).unwrap();
     Sim::open(&state_dir(root), Some(&path), true).unwrap_or_else(|e| panic!("the machine builds: {e}"))

@@ -10,15 +10,14 @@ use duet_contract::status::Change;
 use super::*;
 use crate::platform::{self, Operation};
 use crate::store::journal::Durability;
-use crate::store::session::tests::{
-    ID, create_in, inventory_320ma, operation, output, ran, readiness, split, state_dir,
-};
+use crate::store::session::tests::{ID, create_in, operation, output, ran, readiness, split, state_dir};
 
-/// The 320Ma of the state directory, built the way `duet split` builds it.
-fn machine(state: &StateDir) -> impl Platform {
-    // `platform::open`'s machine borrows what it is given (the 2024 capture rules): a path that lives on.
-    static INVENTORY: std::sync::LazyLock<std::path::PathBuf> = std::sync::LazyLock::new(inventory_320ma);
-    platform::open(&state.root, Some(&INVENTORY), true).unwrap()
+/// The 320Ma (without its software list) of the state directory, built the way `duet split`
+/// builds it.
+fn machine(state: &StateDir) -> impl Platform + use<> {
+    let inventory = state.root.with_file_name("320ma-without-software.yaml");
+    std::fs::write(&inventory, crate::platform::sim::testing::built_in_without_software()).unwrap();
+    platform::open(&state.root, Some(&inventory), true).unwrap()
 }
 
 async fn status(state: &StateDir, machine: &impl Platform) -> Status {
@@ -209,7 +208,7 @@ async fn the_software_of_both_sides_is_shown_when_the_machine_keeps_it() {
     assert!(!serde_json::to_string(&s).unwrap().contains("software"), "left out of the JSON when empty");
     drop(without);
 
-    let text = std::fs::read_to_string(inventory_320ma()).unwrap().replace(
+    let text = crate::platform::sim::testing::built_in_without_software().replace(
         "event_logs:",
         "software:\n  - {name: SQL Server, version: \"15.0.2\"}\n  - {name: IIS, version: \"10.0\"}\nevent_logs:",
     );
