@@ -183,7 +183,10 @@ fn each_mistake_is_reported_where_it_was_written() {
     let m = expect_at(&c, "duet::verify::regex", "plan.yaml", 17, 35);
     assert!(m.starts_with("`stdout` is not a valid regular expression: "), "{m}");
     let m = expect_at(&c, "duet::verify::constraint", "plan.yaml", 20, 42);
-    assert_eq!(m, "invalid version constraint: `~1.2` does not start with one of >=, >, <=, <, =");
+    assert_eq!(
+        m,
+        "invalid version constraint: \"~1.2\" is not a version constraint: start it with >=, >, <=, < or =, like >=15.0.4"
+    );
     assert_eq!(
         expect_at(&c, "duet::verify::url", "plan.yaml", 23, 17),
         "`ftp://example.com/x` is not an http:// or https:// URL"
@@ -195,7 +198,7 @@ fn each_mistake_is_reported_where_it_was_written() {
     let m = expect_at(&c, "duet::approve::expires", "plan.yaml", 29, 37);
     assert!(m.contains("7-day maximum"), "{m}");
     let m = expect_at(&c, "duet::versions::version", "plan.yaml", 30, 33);
-    assert!(m.contains("`10.x` is not a version"), "{m}");
+    assert!(m.contains("\"10.x\" is not a version"), "{m}");
     let errors = found(&c).into_iter().filter(|f| f.severity == crate::diagnostic::Severity::Error).count();
     assert_eq!(errors, 10, "one error per mistake: {:#?}", found(&c));
 }
@@ -388,7 +391,7 @@ fn ids_durations_versions_and_keywords_of_every_list_are_checked() {
         "cannot derive a task id from the file name `bin/.hidden`"
     );
     let m = expect_at(&c, "duet::task::installs-version", "plan.yaml", 6, 62);
-    assert!(m.contains("`1.x` is not a version"), "{m}");
+    assert!(m.contains("\"1.x\" is not a version"), "{m}");
     expect_at(&c, "duet::schema::invalid-value", "plan.yaml", 8, 21);
     assert!(expect_at(&c, "duet::verify::retry", "plan.yaml", 8, 55).contains("is zero"));
     assert!(expect_at(&c, "duet::notify::timeout", "plan.yaml", 10, 31).contains("7-day"));

@@ -115,7 +115,10 @@ async fn wait<P: Platform>(ctx: &StepCtx<'_, P>, step: &Step, approval: &Approva
 /// The activity log's line for a wait.
 fn waiting_for(approval: &Approval, deadline: Deadline) -> String {
     let until = match deadline {
-        Deadline::At(ms) => format!(" until {}", at(ms)),
+        Deadline::At(ms) => {
+            let left = Duration::from_secs(ms.saturating_sub(now_ms()).div_ceil(1000));
+            format!(" until {} ({} left)", at(ms), humantime::format_duration(left))
+        }
         Deadline::Never => String::new(),
     };
     format!(
