@@ -419,7 +419,7 @@ pub(crate) fn state_of(request: &str) -> &'static str {
     match request {
         "CheckReadiness" | "Finish" => "Idle",
         "PrepareSplit" => "PrepareSplit",
-        "ExecuteSplit" => "Split",
+        "ExecuteSplit" | "Upgrade" => "Split",
         "PrepareMerge" => "PrepareMerge",
         "ExecuteMerge" => "Merge",
         "Commit" => "Commit",

@@ -115,6 +115,8 @@ struct Scenario {
     fail: Option<&'static str>,
     /// A partner state of the Upgrade Side while split (an inventory fault).
     partner: Option<&'static str>,
+    /// Added to the rig's plan (the unattended keys).
+    plan: &'static str,
     phases: &'static [Phase],
 }
 
@@ -178,28 +180,42 @@ const MERGE: Phase = Phase { command: &["merge"], target: ready("Merge") };
 const ABORT: Phase = Phase { command: &["abort"], target: ready("Abort") };
 const FINISH: Phase = Phase { command: &["finish"], target: Target::Finished };
 
+/// An unattended upgrade (issue 12): two upgrade tasks (the first restarts the Upgrade Side),
+/// a check before the merge, and duet aborting by itself when a step fails.
+const UNATTENDED: &str = "
+upgrade:
+  - {id: sp1, file: rec, args: [install], restart: true}
+  - {id: cu, file: rec, args: [install]}
+verify:
+  - {id: ready, before: merge, run: {file: rec, args: [check]}}
+on_failure: abort
+";
+
 const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "full cycle",
         fail: None,
         partner: None,
+        plan: "",
         phases: &[Phase { command: &["run", "PLAN"], target: Target::Finished }],
     },
     Scenario {
         name: "abort from Prepare Split, Broken",
         fail: Some("action:adv-late@production-PrepareSplit"),
         partner: None,
+        plan: "",
         phases: &[
             Phase { command: &["split", "PLAN"], target: broken("PrepareSplit", "action:adv-late@production", FAILED) },
             ABORT,
             FINISH,
         ],
     },
-    Scenario { name: "abort from Split, Ready", fail: None, partner: None, phases: &[SPLIT, ABORT, FINISH] },
+    Scenario { name: "abort from Split, Ready", fail: None, partner: None, plan: "", phases: &[SPLIT, ABORT, FINISH] },
     Scenario {
         name: "abort from Split, Broken",
         fail: Some("action:stop@upgrade"),
         partner: None,
+        plan: "",
         phases: &[
             Phase { command: &["split", "PLAN"], target: broken("Split", "action:stop@upgrade", FAILED) },
             ABORT,
@@ -210,6 +226,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "abort from Split, Broken: the Upgrade Side crashed",
         fail: None,
         partner: Some("State Sensitive Recovery: Reset"),
+        plan: "",
         phases: &[
             Phase {
                 command: &["split", "PLAN"],
@@ -223,6 +240,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "abort from Prepare Merge, Broken",
         fail: Some("action:adv-early@upgrade-PrepareMerge"),
         partner: None,
+        plan: "",
         phases: &[
             SPLIT,
             Phase { command: &["merge"], target: broken("PrepareMerge", "action:adv-early@upgrade", FAILED) },
@@ -234,6 +252,7 @@ const SCENARIOS: &[Scenario] = &[
         name: "abort from Merge, Broken before the hardware merge",
         fail: Some("action:save@production"),
         partner: None,
+        plan: "",
         phases: &[
             SPLIT,
             Phase { command: &["merge"], target: broken("Merge", "action:save@production", FAILED) },
@@ -241,7 +260,20 @@ const SCENARIOS: &[Scenario] = &[
             FINISH,
         ],
     },
-    Scenario { name: "abort from Merge, Ready", fail: None, partner: None, phases: &[SPLIT, MERGE, ABORT, FINISH] },
+    Scenario {
+        name: "abort from Merge, Ready",
+        fail: None,
+        partner: None,
+        plan: "",
+        phases: &[SPLIT, MERGE, ABORT, FINISH],
+    },
+    Scenario {
+        name: "unattended: an upgrade task fails and duet aborts by itself",
+        fail: Some("task:cu@upgrade"),
+        partner: None,
+        plan: UNATTENDED,
+        phases: &[Phase { command: &["run", "PLAN"], target: ready("Abort") }, FINISH],
+    },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -339,7 +371,7 @@ fn references() -> &'static Cache {
 
 /// The rig of a scenario with its faults, ready to drive.
 fn rig(scenario: &Scenario, faults: &[Fault]) -> Machine {
-    let m = Machine::with(PLAN, &inventory(scenario, faults));
+    let m = Machine::with(&format!("{PLAN}{}", scenario.plan), &inventory(scenario, faults));
     if let Some(step) = scenario.fail {
         m.fail(step);
     }

@@ -253,6 +253,8 @@ impl<'a> Drive<'a> {
                 self.tally.again += 1;
                 Ok(phase.command.to_vec())
             }
+            // An unattended run killed between a failure and the abort its plan asks for.
+            "Broken" if text(&status["next"]).contains("`duet resume` aborts") => Ok(vec!["resume"]),
             "Broken" => {
                 if text(&status["broken"]["message"]).contains("rerun: unsafe") {
                     // The operator checked what the interrupted unsafe action did.
