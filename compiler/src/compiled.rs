@@ -582,6 +582,25 @@ pub struct Step {
     pub item: Option<String>,
 }
 
+impl Step {
+    /// A step with no dependencies and none of the optional parts.
+    pub fn new(id: impl Into<String>, kind: StepKind, side: Side, op: Op) -> Self {
+        Self {
+            id: id.into(),
+            kind,
+            side,
+            op,
+            after: Vec::new(),
+            action: None,
+            service: None,
+            env: None,
+            timeout_ms: None,
+            logs: Vec::new(),
+            item: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     /// The upgrade state while the request runs (`ACTIVE_UPGRADE_STATE`).

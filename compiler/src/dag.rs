@@ -153,19 +153,7 @@ impl<'a> Builder<'a> {
     }
 
     fn step(id: String, kind: StepKind, side: Side, op: Op) -> Step {
-        Step {
-            id,
-            kind,
-            side,
-            op,
-            after: Vec::new(),
-            action: None,
-            service: None,
-            env: None,
-            timeout_ms: None,
-            logs: Vec::new(),
-            item: None,
-        }
+        Step::new(id, kind, side, op)
     }
 
     /// A step after everything so far; it becomes the frontier.

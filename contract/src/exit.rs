@@ -14,18 +14,11 @@ pub fn signalled(number: i32) -> u8 {
     128u8.saturating_add(u8::try_from(number.unsigned_abs()).unwrap_or(u8::MAX - 128))
 }
 
-/// The signal an exit code says duet was stopped by, if it says one.
-pub fn signal_of(code: u8) -> Option<i32> {
-    (code > 128).then(|| i32::from(code - 128))
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn signals_map_to_128_plus_their_number_and_back() {
+    fn signals_map_to_128_plus_their_number() {
         assert_eq!(super::signalled(2), 130);
         assert_eq!(super::signalled(15), 143);
-        assert_eq!(super::signal_of(143), Some(15));
-        assert_eq!(super::signal_of(super::FAILURE), None);
     }
 }

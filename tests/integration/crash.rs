@@ -259,21 +259,17 @@ fn a_kill_at_every_record_boundary_of_a_full_cycle_ends_as_the_uninterrupted_run
     every_record_boundary(reference(), Machine::new);
 }
 
-/// An unattended plan: two upgrade tasks (the first restarts the Upgrade Side), a check
-/// before the merge, and an approval before the commit that nobody gives, whose expiry makes
-/// duet abort by itself (then `duet run` finishes the aborted session).
+/// An unattended plan: the rig's tasks and check ([`crate::machine::UNATTENDED_TASKS`]), and an
+/// approval before the commit that nobody gives, whose expiry makes duet abort by itself (then
+/// `duet run` finishes the aborted session).
 const UNATTENDED: &str = "
-upgrade:
-  - {id: sp1, file: rec, args: [install], restart: true}
-  - {id: cu, file: rec, args: [install]}
-verify:
-  - {id: ready, before: merge, run: {file: rec, args: [check]}}
 approve:
   - {id: go, before: commit, expires: 1ms, on_expiry: abort}
 ";
 
 fn unattended_rig() -> Machine {
-    Machine::with(&format!("{}{UNATTENDED}", crate::machine::PLAN), crate::machine::INVENTORY)
+    let plan = format!("{}{}{UNATTENDED}", crate::machine::PLAN, crate::machine::UNATTENDED_TASKS);
+    Machine::with(&plan, crate::machine::INVENTORY)
 }
 
 /// The uninterrupted unattended cycle: `duet run` aborts by itself at the expired approval,

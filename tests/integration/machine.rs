@@ -95,6 +95,16 @@ logs:
   backup: [Application, System]
 "#;
 
+/// Added to [`PLAN`] by the unattended runs of the crash rig and the soak: two upgrade tasks
+/// (the first restarts the Upgrade Side) and a check before the merge.
+pub(crate) const UNATTENDED_TASKS: &str = "
+upgrade:
+  - {id: sp1, file: rec, args: [install], restart: true}
+  - {id: cu, file: rec, args: [install]}
+verify:
+  - {id: ready, before: merge, run: {file: rec, args: [check]}}
+";
+
 pub(crate) struct Machine {
     pub(crate) dir: tempfile::TempDir,
 }

@@ -115,7 +115,7 @@ struct Scenario {
     fail: Option<&'static str>,
     /// A partner state of the Upgrade Side while split (an inventory fault).
     partner: Option<&'static str>,
-    /// Added to the rig's plan (the unattended keys).
+    /// Added to the rig's plan after the unattended tasks (empty: the rig's plan alone).
     plan: &'static str,
     phases: &'static [Phase],
 }
@@ -180,16 +180,10 @@ const MERGE: Phase = Phase { command: &["merge"], target: ready("Merge") };
 const ABORT: Phase = Phase { command: &["abort"], target: ready("Abort") };
 const FINISH: Phase = Phase { command: &["finish"], target: Target::Finished };
 
-/// An unattended upgrade (issue 12): two upgrade tasks (the first restarts the Upgrade Side),
-/// a check before the merge, and duet aborting by itself when a step fails.
-const UNATTENDED: &str = "
-upgrade:
-  - {id: sp1, file: rec, args: [install], restart: true}
-  - {id: cu, file: rec, args: [install]}
-verify:
-  - {id: ready, before: merge, run: {file: rec, args: [check]}}
-on_failure: abort
-";
+/// An unattended upgrade (issue 12): the rig's tasks and check
+/// ([`crate::machine::UNATTENDED_TASKS`], added to every plan that is not empty here), and duet
+/// aborting by itself when a step fails.
+const UNATTENDED: &str = "on_failure: abort\n";
 
 const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -371,7 +365,12 @@ fn references() -> &'static Cache {
 
 /// The rig of a scenario with its faults, ready to drive.
 fn rig(scenario: &Scenario, faults: &[Fault]) -> Machine {
-    let m = Machine::with(&format!("{PLAN}{}", scenario.plan), &inventory(scenario, faults));
+    let plan = if scenario.plan.is_empty() {
+        PLAN.to_owned()
+    } else {
+        format!("{PLAN}{}{}", crate::machine::UNATTENDED_TASKS, scenario.plan)
+    };
+    let m = Machine::with(&plan, &inventory(scenario, faults));
     if let Some(step) = scenario.fail {
         m.fail(step);
     }

@@ -82,19 +82,8 @@ pub(crate) fn steps_of<'p>(plan: &'p CompiledPlan, request: RequestName, event_l
     for step in steps.iter_mut().filter(|s| s.after.is_empty()) {
         step.after.push(EVIDENCE_STEP.into());
     }
-    let evidence = Step {
-        id: EVIDENCE_STEP.into(),
-        kind: StepKind::LogBackup,
-        side: Side::Upgrade,
-        op: Op::Backup,
-        after: Vec::new(),
-        action: None,
-        service: None,
-        env: None,
-        timeout_ms: None,
-        logs: event_logs.to_vec(),
-        item: None,
-    };
+    let evidence =
+        Step { logs: event_logs.to_vec(), ..Step::new(EVIDENCE_STEP, StepKind::LogBackup, Side::Upgrade, Op::Backup) };
     steps.insert(0, evidence);
     Cow::Owned(steps)
 }

@@ -94,24 +94,23 @@ impl<'p> Programs<'p> {
 
     /// The program `step` runs, if it runs one the plan has.
     pub(super) fn of(&self, step: &Step) -> Option<Program<'p>> {
-        match step.kind {
-            StepKind::Action => self.actions.get(step.action.as_deref()?).map(|a| Program::action(a)),
-            StepKind::Task => {
-                let id = step.item.as_deref()?;
-                self.plan.unattended.tasks.iter().find(|t| t.id == id).map(Program::task)
-            }
-            _ => None,
-        }
+        find(self.plan, step, |id| self.actions.get(id).copied())
     }
 }
 
 /// The program `step` runs, searched for (for the few steps a resume reconciles).
 pub(super) fn program_of<'p>(plan: &'p CompiledPlan, step: &Step) -> Option<Program<'p>> {
+    find(plan, step, |id| plan.actions.iter().find(|a| a.id == id))
+}
+
+/// The program of an action step (found by `action`) or of a task step (by search: a handful).
+fn find<'p>(
+    plan: &'p CompiledPlan,
+    step: &Step,
+    action: impl FnOnce(&str) -> Option<&'p Action>,
+) -> Option<Program<'p>> {
     match step.kind {
-        StepKind::Action => {
-            let id = step.action.as_deref()?;
-            plan.actions.iter().find(|a| a.id == id).map(Program::action)
-        }
+        StepKind::Action => action(step.action.as_deref()?).map(Program::action),
         StepKind::Task => {
             let id = step.item.as_deref()?;
             plan.unattended.tasks.iter().find(|t| t.id == id).map(Program::task)

@@ -70,19 +70,8 @@ mod tests {
     use super::*;
 
     fn step(id: &str, after: &[&str]) -> Step {
-        Step {
-            id: id.into(),
-            kind: StepKind::Probe,
-            side: Side::Upgrade,
-            op: Op::Readiness,
-            after: after.iter().map(|a| (*a).into()).collect(),
-            action: None,
-            service: None,
-            env: None,
-            timeout_ms: None,
-            logs: Vec::new(),
-            item: None,
-        }
+        let after = after.iter().map(|a| (*a).into()).collect();
+        Step { after, ..Step::new(id, StepKind::Probe, Side::Upgrade, Op::Readiness) }
     }
 
     #[test]

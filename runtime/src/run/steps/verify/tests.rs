@@ -59,19 +59,7 @@ fn check(id: &str, kind: CheckKind, retry: Option<Retry>) -> Check {
 const THREE_TRIES: Option<Retry> = Some(Retry { times: 2, interval_ms: 5 });
 
 fn step(kind: StepKind, op: Op, id: &str, item: Option<&str>) -> Step {
-    Step {
-        id: id.into(),
-        kind,
-        side: Side::Upgrade,
-        op,
-        after: Vec::new(),
-        action: None,
-        service: None,
-        env: None,
-        timeout_ms: None,
-        logs: Vec::new(),
-        item: item.map(str::to_owned),
-    }
+    Step { item: item.map(str::to_owned), ..Step::new(id, kind, Side::Upgrade, op) }
 }
 
 /// Runs one step on `sim` with `plan`: its result and the notes it sent.
