@@ -1,6 +1,8 @@
 //! Machine inventories (execution model 2.3): what a platform reports about itself, or a file
 //! that vendors and CI check plans against offline, and what the simulated platform is built from.
 
+pub mod linux;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -256,6 +258,9 @@ pub struct Inventory {
     #[serde(default)]
     pub software: Vec<Software>,
     pub simulation: Simulation,
+    /// A Linux host (`platform: linux`); `None` for the simulated machine.
+    #[serde(default)]
+    pub linux: Option<linux::LinuxMachine>,
 }
 
 impl Inventory {
@@ -285,6 +290,10 @@ impl Inventory {
 
     /// Extracts an inventory from a schema-valid tree and checks its cross references.
     fn from_node(root: &Node, file: FileId, diags: &mut Diagnostics) -> Self {
+        if linux::is_linux(root) {
+            return Self::linux(root, file, diags);
+        }
+        linux::check_not_linux(root, file, diags);
         let inventory = Self {
             model: text(root, "model").unwrap_or_default(),
             duplex: flag(root, "duplex", true),
@@ -300,10 +309,49 @@ impl Inventory {
             event_logs: names(root, "event_logs"),
             software: items(root, "software").iter().map(software).collect(),
             simulation: root.get("simulation").map(|s| simulation(&s.value)).unwrap_or_default(),
+            linux: None,
         };
         inventory.check_references(root, file, diags);
         check_versions(items(root, "software"), file, diags);
         inventory
+    }
+
+    /// A Linux machine file: what binding reads follows from its `linux` section.
+    fn linux(root: &Node, file: FileId, diags: &mut Diagnostics) -> Self {
+        let (machine, derived) = linux::machine(root, file, diags);
+        let section = root.get("linux").map(|e| &e.value);
+        let listed = |key: &str| section.map(|s| items(s, key)).unwrap_or_default();
+        for (key, what) in
+            [("trees", "tree"), ("data", "data path"), ("services", "service"), ("event_logs", "event log")]
+        {
+            for node in listed(key).iter().filter_map(|x| x.get("name")).map(|e| &e.value) {
+                let Some(name) = node.as_str() else { continue };
+                if let Some(problem) = name::problem(name) {
+                    diags.push(
+                        Diagnostic::error("duet::inventory::name", format!("{what} name {name:?} {problem}"))
+                            .at(Loc { file, span: node.span }, "not a usable name")
+                            .help(name::help(what)),
+                    );
+                }
+            }
+        }
+        unique(listed("services"), "name", "service", file, diags);
+        unique(listed("event_logs"), "name", "event log", file, diags);
+        unique(listed("software"), "name", "software", file, diags);
+        Self {
+            model: text(root, "model").unwrap_or_else(|| "Linux host".to_owned()),
+            duplex: true,
+            disks: derived.disks,
+            volumes: derived.volumes,
+            teams: Vec::new(),
+            vtms: Vec::new(),
+            remote_desktop: false,
+            services: derived.services,
+            event_logs: derived.event_logs,
+            software: derived.software,
+            simulation: Simulation::default(),
+            linux: Some(machine),
+        }
     }
 
     /// Usable, unique ids and names; volumes name listed disks; faults name listed services.
@@ -628,6 +676,7 @@ mod tests {
             event_logs: Vec::new(),
             software: Vec::new(),
             simulation: Simulation::default(),
+            linux: None,
         };
         let on = |p: &str| inventory.volume_of(Path::new(p)).map(|v| v.id.as_str());
         assert_eq!(on("/srv/data/x"), Some("data"));

@@ -23,6 +23,11 @@ mod view;
 /// Parses the command line, runs one command and says which exit code it decided (2 for usage
 /// errors, from clap).
 pub fn main() -> std::process::ExitCode {
+    // duet's own helper processes (the Upgrade Side's namespaces, background deletion) must
+    // start before anything else, while the process has one thread.
+    if let Some(code) = cli::helper() {
+        return std::process::ExitCode::from(code);
+    }
     std::process::ExitCode::from(cli::main().exit_code())
 }
 

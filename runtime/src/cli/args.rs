@@ -146,6 +146,22 @@ pub(crate) enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Adopt the trees of a Linux machine file: each becomes generation 1, its path a symlink (once; reversible)
+    Adopt {
+        /// The Linux machine file (`platform: linux`).
+        #[arg(long, value_name = "FILE")]
+        inventory: PathBuf,
+        /// Make each tree a plain directory again (its current generation).
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Write a machine file from this host (`--platform linux`): its trees, data paths and services
+    Inventory(InventoryArgs),
+    /// At boot, before the applications: a Linux machine merged and not committed goes back (or keeps the new version)
+    Recover {
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// The status bar (hardware | upgrade state | operational state, partner) and the services.
     Status {
         /// Machine-readable.
@@ -165,6 +181,31 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+}
+
+/// `duet inventory`.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct InventoryArgs {
+    /// The platform the machine file is for.
+    #[arg(long, value_enum)]
+    pub(crate) platform: InventoryPlatform,
+    /// An application tree, `NAME=PATH` (a system disk: split and swapped).
+    #[arg(long, value_name = "NAME=PATH", required = true)]
+    pub(crate) tree: Vec<String>,
+    /// A data path, `NAME=PATH` (shared, hidden from the Upgrade Side).
+    #[arg(long, value_name = "NAME=PATH")]
+    pub(crate) data: Vec<String>,
+    /// A service of systemd, `NAME=UNIT` (exec services are written by hand: docs/linux.md).
+    #[arg(long, value_name = "NAME=UNIT")]
+    pub(crate) systemd: Vec<String>,
+    /// Write the machine file here (atomically) instead of to stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum InventoryPlatform {
+    Linux,
 }
 
 /// Where duet keeps sessions and the simulated machine.

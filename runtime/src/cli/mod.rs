@@ -6,6 +6,7 @@ pub(crate) mod approve;
 pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
+pub(crate) mod linux;
 pub(crate) mod log;
 pub(crate) mod status;
 pub(crate) mod upgrade;
@@ -17,6 +18,12 @@ pub(crate) use crate::outcome::Outcome;
 use args::{Cli, Command};
 pub(crate) use context::Context;
 
+/// duet's hidden helper commands (`__upgrade-side`, `__purge`), if this process is one.
+pub(crate) fn helper() -> Option<u8> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    crate::platform::linux::side::helper(&args).or_else(|| crate::platform::linux::purge_main(&args))
+}
+
 /// Parses the command line and runs one command.
 pub(crate) fn main() -> Outcome {
     let cli = Cli::parse();
@@ -24,6 +31,9 @@ pub(crate) fn main() -> Outcome {
         Command::Check { plan, inventory, format } => check::check(&Options { plan, inventory }, format),
         Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
         Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
+        Command::Adopt { inventory, undo } => linux::adopt(&inventory, undo),
+        Command::Inventory(args) => linux::inventory(&args),
+        Command::Recover { run } => linux::recover(&run),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
         Command::Log { format, session, state } => {
             log::log(&Context::reading(&state).state, session.as_deref(), format)

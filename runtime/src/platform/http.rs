@@ -36,7 +36,7 @@ pub(crate) async fn get(url: &str, timeout: Duration) -> Result<HttpAnswer, Http
     }
 }
 
-fn get_blocking(url: &str, timeout: Duration) -> Result<HttpAnswer, HttpFailure> {
+pub(crate) fn get_blocking(url: &str, timeout: Duration) -> Result<HttpAnswer, HttpFailure> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)

@@ -9,6 +9,8 @@
 
 mod error;
 mod http;
+pub(crate) mod linux;
+mod machine;
 pub(crate) mod sim;
 
 pub(crate) use error::{PlatformError, PlatformErrorKind, PlatformResult};
@@ -27,11 +29,23 @@ pub(crate) use duet_contract::record::Severity;
 pub(crate) use duet_contract::status::Hardware;
 
 /// The machine a state directory drives, for a command that drives it: the one place that picks
-/// the platform (today the simulated one). Only when `may_build` (a command that may start a
-/// session, with none in progress) is it built the first time, or rebuilt from a different
-/// `inventory`; otherwise a missing or different machine is refused.
+/// the platform. A machine file that says `platform: linux` (or, with none given, a state
+/// directory that holds a Linux machine) is the Linux platform; anything else is the simulated
+/// one. Only when `may_build` (a command that may start a session, with none in progress) is it
+/// built the first time, or rebuilt from a different `inventory`; otherwise a missing or
+/// different machine is refused.
 pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<impl Platform + use<>> {
-    sim::Sim::open(root, inventory, may_build)
+    if is_linux(root, inventory) {
+        return linux::Linux::open(root, inventory, may_build).map(machine::Machine::Linux);
+    }
+    sim::Sim::open(root, inventory, may_build).map(machine::Machine::Sim)
+}
+
+fn is_linux(root: &Path, inventory: Option<&Path>) -> bool {
+    match inventory {
+        Some(path) => std::fs::read(path).is_ok_and(|text| linux::is_linux_file(&text)),
+        None => linux::Linux::state_file(root).exists(),
+    }
 }
 
 /// The machine as it is, for a command that only reads it (`status`): `None` when none was built
@@ -41,8 +55,11 @@ pub(crate) fn existing(
     inventory: Option<&Path>,
     in_session: bool,
 ) -> PlatformResult<Option<impl Platform + use<>>> {
+    if linux::Linux::state_file(root).exists() {
+        return linux::Linux::open(root, inventory, false).map(|m| Some(machine::Machine::Linux(m)));
+    }
     match sim::Sim::existing(root, inventory)? {
-        Some(machine) => Ok(Some(machine)),
+        Some(machine) => Ok(Some(machine::Machine::Sim(machine))),
         None if in_session => Err(PlatformError::refused(format!(
             "the simulated machine's state {} is missing, and a session is in progress on it",
             sim::Sim::state_file(root).display()

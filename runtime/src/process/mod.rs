@@ -45,6 +45,7 @@
 //! [`interrupt`] (signals to duet itself).
 
 mod capture;
+pub(crate) mod command;
 pub(crate) mod interrupt;
 mod marks;
 mod tree;
