@@ -9,6 +9,7 @@ mod formats;
 mod hints;
 mod hostile;
 mod leftovers;
+mod linux;
 mod machine;
 mod names;
 mod outputs;

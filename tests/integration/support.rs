@@ -36,6 +36,11 @@ impl Duet {
         self.command.spawn().expect("duet starts")
     }
 
+    /// Runs duet to its end, however it ends (for tests that have it killed).
+    pub(crate) fn output(mut self) -> std::process::Output {
+        self.command.output().expect("duet runs")
+    }
+
     pub(crate) fn in_dir(mut self, dir: &Path) -> Self {
         self.command.current_dir(dir);
         self

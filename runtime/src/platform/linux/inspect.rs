@@ -71,10 +71,11 @@ pub(crate) struct User {
     pub(crate) name: String,
 }
 
-/// Processes of this mount namespace (other than duet and `exclude`d process groups) whose
+/// Processes of this mount namespace (other than duet, the `exclude`d pids and their process
+/// groups) whose
 /// working directory, root, executable, open files or mapped files lie under `dir` (a real
 /// path). Sorted by pid.
-pub(crate) fn users(dir: &Path, exclude_groups: &BTreeSet<u32>) -> Vec<User> {
+pub(crate) fn users(dir: &Path, exclude: &BTreeSet<u32>) -> Vec<User> {
     let me = std::process::id();
     let my_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
@@ -83,7 +84,7 @@ pub(crate) fn users(dir: &Path, exclude_groups: &BTreeSet<u32>) -> Vec<User> {
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|&pid| pid != me)
         .filter(|&pid| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == my_ns)
-        .filter(|&pid| group_of(pid).is_none_or(|g| !exclude_groups.contains(&g)))
+        .filter(|&pid| !exclude.contains(&pid) && group_of(pid).is_none_or(|g| !exclude.contains(&g)))
         .filter(|&pid| uses(pid, dir))
         .map(|pid| User {
             pid,

@@ -327,10 +327,18 @@ impl Linux {
         service::running_pid(def, &tracked, place)
     }
 
-    /// Process groups of the services duet tracks (excluded from the busy check).
-    fn service_groups(&self) -> BTreeSet<u32> {
-        let state = self.snapshot();
-        state.production.values().chain(state.upgrade.values()).filter_map(|t| t.process.map(|(p, _)| p)).collect()
+    /// The processes of the machine file's services on the host (duet's, or a pid file's): the
+    /// busy check leaves them (and their process groups) out, since the merge stops them.
+    fn service_pids(&self, state: &LinuxState) -> BTreeSet<u32> {
+        let mut out: BTreeSet<u32> =
+            state.production.values().chain(state.upgrade.values()).filter_map(|t| t.process.map(|(p, _)| p)).collect();
+        for def in &self.machine().services {
+            let tracked = state.production.get(&def.name).cloned().unwrap_or_default();
+            if let Ok(Some(pid)) = service::running_pid(def, &tracked, Place::Host) {
+                out.insert(pid);
+            }
+        }
+        out
     }
 
     fn side_spec(&self, state: &LinuxState) -> side::SideSpec {
@@ -644,7 +652,7 @@ impl Platform for Linux {
         if state.holder.is_none_or(|h| !h.alive()) {
             found.push(readiness::side_down());
         }
-        let groups = self.service_groups();
+        let groups = self.service_pids(&state);
         for t in self.trees() {
             let Some(g) = state.trees.get(&t.name) else { continue };
             let old = std::fs::canonicalize(t.generation(g.production)).unwrap_or_else(|_| t.generation(g.production));
