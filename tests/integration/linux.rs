@@ -64,9 +64,19 @@ impl Host {
     /// A host whose machine file's `linux` section gets `machine_extra`, with the plan `plan_text`
     /// (ROOT stands for the host's directory in both).
     pub(crate) fn with(machine_extra: &str, plan_extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::build(tempfile::tempdir().expect("temp dir"), false, machine_extra, plan_extra)
+    }
+
+    /// A host in `dir`; with `subvolume`, its tree is a btrfs subvolume (`dir` is on btrfs).
+    fn build(dir: tempfile::TempDir, subvolume: bool, machine_extra: &str, plan_extra: &str) -> Self {
         let mark = format!("{}-{}", std::process::id(), dir.path().file_name().expect("name").to_string_lossy());
         let host = Self { dir, mark };
+        if subvolume {
+            std::fs::create_dir_all(host.path("opt")).expect("opt");
+            let made =
+                std::process::Command::new("btrfs").args(["subvolume", "create"]).arg(host.path("opt/app")).output();
+            assert!(made.expect("btrfs runs").status.success(), "btrfs subvolume create");
+        }
         host.write("opt/app/VERSION", "1.0.0\n");
         host.write("opt/app/bin/svc", SERVICE);
         host.write("opt/app/share/page.html", "<p>app 1</p>\n");
@@ -704,4 +714,88 @@ fn a_kill_at_every_record_boundary_of_an_abort_from_merge_ends_as_the_uninterrup
         return;
     }
     every_boundary(failing_check, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Root: btrfs on a loop device.
+
+/// A btrfs file system on a loop device, mounted in a temporary directory; unmounted and
+/// detached when dropped.
+struct Btrfs {
+    dir: tempfile::TempDir,
+    device: String,
+}
+
+impl Btrfs {
+    fn new() -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let image = dir.path().join("fs.img");
+        std::fs::File::create(&image).and_then(|f| f.set_len(400 << 20)).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("losetup").args(["--find", "--show"]).arg(&image).output();
+        let out = out.map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let fs = Self { dir, device };
+        let run = |program: &str, args: &[&std::ffi::OsStr]| -> Result<(), String> {
+            let out = std::process::Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{program}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        };
+        run("mkfs.btrfs", &["-q".as_ref(), fs.device.as_ref()])?;
+        std::fs::create_dir(fs.mount()).map_err(|e| e.to_string())?;
+        run("mount", &[fs.device.as_ref(), fs.mount().as_os_str()])?;
+        Ok(fs)
+    }
+
+    fn mount(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("--lazy").arg(self.mount()).status();
+        let _ = std::process::Command::new("losetup").args(["--detach", &self.device]).status();
+    }
+}
+
+#[test]
+fn on_btrfs_the_split_snapshots_the_subvolume_and_the_cycle_runs_to_the_commit() {
+    if !root_or_skip("on_btrfs") {
+        return;
+    }
+    if !crate::linux::installed("mkfs.btrfs") || !crate::linux::installed("btrfs") {
+        eprintln!("SKIPPED on_btrfs: mkfs.btrfs (btrfs-progs) is not installed; .ci/run installs it");
+        return;
+    }
+    let fs = match Btrfs::new() {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED on_btrfs: no btrfs on a loop device here: {why}");
+            return;
+        }
+    };
+    let host = Host::build(tempfile::tempdir_in(fs.mount()).expect("dir"), true, "", &plan("", "", ""));
+    let before = host.adopted_and_running();
+    host.duet(&["split", &host.plan(), "-q"]).code(0);
+    let state: serde_json::Value =
+        serde_json::from_str(&host.read("state/linux/state.json")).expect("the platform's state");
+    assert_eq!(state["trees"]["app"]["clone"], "snapshot", "{state:#}");
+    let inode = |rel: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(host.path(rel)).expect("stat"));
+    assert_eq!(inode("opt/.duet/app.gen/2"), 256, "generation 2 is a subvolume of its own");
+    host.duet(&["run", &host.plan(), "-q"]).code(0);
+    assert_eq!(host.read("opt/app/VERSION"), "2.0.0\n");
+    assert!(host.service_pid().is_some_and(|p| p != before));
+    host.purged();
+    assert_eq!(host.generations(), ["2"], "the old subvolume is deleted after the commit");
+    drop(host);
+}
+
+/// Whether a program is on PATH.
+pub(crate) fn installed(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }

@@ -114,3 +114,37 @@ fn uses(pid: u32, dir: &Path) -> bool {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     maps.lines().filter_map(|l| l.split_ascii_whitespace().nth(5)).any(|p| under(Path::new(p)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_names_what_was_added_removed_and_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/app.conf"), "a=1\n").unwrap();
+        std::fs::write(root.join("gone"), "x").unwrap();
+        let before = manifest(root);
+        assert!(drift(&before, &manifest(root)).is_empty(), "nothing changed");
+        std::fs::write(root.join("etc/app.conf"), "a=22\n").unwrap();
+        std::fs::remove_file(root.join("gone")).unwrap();
+        std::fs::write(root.join("new"), "y").unwrap();
+        assert_eq!(drift(&before, &manifest(root)), ["etc/app.conf", "gone", "new"]);
+    }
+
+    #[test]
+    fn a_process_working_in_a_tree_uses_it_unless_excluded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep").arg("60").current_dir(dir.path()).spawn().unwrap();
+        let pid = child.id();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let found = users(&real, &BTreeSet::new());
+        let excluded = users(&real, &BTreeSet::from([pid]));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.iter().any(|u| u.pid == pid && u.name == "sleep"), "{found:?}");
+        assert!(!excluded.iter().any(|u| u.pid == pid), "{excluded:?}");
+    }
+}

@@ -278,3 +278,97 @@ pub(crate) fn size_of(path: &Path) -> u64 {
     }
     total
 }
+
+/// Tier A of the Linux platform's tests: the generation and symlink logic, unprivileged, in
+/// temporary directories, every step repeated.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_in(dir: &Path) -> Tree {
+        let path = dir.join("opt/app");
+        std::fs::create_dir_all(path.join("bin")).unwrap();
+        std::fs::write(path.join("VERSION"), "1\n").unwrap();
+        std::fs::write(path.join("bin/run"), "#!/bin/sh\n").unwrap();
+        Tree { name: "app".into(), path }
+    }
+
+    #[test]
+    fn adoption_is_idempotent_finishes_a_half_done_one_and_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tree_in(dir.path());
+        assert_eq!(t.current().unwrap(), None);
+        assert_eq!(t.adopt().unwrap(), 1);
+        assert_eq!(t.adopt().unwrap(), 1, "again: nothing to do");
+        assert_eq!(std::fs::read_link(&t.path).unwrap(), Path::new(".duet/app.gen/1"));
+        assert_eq!(std::fs::read_to_string(t.path.join("VERSION")).unwrap(), "1\n");
+        // Killed between the move and the symlink: the next adoption finishes it.
+        std::fs::remove_file(&t.path).unwrap();
+        assert_eq!(t.adopt().unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(t.path.join("VERSION")).unwrap(), "1\n");
+        t.unadopt().unwrap();
+        t.unadopt().unwrap();
+        assert!(t.path.is_dir() && !t.path.is_symlink());
+        assert_eq!(std::fs::read_to_string(t.path.join("VERSION")).unwrap(), "1\n");
+        assert!(!dir.path().join("opt/.duet").exists(), "nothing of duet's is left");
+    }
+
+    #[test]
+    fn a_file_is_not_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("opt")).unwrap();
+        std::fs::write(dir.path().join("opt/app"), "").unwrap();
+        let t = Tree { name: "app".into(), path: dir.path().join("opt/app") };
+        assert!(t.adopt().unwrap_err().ends_with("is not a directory"));
+    }
+
+    #[test]
+    fn a_generation_is_copied_once_a_partial_copy_is_redone_and_the_swap_is_repeatable() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tree_in(dir.path());
+        t.adopt().unwrap();
+        // A copy cut short by a kill.
+        std::fs::create_dir_all(t.store().join(".2.partial/junk")).unwrap();
+        assert_eq!(t.clone_generation(1, 2).unwrap(), Clone::Copy);
+        assert!(!t.store().join(".2.partial").exists());
+        std::fs::write(t.generation(2).join("VERSION"), "2\n").unwrap();
+        assert_eq!(t.clone_generation(1, 2).unwrap(), Clone::Copy, "again: the generation is kept");
+        assert_eq!(std::fs::read_to_string(t.generation(2).join("VERSION")).unwrap(), "2\n");
+        assert!(t.generation(2).join("bin/run").exists(), "the whole tree was copied");
+        for _ in 0..2 {
+            t.point_at(2).unwrap();
+            assert_eq!(t.current().unwrap(), Some(2));
+            assert_eq!(std::fs::read_to_string(t.path.join("VERSION")).unwrap(), "2\n");
+        }
+        for _ in 0..2 {
+            t.point_at(1).unwrap();
+            assert_eq!(t.current().unwrap(), Some(1));
+        }
+        for _ in 0..2 {
+            t.discard(2).unwrap();
+        }
+        assert!(!t.generation(2).exists());
+        let trashed: Vec<_> = std::fs::read_dir(t.trash()).unwrap().collect();
+        assert_eq!(trashed.len(), 1, "one generation in the trash");
+        for entry in std::fs::read_dir(t.trash()).unwrap() {
+            remove_generation(&entry.unwrap().path()).unwrap();
+        }
+        assert_eq!(std::fs::read_dir(t.trash()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_duet_did_not_make_is_not_a_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("opt/elsewhere")).unwrap();
+        std::os::unix::fs::symlink("elsewhere", dir.path().join("opt/app")).unwrap();
+        let t = Tree { name: "app".into(), path: dir.path().join("opt/app") };
+        assert_eq!(t.current().unwrap(), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(unescape(r"/plain"), "/plain");
+        assert_eq!(unescape(r"/a\134b"), r"/a\b");
+    }
+}
