@@ -71,7 +71,7 @@ pub(crate) fn spawn_detached(argv: &[OsString], log: &Path, env: &[(String, Stri
 
 /// Starts `argv` detached like [`spawn_detached`], and waits until it prints its first line on
 /// stdout (a holder saying it is ready), which is returned; stderr goes to `log`.
-pub(crate) fn spawn_until_ready(argv: &[OsString], log: &Path) -> io::Result<(u32, String)> {
+pub(crate) fn spawn_until_ready(argv: &[OsString], log: &Path, env: &[(String, String)]) -> io::Result<(u32, String)> {
     let (program, rest) = argv.split_first().ok_or_else(|| io::Error::other("an empty command"))?;
     let err = OpenOptions::new().create(true).append(true).open(log)?;
     let mut command = std::process::Command::new(program);
@@ -81,6 +81,7 @@ pub(crate) fn spawn_until_ready(argv: &[OsString], log: &Path) -> io::Result<(u3
         .stdout(std::process::Stdio::piped())
         .stderr(err)
         .process_group(0);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     let mut child = command.spawn()?;
     let pid = child.id();
     let mut line = String::new();

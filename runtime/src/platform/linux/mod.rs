@@ -352,19 +352,17 @@ impl Linux {
         side::SideSpec { binds, hide, hostname: format!("{host}-upgrade") }
     }
 
-    /// Brings the Upgrade Side up (a holder that is already up is kept).
-    fn start_side(&self) -> PlatformResult<Holder> {
-        let state = self.snapshot();
+    /// Brings the Upgrade Side of `state`'s trees up (a recorded holder that is up is kept; one a
+    /// killed duet left unrecorded is stopped first). The caller records the holder.
+    async fn start_side(&self, state: &LinuxState) -> PlatformResult<Holder> {
         if let Some(holder) = state.holder.filter(|h| h.alive()) {
             return Ok(holder);
         }
-        let holder = side::start(&self.side_spec(&state), &self.dir.join("upgrade-side.log"))
-            .map_err(|why| PlatformError::refused(why).help("`duet readiness` checks what the Upgrade Side needs"))?;
-        self.change(|s| {
-            s.holder = Some(holder);
-            Ok(())
-        })?;
-        Ok(holder)
+        for stale in side::holders_of(&self.dir) {
+            stale.stop().await;
+        }
+        side::start(&self.side_spec(state), &self.dir, &self.dir.join("upgrade-side.log"))
+            .map_err(|why| PlatformError::refused(why).help("`duet readiness` checks what the Upgrade Side needs"))
     }
 
     async fn stop_side(&self) -> PlatformResult<()> {
@@ -404,8 +402,11 @@ impl Linux {
         })
     }
 
-    fn split(&self, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
-        let mut state = self.begin(Operation::Split)?;
+    /// The split: each tree's next generation (recorded with the intent, in one write), its
+    /// manifest, the clone, then the Upgrade Side; the result in one more write.
+    async fn split(&self, progress: &mut dyn FnMut(Progress)) -> PlatformResult<()> {
+        let mut state = self.snapshot();
+        state.pending = Some(Operation::Split);
         for t in self.trees() {
             let current =
                 t.current().map_err(|e| PlatformError::refused(format!("cannot read tree {}: {e}", t.name)))?;
@@ -413,11 +414,15 @@ impl Linux {
                 return Err(PlatformError::refused(format!("tree {} ({}) is not adopted", t.name, t.path.display()))
                     .help("run `duet adopt --inventory FILE` once, with the application stopped"));
             };
-            let generations = *state.trees.entry(t.name.clone()).or_insert(Generations {
+            state.trees.entry(t.name.clone()).or_insert(Generations {
                 production: current,
                 upgrade: current + 1,
                 clone: None,
             });
+        }
+        self.save(&state)?;
+        for t in self.trees() {
+            let generations = state.trees[&t.name];
             let manifest = inspect::manifest(&t.generation(generations.production));
             let file = self.dir.join("manifest").join(format!("{}.json", t.name));
             fsutil::create_dir_all_durable(file.parent().expect("a directory")).map_err(at("create", &file))?;
@@ -428,9 +433,9 @@ impl Linux {
                 .clone_generation(generations.production, generations.upgrade)
                 .map_err(|why| storage(why, "free space on the tree's file system, then run the command again"))?;
             state.trees.get_mut(&t.name).expect("inserted").clone = Some(method);
-            self.save(&state)?;
         }
-        let holder = self.start_side()?;
+        let holder = self.start_side(&state).await?;
+        state.holder = Some(holder);
         // The Upgrade Side boots as a copy of the Production Side: what runs there and starts
         // by itself starts on the Upgrade Side too (ExecuteSplit then stops it, as on the sim).
         let mut upgrade = BTreeMap::new();
@@ -444,18 +449,20 @@ impl Linux {
             };
             upgrade.insert(def.name.clone(), Tracked { startup: tracked.startup, process });
         }
-        self.change(|s| {
-            s.upgrade = upgrade;
-            s.phase = Phase::Split;
-            s.pending = None;
-            s.split_at = now_s();
-            Ok(())
-        })
+        state.upgrade = upgrade;
+        state.phase = Phase::Split;
+        state.pending = None;
+        state.split_at = now_s();
+        self.save(&state)
     }
 
+    /// The merge: the Upgrade Side goes, each tree's symlink swaps to the new generation. No
+    /// intent is recorded first (the shortest downtime): the symlinks say how far it got.
     async fn merge(&self) -> PlatformResult<()> {
-        let state = self.begin(Operation::Merge)?;
-        self.stop_side().await?;
+        let state = self.snapshot();
+        if let Some(holder) = state.holder {
+            holder.stop().await;
+        }
         for t in self.trees() {
             if let Some(g) = state.trees.get(&t.name) {
                 t.point_at(g.upgrade)
@@ -463,6 +470,10 @@ impl Linux {
             }
         }
         self.change(|s| {
+            s.holder = None;
+            for t in s.upgrade.values_mut() {
+                t.process = None;
+            }
             s.phase = Phase::Merged;
             s.pending = None;
             Ok(())
@@ -673,7 +684,7 @@ impl Platform for Linux {
         let phase = self.phase(&state);
         progress(Progress { message: format!("{op} in progress") });
         match (op, phase) {
-            (Operation::Split, Phase::Duplexed) => self.split(progress)?,
+            (Operation::Split, Phase::Duplexed) => self.split(progress).await?,
             (Operation::Merge, Phase::Split) => self.merge().await?,
             (Operation::Revert, Phase::Merged | Phase::Split) => self.revert().await?,
             (Operation::Abort, Phase::Split) => self.abort().await?,
@@ -869,7 +880,11 @@ impl Platform for Linux {
         }
         progress(Progress { message: "restart of the Upgrade Side in progress".into() });
         self.stop_side().await?;
-        let holder = self.start_side()?;
+        let holder = self.start_side(&self.snapshot()).await?;
+        self.change(|s| {
+            s.holder = Some(holder);
+            Ok(())
+        })?;
         let state = self.snapshot();
         let mut started = BTreeMap::new();
         for def in &self.machine().services {

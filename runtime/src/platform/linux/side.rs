@@ -98,13 +98,13 @@ impl Holder {
         signal_all(Signal::SIGTERM);
         let deadline = Instant::now() + TEARDOWN_GRACE;
         while !self.members().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         signal_all(Signal::SIGKILL);
         let _ = kill(command::pid(self.pid), Signal::SIGKILL);
         let deadline = Instant::now() + TEARDOWN_GRACE;
         while (self.alive() || !self.members().is_empty()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }
@@ -113,12 +113,31 @@ fn exe() -> OsString {
     std::env::current_exe().map_or_else(|_| "duet".into(), PathBuf::into_os_string)
 }
 
-/// Starts a holder for `spec`; its complaints go to `log`.
-pub(crate) fn start(spec: &SideSpec, log: &Path) -> Result<Holder, String> {
+/// The environment mark of a machine's holders: the platform's directory.
+const MARK: &str = "DUET_UPGRADE_SIDE_OF";
+
+/// Holders of the machine in `dir` (marked in their environment): a holder that a killed duet
+/// started but did not record is found and stopped before another is started.
+pub(crate) fn holders_of(dir: &Path) -> Vec<Holder> {
+    let wanted = [MARK.as_bytes(), b"=", dir.as_os_str().as_bytes()].concat();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == wanted))
+        })
+        .filter_map(|pid| command::start_time(pid).map(|started| Holder { pid, started }))
+        .collect()
+}
+
+/// Starts a holder for `spec`, marked as the machine in `dir`'s; its complaints go to `log`.
+pub(crate) fn start(spec: &SideSpec, dir: &Path, log: &Path) -> Result<Holder, String> {
     let json = serde_json::to_string(spec).map_err(|e| e.to_string())?;
     let argv = [exe(), HELPER.into(), "hold".into(), json.into()];
+    let mark = [(MARK.to_owned(), dir.display().to_string())];
     let (pid, line) =
-        command::spawn_until_ready(&argv, log).map_err(|e| format!("cannot start the Upgrade Side: {e}"))?;
+        command::spawn_until_ready(&argv, log, &mark).map_err(|e| format!("cannot start the Upgrade Side: {e}"))?;
     if line != "ready" {
         let why = line.strip_prefix("error: ").unwrap_or(if line.is_empty() { "it exited at once" } else { &line });
         return Err(format!("cannot start the Upgrade Side: {why} (its log: {})", log.display()));
