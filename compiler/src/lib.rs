@@ -17,6 +17,7 @@ pub mod duration;
 pub mod fuzzing;
 pub mod inventory;
 pub mod loader;
+pub mod lock;
 pub mod name;
 pub mod plan;
 pub mod render;
@@ -26,6 +27,7 @@ pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod text;
+pub mod trust;
 pub mod version;
 pub mod yaml;
 

@@ -1,0 +1,188 @@
+//! Pinned and signed includes (issue 16): an include may pin the SHA-256 of the template's
+//! bytes and/or require a minisign signature (`NAME.minisig` next to it) by a trusted key.
+//! Trusted keys come from the top-level plan's `trust:` and from a keyring directory of
+//! minisign `.pub` files. The bytes checked are the bytes parsed (one read), so what was
+//! verified is what the plan is made of and what a session snapshots.
+//!
+//! Signatures are verified by the `minisign-verify` crate; nothing here is cryptography.
+
+use std::path::Path;
+
+use minisign_verify::{PublicKey, Signature};
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::plan::{Include, Signer, TrustedKey};
+use crate::source::{self, ReadError, SourceFile, SourceMap, Verified};
+
+/// Where a keyring's keys and a signature are looked for.
+pub const SIGNATURE_SUFFIX: &str = ".minisig";
+pub const PUBLIC_KEY_SUFFIX: &str = ".pub";
+
+/// A public key duet trusts, with the name diagnostics and the snapshot call it by.
+#[derive(Clone, Debug)]
+pub struct Key {
+    pub name: String,
+    key: PublicKey,
+}
+
+/// SHA-256 of some bytes, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// The keys of a keyring directory: each `NAME.pub` file (minisign's public key format) is the
+/// key `NAME`. An unreadable directory or key file is an error naming it.
+pub fn load_keyring(dir: &Path, diags: &mut Diagnostics) -> Vec<Key> {
+    let shown = dir.display();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            diags.push(
+                Diagnostic::error("duet::trust::keyring", format!("cannot read the keyring directory `{shown}`: {e}"))
+                    .in_file(shown.to_string())
+                    .help("name a directory of minisign public keys (NAME.pub), or leave out --keyring"),
+            );
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+        .collect();
+    files.sort();
+    let mut keys = Vec::new();
+    for path in files {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let parsed = source::read_text(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|(_, text)| PublicKey::decode(text.trim()).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(key) => keys.push(Key { name, key }),
+            Err(why) => diags.push(
+                Diagnostic::error(
+                    "duet::trust::key",
+                    format!("`{}` is not a minisign public key: {why}", path.display()),
+                )
+                .in_file(path.display().to_string())
+                .help("a key file is the two lines `duet keygen` or `minisign -G` writes to NAME.pub"),
+            ),
+        }
+    }
+    keys
+}
+
+/// The top-level plan's `trust:` keys; one that does not decode is an error at it.
+pub fn plan_keys(trust: &[TrustedKey], diags: &mut Diagnostics) -> Vec<Key> {
+    trust
+        .iter()
+        .filter_map(|t| match PublicKey::from_base64(t.key.trim()) {
+            Ok(key) => Some(Key { name: t.name.clone(), key }),
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error("duet::trust::key", format!("the key of `{}` is not a minisign public key: {e}", t.name))
+                        .at(t.loc, "not a public key")
+                        .help("write the second line of the vendor's .pub file (it starts with `RW`)"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// Checks an included file against its include's pin and signature requirement. `path` is
+/// where it was read (its signature is `path.minisig`). The diagnostic is at the include.
+pub fn verify(rule: &Include, path: &Path, file: &SourceFile, keys: &[Key]) -> Result<Verified, Box<Diagnostic>> {
+    let raw = file.raw_bytes();
+    let sha256 = sha256_hex(&raw);
+    let name = &rule.file.value;
+    let at = rule.file.loc;
+    if let Some(pin) = &rule.sha256 {
+        if pin.value != sha256 {
+            return Err(Box::new(
+                Diagnostic::error("duet::include::hash-mismatch", format!("`{name}` does not match the sha256 pinned for it"))
+                    .at(at, "content changed")
+                    .related(pin.loc, "pinned here")
+                    .help(format!(
+                        "its sha256 is now {sha256}: if this is the template version you mean to use, pin that; otherwise restore the file the pin was made for"
+                    )),
+            ));
+        }
+    }
+    let Some(signed) = &rule.signed else {
+        return Ok(Verified { sha256, signed_by: None });
+    };
+    let sig_name = format!("{name}{SIGNATURE_SUFFIX}");
+    let mut sig_path = path.as_os_str().to_owned();
+    sig_path.push(SIGNATURE_SUFFIX);
+    let text = match source::read_text(Path::new(&sig_path)) {
+        Ok((_, text)) => text,
+        Err(ReadError::NotFound) => {
+            return Err(Box::new(
+                Diagnostic::error("duet::include::unsigned", format!("`{name}` is not signed, but this include requires a signature"))
+                    .at(at, format!("no `{sig_name}` next to it"))
+                    .related(signed.loc, "signature required here")
+                    .help(format!("the template's vendor ships `{sig_name}` with it (`duet sign`): put it next to `{name}`")),
+            ));
+        }
+        Err(e) => return Err(Box::new(bad_signature(rule, format!("cannot read its signature `{sig_name}`: {e}")))),
+    };
+    let signature = Signature::decode(&text)
+        .map_err(|e| Box::new(bad_signature(rule, format!("`{sig_name}` is not a minisign signature: {e}"))))?;
+    let wanted: Vec<&Key> = match &signed.value {
+        Signer::Any => keys.iter().collect(),
+        Signer::Named(n) => keys.iter().filter(|k| &k.name == n).collect(),
+    };
+    for key in &wanted {
+        match key.key.verify(&raw, &signature, false) {
+            Ok(()) => return Ok(Verified { sha256, signed_by: Some((key.name.clone(), text)) }),
+            Err(minisign_verify::Error::UnexpectedKeyId) => {}
+            Err(e) => {
+                return Err(Box::new(bad_signature(
+                    rule,
+                    format!("its signature by `{}` does not match its content ({e}): it was changed after it was signed", key.name),
+                )));
+            }
+        }
+    }
+    let other = keys.iter().find(|k| k.key.verify(&raw, &signature, false).is_ok());
+    let (message, help) = match (&signed.value, other) {
+        (Signer::Named(n), Some(other)) => (
+            format!("`{name}` is signed by `{}`, but this include requires a signature by `{n}`", other.name),
+            format!("ask `{n}` for a signed copy, or require `signed: {}` if that key is the vendor's", other.name),
+        ),
+        _ if keys.is_empty() => (
+            format!("`{name}` is signed, but no key is trusted to sign templates"),
+            "add the vendor's public key to `trust:` in the top-level plan, or put its .pub file in the --keyring directory".to_owned(),
+        ),
+        _ => (
+            format!("`{name}` is signed by a key that is not trusted"),
+            "check where the template came from; trust its vendor's key in `trust:` or the --keyring directory only if it is theirs".to_owned(),
+        ),
+    };
+    Err(Box::new(
+        Diagnostic::error("duet::include::untrusted-key", message)
+            .at(at, "untrusted signature")
+            .related(signed.loc, "signature required here")
+            .help(help),
+    ))
+}
+
+fn bad_signature(rule: &Include, why: String) -> Diagnostic {
+    Diagnostic::error("duet::include::bad-signature", format!("`{}` fails its signature check: {why}", rule.file.value))
+        .at(rule.file.loc, "signature does not verify")
+        .help("do not use this copy: get the template and its .minisig from the vendor again")
+}
+
+/// Records that a file already loaded passed another include's check.
+pub(crate) fn mark(sources: &mut SourceMap, file: crate::source::FileId, verified: Verified) {
+    let slot = &mut sources.get_mut(file).verified;
+    match slot {
+        Some(old) if old.signed_by.is_some() => {}
+        _ => *slot = Some(verified),
+    }
+}
