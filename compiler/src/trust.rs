@@ -186,3 +186,145 @@ pub(crate) fn mark(sources: &mut SourceMap, file: crate::source::FileId, verifie
         _ => *slot = Some(verified),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use minisign::KeyPair;
+
+    use super::sha256_hex;
+    use crate::compile::{Options, compile};
+    use crate::testing::{Tree, expect_at, expect_clean, found};
+
+    const TEMPLATE: &str = "version: 1\nservices: [MSSQLSERVER]\n";
+
+    /// A vendor's key pair: the public key as `trust:` writes it, and a signer.
+    struct Vendor {
+        pair: KeyPair,
+    }
+
+    impl Vendor {
+        fn new() -> Self {
+            Self { pair: KeyPair::generate_unencrypted_keypair().unwrap() }
+        }
+
+        fn public(&self) -> String {
+            self.pair.pk.to_base64()
+        }
+
+        fn sign(&self, bytes: &[u8]) -> String {
+            minisign::sign(Some(&self.pair.pk), &self.pair.sk, bytes, Some("duet test"), None).unwrap().into_string()
+        }
+    }
+
+    fn site(include: &str, trust: &str) -> String {
+        format!("version: 1\ninclude:\n  - {include}\n{trust}")
+    }
+
+    fn trusting(vendor: &Vendor, name: &str) -> String {
+        format!("trust:\n  - {{name: {name}, key: {}}}\n", vendor.public())
+    }
+
+    #[test]
+    fn a_pinned_include_with_the_right_hash_loads_and_a_wrong_one_is_refused_at_the_include() {
+        let sha = sha256_hex(TEMPLATE.as_bytes());
+        let t = Tree::new(&[
+            ("site.yaml", &site(&format!("{{file: vendor.yaml, sha256: {}}}", sha.to_uppercase()), "")),
+            ("vendor.yaml", TEMPLATE),
+        ]);
+        let c = t.compile("site.yaml");
+        expect_clean(&c);
+        assert_eq!(c.compiled.as_ref().unwrap().sources[0].sha256.as_deref(), Some(sha.as_str()));
+
+        let wrong = sha256_hex(b"another version");
+        let t = Tree::new(&[
+            ("site.yaml", &site(&format!("{{file: vendor.yaml, sha256: {wrong}}}"), "")),
+            ("vendor.yaml", TEMPLATE),
+        ]);
+        let c = t.compile("site.yaml");
+        let m = expect_at(&c, "duet::include::hash-mismatch", "site.yaml", 3, 12);
+        assert_eq!(m, "`vendor.yaml` does not match the sha256 pinned for it");
+        let d = c.diagnostics.iter().find(|d| d.code == "duet::include::hash-mismatch").unwrap();
+        assert!(d.help.as_deref().unwrap().contains(&sha), "the help names the file's real hash: {:?}", d.help);
+        assert!(c.compiled.is_none());
+    }
+
+    #[test]
+    fn a_signed_template_verifies_and_one_changed_byte_fails() {
+        let vendor = Vendor::new();
+        let plan = site("{file: vendor.yaml, signed: true}", &trusting(&vendor, "Contoso"));
+        let sig = vendor.sign(TEMPLATE.as_bytes());
+        let t = Tree::new(&[("site.yaml", &plan), ("vendor.yaml", TEMPLATE), ("vendor.yaml.minisig", &sig)]);
+        let c = t.compile("site.yaml");
+        expect_clean(&c);
+        assert_eq!(c.compiled.as_ref().unwrap().sources[0].signed_by.as_deref(), Some("Contoso"));
+
+        let tampered = TEMPLATE.replace("MSSQLSERVER", "MSSQLSERVEX");
+        assert_eq!(tampered.len(), TEMPLATE.len());
+        let t = Tree::new(&[("site.yaml", &plan), ("vendor.yaml", &tampered), ("vendor.yaml.minisig", &sig)]);
+        let c = t.compile("site.yaml");
+        let m = expect_at(&c, "duet::include::bad-signature", "site.yaml", 3, 12);
+        assert!(m.contains("its signature by `Contoso` does not match its content"), "{m}");
+        assert_eq!(found(&c).iter().filter(|f| f.file == "vendor.yaml").count(), 0, "a refused template contributes nothing");
+    }
+
+    #[test]
+    fn a_signature_by_an_untrusted_key_or_none_at_all_is_refused() {
+        let (vendor, stranger) = (Vendor::new(), Vendor::new());
+        let plan = site("{file: vendor.yaml, signed: true}", &trusting(&vendor, "Contoso"));
+        let t = Tree::new(&[
+            ("site.yaml", &plan),
+            ("vendor.yaml", TEMPLATE),
+            ("vendor.yaml.minisig", &stranger.sign(TEMPLATE.as_bytes())),
+        ]);
+        let m = expect_at(&t.compile("site.yaml"), "duet::include::untrusted-key", "site.yaml", 3, 12);
+        assert_eq!(m, "`vendor.yaml` is signed by a key that is not trusted");
+
+        let t = Tree::new(&[("site.yaml", &plan), ("vendor.yaml", TEMPLATE)]);
+        let m = expect_at(&t.compile("site.yaml"), "duet::include::unsigned", "site.yaml", 3, 12);
+        assert_eq!(m, "`vendor.yaml` is not signed, but this include requires a signature");
+
+        let t = Tree::new(&[("site.yaml", &plan), ("vendor.yaml", TEMPLATE), ("vendor.yaml.minisig", "garbage\n")]);
+        expect_at(&t.compile("site.yaml"), "duet::include::bad-signature", "site.yaml", 3, 12);
+    }
+
+    #[test]
+    fn signed_by_name_requires_that_key_and_the_keyring_directory_is_trusted_too() {
+        let (vendor, other) = (Vendor::new(), Vendor::new());
+        let trust = format!("{}  - {{name: Fabrikam, key: {}}}\n", trusting(&vendor, "Contoso"), other.public());
+        let files = |plan: String| {
+            Tree::new(&[
+                ("site.yaml", &plan),
+                ("vendor.yaml", TEMPLATE),
+                ("vendor.yaml.minisig", &other.sign(TEMPLATE.as_bytes())),
+                ("keys/Fabrikam.pub", &format!("untrusted comment: minisign public key\n{}\n", other.public())),
+            ])
+        };
+        let t = files(site("{file: vendor.yaml, signed: Contoso}", &trust));
+        let m = expect_at(&t.compile("site.yaml"), "duet::include::untrusted-key", "site.yaml", 3, 12);
+        assert_eq!(m, "`vendor.yaml` is signed by `Fabrikam`, but this include requires a signature by `Contoso`");
+
+        let t = files(site("{file: vendor.yaml, signed: Fabrikam}", ""));
+        let plain = compile(&Options { plan: t.path("site.yaml"), inventory: None, keyring: None });
+        let m = expect_at(&plain, "duet::include::untrusted-key", "site.yaml", 3, 12);
+        assert_eq!(m, "`vendor.yaml` is signed, but no key is trusted to sign templates");
+        let keyring = compile(&Options { plan: t.path("site.yaml"), inventory: None, keyring: Some(t.path("keys")) });
+        expect_clean(&keyring);
+        assert_eq!(keyring.compiled.unwrap().sources[0].signed_by.as_deref(), Some("Fabrikam"));
+    }
+
+    #[test]
+    fn a_diamond_checks_every_include_and_an_included_trust_is_ignored() {
+        let vendor = Vendor::new();
+        let t = Tree::new(&[
+            ("site.yaml", "version: 1\ninclude: [vendor.yaml, mid.yaml]\n"),
+            ("mid.yaml", &format!("version: 1\ninclude: [{{file: vendor.yaml, sha256: {}}}]\n{}", sha256_hex(b"x"), trusting(&vendor, "Self"))),
+            ("vendor.yaml", TEMPLATE),
+        ]);
+        let c = t.compile("site.yaml");
+        expect_at(&c, "duet::include::hash-mismatch", "mid.yaml", 2, 18);
+        expect_at(&c, "duet::trust::ignored", "mid.yaml", 4, 23);
+
+        let t = Tree::new(&[("site.yaml", "version: 1\ntrust:\n  - {name: Bad, key: RWQnotakey}\n")]);
+        expect_at(&t.compile("site.yaml"), "duet::trust::key", "site.yaml", 3, 22);
+    }
+}
