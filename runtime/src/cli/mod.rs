@@ -7,6 +7,7 @@ pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
 pub(crate) mod log;
+pub(crate) mod sign;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
@@ -21,9 +22,17 @@ pub(crate) use context::Context;
 pub(crate) fn main() -> Outcome {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { plan, inventory, format } => check::check(&Options { plan, inventory }, format),
-        Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
-        Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
+        Command::Check { plan, inventory, format, keyring } => {
+            check::check(&Options { plan, inventory, keyring }, format)
+        }
+        Command::Compile { plan, inventory, format, keyring } => {
+            check::compile_plan(&Options { plan, inventory, keyring }, format)
+        }
+        Command::Explain { plan, key, inventory, keyring } => {
+            check::explain(&Options { plan, inventory, keyring }, key.as_deref())
+        }
+        Command::Keygen { out } => sign::keygen(&out),
+        Command::Sign { file, key, comment } => sign::sign(&file, &key, comment.as_deref()),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
         Command::Log { format, session, state } => {
             log::log(&Context::reading(&state).state, session.as_deref(), format)
