@@ -522,7 +522,7 @@ fn cannot_run_on(progress: &Progress) -> Error {
 
 /// `duet run PLAN` continues the session in progress only if it was started from PLAN.
 fn same_plan(session: &Session, plan: &Path) -> Result<()> {
-    let ours = session.compiled.sources.first().map(|s| PathBuf::from(&s.path));
+    let ours = session.compiled.sources.last().map(|s| PathBuf::from(&s.path));
     if ours.is_some() && std::fs::canonicalize(plan).ok() == ours {
         return Ok(());
     }
