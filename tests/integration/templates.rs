@@ -266,3 +266,58 @@ fn junit_cases(xml: &str) -> Vec<(String, Option<String>)> {
     assert!(depth > 0, "no test case in\n{xml}");
     cases
 }
+
+/// Every plan in the template library checks clean (no error, no warning) without and with the
+/// library's inventory, rehearses on the simulator from readiness to finish, and has its line
+/// in the library's README.
+#[test]
+fn every_template_in_the_library_checks_clean_and_rehearses_on_the_sim() {
+    const INVENTORY: &str = "plans/machines/library.yaml";
+    let readme = std::fs::read_to_string(repo().join("plans/templates/README.md")).unwrap();
+    let mut plans: Vec<String> = std::fs::read_dir(repo().join("plans/templates"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    plans.sort();
+    assert!(plans.len() >= 10, "eight templates and two site plans: {plans:?}");
+    for name in &plans {
+        assert!(readme.contains(&format!("| `{name}` |")), "plans/templates/README.md has no line for {name}");
+        let plan = format!("plans/templates/{name}");
+        for args in [vec!["check", plan.as_str()], vec!["check", plan.as_str(), "--inventory", INVENTORY]] {
+            let run = duet(&args).run();
+            run.code(0).stdout_has(&format!("{plan}: valid"));
+            assert!(!run.stderr.contains("warning"), "{args:?} warned:\n{}", run.stderr);
+        }
+        let state = tempfile::tempdir().unwrap();
+        let state = state.path().display().to_string();
+        let run = duet(&["run", &plan, "--inventory", INVENTORY, "--state-dir", &state]).run();
+        run.code(0).stdout_has("Finish (Idle)").stdout_has("Fault Tolerant | Idle | Ready");
+        if !name.starts_with("site-") {
+            assert!(run.stdout.contains("action:"), "{name} ran its actions:\n{}", run.stdout);
+        }
+    }
+}
+
+/// The library's site plan is refused what its template locks, and a template that is not the
+/// one it pinned.
+#[test]
+fn the_library_site_plan_is_refused_a_locked_change_and_another_template_version() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["sqlserver.yaml", "site-sql01.yaml"] {
+        std::fs::copy(repo().join("plans/templates").join(name), dir.path().join(name)).unwrap();
+    }
+    let site = std::fs::read_to_string(dir.path().join("site-sql01.yaml")).unwrap();
+    let locked = site.replace("    timeout: 15m", "    timeout: 15m\n    args: [checkpoint, master]");
+    std::fs::write(dir.path().join("site-sql01.yaml"), &locked).unwrap();
+    let run = duet(&["check", "site-sql01.yaml"]).in_dir(dir.path()).run();
+    run.code(1)
+        .stderr_has("`args` of action `sql-checkpoint` is locked by `sqlserver.yaml`")
+        .stderr_has("locked here: the Upgrade Side must start from clean pages");
+
+    std::fs::write(dir.path().join("site-sql01.yaml"), &site).unwrap();
+    let template = std::fs::read_to_string(dir.path().join("sqlserver.yaml")).unwrap();
+    std::fs::write(dir.path().join("sqlserver.yaml"), template.replace("timeout: 5m", "timeout: 6m")).unwrap();
+    let run = duet(&["check", "site-sql01.yaml"]).in_dir(dir.path()).run();
+    run.code(1).stderr_has("`sqlserver.yaml` does not match the sha256 pinned for it");
+}
