@@ -307,7 +307,8 @@ impl Loader<'_> {
             .into_iter()
             .map(|i| (dir.join(&i.file.value), display_dir.join(&i.file.value).display().to_string(), i))
             .collect();
-        let jobs: Vec<(PathBuf, String, Loc)> = children.iter().map(|(p, d, i)| (p.clone(), d.clone(), i.file.loc)).collect();
+        let jobs: Vec<(PathBuf, String, Loc)> =
+            children.iter().map(|(p, d, i)| (p.clone(), d.clone(), i.file.loc)).collect();
         self.prepare_new(&jobs);
         for (path, child_display, rule) in children {
             if let Some(child) = self.visit(&path, child_display, Some(&rule)) {

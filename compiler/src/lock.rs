@@ -16,7 +16,8 @@ use crate::suggest;
 
 /// The field names `locked:` accepts for an entry of this kind, as written.
 pub fn lockable(kind: Kind) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = explain::fields(kind).iter().map(|(f, _)| *f).filter(|f| *f != "check").collect();
+    let mut names: Vec<&'static str> =
+        explain::fields(kind).iter().map(|(f, _)| *f).filter(|f| *f != "check").collect();
     if kind == Kind::Check {
         names.extend(["run", "http", "version"]);
     }
@@ -65,7 +66,8 @@ fn find(tree: &PlanTree, sources: &SourceMap, diags: &mut Diagnostics) -> Vec<(u
                 } else {
                     format!("`{}` of {what} is locked by `{template}`", shown(field))
                 };
-                let why = lock.reason.as_deref().map_or_else(|| "locked here".to_owned(), |r| format!("locked here: {r}"));
+                let why =
+                    lock.reason.as_deref().map_or_else(|| "locked here".to_owned(), |r| format!("locked here: {r}"));
                 diags.push(
                     Diagnostic::error("duet::lock::overridden", message)
                         .at(setting.loc, "changed here")
@@ -240,10 +242,13 @@ actions:
         let t = tree(&[("site.yaml", "version: 1\ninclude: [vendor.yaml]\n")]);
         let c = t.compile("site.yaml");
         expect_clean(&c);
-        let text = crate::render::explain::render(c.resolved.as_ref().unwrap(), &c.sources, Some("action:sql-stop")).unwrap();
+        let text =
+            crate::render::explain::render(c.resolved.as_ref().unwrap(), &c.sources, Some("action:sql-stop")).unwrap();
         assert!(text.contains("vendor.yaml:11 (timeout, args): the vendor tested these values"), "{text}");
         assert!(text.lines().any(|l| l.trim_start().starts_with("timeout") && l.ends_with("(locked)")), "{text}");
-        let text = crate::render::explain::render(c.resolved.as_ref().unwrap(), &c.sources, Some("service:MSSQLSERVER")).unwrap();
+        let text =
+            crate::render::explain::render(c.resolved.as_ref().unwrap(), &c.sources, Some("service:MSSQLSERVER"))
+                .unwrap();
         assert!(text.contains("vendor.yaml:4 (the whole entry)"), "{text}");
         assert!(text.contains("default (locked)"), "{text}");
     }

@@ -488,7 +488,11 @@ impl Extractor<'_> {
             .iter()
             .filter_map(|item| {
                 let key = item.get("key")?;
-                Some(TrustedKey { name: text(item, "name")?, key: key.value.as_str()?.to_owned(), loc: self.loc(key.value.span) })
+                Some(TrustedKey {
+                    name: text(item, "name")?,
+                    key: key.value.as_str()?.to_owned(),
+                    loc: self.loc(key.value.span),
+                })
             })
             .collect()
     }
@@ -511,7 +515,6 @@ impl Extractor<'_> {
                 let signed = item.get("signed").and_then(|e| {
                     let signer = match (&e.value.value, e.value.as_bool()) {
                         (_, Some(true)) => Signer::Any,
-                        (_, Some(false)) => return None,
                         (Value::Str(name), None) => Signer::Named(name.clone()),
                         _ => return None,
                     };

@@ -84,9 +84,12 @@ pub fn plan_keys(trust: &[TrustedKey], diags: &mut Diagnostics) -> Vec<Key> {
             Ok(key) => Some(Key { name: t.name.clone(), key }),
             Err(e) => {
                 diags.push(
-                    Diagnostic::error("duet::trust::key", format!("the key of `{}` is not a minisign public key: {e}", t.name))
-                        .at(t.loc, "not a public key")
-                        .help("write the second line of the vendor's .pub file (it starts with `RW`)"),
+                    Diagnostic::error(
+                        "duet::trust::key",
+                        format!("the key of `{}` is not a minisign public key: {e}", t.name),
+                    )
+                    .at(t.loc, "not a public key")
+                    .help("write the second line of the vendor's .pub file (it starts with `RW`)"),
                 );
                 None
             }
@@ -123,16 +126,21 @@ pub fn verify(rule: &Include, path: &Path, file: &SourceFile, keys: &[Key]) -> R
         Ok((_, text)) => text,
         Err(ReadError::NotFound) => {
             return Err(Box::new(
-                Diagnostic::error("duet::include::unsigned", format!("`{name}` is not signed, but this include requires a signature"))
-                    .at(at, format!("no `{sig_name}` next to it"))
-                    .related(signed.loc, "signature required here")
-                    .help(format!("the template's vendor ships `{sig_name}` with it (`duet sign`): put it next to `{name}`")),
+                Diagnostic::error(
+                    "duet::include::unsigned",
+                    format!("`{name}` is not signed, but this include requires a signature"),
+                )
+                .at(at, format!("no `{sig_name}` next to it"))
+                .related(signed.loc, "signature required here")
+                .help(format!(
+                    "the template's vendor ships `{sig_name}` with it (`duet sign`): put it next to `{name}`"
+                )),
             ));
         }
-        Err(e) => return Err(Box::new(bad_signature(rule, format!("cannot read its signature `{sig_name}`: {e}")))),
+        Err(e) => return Err(Box::new(bad_signature(rule, &format!("cannot read its signature `{sig_name}`: {e}")))),
     };
     let signature = Signature::decode(&text)
-        .map_err(|e| Box::new(bad_signature(rule, format!("`{sig_name}` is not a minisign signature: {e}"))))?;
+        .map_err(|e| Box::new(bad_signature(rule, &format!("`{sig_name}` is not a minisign signature: {e}"))))?;
     let wanted: Vec<&Key> = match &signed.value {
         Signer::Any => keys.iter().collect(),
         Signer::Named(n) => keys.iter().filter(|k| &k.name == n).collect(),
@@ -144,7 +152,10 @@ pub fn verify(rule: &Include, path: &Path, file: &SourceFile, keys: &[Key]) -> R
             Err(e) => {
                 return Err(Box::new(bad_signature(
                     rule,
-                    format!("its signature by `{}` does not match its content ({e}): it was changed after it was signed", key.name),
+                    &format!(
+                        "its signature by `{}` does not match its content ({e}): it was changed after it was signed",
+                        key.name
+                    ),
                 )));
             }
         }
@@ -172,7 +183,7 @@ pub fn verify(rule: &Include, path: &Path, file: &SourceFile, keys: &[Key]) -> R
     ))
 }
 
-fn bad_signature(rule: &Include, why: String) -> Diagnostic {
+fn bad_signature(rule: &Include, why: &str) -> Diagnostic {
     Diagnostic::error("duet::include::bad-signature", format!("`{}` fails its signature check: {why}", rule.file.value))
         .at(rule.file.loc, "signature does not verify")
         .help("do not use this copy: get the template and its .minisig from the vendor again")
@@ -264,7 +275,11 @@ mod tests {
         let c = t.compile("site.yaml");
         let m = expect_at(&c, "duet::include::bad-signature", "site.yaml", 3, 12);
         assert!(m.contains("its signature by `Contoso` does not match its content"), "{m}");
-        assert_eq!(found(&c).iter().filter(|f| f.file == "vendor.yaml").count(), 0, "a refused template contributes nothing");
+        assert_eq!(
+            found(&c).iter().filter(|f| f.file == "vendor.yaml").count(),
+            0,
+            "a refused template contributes nothing"
+        );
     }
 
     #[test]
@@ -317,7 +332,14 @@ mod tests {
         let vendor = Vendor::new();
         let t = Tree::new(&[
             ("site.yaml", "version: 1\ninclude: [vendor.yaml, mid.yaml]\n"),
-            ("mid.yaml", &format!("version: 1\ninclude: [{{file: vendor.yaml, sha256: {}}}]\n{}", sha256_hex(b"x"), trusting(&vendor, "Self"))),
+            (
+                "mid.yaml",
+                &format!(
+                    "version: 1\ninclude: [{{file: vendor.yaml, sha256: {}}}]\n{}",
+                    sha256_hex(b"x"),
+                    trusting(&vendor, "Self")
+                ),
+            ),
             ("vendor.yaml", TEMPLATE),
         ]);
         let c = t.compile("site.yaml");

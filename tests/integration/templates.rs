@@ -2,8 +2,10 @@
 //! template verified from a keyring directory, its session snapshot when the template is
 //! swapped mid-session, interoperability with the `minisign` tool, locked fields in `duet
 //! check` and `duet explain`, and the CI formats: SARIF validated against the published
-//! SARIF 2.1.0 schema (vendored in `data/`), JUnit read by an XML parser.
+//! SARIF 2.1.0 schema (vendored in `data/`), `JUnit` read by an XML parser.
 
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -13,7 +15,7 @@ use crate::support::{duet, indoc, repo, tree};
 
 /// The vendor's template in the rig: its stop action runs the recorder with the vendor's
 /// arguments, which a site may not change.
-const VENDOR: &str = r#"version: 1
+const VENDOR: &str = r"version: 1
 title: vendor template
 services: [AppServer]
 actions:
@@ -22,7 +24,7 @@ actions:
     args: [stop, vendor-args]
     control: stop
     locked: {fields: [args], reason: the vendor's tested shutdown}
-"#;
+";
 
 const SITE: &str = "version: 1
 title: site
@@ -32,7 +34,10 @@ include:
 ";
 
 fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes).iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Keys made and a file signed by the binary, in `dir`.
@@ -41,7 +46,6 @@ fn keygen_and_sign(dir: &Path, name: &str, file: &Path) -> String {
     let made = duet(&["keygen", &out]).run();
     made.code(0).stdout_has("trust:");
     let secret = dir.join(format!("{name}.key"));
-    use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600, "the secret key is private");
     duet(&["keygen", &out]).run().code(1).stderr_has("already exists");
     let signed = duet(&["sign", &file.display().to_string(), "--key", &secret.display().to_string()]).run();
@@ -67,7 +71,8 @@ fn a_signed_template_is_verified_and_its_verified_bytes_are_what_the_session_run
     // The snapshot holds the bytes verified, their hash and signer, and the signature.
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(m.state().join("session/plan/sources.json")).unwrap()).unwrap();
-    let vendor = manifest.as_array().unwrap().iter().find(|f| f["file"].as_str().unwrap().ends_with("vendor.yaml")).unwrap();
+    let vendor =
+        manifest.as_array().unwrap().iter().find(|f| f["file"].as_str().unwrap().ends_with("vendor.yaml")).unwrap();
     assert_eq!(vendor["signed_by"], "contoso");
     assert_eq!(vendor["sha256"], hex(VENDOR.as_bytes()).as_str());
     let snapshot = m.state().join("session").join(vendor["snapshot"].as_str().unwrap());
@@ -91,7 +96,8 @@ fn tampered_untrusted_unsigned_and_mispinned_templates_are_refused_at_the_includ
     let dir = tree(&[("vendor.yaml", VENDOR.as_bytes())]);
     let public = keygen_and_sign(dir.path(), "contoso", &dir.path().join("vendor.yaml"));
     let key = public.lines().nth(1).unwrap();
-    let site = |include: &str| format!("version: 1\ninclude:\n  - {include}\ntrust:\n  - {{name: Contoso, key: {key}}}\n");
+    let site =
+        |include: &str| format!("version: 1\ninclude:\n  - {include}\ntrust:\n  - {{name: Contoso, key: {key}}}\n");
     let check = |plan: &str| {
         std::fs::write(dir.path().join("site.yaml"), plan).unwrap();
         duet(&["check", "site.yaml", "--format", "json"]).in_dir(dir.path()).run()
@@ -199,14 +205,15 @@ fn a_locked_field_is_refused_with_both_places_and_explain_shows_the_lock() {
 }
 
 /// The SARIF output is valid against the published SARIF 2.1.0 schema, and a code-scanning UI
-/// finds each problem on its line; the JUnit output reads as XML with one failing case.
+/// finds each problem on its line; the `JUnit` output reads as XML with one failing case.
 #[test]
 fn check_writes_sarif_that_the_published_schema_accepts_and_junit_that_parses() {
     let site = "version: 1\ninclude: [vendor.yaml]\nactions:\n  - {id: app-stop, args: [x]}\nservices: [{name: B, after: [Missing]}]\n";
     let dir = tree(&[("site.yaml", site.as_bytes()), ("vendor.yaml", VENDOR.as_bytes()), ("rec", b"#!/bin/sh\n")]);
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("tests/integration/data/sarif-schema-2.1.0.json")).unwrap())
-            .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/integration/data/sarif-schema-2.1.0.json")).unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::options().with_draft(jsonschema::Draft::Draft4).build(&schema).unwrap();
 
     let run = duet(&["check", "site.yaml", "--format", "sarif"]).in_dir(dir.path()).run();
@@ -217,7 +224,10 @@ fn check_writes_sarif_that_the_published_schema_accepts_and_junit_that_parses() 
     let lock = results.iter().find(|r| r["ruleId"] == "duet::lock::overridden").unwrap();
     assert_eq!(lock["level"], "error");
     let place = &lock["locations"][0]["physicalLocation"];
-    assert_eq!((place["artifactLocation"]["uri"].as_str(), place["region"]["startLine"].as_u64()), (Some("site.yaml"), Some(4)));
+    assert_eq!(
+        (place["artifactLocation"]["uri"].as_str(), place["region"]["startLine"].as_u64()),
+        (Some("site.yaml"), Some(4))
+    );
     assert_eq!(lock["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"], "vendor.yaml");
     let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
     assert_eq!(rules[lock["ruleIndex"].as_u64().unwrap() as usize]["id"], "duet::lock::overridden");
@@ -240,7 +250,7 @@ fn check_writes_sarif_that_the_published_schema_accepts_and_junit_that_parses() 
     assert_eq!(junit_cases(&clean.code(0).stdout), [("vendor.yaml".to_owned(), None)]);
 }
 
-/// The test cases of a JUnit report, read by a real XML parser: each case's name and its
+/// The test cases of a `JUnit` report, read by a real XML parser: each case's name and its
 /// failure's type, if it failed. Malformed XML fails the test.
 fn junit_cases(xml: &str) -> Vec<(String, Option<String>)> {
     use quick_xml::events::Event;
@@ -277,7 +287,7 @@ fn every_template_in_the_library_checks_clean_and_rehearses_on_the_sim() {
     let mut plans: Vec<String> = std::fs::read_dir(repo().join("plans/templates"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".yaml"))
+        .filter(|n| Path::new(n).extension().is_some_and(|e| e == "yaml"))
         .collect();
     plans.sort();
     assert!(plans.len() >= 10, "eight templates and two site plans: {plans:?}");

@@ -1,4 +1,4 @@
-//! `duet check --format junit`: the diagnostics as JUnit XML, the test report format CI systems
+//! `duet check --format junit`: the diagnostics as `JUnit` XML, the test report format CI systems
 //! show. Each file the check read is a test case (the plans in load order, then an inventory);
 //! a file with errors fails, with every error of the file in the failure's text. Warnings and
 //! notes go to the case's `system-out`. Diagnostics without a file belong to the first case.
@@ -38,7 +38,7 @@ fn line(d: &Diagnostic, sources: &SourceMap) -> String {
     format!("{place}{severity}[{}]: {}{help}", d.code, d.message)
 }
 
-/// The JUnit report of one `duet check` of `plan`.
+/// The `JUnit` report of one `duet check` of `plan`.
 pub fn render(plan: &str, diags: &[Diagnostic], sources: &SourceMap) -> String {
     let mut files: Vec<String> = sources.files().map(|f| f.display.clone()).collect();
     for d in diags {
@@ -83,7 +83,8 @@ pub fn render(plan: &str, diags: &[Diagnostic], sources: &SourceMap) -> String {
                 xml(&text.join("\n"))
             );
         }
-        let others: Vec<String> = ds.iter().filter(|d| d.severity != Severity::Error).map(|d| line(d, sources)).collect();
+        let others: Vec<String> =
+            ds.iter().filter(|d| d.severity != Severity::Error).map(|d| line(d, sources)).collect();
         if !others.is_empty() {
             let _ = writeln!(out, "      <system-out>{}</system-out>", xml(&others.join("\n")));
         }

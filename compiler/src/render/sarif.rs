@@ -53,7 +53,8 @@ fn result(d: &Diagnostic, rule: usize, sources: &SourceMap) -> Value {
         Some(help) => format!("{}\nhelp: {help}", d.message),
         None => d.message.clone(),
     };
-    let mut result = json!({ "ruleId": d.code, "ruleIndex": rule, "level": level(d.severity), "message": { "text": text } });
+    let mut result =
+        json!({ "ruleId": d.code, "ruleIndex": rule, "level": level(d.severity), "message": { "text": text } });
     let locations: Vec<Value> = match (&d.primary, &d.path) {
         (Some(label), _) => vec![location(label.loc, sources)],
         (None, Some(path)) => vec![json!({ "physicalLocation": { "artifactLocation": { "uri": uri(path) } } })],

@@ -28,7 +28,7 @@ pub(crate) enum Command {
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
         /// `human` renders each problem with its source; `json`, `sarif` (SARIF 2.1.0, for
-        /// code-scanning UIs) and `junit` (JUnit XML, for test reports) are for CI.
+        /// code-scanning UIs) and `junit` (`JUnit` XML, for test reports) are for CI.
         #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
         format: CheckFormat,
         /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
@@ -245,7 +245,7 @@ pub(crate) enum CheckFormat {
     Json,
     /// SARIF 2.1.0: code-scanning UIs show each problem on its line.
     Sarif,
-    /// JUnit XML: one test case per plan file, a failure per file with errors.
+    /// `JUnit` XML: one test case per plan file, a failure per file with errors.
     Junit,
 }
 

@@ -46,19 +46,22 @@ fn make_keys(out: &Path) -> Result<String> {
     let (secret, public) = (with_suffix(out, SECRET_KEY_SUFFIX), with_suffix(out, PUBLIC_KEY_SUFFIX));
     for path in [&secret, &public] {
         if path.exists() {
-            return Err(Error::new(format!("{} already exists", path.display()))
-                .help("duet never overwrites a key: choose another name, or remove the old key if it is really unused"));
+            return Err(Error::new(format!("{} already exists", path.display())).help(
+                "duet never overwrites a key: choose another name, or remove the old key if it is really unused",
+            ));
         }
     }
-    let pair = KeyPair::generate_unencrypted_keypair()
-        .map_err(|e| Error::new(format!("cannot make a key pair: {e}")).help("check that the system's random source works"))?;
+    let pair = KeyPair::generate_unencrypted_keypair().map_err(|e| {
+        Error::new(format!("cannot make a key pair: {e}")).help("check that the system's random source works")
+    })?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let secret_text = pair
         .sk
         .to_box(Some(&format!("duet secret key {name}")))
         .map_err(|e| Error::new(format!("cannot encode the secret key: {e}")))?
         .into_string();
-    let public_text = pair.pk.to_box().map_err(|e| Error::new(format!("cannot encode the public key: {e}")))?.into_string();
+    let public_text =
+        pair.pk.to_box().map_err(|e| Error::new(format!("cannot encode the public key: {e}")))?.into_string();
     let write_failed = |path: &Path, e: std::io::Error| {
         Error::new(format!("cannot write {}: {e}", path.display())).help("check the directory exists and is writable")
     };
@@ -87,7 +90,8 @@ fn sign_file(file: &Path, key: &Path, comment: Option<&str>) -> Result<String> {
         Error::new(format!("{} is not a usable minisign secret key: {e}", key.display()))
             .help("name the NAME.key file `duet keygen` wrote (a password-protected minisign key: sign with `minisign -S -s KEY -m FILE`)")
     };
-    let sk = SecretKeyBox::from_string(&key_text).and_then(SecretKeyBox::into_unencrypted_secret_key).map_err(not_a_key)?;
+    let sk =
+        SecretKeyBox::from_string(&key_text).and_then(SecretKeyBox::into_unencrypted_secret_key).map_err(not_a_key)?;
     let pk = PublicKey::from_secret_key(&sk).map_err(not_a_key)?;
     let bytes = read(file, "template")?;
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -95,7 +99,8 @@ fn sign_file(file: &Path, key: &Path, comment: Option<&str>) -> Result<String> {
     let signature = minisign::sign(Some(&pk), &sk, Cursor::new(&bytes), Some(&trusted), None)
         .map_err(|e| Error::new(format!("cannot sign {}: {e}", file.display())))?;
     let out = with_suffix(file, SIGNATURE_SUFFIX);
-    fsutil::write_atomic(&out, signature.into_string().as_bytes())
-        .map_err(|e| Error::new(format!("cannot write {}: {e}", out.display())).help("check the directory is writable"))?;
+    fsutil::write_atomic(&out, signature.into_string().as_bytes()).map_err(|e| {
+        Error::new(format!("cannot write {}: {e}", out.display())).help("check the directory is writable")
+    })?;
     Ok(format!("wrote {}\nsha256 {}\n", out.display(), sha256_hex(&bytes)))
 }
