@@ -260,6 +260,20 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_pin_or_include_is_a_schema_error_and_pins_nothing() {
+        let t = Tree::new(&[
+            ("site.yaml", "version: 1\ninclude:\n  - {file: vendor.yaml, sha256: abc, signd: true}\n  - {sha256: abc}\n"),
+            ("vendor.yaml", TEMPLATE),
+        ]);
+        let c = t.compile("site.yaml");
+        let m = expect_at(&c, "duet::schema::invalid-value", "site.yaml", 3, 33);
+        assert_eq!(m, "`include[1].sha256` must be a SHA-256: 64 hexadecimal digits, found `abc`");
+        expect_at(&c, "duet::schema::unknown-key", "site.yaml", 3, 38);
+        expect_at(&c, "duet::schema::missing-key", "site.yaml", 4, 6);
+        assert!(!found(&c).iter().any(|f| f.code == "duet::include::hash-mismatch"), "{:#?}", found(&c));
+    }
+
+    #[test]
     fn a_signed_template_verifies_and_one_changed_byte_fails() {
         let vendor = Vendor::new();
         let plan = site("{file: vendor.yaml, signed: true}", &trusting(&vendor, "Contoso"));
