@@ -509,7 +509,8 @@ impl Extractor<'_> {
                 }
                 let file = spanned(&item.get("file")?.value)?;
                 // A malformed pin is the schema's error; it pins nothing.
-                let well_formed = |s: &Spanned<String>| s.value.len() == 64 && s.value.bytes().all(|b| b.is_ascii_hexdigit());
+                let well_formed =
+                    |s: &Spanned<String>| s.value.len() == 64 && s.value.bytes().all(|b| b.is_ascii_hexdigit());
                 let sha256 = item.get("sha256").and_then(|e| spanned(&e.value)).filter(well_formed).map(|mut s| {
                     s.value = s.value.to_ascii_lowercase();
                     s

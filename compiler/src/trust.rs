@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn a_malformed_pin_or_include_is_a_schema_error_and_pins_nothing() {
         let t = Tree::new(&[
-            ("site.yaml", "version: 1\ninclude:\n  - {file: vendor.yaml, sha256: abc, signd: true}\n  - {sha256: abc}\n"),
+            (
+                "site.yaml",
+                "version: 1\ninclude:\n  - {file: vendor.yaml, sha256: abc, signd: true}\n  - {sha256: abc}\n",
+            ),
             ("vendor.yaml", TEMPLATE),
         ]);
         let c = t.compile("site.yaml");

@@ -238,6 +238,18 @@ fn check_writes_sarif_that_the_published_schema_accepts_and_junit_that_parses() 
     assert!(validator.is_valid(&clean), "{clean:#}");
     assert_eq!(clean["runs"][0]["results"], serde_json::json!([]));
 
+    // A plan that cannot be read: a result on the file, without a region.
+    let missing = duet(&["check", "missing.yaml", "--format", "sarif"]).in_dir(dir.path()).run();
+    let missing = missing.code(1).json();
+    assert!(validator.is_valid(&missing), "{missing:#}");
+    let place = &missing["runs"][0]["results"][0]["locations"][0]["physicalLocation"];
+    assert_eq!(place["artifactLocation"]["uri"], "missing.yaml");
+    let missing = duet(&["check", "missing.yaml", "--format", "junit"]).in_dir(dir.path()).run();
+    assert_eq!(
+        junit_cases(&missing.code(1).stdout),
+        [("missing.yaml".to_owned(), Some("duet::file::unreadable".to_owned()))]
+    );
+
     let junit = duet(&["check", "site.yaml", "--format", "junit"]).in_dir(dir.path()).run();
     let cases = junit_cases(&junit.code(1).stdout);
     assert_eq!(
