@@ -166,6 +166,10 @@ pub fn verify(rule: &Include, path: &Path, file: &SourceFile, keys: &[Key]) -> R
             format!("`{name}` is signed by `{}`, but this include requires a signature by `{n}`", other.name),
             format!("ask `{n}` for a signed copy, or require `signed: {}` if that key is the vendor's", other.name),
         ),
+        (Signer::Named(n), None) if !keys.is_empty() && wanted.is_empty() => (
+            format!("this include requires a signature of `{name}` by `{n}`, but no trusted key is named `{n}`"),
+            format!("add `{n}`'s public key to `trust:` in the top-level plan, or `{n}.pub` to the --keyring directory"),
+        ),
         _ if keys.is_empty() => (
             format!("`{name}` is signed, but no key is trusted to sign templates"),
             "add the vendor's public key to `trust:` in the top-level plan, or put its .pub file in the --keyring directory".to_owned(),
@@ -341,6 +345,12 @@ mod tests {
         assert_eq!(m, "`vendor.yaml` is signed, but no key is trusted to sign templates");
         let keyring = compile(&Options { plan: t.path("site.yaml"), inventory: None, keyring: Some(t.path("keys")) });
         expect_clean(&keyring);
+        let t2 = files(site("{file: vendor.yaml, signed: Initech}", &trusting(&vendor, "Contoso")));
+        let m = expect_at(&t2.compile("site.yaml"), "duet::include::untrusted-key", "site.yaml", 3, 12);
+        assert_eq!(
+            m,
+            "this include requires a signature of `vendor.yaml` by `Initech`, but no trusted key is named `Initech`"
+        );
         assert_eq!(keyring.compiled.unwrap().sources[0].signed_by.as_deref(), Some("Fabrikam"));
     }
 
