@@ -107,9 +107,15 @@ fn tampered_untrusted_unsigned_and_mispinned_templates_are_refused_at_the_includ
         (d["code"].as_str().unwrap().to_owned(), d["file"].as_str().unwrap().to_owned(), d["line"].as_u64().unwrap())
     };
     check(&site("{file: vendor.yaml, signed: Contoso}")).code(0);
+    let summary = duet(&["compile", "site.yaml"]).in_dir(dir.path()).run();
+    summary
+        .code(0)
+        .stdout_has(&format!("  vendor.yaml  (signed by Contoso; sha256 {})", &hex(VENDOR.as_bytes())[..16]));
 
     let pinned = check(&site(&format!("{{file: vendor.yaml, sha256: {}}}", hex(VENDOR.as_bytes()))));
     pinned.code(0);
+    let summary = duet(&["compile", "site.yaml"]).in_dir(dir.path()).run();
+    summary.code(0).stdout_has(&format!("  vendor.yaml  (sha256 {}, pinned)", &hex(VENDOR.as_bytes())[..16]));
     let wrong = check(&site(&format!("{{file: vendor.yaml, sha256: {}}}", hex(b"other"))));
     assert_eq!(first(wrong.code(1)), ("duet::include::hash-mismatch".into(), "site.yaml".into(), 3));
 
