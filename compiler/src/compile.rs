@@ -10,6 +10,7 @@ use crate::dag;
 use crate::diagnostic::{Diagnostic, Diagnostics, Severity};
 use crate::inventory::Inventory;
 use crate::loader;
+use crate::lock;
 use crate::plan::{FieldValue, Setting};
 use crate::resolve::{self, ResolvedPlan};
 use crate::source::{Loc, SourceMap};
@@ -20,6 +21,9 @@ pub struct Options {
     pub plan: PathBuf,
     /// Check against this machine; without it only platform-independent checks run.
     pub inventory: Option<PathBuf>,
+    /// A directory of minisign public keys (`NAME.pub`) trusted to sign templates, besides
+    /// the top-level plan's `trust:`.
+    pub keyring: Option<PathBuf>,
 }
 
 /// Everything one compilation produced. `compiled` is present only when the plan is valid.
@@ -51,7 +55,7 @@ pub fn compile(options: &Options) -> Compilation {
     let inventory_failed = options.inventory.is_some() && inventory.is_none();
 
     let errors_before = diags.count(Severity::Error);
-    let tree = loader::load(&options.plan, &mut sources, &mut diags);
+    let tree = loader::load_trusting(&options.plan, options.keyring.as_deref(), &mut sources, &mut diags);
     let mut resolved = None;
     let mut compiled = None;
     let loaded = diags.count(Severity::Error) == errors_before;
@@ -65,7 +69,8 @@ pub fn compile(options: &Options) -> Compilation {
             .help("fix these errors and check again: later checks may find more"),
         );
     }
-    if let Some(tree) = tree.filter(|_| loaded) {
+    if let Some(mut tree) = tree.filter(|_| loaded) {
+        lock::check(&mut tree, &sources, &mut diags);
         let plan = resolve::resolve(&tree, &sources, &mut diags);
         let acyclic = dag::check_service_cycles(&plan.services, &mut diags);
         let inventory_name = options.inventory.as_ref().map(|p| p.display().to_string());
@@ -118,9 +123,14 @@ fn assemble(
         sources: plan
             .sources
             .iter()
-            .map(|&f| compiled::SourceRef {
-                file: sources.get(f).display.clone(),
-                path: sources.get(f).canonical.display().to_string(),
+            .map(|&f| {
+                let file = sources.get(f);
+                compiled::SourceRef {
+                    file: file.display.clone(),
+                    path: file.canonical.display().to_string(),
+                    sha256: file.verified.as_ref().map(|v| v.sha256.clone()),
+                    signed_by: file.verified.as_ref().and_then(|v| v.signed_by.as_ref().map(|(name, _)| name.clone())),
+                }
             })
             .collect(),
         inventory,

@@ -236,6 +236,12 @@ pub struct SourceRef {
     pub file: String,
     /// Absolute, symlinks resolved.
     pub path: String,
+    /// An included template's SHA-256, when its include pinned it or required a signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The trusted key whose signature of the template verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// Where an entry was first declared.

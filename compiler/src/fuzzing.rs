@@ -52,8 +52,8 @@ impl Scratch {
     /// `bytes` as one plan file, compiled alone and against the inventory.
     pub fn plan_file(&self, bytes: &[u8]) {
         let plan = self.write("plan.yaml", bytes);
-        run(&Options { plan: plan.clone(), inventory: None });
-        run(&Options { plan, inventory: Some(self.dir.join("inventory.yaml")) });
+        run(&Options { plan: plan.clone(), inventory: None, keyring: None });
+        run(&Options { plan, inventory: Some(self.dir.join("inventory.yaml")), keyring: None });
     }
 
     /// `bytes` as a plan tree: split at NUL bytes into `p0.yaml` (the top-level plan),
@@ -74,14 +74,14 @@ impl Scratch {
             }
         }
         let plan = self.dir.join("p0.yaml");
-        run(&Options { plan: plan.clone(), inventory: None });
-        run(&Options { plan, inventory: Some(self.dir.join("inventory.yaml")) });
+        run(&Options { plan: plan.clone(), inventory: None, keyring: None });
+        run(&Options { plan, inventory: Some(self.dir.join("inventory.yaml")), keyring: None });
     }
 
     /// `bytes` as an inventory, with the quickstart plan checked against it.
     pub fn inventory(&self, bytes: &[u8]) {
         let inventory = self.write("machine.yaml", bytes);
-        run(&Options { plan: self.dir.join("quickstart.yaml"), inventory: Some(inventory) });
+        run(&Options { plan: self.dir.join("quickstart.yaml"), inventory: Some(inventory), keyring: None });
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {

@@ -5,6 +5,8 @@
 //! (`ResolvedPlan`) -> [`bind`] (`BoundPlan`, against an [`inventory`]) -> [`dag`] ->
 //! [`compiled`] (`CompiledPlan`, the runtime's contract). [`compile::compile`] runs it.
 //! [`version`] reads the dotted versions and constraints of the unattended-upgrade keys.
+//! [`trust`] checks pinned and signed includes as the loader reads them; [`lock`] refuses
+//! what a template's `locked:` forbids, before resolution.
 //! Nothing here spawns a process or touches hardware.
 
 pub mod bind;
@@ -17,6 +19,7 @@ pub mod duration;
 pub mod fuzzing;
 pub mod inventory;
 pub mod loader;
+pub mod lock;
 pub mod name;
 pub mod plan;
 pub mod render;
@@ -26,6 +29,7 @@ pub mod schema;
 pub mod source;
 pub mod suggest;
 pub mod text;
+pub mod trust;
 pub mod version;
 pub mod yaml;
 

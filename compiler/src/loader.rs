@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::plan::PlanFile;
+use crate::plan::{Include, PlanFile};
 use crate::schema::Schema;
 use crate::source::{self, FileId, Loc, ReadError, SourceFile, SourceMap, Span};
 use crate::suggest;
+use crate::trust::{self, Key};
 use crate::yaml::{self, Node};
 
 /// Includes nested deeper than this are refused (a vendor template inside a site plan inside a
@@ -66,7 +67,7 @@ fn prepare(path: &Path, display: &str, via: Option<Loc>, schema: Schema) -> Prep
         Schema::Plan => "plan",
         Schema::Inventory => "inventory",
     };
-    let (canonical, text) = match source::read_text(path) {
+    let (canonical, text, bom) = match source::read_text_bom(path) {
         Ok(ok) => ok,
         Err(e) => {
             let mut d = Diagnostic::error("duet::file::unreadable", format!("cannot read {what} `{display}`: {e}"));
@@ -86,7 +87,8 @@ fn prepare(path: &Path, display: &str, via: Option<Loc>, schema: Schema) -> Prep
         }
     };
     let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf));
-    let source = SourceFile::new(display.to_owned(), canonical, text.into());
+    let mut source = SourceFile::new(display.to_owned(), canonical, text.into());
+    source.bom = bom;
     let source = match dir {
         Some(dir) => source.with_dir(dir),
         None => source,
@@ -187,10 +189,24 @@ struct Loader<'a> {
     post_order: Vec<usize>,
     /// Children prepared in parallel, waiting for the walk to reach them.
     prepared: HashMap<PathBuf, Prepared>,
+    /// Keys trusted to sign templates: the keyring's, then the top-level plan's `trust:`.
+    keys: Vec<Key>,
 }
 
 /// Loads the tree rooted at `root`. `None` when the root itself could not be read or parsed.
 pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Option<PlanTree> {
+    load_trusting(root, None, sources, diags)
+}
+
+/// [`load`], trusting the minisign keys of a keyring directory (and the root plan's `trust:`)
+/// to sign the templates whose includes require a signature.
+pub fn load_trusting(
+    root: &Path,
+    keyring: Option<&Path>,
+    sources: &mut SourceMap,
+    diags: &mut Diagnostics,
+) -> Option<PlanTree> {
+    let keys = keyring.map(|dir| trust::load_keyring(dir, diags)).unwrap_or_default();
     let mut loader = Loader {
         sources,
         diags,
@@ -199,6 +215,7 @@ pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Op
         stack: Vec::new(),
         post_order: Vec::new(),
         prepared: HashMap::new(),
+        keys,
     };
     let display = root.display().to_string();
     let root = loader.visit(root, display, None)?;
@@ -206,13 +223,26 @@ pub fn load(root: &Path, sources: &mut SourceMap, diags: &mut Diagnostics) -> Op
 }
 
 impl Loader<'_> {
-    fn visit(&mut self, path: &Path, display: String, via: Option<Loc>) -> Option<usize> {
+    fn visit(&mut self, path: &Path, display: String, rule: Option<&Include>) -> Option<usize> {
+        let via = rule.map(|r| r.file.loc);
+        let checked = rule.filter(|r| r.sha256.is_some() || r.signed.is_some());
         if let Ok(canonical) = std::fs::canonicalize(path) {
             if let Some(pos) = self.stack.iter().position(|f| f.canonical == canonical) {
                 self.report_cycle(pos, &display, via);
                 return None;
             }
             if let Some(&done) = self.by_canonical.get(&canonical) {
+                // A diamond: every include that pins or requires a signature checks the bytes.
+                if let Some(rule) = checked {
+                    let file = self.plans[done].file;
+                    match trust::verify(rule, path, self.sources.get(file), &self.keys) {
+                        Ok(verified) => trust::mark(self.sources, file, verified),
+                        Err(d) => {
+                            self.diags.push(*d);
+                            return None;
+                        }
+                    }
+                }
                 return Some(done);
             }
         }
@@ -240,11 +270,30 @@ impl Loader<'_> {
                 return None;
             }
         }
-        let prepared = self.prepared.remove(path).unwrap_or_else(|| prepare(path, &display, via, Schema::Plan));
+        let mut prepared = self.prepared.remove(path).unwrap_or_else(|| prepare(path, &display, via, Schema::Plan));
+        if let (Some(rule), Some(source)) = (checked, prepared.source.as_mut()) {
+            // A template that fails its check contributes nothing, not even its own problems.
+            match trust::verify(rule, path, source, &self.keys) {
+                Ok(verified) => source.verified = Some(verified),
+                Err(d) => {
+                    self.diags.push(*d);
+                    return None;
+                }
+            }
+        }
         let (file, root) = prepared.commit(self.sources, self.diags)?;
         let mut found = Vec::new();
         let plan = PlanFile::from_node(&root, self.sources.get(file), file, &mut found);
         self.diags.extend(found);
+        if via.is_none() {
+            self.keys.extend(trust::plan_keys(&plan.trust, self.diags));
+        } else if let Some(first) = plan.trust.first() {
+            self.diags.push(
+                Diagnostic::note("duet::trust::ignored", "`trust` in an included plan is ignored")
+                    .at(first.loc, "ignored")
+                    .help("only the top-level plan (and --keyring) says which keys sign templates: a template cannot vouch for itself"),
+            );
+        }
         let canonical = self.sources.get(file).canonical.clone();
         let index = self.plans.len();
         self.by_canonical.insert(canonical.clone(), index);
@@ -254,13 +303,15 @@ impl Loader<'_> {
         let dir = self.sources.get(file).dir().to_path_buf();
         let display_dir = Path::new(&display).parent().map(Path::to_path_buf).unwrap_or_default();
         self.stack.push(Frame { canonical, display, via });
-        let children: Vec<(PathBuf, String, Loc)> = includes
-            .iter()
-            .map(|i| (dir.join(&i.value), display_dir.join(&i.value).display().to_string(), i.loc))
+        let children: Vec<(PathBuf, String, Include)> = includes
+            .into_iter()
+            .map(|i| (dir.join(&i.file.value), display_dir.join(&i.file.value).display().to_string(), i))
             .collect();
-        self.prepare_new(&children);
-        for (path, child_display, loc) in children {
-            if let Some(child) = self.visit(&path, child_display, Some(loc)) {
+        let jobs: Vec<(PathBuf, String, Loc)> =
+            children.iter().map(|(p, d, i)| (p.clone(), d.clone(), i.file.loc)).collect();
+        self.prepare_new(&jobs);
+        for (path, child_display, rule) in children {
+            if let Some(child) = self.visit(&path, child_display, Some(&rule)) {
                 if !self.plans[index].children.contains(&child) {
                     self.plans[index].children.push(child);
                 }

@@ -238,6 +238,62 @@ pub struct KeyedEntry {
     /// Every declaration merged into this entry, first first.
     pub decls: Vec<Loc>,
     pub fields: IndexMap<&'static str, Setting>,
+    /// The `locked:` marks of every declaration merged into this entry (a template's).
+    pub locks: Vec<Lock>,
+}
+
+/// What a template forbids the plans above it to change in one entry (`locked:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lock {
+    /// The `locked` key: where diagnostics and `duet explain` point.
+    pub loc: Loc,
+    /// The locked fields as written (`run`, `http` and `version` all lock a check's one
+    /// `check` field); `None` locks the whole entry, `enabled` included.
+    pub fields: Option<Vec<Spanned<String>>>,
+    pub reason: Option<String>,
+}
+
+impl Lock {
+    /// Whether the field (by its internal name) is locked.
+    pub fn covers(&self, field: &str) -> bool {
+        self.fields.as_ref().is_none_or(|list| list.iter().any(|f| internal_field(&f.value) == field))
+    }
+}
+
+/// The name a field is kept under: a check's `run`, `http` and `version` are its one `check`.
+pub fn internal_field(written: &str) -> &str {
+    match written {
+        "run" | "http" | "version" => "check",
+        other => other,
+    }
+}
+
+/// One entry of `include`: a file name, optionally pinned to its SHA-256 and/or required to
+/// carry a minisign signature by a trusted key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Include {
+    pub file: Spanned<String>,
+    /// Lowercase hex.
+    pub sha256: Option<Spanned<String>>,
+    pub signed: Option<Spanned<Signer>>,
+}
+
+/// Whose signature an include requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signer {
+    /// Any trusted key.
+    Any,
+    /// The trusted key of this name.
+    Named(String),
+}
+
+/// A public key the top-level plan trusts to sign templates (`trust:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrustedKey {
+    pub name: String,
+    /// The minisign public key, base64 (the second line of a `.pub` file).
+    pub key: String,
+    pub loc: Loc,
 }
 
 impl KeyedEntry {
@@ -261,7 +317,9 @@ pub struct PlanFile {
     pub comments: Option<Setting>,
     pub staging_dir: Option<Setting>,
     pub disks: Option<DiskSelection>,
-    pub includes: Vec<Spanned<String>>,
+    pub includes: Vec<Include>,
+    /// Keys trusted to sign included templates; only the top-level plan's count.
+    pub trust: Vec<TrustedKey>,
     pub entries: Vec<KeyedEntry>,
     /// `versions` and `on_failure`: the nearest definition to the top wins.
     pub versions: Option<Setting>,
@@ -290,6 +348,7 @@ impl PlanFile {
                     });
                 }
                 "include" => plan.includes = x.includes(value, out),
+                "trust" => plan.trust = x.trust(value),
                 "services" => x.named_entries(value, Kind::Service, &mut plan.entries, out),
                 "actions" => x.actions(value, &mut plan.entries, out),
                 "upgrade" => x.keyed(value, Kind::Task, &mut plan.entries, out),
@@ -422,9 +481,57 @@ impl Extractor<'_> {
         )
     }
 
-    fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Spanned<String>> {
-        let mut seen: Vec<Spanned<String>> = Vec::new();
-        for name in self.names(node) {
+    fn trust(&self, node: &Node) -> Vec<TrustedKey> {
+        let text = |item: &Node, key: &str| item.get(key).and_then(|e| e.value.as_str()).map(str::to_owned);
+        node.as_seq()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                let key = item.get("key")?;
+                Some(TrustedKey {
+                    name: text(item, "name")?,
+                    key: key.value.as_str()?.to_owned(),
+                    loc: self.loc(key.value.span),
+                })
+            })
+            .collect()
+    }
+
+    /// `include`'s items: a file name, or `{file, sha256, signed}`.
+    fn include_items(&self, node: &Node) -> Vec<Include> {
+        let spanned = |n: &Node| n.as_str().map(|s| Spanned { value: s.to_owned(), loc: self.loc(n.span) });
+        node.as_seq()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|item| {
+                if let Some(file) = spanned(item) {
+                    return Some(Include { file, sha256: None, signed: None });
+                }
+                let file = spanned(&item.get("file")?.value)?;
+                // A malformed pin is the schema's error; it pins nothing.
+                let well_formed =
+                    |s: &Spanned<String>| s.value.len() == 64 && s.value.bytes().all(|b| b.is_ascii_hexdigit());
+                let sha256 = item.get("sha256").and_then(|e| spanned(&e.value)).filter(well_formed).map(|mut s| {
+                    s.value = s.value.to_ascii_lowercase();
+                    s
+                });
+                let signed = item.get("signed").and_then(|e| {
+                    let signer = match (&e.value.value, e.value.as_bool()) {
+                        (_, Some(true)) => Signer::Any,
+                        (Value::Str(name), None) => Signer::Named(name.clone()),
+                        _ => return None,
+                    };
+                    Some(Spanned { value: signer, loc: self.loc(e.value.span) })
+                });
+                Some(Include { file, sha256, signed })
+            })
+            .collect()
+    }
+
+    fn includes(&self, node: &Node, out: &mut Vec<Diagnostic>) -> Vec<Include> {
+        let mut seen: Vec<Include> = Vec::new();
+        for include in self.include_items(node) {
+            let name = &include.file;
             let v = name.value.as_str();
             let bad_path = v.contains('/')
                 || v.contains('\\')
@@ -445,19 +552,38 @@ impl Extractor<'_> {
                 );
                 continue;
             }
-            seen.push(name);
+            seen.push(include);
         }
         keep_first(
             seen,
-            |n| n.value.clone(),
+            |n| n.file.value.clone(),
             out,
             |again, first| {
-                Diagnostic::warning("duet::include::repeated", format!("`{}` is included twice", again.value))
-                    .at(again.loc, "included again here")
-                    .related(first.loc, "first included here")
+                Diagnostic::warning("duet::include::repeated", format!("`{}` is included twice", again.file.value))
+                    .at(again.file.loc, "included again here")
+                    .related(first.file.loc, "first included here")
                     .help("a plan is included once however often it is named; remove the repeated entry")
             },
         )
+    }
+
+    /// An entry's `locked:` (`true`, a list of fields, or `{fields, reason}`).
+    pub(crate) fn lock(&self, item: &Node) -> Option<Lock> {
+        let entry = item.get("locked")?;
+        let loc = self.loc(entry.key_span);
+        let value = &entry.value;
+        let (fields, reason) = if let Some(all) = value.as_bool() {
+            if !all {
+                return None;
+            }
+            (None, None)
+        } else if value.as_seq().is_some() {
+            (Some(self.names(value)), None)
+        } else {
+            let fields = value.get("fields").map(|e| self.names(&e.value));
+            (fields, value.get("reason").and_then(|e| e.value.as_str()).map(str::to_owned))
+        };
+        Some(Lock { loc, fields, reason })
     }
 
     fn bool_field(&self, map: &Node, key: &str, fields: &mut IndexMap<&'static str, Setting>, name: &'static str) {
@@ -488,7 +614,8 @@ impl Extractor<'_> {
             };
             let decl = self.loc(span);
             if Self::check_name(&name, decl, what, out) {
-                into.push(KeyedEntry { kind, key: name, decl, decls: vec![decl], fields });
+                let locks = self.lock(item).into_iter().collect();
+                into.push(KeyedEntry { kind, key: name, decl, decls: vec![decl], fields, locks });
             }
         }
     }
@@ -569,7 +696,8 @@ impl Extractor<'_> {
                     continue;
                 };
             let decl = id.loc;
-            into.push(KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields });
+            let locks = self.lock(item).into_iter().collect();
+            into.push(KeyedEntry { kind: Kind::Action, key: id.value, decl, decls: vec![decl], fields, locks });
         }
     }
 

@@ -229,6 +229,11 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
                     existing.decls.push(decl);
                 }
             }
+            for lock in entry.locks {
+                if !existing.locks.contains(&lock) {
+                    existing.locks.push(lock);
+                }
+            }
             for (field, setting) in entry.fields {
                 match existing.fields.get(field) {
                     None => {
@@ -260,6 +265,7 @@ fn resolve_one(tree: &PlanTree, index: usize, children: Vec<Partial>) -> Partial
             continue;
         };
         existing.decls.push(entry.decl);
+        existing.locks.extend(entry.locks.iter().filter(|l| !existing.locks.contains(l)).cloned().collect::<Vec<_>>());
         for (field, setting) in &entry.fields {
             let lost = conflicts.settle(&Subject::Field(key.clone(), field));
             let settled = overriding(setting, existing.fields.shift_remove(field), lost);

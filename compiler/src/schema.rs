@@ -300,6 +300,11 @@ impl Error<'_> {
         let field = &self.field;
         let (message, help) = if pattern.contains("ms|s|m|h") {
             (format!("invalid duration `{value}` for {field}"), "write a whole number and a unit: 500ms, 30s, 2m or 1h")
+        } else if pattern.contains("{64}") {
+            (
+                format!("{field} must be a SHA-256: 64 hexadecimal digits, found `{value}`"),
+                "write the template's hash as `duet sign` or `sha256sum FILE` prints it",
+            )
         } else if pattern == "^/" {
             (format!("{field} must be an absolute path, found `{value}`"), "write the full path, starting with /")
         } else {

@@ -55,6 +55,19 @@ pub struct SourceFile {
     /// The directory of the path as it was named (not of the symlink's target): where the
     /// plan's includes and relative action paths are looked up, as the user sees them.
     dir: PathBuf,
+    /// The file started with a UTF-8 byte-order mark (removed from `text`).
+    pub bom: bool,
+    /// Set when an include pinned or required a signature of these bytes and they passed.
+    pub verified: Option<Verified>,
+}
+
+/// What an included template was verified against ([`crate::trust`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// SHA-256 of the bytes read, lowercase hex.
+    pub sha256: String,
+    /// The name of the trusted key whose signature verified, and the signature's text.
+    pub signed_by: Option<(String, String)>,
 }
 
 impl SourceFile {
@@ -62,7 +75,18 @@ impl SourceFile {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
         let dir = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
-        Self { display, canonical, text, line_starts, dir }
+        Self { display, canonical, text, line_starts, dir, bom: false, verified: None }
+    }
+
+    /// The bytes as read from disk: what a pin or signature is checked against and what a
+    /// session snapshots.
+    pub fn raw_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.text.len() + 3);
+        if self.bom {
+            bytes.extend_from_slice("\u{feff}".as_bytes());
+        }
+        bytes.extend_from_slice(self.text.as_bytes());
+        bytes
     }
 
     /// Looks up includes and relative paths in `dir` instead of the real file's directory.
@@ -110,6 +134,10 @@ impl SourceMap {
 
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
+    }
+
+    pub(crate) fn get_mut(&mut self, id: FileId) -> &mut SourceFile {
+        &mut self.files[id.0 as usize]
     }
 
     /// Every file read, in the order it was read (the runtime snapshots them into a session).
@@ -179,6 +207,12 @@ impl ReadError {
 /// Reads a file as UTF-8 text, refusing directories, devices, oversized and binary files.
 /// Returns the canonical path and the text (a leading BOM removed).
 pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
+    read_text_bom(path).map(|(canonical, text, _)| (canonical, text))
+}
+
+/// [`read_text`], also saying whether a leading BOM was removed (so the bytes on disk can be
+/// rebuilt exactly: [`SourceFile::raw_bytes`]).
+pub fn read_text_bom(path: &Path) -> Result<(PathBuf, String, bool), ReadError> {
     // What the path names (following links) first: `/dev/stdin` is a pipe, not a missing file.
     let meta = std::fs::metadata(path).map_err(|e| io_error(&e))?;
     if meta.is_dir() {
@@ -209,10 +243,11 @@ pub fn read_text(path: &Path) -> Result<(PathBuf, String), ReadError> {
         let column = prefix.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
         ReadError::NotUtf8 { line, column }
     })?;
-    if text.starts_with('\u{feff}') {
+    let bom = text.starts_with('\u{feff}');
+    if bom {
         text.drain(..3);
     }
-    Ok((canonical, text))
+    Ok((canonical, text, bom))
 }
 
 fn io_error(e: &std::io::Error) -> ReadError {

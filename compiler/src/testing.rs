@@ -32,11 +32,11 @@ impl Tree {
     }
 
     pub(crate) fn compile(&self, root: &str) -> Compilation {
-        compile(&Options { plan: self.path(root), inventory: None })
+        compile(&Options { plan: self.path(root), inventory: None, keyring: None })
     }
 
     pub(crate) fn compile_with(&self, root: &str, inventory: &str) -> Compilation {
-        compile(&Options { plan: self.path(root), inventory: Some(self.path(inventory)) })
+        compile(&Options { plan: self.path(root), inventory: Some(self.path(inventory)), keyring: None })
     }
 }
 

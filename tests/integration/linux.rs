@@ -416,7 +416,8 @@ fn the_upgrade_side_cannot_reach_the_network_or_the_data_paths_and_writes_only_t
     let probe = format!(
         "#!/bin/sh\n# Runs on the Upgrade Side: what it can reach goes into the tree (generation 2).\nout=$1/probe.txt\n\
          python3 -c 'import socket,sys; socket.create_connection((\"127.0.0.1\", {port}), 2)' 2>/dev/null && echo net=reached >> $out || echo net=refused >> $out\n\
-         ls -A ROOT/srv/data | tr '\\n' ' ' | sed 's/^/data=[/; s/ *$/]/' >> $out; echo >> $out\n\
+         echo from-upgrade > ROOT/srv/data/written 2>/dev/null || echo data=not-writable >> $out\n\
+         ls -A ROOT/srv/data | grep -v '^svc[.]' | tr '\\n' ' ' | sed 's/^/data=[/; s/ *$/]/' >> $out; echo >> $out\n\
          cat ROOT/srv/data/secret >/dev/null 2>&1 && echo secret=read >> $out || echo secret=unreadable >> $out\n\
          touch ROOT/outside 2>/dev/null && echo outside=written >> $out || echo outside=read-only >> $out\n\
          echo host=$(hostname) >> $out\necho tmp=$TMPDIR >> $out\n"
@@ -432,10 +433,11 @@ fn the_upgrade_side_cannot_reach_the_network_or_the_data_paths_and_writes_only_t
     let name = nix::unistd::gethostname().expect("hostname").to_string_lossy().into_owned();
     assert_eq!(
         seen,
-        // The data path is an empty private tmpfs there: only what the Upgrade Side's own
-        // service wrote at its start (its pid file) is in it.
+        // The data path is an empty private tmpfs there: what the probe wrote, and whatever the
+        // Upgrade Side's own service wrote before the split stopped it (its `svc.*` files, left
+        // out: they depend on how far it got), never the host's files.
         format!(
-            "net=refused\ndata=[svc.pid]\nsecret=unreadable\noutside=read-only\nhost={name}-upgrade\ntmp=/dev/shm\n"
+            "net=refused\ndata=[written]\nsecret=unreadable\noutside=read-only\nhost={name}-upgrade\ntmp=/dev/shm\n"
         ),
         "what the Upgrade Side saw"
     );
@@ -443,6 +445,7 @@ fn the_upgrade_side_cannot_reach_the_network_or_the_data_paths_and_writes_only_t
     assert_eq!(host.read("opt/app/VERSION"), "1.0.0\n", "the Production Side sees its own generation");
     assert!(!host.path("outside").exists());
     assert_eq!(host.read("srv/data/secret"), "the data disk\n");
+    assert!(!host.path("srv/data/written").exists(), "the Upgrade Side's write to the data path stays there");
     drop(listener);
     host.duet(&["abort", "-q"]).code(0);
 }

@@ -19,6 +19,7 @@ mod soak;
 mod special_files;
 mod storage;
 mod support;
+mod templates;
 mod terminal;
 mod unattended;
 mod unattended_compile;

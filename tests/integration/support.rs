@@ -30,6 +30,11 @@ impl Duet {
         self
     }
 
+    pub(crate) fn env_remove(mut self, name: &str) -> Self {
+        self.command.env_remove(name);
+        self
+    }
+
     /// Starts duet without waiting (for tests that kill it or race it).
     pub(crate) fn spawn(mut self) -> std::process::Child {
         self.command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());

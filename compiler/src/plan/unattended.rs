@@ -173,7 +173,8 @@ impl Extractor<'_> {
             };
             let Some(id) = id.or_else(derived) else { continue };
             let decl = id.loc;
-            into.push(KeyedEntry { kind, key: id.value, decl, decls: vec![decl], fields });
+            let locks = self.lock(item).into_iter().collect();
+            into.push(KeyedEntry { kind, key: id.value, decl, decls: vec![decl], fields, locks });
         }
     }
 

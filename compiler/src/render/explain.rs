@@ -10,7 +10,7 @@ use crate::source::SourceMap;
 use crate::suggest;
 
 /// Fields of each kind of entry, with the default shown when no plan sets them.
-fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
+pub(crate) fn fields(kind: Kind) -> &'static [(&'static str, Option<&'static str>)] {
     match kind {
         Kind::Service => &[("after", Some("[]")), ("enabled", Some("true"))],
         Kind::Action => &[
@@ -169,6 +169,14 @@ fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &Sourc
     let decls: Vec<String> = entry.decls.iter().map(|&d| sources.describe(d)).collect();
     let state = if entry.enabled() { "" } else { "  (disabled: dropped from the plan)" };
     let _ = writeln!(out, "{name}{state}\n  declared at {}", decls.join(", "));
+    for lock in &entry.locks {
+        let what = match &lock.fields {
+            None => "the whole entry".to_owned(),
+            Some(fields) => fields.iter().map(|f| f.value.as_str()).collect::<Vec<_>>().join(", "),
+        };
+        let why = lock.reason.as_deref().map_or_else(String::new, |r| format!(": {r}"));
+        let _ = writeln!(out, "  locked at {} ({what}){why}", sources.describe(lock.loc));
+    }
     let mut rows = Vec::new();
     for (field, default) in fields(entry.kind) {
         match entry.fields.get(field) {
@@ -177,12 +185,15 @@ fn entry_block(out: &mut String, entry: &KeyedEntry, name: &str, sources: &Sourc
                 for o in &s.overridden {
                     let _ = write!(from, "; overrides {} ({})", sources.describe(o.loc), o.value);
                 }
+                if entry.locks.iter().any(|l| l.covers(field)) {
+                    from.push_str(" (locked)");
+                }
                 rows.push(vec![(*field).to_owned(), format!("= {}", s.value), from]);
             }
             None => rows.push(vec![
                 (*field).to_owned(),
                 format!("= {}", default.unwrap_or("(missing)")),
-                "default".to_owned(),
+                if entry.locks.iter().any(|l| l.covers(field)) { "default (locked)" } else { "default" }.to_owned(),
             ]),
         }
     }

@@ -6,6 +6,8 @@
 pub mod explain;
 pub mod failures;
 pub mod graph;
+pub mod junit;
+pub mod sarif;
 pub mod summary;
 
 use std::fmt::Write;

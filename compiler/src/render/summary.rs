@@ -226,7 +226,15 @@ fn include_tree(
         let _ = writeln!(out, "{indent}{name} (included above)");
         return;
     }
-    let _ = writeln!(out, "{indent}{name}");
+    // A pinned or signed template says what it was verified against.
+    let verified = match &sources.get(file).verified {
+        Some(v) => match &v.signed_by {
+            Some((signer, _)) => format!("  (signed by {signer}; sha256 {})", &v.sha256[..16]),
+            None => format!("  (sha256 {}, pinned)", &v.sha256[..16]),
+        },
+        None => String::new(),
+    };
+    let _ = writeln!(out, "{indent}{name}{verified}");
     for &child in resolved.includes.get(&file).map_or(&[][..], Vec::as_slice) {
         include_tree(out, resolved, sources, child, depth + 1, shown);
     }

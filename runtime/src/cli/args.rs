@@ -27,9 +27,13 @@ pub(crate) enum Command {
         /// Check against this machine inventory (disks, executables, services, event logs).
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
-        /// `human` renders each problem with its source; `json` is for CI.
+        /// `human` renders each problem with its source; `json`, `sarif` (SARIF 2.1.0, for
+        /// code-scanning UIs) and `junit` (`JUnit` XML, for test reports) are for CI.
         #[arg(long, value_enum, default_value_t = CheckFormat::Human)]
         format: CheckFormat,
+        /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
+        #[arg(long, value_name = "DIR", env = "DUET_KEYRING")]
+        keyring: Option<PathBuf>,
     },
     /// Compile a plan to the steps of every request.
     Compile {
@@ -41,6 +45,9 @@ pub(crate) enum Command {
         /// What to print.
         #[arg(long, value_enum, default_value_t = CompileFormat::Summary)]
         format: CompileFormat,
+        /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
+        #[arg(long, value_name = "DIR", env = "DUET_KEYRING")]
+        keyring: Option<PathBuf>,
     },
     /// Show which file and line set each resolved setting, and what it overrode.
     Explain {
@@ -52,6 +59,26 @@ pub(crate) enum Command {
         /// Also check against this machine inventory.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
+        #[arg(long, value_name = "DIR", env = "DUET_KEYRING")]
+        keyring: Option<PathBuf>,
+    },
+    /// Make a minisign key pair for signing templates: NAME.key (secret) and NAME.pub.
+    Keygen {
+        /// Where to write them: `DIR/NAME` gives `DIR/NAME.key` and `DIR/NAME.pub`.
+        #[arg(value_name = "PATH")]
+        out: PathBuf,
+    },
+    /// Sign a template with a secret key: writes FILE.minisig next to it.
+    Sign {
+        /// The template to sign.
+        file: PathBuf,
+        /// The secret key (`duet keygen`'s NAME.key, or an unencrypted `minisign -G -W` key).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The signature's trusted comment (signed too) [default: the file's name].
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
     },
     /// Run a readiness check (guide table 5-1, the plan's readiness and advanced actions) in Idle.
     Readiness {
@@ -230,6 +257,9 @@ pub(crate) struct RunArgs {
     /// Print only requests and problems, not every step.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
+    #[arg(long, value_name = "DIR", env = "DUET_KEYRING")]
+    pub(crate) keyring: Option<PathBuf>,
 }
 
 /// `--through`: one of [`Through::ALL`], listed in `--help` and in the usage error.
@@ -254,6 +284,10 @@ pub(crate) enum LogFormat {
 pub(crate) enum CheckFormat {
     Human,
     Json,
+    /// SARIF 2.1.0: code-scanning UIs show each problem on its line.
+    Sarif,
+    /// `JUnit` XML: one test case per plan file, a failure per file with errors.
+    Junit,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 
 use duet_compiler::diagnostic::Severity;
-use duet_compiler::render::{explain, failures, graph, summary};
+use duet_compiler::render::{explain, failures, graph, junit, sarif, summary};
 use duet_compiler::{Compilation, Options, compile, report};
 
 use crate::cli::args::{CheckFormat, CompileFormat};
@@ -51,6 +51,10 @@ pub(crate) fn check(options: &Options, format: CheckFormat) -> Outcome {
                 serde_json::to_string_pretty(&json).expect("diagnostics serialize") + "\n",
             )
         }
+        CheckFormat::Sarif => crate::view::console::escape_json(
+            serde_json::to_string_pretty(&sarif::render(&c.diagnostics, &c.sources)).expect("SARIF serializes") + "\n",
+        ),
+        CheckFormat::Junit => junit::render(&plan.to_string(), &c.diagnostics, &c.sources),
         CheckFormat::Human => {
             print_diagnostics(&c);
             let (errors, warnings) = (c.count(Severity::Error), c.count(Severity::Warning));

@@ -15,6 +15,8 @@ pub(crate) struct Context {
     pub(crate) inventory: Option<PathBuf>,
     pub(crate) options: run::Options,
     pub(crate) quiet: bool,
+    /// `--keyring`: minisign public keys trusted to sign templates.
+    pub(crate) keyring: Option<PathBuf>,
 }
 
 impl Context {
@@ -25,6 +27,7 @@ impl Context {
             inventory: args.inventory.clone(),
             options: run::Options::default(),
             quiet: false,
+            keyring: None,
         }
     }
 }

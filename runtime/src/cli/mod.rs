@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod context;
 pub(crate) mod linux;
 pub(crate) mod log;
+pub(crate) mod sign;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
@@ -28,9 +29,17 @@ pub(crate) fn helper() -> Option<u8> {
 pub(crate) fn main() -> Outcome {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { plan, inventory, format } => check::check(&Options { plan, inventory }, format),
-        Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
-        Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
+        Command::Check { plan, inventory, format, keyring } => {
+            check::check(&Options { plan, inventory, keyring }, format)
+        }
+        Command::Compile { plan, inventory, format, keyring } => {
+            check::compile_plan(&Options { plan, inventory, keyring }, format)
+        }
+        Command::Explain { plan, key, inventory, keyring } => {
+            check::explain(&Options { plan, inventory, keyring }, key.as_deref())
+        }
+        Command::Keygen { out } => sign::keygen(&out),
+        Command::Sign { file, key, comment } => sign::sign(&file, &key, comment.as_deref()),
         Command::Adopt { inventory, undo } => linux::adopt(&inventory, undo),
         Command::Inventory(args) => linux::inventory(&args),
         Command::Recover { run } => linux::recover(&run),

@@ -65,6 +65,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     let mut ctx = Context::reading(&args.state);
     ctx.options.service_timeout = args.service_timeout;
     ctx.quiet = args.quiet;
+    ctx.keyring.clone_from(&args.keyring);
     let console = Console::new(ctx.quiet);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -230,7 +231,7 @@ impl<P: Platform> Driver<'_, P> {
             Start::Session { goal } => (Command::Split, goal),
         };
         let requests = admit(command, current.as_ref().map(|s| &s.progress))?;
-        let mut compilation = compile_for(self.platform, plan)?;
+        let mut compilation = compile_for(self.platform, plan, self.ctx.keyring.as_deref())?;
         let compiled = compilation.compiled.take().expect("checked");
         let state = &self.ctx.state;
         let (id, dest) = match start {
@@ -521,7 +522,7 @@ fn cannot_run_on(progress: &Progress) -> Error {
 
 /// `duet run PLAN` continues the session in progress only if it was started from PLAN.
 fn same_plan(session: &Session, plan: &Path) -> Result<()> {
-    let ours = session.compiled.sources.first().map(|s| PathBuf::from(&s.path));
+    let ours = session.compiled.sources.last().map(|s| PathBuf::from(&s.path));
     if ours.is_some() && std::fs::canonicalize(plan).ok() == ours {
         return Ok(());
     }
@@ -573,9 +574,12 @@ fn repair(dir: &Path, console: Console) -> Result<()> {
     Ok(())
 }
 
-fn compile_for<P: Platform>(platform: &P, plan: &Path) -> Result<Compilation> {
-    let compilation =
-        compile(&CompileOptions { plan: plan.to_owned(), inventory: Some(platform.inventory_file().to_owned()) });
+fn compile_for<P: Platform>(platform: &P, plan: &Path, keyring: Option<&Path>) -> Result<Compilation> {
+    let compilation = compile(&CompileOptions {
+        plan: plan.to_owned(),
+        inventory: Some(platform.inventory_file().to_owned()),
+        keyring: keyring.map(Path::to_owned),
+    });
     if !compilation.diagnostics.is_empty() {
         crate::cli::check::print_diagnostics(&compilation);
     }

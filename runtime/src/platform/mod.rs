@@ -43,7 +43,10 @@ pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> Pl
 
 fn is_linux(root: &Path, inventory: Option<&Path>) -> bool {
     match inventory {
-        Some(path) => std::fs::read(path).is_ok_and(|text| linux::is_linux_file(&text)),
+        // Bounded and regular only: a FIFO or a device here must not hang or exhaust memory; the
+        // platform that opens it reports the problem.
+        Some(path) => crate::store::fsutil::read_regular(path, duet_compiler::source::MAX_FILE_BYTES)
+            .is_ok_and(|text| linux::is_linux_file(&text)),
         None => linux::Linux::state_file(root).exists(),
     }
 }

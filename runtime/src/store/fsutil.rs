@@ -170,6 +170,19 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_with(path, |tmp| write_new(tmp, bytes))
 }
 
+/// Creates `path` with `bytes`, readable and writable by its owner only (a secret key), and
+/// makes it durable. Refuses to replace an existing file; on error nothing is left behind.
+pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    sync_dir(parent(path))
+}
+
 /// [`write_atomic`] with the content of the file `from` (copied in the kernel, not through
 /// memory: the simulated disks copy whole event logs). A missing `from` gives an empty file.
 /// Only a regular file is copied ([`open_regular`]): a FIFO or a device in its place is an error.

@@ -32,6 +32,13 @@ pub(crate) struct SnapshotFile {
     pub(crate) path: String,
     /// The copy, relative to the session directory.
     pub(crate) snapshot: String,
+    /// A template an include pinned or required a signature of: the SHA-256 of the bytes
+    /// verified (which are the bytes copied), and the trusted key that signed them (its
+    /// signature copied beside the snapshot, as `SNAPSHOT.minisig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) signed_by: Option<String>,
 }
 
 /// What a new session directory holds and where it goes ([`Session::create`]).
@@ -118,11 +125,20 @@ impl Session {
             let name = file.canonical.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let rel = SessionDir::source(i + 1, &name);
             let path = dir.0.join(&rel);
-            fsutil::write_atomic(&path, file.text.as_bytes()).map_err(at("write", &path))?;
+            // The bytes as read (and, for a pinned or signed template, as verified).
+            fsutil::write_atomic(&path, &file.raw_bytes()).map_err(at("write", &path))?;
+            let verified = file.verified.as_ref();
+            let signed = verified.and_then(|v| v.signed_by.as_ref());
+            if let Some((_, signature)) = signed {
+                let sig = dir.0.join(format!("{rel}{}", duet_compiler::trust::SIGNATURE_SUFFIX));
+                fsutil::write_atomic(&sig, signature.as_bytes()).map_err(at("write", &sig))?;
+            }
             manifest.push(SnapshotFile {
                 file: file.display.clone(),
                 path: file.canonical.display().to_string(),
                 snapshot: rel,
+                sha256: verified.map(|v| v.sha256.clone()),
+                signed_by: signed.map(|(name, _)| name.clone()),
             });
         }
         let write = |path: PathBuf, json: serde_json::Result<String>| -> StoreResult<()> {

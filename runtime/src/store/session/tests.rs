@@ -35,7 +35,7 @@ pub(crate) fn inventory_320ma() -> PathBuf {
 pub(crate) fn compilation(root: &Path) -> Compilation {
     let plan = root.join("plan.yaml");
     std::fs::write(&plan, PLAN).unwrap();
-    let compilation = compile(&Options { plan, inventory: Some(inventory_320ma()) });
+    let compilation = compile(&Options { plan, inventory: Some(inventory_320ma()), keyring: None });
     assert!(compilation.compiled.is_some(), "the test plan compiles: {:?}", compilation.diagnostics);
     compilation
 }
