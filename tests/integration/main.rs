@@ -11,6 +11,7 @@ mod hostile;
 mod leftovers;
 mod machine;
 mod names;
+mod operator;
 mod outputs;
 mod repair;
 mod run;

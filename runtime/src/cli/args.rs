@@ -162,8 +162,23 @@ pub(crate) enum Command {
         /// A finished session (its id under `STATE_DIR/history`).
         #[arg(long, value_name = "ID")]
         session: Option<String>,
+        /// Keep printing the session in progress as another `duet` drives it, until it finishes
+        /// (waits for one to start); `--format json` prints one event per line.
+        #[arg(long, short, conflicts_with = "session")]
+        follow: bool,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// Print a shell completion script (README: "Shell completions and man pages").
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, duet(1) and one per command (`duet-run.1`, ...), into a directory.
+    Man {
+        /// Where to write them (created if missing; existing pages are replaced).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
     },
 }
 
@@ -189,6 +204,16 @@ pub(crate) struct RunArgs {
     /// Print only requests and problems, not every step.
     #[arg(long, short)]
     pub(crate) quiet: bool,
+    /// `human`: a line per event (with progress lines on a terminal); `json`: newline-delimited
+    /// JSON events with a `format_version`, for pipelines (docs/runtime.md).
+    #[arg(long, value_enum, default_value_t = RunFormat::Human)]
+    pub(crate) format: RunFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RunFormat {
+    Human,
+    Json,
 }
 
 /// `--through`: one of [`Through::ALL`], listed in `--help` and in the usage error.

@@ -2,14 +2,17 @@
 //! or the last finished session (or the one `--session ID` names), as text, JSON or XML.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::cli::args::LogFormat;
 use crate::error::Error;
 use crate::outcome::Outcome;
-use crate::store::layout::StateDir;
+use crate::store::layout::{SessionDir, StateDir};
 use crate::store::lock::StateLock;
 use crate::store::session;
-use crate::view::{activity, console};
+use crate::view::follow::{Follower, Polled};
+use crate::view::{activity, console, events};
+use duet_contract::record::Entry;
 
 /// `duet log`: the session in progress, else the last readiness check, or a finished session.
 pub(crate) fn log(state: &StateDir, session: Option<&str>, format: LogFormat) -> Outcome {
@@ -66,4 +69,69 @@ pub(crate) fn log(state: &StateDir, session: Option<&str>, format: LogFormat) ->
     // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
     // and XML escape it their own way).
     console::print(&text)
+}
+
+/// How often `duet log --follow` looks at the journal.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// `duet log --follow`: the session in progress, as it is written, until it finishes (or is
+/// set aside); waits for one to start. Text, or one JSON event per line.
+pub(crate) fn follow(state: &StateDir, format: LogFormat) -> Outcome {
+    if format == LogFormat::Xml {
+        console::eprintln(
+            "error: `--follow` prints text or JSON events, not XML (a document is written whole)\n  help: `duet log --follow --format json`, or `duet log --format xml` once the session has finished",
+        );
+        return Outcome::Failure;
+    }
+    if let Err(e) = state.usable() {
+        console::eprintln(&Error::from(e).report(None));
+        return Outcome::Failure;
+    }
+    let mut follower = Follower::new(SessionDir(&state.session()).journal());
+    let mut waiting = false;
+    let mut id = None;
+    loop {
+        let records = match follower.poll() {
+            Ok(Polled::Absent) => {
+                if !waiting {
+                    console::eprintln(&format!("waiting for a session to start in {}", state.root.display()));
+                    waiting = true;
+                }
+                Vec::new()
+            }
+            Ok(Polled::Records(records)) => records,
+            Ok(Polled::Ended) => {
+                let id = id.unwrap_or_default();
+                console::eprintln(&format!(
+                    "session {id} is no longer in progress: `duet log --session {id}` shows it whole"
+                ));
+                return Outcome::Success;
+            }
+            Err(e) => {
+                console::eprintln(&Error::from(e).report(None));
+                return Outcome::Failure;
+            }
+        };
+        if let Some(Entry::Begin { id: begun, .. }) = records.first().map(|r| &r.entry) {
+            id = Some(begun.clone());
+        }
+        if !records.is_empty() {
+            let text = match format {
+                LogFormat::Json => records.iter().map(|r| events::entry(r, true) + "\n").collect(),
+                _ => activity::to_text(&activity::entries(&records)),
+            };
+            // A reader that went away (`duet log --follow | head`) ends the following.
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(console::escape(&text).as_bytes()).and_then(|()| stdout.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Outcome::Success,
+                Err(e) => {
+                    console::eprintln(&format!("error: cannot write the output: {e}"));
+                    return Outcome::Failure;
+                }
+            }
+        } else {
+            std::thread::sleep(FOLLOW_EVERY);
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub(crate) mod approve;
 pub(crate) mod args;
 pub(crate) mod check;
 pub(crate) mod context;
+pub(crate) mod docs;
 pub(crate) mod log;
 pub(crate) mod status;
 pub(crate) mod upgrade;
@@ -25,7 +26,11 @@ pub(crate) fn main() -> Outcome {
         Command::Compile { plan, inventory, format } => check::compile_plan(&Options { plan, inventory }, format),
         Command::Explain { plan, key, inventory } => check::explain(&Options { plan, inventory }, key.as_deref()),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
-        Command::Log { format, session, state } => {
+        Command::Log { format, session, follow: true, state } => {
+            let _ = session;
+            log::follow(&Context::reading(&state).state, format)
+        }
+        Command::Log { format, session, follow: false, state } => {
             log::log(&Context::reading(&state).state, session.as_deref(), format)
         }
         Command::Readiness { plan, run } => upgrade::execute(&run, &upgrade::Request::Readiness { plan }),
@@ -40,5 +45,7 @@ pub(crate) fn main() -> Outcome {
         Command::Skip { step, reason, run } => upgrade::execute(&run, &upgrade::Request::Skip { step, reason }),
         Command::Resume { repair_journal, run } => upgrade::execute(&run, &upgrade::Request::Resume { repair_journal }),
         Command::Run { plan, through, run } => upgrade::execute(&run, &upgrade::Request::Run { plan, through }),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out_dir } => docs::man(&out_dir),
     }
 }

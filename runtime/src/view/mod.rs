@@ -4,4 +4,6 @@
 
 pub(crate) mod activity;
 pub(crate) mod console;
+pub(crate) mod events;
+pub(crate) mod follow;
 pub(crate) mod status;
