@@ -14,6 +14,7 @@ mod names;
 mod operator;
 mod outputs;
 mod repair;
+mod report;
 mod run;
 mod soak;
 mod special_files;

@@ -169,6 +169,19 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// The session as one self-contained HTML file for a change board: timeline, DAGs, failures,
+    /// operators' actions, backups.
+    Report {
+        /// A finished session (its id under `STATE_DIR/history`) [default: the session in
+        /// progress, else the latest].
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Write it to FILE (replaced atomically) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Print a shell completion script (README: "Shell completions and man pages").
     Completions {
         /// The shell to complete for.

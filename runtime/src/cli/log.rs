@@ -16,39 +16,10 @@ use duet_contract::record::Entry;
 
 /// `duet log`: the session in progress, else the last readiness check, or a finished session.
 pub(crate) fn log(state: &StateDir, session: Option<&str>, format: LogFormat) -> Outcome {
-    if let Err(e) = state.usable() {
-        console::eprintln(&Error::from(e).report(None));
-        return Outcome::Failure;
-    }
-    let dirs = match session {
-        // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
-        Some(id) if duet_compiler::name::problem(id).is_some() => {
-            console::eprintln(&format!(
-                "error: `{id}` is not a session id\n  help: session ids are the names under {}",
-                state.history().display()
-            ));
-            return Outcome::Failure;
-        }
-        Some(id) => vec![state.history().join(id)],
-        // The session in progress; else whichever was written last of the last readiness
-        // check and the last finished session.
-        None => std::iter::once(state.session()).chain(session::finished_records(state)).collect(),
-    };
-    let driven = StateLock::holder(&state.root).is_some();
-    let view = dirs.iter().find_map(|d| session::View::read(d, driven, true).transpose());
-    let view = match view {
-        Some(Ok(v)) => v,
-        Some(Err(e)) => {
-            console::eprintln(&Error::from(e).report(None));
-            return Outcome::Failure;
-        }
-        None => {
-            let what = session
-                .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
-            console::eprintln(&format!(
-                "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
-                state.root.display()
-            ));
+    let view = match find(state, session) {
+        Ok(view) => view,
+        Err(message) => {
+            console::eprintln(&message);
             return Outcome::Failure;
         }
     };
@@ -69,6 +40,37 @@ pub(crate) fn log(state: &StateDir, session: Option<&str>, format: LogFormat) ->
     // Action output, file names, plan text: whatever is in it is shown, never obeyed (JSON
     // and XML escape it their own way).
     console::print(&text)
+}
+
+/// The session `--session ID` names (under `history/`), else the session in progress, else
+/// whichever was written last of the last readiness check and the last finished session. The
+/// error is the whole report for the user.
+pub(crate) fn find(state: &StateDir, session: Option<&str>) -> Result<session::View, String> {
+    state.usable().map_err(|e| Error::from(e).report(None))?;
+    let dirs = match session {
+        // An id names a directory under history/: one that is a path (`../x`, `.`) is refused.
+        Some(id) if duet_compiler::name::problem(id).is_some() => {
+            return Err(format!(
+                "error: `{id}` is not a session id\n  help: session ids are the names under {}",
+                state.history().display()
+            ));
+        }
+        Some(id) => vec![state.history().join(id)],
+        None => std::iter::once(state.session()).chain(session::finished_records(state)).collect(),
+    };
+    let driven = StateLock::holder(&state.root).is_some();
+    match dirs.iter().find_map(|d| session::View::read(d, driven, true).transpose()) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(Error::from(e).report(None)),
+        None => {
+            let what = session
+                .map_or_else(|| "no session and no readiness check yet".to_owned(), |id| format!("no session `{id}`"));
+            Err(format!(
+                "error: {what} in {}\n  help: `duet readiness PLAN` or `duet split PLAN` starts one",
+                state.root.display()
+            ))
+        }
+    }
 }
 
 /// How often `duet log --follow` looks at the journal.

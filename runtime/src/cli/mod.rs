@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod context;
 pub(crate) mod docs;
 pub(crate) mod log;
+pub(crate) mod report;
 pub(crate) mod status;
 pub(crate) mod upgrade;
 
@@ -45,6 +46,9 @@ pub(crate) fn main() -> Outcome {
         Command::Skip { step, reason, run } => upgrade::execute(&run, &upgrade::Request::Skip { step, reason }),
         Command::Resume { repair_journal, run } => upgrade::execute(&run, &upgrade::Request::Resume { repair_journal }),
         Command::Run { plan, through, run } => upgrade::execute(&run, &upgrade::Request::Run { plan, through }),
+        Command::Report { session, output, state } => {
+            report::report(&Context::reading(&state).state, session.as_deref(), output.as_deref())
+        }
         Command::Completions { shell } => docs::completions(shell),
         Command::Man { out_dir } => docs::man(&out_dir),
     }
