@@ -169,6 +169,16 @@ pub(crate) enum Command {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// The terminal console: navigation bar, pages, the activity log as a tree, the status bar.
+    ///
+    /// It follows a session another `duet` drives (reading, never locking) and runs commands
+    /// itself (each in a process of its own: closing the console never stops one).
+    Console {
+        /// The plan a readiness check or a split starts from [default: the session's].
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// The session as one self-contained HTML file for a change board: timeline, DAGs, failures,
     /// operators' actions, backups.
     Report {

@@ -5,6 +5,7 @@
 pub(crate) mod approve;
 pub(crate) mod args;
 pub(crate) mod check;
+pub(crate) mod console;
 pub(crate) mod context;
 pub(crate) mod docs;
 pub(crate) mod log;
@@ -46,6 +47,7 @@ pub(crate) fn main() -> Outcome {
         Command::Skip { step, reason, run } => upgrade::execute(&run, &upgrade::Request::Skip { step, reason }),
         Command::Resume { repair_journal, run } => upgrade::execute(&run, &upgrade::Request::Resume { repair_journal }),
         Command::Run { plan, through, run } => upgrade::execute(&run, &upgrade::Request::Run { plan, through }),
+        Command::Console { plan, state } => console::console(&state, plan.as_deref()),
         Command::Report { session, output, state } => {
             report::report(&Context::reading(&state).state, session.as_deref(), output.as_deref())
         }

@@ -8,3 +8,4 @@ pub(crate) mod events;
 pub(crate) mod follow;
 pub(crate) mod report;
 pub(crate) mod status;
+pub(crate) mod tui;
