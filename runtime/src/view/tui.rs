@@ -448,7 +448,11 @@ fn summary(plan: Option<&CompiledPlan>) -> Vec<Line<'static>> {
 
 fn steps_page(page: Page, model: &Model, styles: &Styles) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    for command in page.commands() {
+    if let Some(driver) = &model.status.driver {
+        let line = format!("{} is running ({driver}): the console follows it; commands come back when it ends", command_of(driver.command.as_deref()));
+        lines.push(Line::from(escape(&line).into_owned()));
+    }
+    for command in page.commands().iter().filter(|_| model.status.driver.is_none()) {
         let line = match model.allowed(*command) {
             Ok(()) => format!("{} is available{}", command.name(), if matches!(command, Command::Commit | Command::Abort) { " (asks for confirmation)" } else { "" }),
             Err(why) => format!("{} is not available: {why}", command.name()),
@@ -549,7 +553,7 @@ fn detail(frame: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui) {
         }
         if let Some(o) = &d.output {
             lines.push(Line::from(format!("Exit value: {}", o.exit.map_or_else(|| "-".to_owned(), |c| c.to_string()))));
-            for (name, s) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+            for (name, s) in [("stdout", &o.stdout), ("stderr", &o.stderr)].into_iter().filter(|(_, s)| s.bytes > 0) {
                 lines.push(Line::from(format!("{name} ({} bytes):", s.bytes)));
                 let tail: Vec<&str> = s.tail.lines().collect();
                 for l in &tail[tail.len().saturating_sub(8)..] {
@@ -587,3 +591,6 @@ fn centered(area: Rect, percent: u16, height: u16) -> Rect {
     let height = height.min(area.height);
     Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height }
 }
+
+#[cfg(test)]
+mod tests;
