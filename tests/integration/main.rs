@@ -4,6 +4,7 @@
 mod checks;
 mod cli;
 mod compile;
+mod console;
 mod crash;
 mod formats;
 mod hints;

@@ -175,6 +175,10 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
         KeyCode::Left | KeyCode::BackTab | KeyCode::Char('h') => {
             (ui.page, ui.follow) = (pages[(at + pages.len() - 1) % pages.len()], false);
         }
+        KeyCode::Char(digit @ '1'..='9') => {
+            let n = usize::from(digit as u8 - b'1');
+            (ui.page, ui.follow) = (pages[n], false);
+        }
         KeyCode::Char('f') => ui.follow = true,
         KeyCode::Char('a') => (ui.page, ui.follow) = (Page::Activity, false),
         KeyCode::Up | KeyCode::Char('k') => (ui.selected, ui.tail) = (ui.selected.saturating_sub(1), false),

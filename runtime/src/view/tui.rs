@@ -364,7 +364,7 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
     if ui.confirm.is_some() {
         return " y confirm   n cancel".to_owned();
     }
-    let mut keys = vec!["←/→ page".to_owned()];
+    let mut keys = vec!["←/→ or 1-9 page".to_owned()];
     match ui.page {
         Page::Activity => keys.extend(["↑/↓ select".into(), "Enter detail".into(), "+/- expand".into()]),
         page => {

@@ -1,0 +1,264 @@
+//! `duet console` in a real terminal: tmux (its own server, on a socket in a temporary
+//! directory) runs the console while the test drives a run or presses keys, and reads the
+//! screen with `capture-pane`. The console follows a run another process drives, survives
+//! resizes and a small terminal, shows no colour with `NO_COLOR`, drives a whole upgrade
+//! itself (commit asks first), and a killed console leaves its running request running.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::machine::Machine;
+use crate::operator::exit_of;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A tmux server of the test's own, with one session `duet` running one command.
+struct Tmux {
+    socket: PathBuf,
+    server: Option<u32>,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmux {
+    /// `None` (the tier skips, saying why) without tmux.
+    fn start(command: &str, (width, height): (u16, u16)) -> Option<Self> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: tmux is not installed (Debian package `tmux`; .ci/run installs it)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut tmux = Self { socket: dir.path().join("tmux.sock"), server: None, _dir: dir };
+        let (w, h) = (width.to_string(), height.to_string());
+        tmux.run(&["-f", "/dev/null", "new-session", "-d", "-s", "duet", "-x", &w, "-y", &h, command]);
+        tmux.run(&["set-option", "-g", "remain-on-exit", "on"]);
+        tmux.server = tmux.run(&["display-message", "-p", "#{pid}"]).trim().parse().ok();
+        Some(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").arg("-S").arg(&self.socket).args(args).output().expect("tmux runs");
+        assert!(out.status.success(), "tmux {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "duet"];
+        args.extend(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "duet"])
+    }
+
+    /// The screen with its escape sequences (colours, bold, reverse video).
+    fn screen_escaped(&self) -> String {
+        self.run(&["capture-pane", "-p", "-e", "-t", "duet"])
+    }
+
+    /// Polls the screen until `ready` holds; the screen then.
+    #[track_caller]
+    fn until(&self, what: &str, ready: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return screen;
+            }
+            assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}; the screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[track_caller]
+    fn shows(&self, text: &str) -> String {
+        self.until(text, |s| s.contains(text))
+    }
+
+    fn pane(&self, format: &str) -> String {
+        self.run(&["display-message", "-p", "-t", "duet", format]).trim().to_owned()
+    }
+
+    fn resize(&self, width: u16, height: u16) {
+        self.run(&["resize-window", "-t", "duet", "-x", &width.to_string(), "-y", &height.to_string()]);
+    }
+
+    /// The console's exit status, once it exited (tmux knows the pane is dead when its
+    /// terminal closes, and its status a moment later, once it has reaped the process).
+    fn exit_status(&self) -> String {
+        let start = Instant::now();
+        loop {
+            let status = self.pane("#{pane_dead}:#{pane_dead_status}");
+            if let Some(code) = status.strip_prefix("1:").filter(|c| !c.is_empty()) {
+                return code.to_owned();
+            }
+            if start.elapsed() > PATIENCE {
+                let ps = Command::new("ps").args(["-e", "-o", "pid,ppid,stat,wchan:20,cmd"]).output().unwrap();
+                panic!("the console did not exit ({status}):\n{}\n{}", self.screen(), String::from_utf8_lossy(&ps.stdout));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").arg("-S").arg(&self.socket).arg("kill-server").output();
+        if let Some(pid) = self.server {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+        }
+    }
+}
+
+/// `duet console ARGS` as a shell command for tmux, with the rig's state and inventory.
+fn console(m: &Machine, args: &[&str], colour: bool) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let colour = if colour { "-u NO_COLOR" } else { "NO_COLOR=1" };
+    let mut line = format!(
+        "exec env {colour} REC={} {} console",
+        quote(&m.rec().display().to_string()),
+        quote(env!("CARGO_BIN_EXE_duet"))
+    );
+    for arg in args {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    let (state, inventory) = (m.state().display().to_string(), m.path("inventory.yaml").display().to_string());
+    line.push_str(&format!(" --state-dir {} --inventory {}", quote(&state), quote(&inventory)));
+    line
+}
+
+/// The SGR parameters of an escaped screen that set a colour (30-49, 90-107; 39 and 49 are
+/// the terminal's own colours).
+fn colours(escaped: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for part in escaped.split("\u{1b}[").skip(1) {
+        let Some(end) = part.find(|c: char| c.is_ascii_alphabetic()) else { continue };
+        if &part[end..=end] != "m" {
+            continue;
+        }
+        let params = &part[..end];
+        let coloured = params.split(';').filter_map(|p| p.parse::<u32>().ok()).any(|p| (30..=49).contains(&p) && p != 39 && p != 49 || (90..=107).contains(&p));
+        if coloured {
+            found.push(params.to_owned());
+        }
+    }
+    found
+}
+
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < PATIENCE, "waited {PATIENCE:?} for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const BLOCKED: &str = "action:stop@production";
+
+#[test]
+fn the_console_follows_a_run_another_process_drives() {
+    let m = Machine::new();
+    std::fs::write(m.rec().join(format!("block-{BLOCKED}")), "").unwrap();
+    let mut run = m.duet(&["run", &m.plan()]).spawn();
+    wait_for("the run to reach its blocked step", || m.rec().join("blocked").exists());
+    let Some(tmux) = Tmux::start(&console(&m, &[], false), (120, 40)) else {
+        run.kill().unwrap();
+        run.wait().unwrap();
+        return;
+    };
+    // The page of the request in progress, its running step, and the status bar.
+    let screen = tmux.shows("| Merge | Busy");
+    assert!(screen.contains("duet console — Merge"), "{screen}");
+    assert!(screen.lines().any(|l| l.contains(BLOCKED) && l.contains("running")), "{screen}");
+    assert!(screen.contains("is running (pid"), "the driver is named:\n{screen}");
+    let none: Vec<String> = Vec::new();
+    assert_eq!(colours(&tmux.screen_escaped()), none, "NO_COLOR: no colour on the screen");
+    // Smaller, too small, and back.
+    tmux.resize(70, 20);
+    let small = tmux.until("the console at 70x20", |s| s.lines().count() <= 20 && s.contains("Partner: OS Up"));
+    assert!(small.lines().all(|l| l.chars().count() <= 70), "{small}");
+    tmux.resize(40, 10);
+    tmux.shows("needs 60x14");
+    tmux.resize(120, 40);
+    tmux.shows("Partner: OS Up");
+    // The activity log, as the run goes on to its end.
+    tmux.keys(&["a"]);
+    tmux.shows(&format!("{BLOCKED} started"));
+    std::fs::write(m.rec().join("go"), "").unwrap();
+    let done = tmux.shows("Finish completed: Ready");
+    assert!(done.contains("Fault Tolerant | Idle | Ready"), "{done}");
+    assert_eq!(exit_of(&mut run), 0);
+    // The detail of the last entry, then out.
+    tmux.keys(&["Enter"]);
+    tmux.shows("Activity Log Detail");
+    tmux.keys(&["Escape"]);
+    tmux.until("the detail to close", |s| !s.contains("Activity Log Detail"));
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.exit_status(), "0");
+}
+
+#[test]
+fn an_operator_runs_a_whole_upgrade_from_the_console_and_a_killed_console_stops_nothing() {
+    let m = Machine::new();
+    let plan = m.plan();
+    let Some(tmux) = Tmux::start(&console(&m, &[&plan], true), (120, 40)) else { return };
+    tmux.shows("Enter readiness");
+    assert!(!colours(&tmux.screen_escaped()).is_empty(), "without NO_COLOR the console has colours");
+    // Split (the fourth page: Right from Readiness, where the console opens).
+    tmux.keys(&["Right"]);
+    tmux.shows("split is available");
+    tmux.keys(&["Enter"]);
+    tmux.shows("Production Side | Split | Ready");
+    // Merge, blocked in a step; the console is killed while it runs.
+    std::fs::write(m.rec().join(format!("block-{BLOCKED}")), "").unwrap();
+    tmux.keys(&["5"]);
+    tmux.shows("merge is available");
+    tmux.keys(&["Enter"]);
+    wait_for("the merge to reach its blocked step", || m.rec().join("blocked").exists());
+    tmux.shows("| Merge | Busy");
+    let console_pid: i32 = tmux.pane("#{pane_pid}").parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(console_pid), nix::sys::signal::SIGKILL).unwrap();
+    // Gone, or a zombie its parent (the tmux server) has not reaped yet.
+    let stat = format!("/proc/{console_pid}/stat");
+    wait_for("the killed console to be gone", || {
+        std::fs::read_to_string(&stat).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+    });
+    drop(tmux);
+    std::fs::write(m.rec().join("go"), "").unwrap();
+    wait_for("the merge to end Ready without its console", || {
+        let status = m.status();
+        status["upgrade"] == "Merge" && status["operational"] == "Ready" && status["driver"].is_null()
+    });
+    // A new console: commit (it asks first), then finish.
+    let Some(tmux) = Tmux::start(&console(&m, &[&plan], true), (120, 40)) else { return };
+    tmux.shows("Fault Tolerant | Merge | Ready");
+    tmux.keys(&["6"]);
+    tmux.shows("duet console — Commit");
+    tmux.keys(&["Enter"]);
+    tmux.shows("cannot be undone");
+    tmux.keys(&["n"]);
+    tmux.until("the confirmation to close", |s| !s.contains("cannot be undone"));
+    assert_eq!(m.status()["upgrade"], "Merge", "`n` commits nothing");
+    tmux.keys(&["Enter"]);
+    tmux.shows("cannot be undone");
+    tmux.keys(&["y"]);
+    tmux.shows("Fault Tolerant | Commit | Ready");
+    tmux.keys(&["8"]);
+    tmux.shows("duet console — Finish");
+    tmux.keys(&["Enter"]);
+    tmux.shows("`duet finish` ended: done");
+    tmux.shows("Fault Tolerant | Idle | Ready");
+    let history: Vec<_> = std::fs::read_dir(m.state().join("history")).unwrap().collect();
+    assert_eq!(history.len(), 1, "the session finished");
+    tmux.keys(&["q"]);
+    let status = tmux.exit_status();
+    assert_eq!(status, "0", "{}", tmux.screen());
+}
+
+#[test]
+fn the_console_needs_a_terminal() {
+    let m = Machine::new();
+    m.run(&["console"]).code(1).stderr_has("needs a terminal").stderr_has("help:");
+}
