@@ -84,21 +84,25 @@ impl Tmux {
         self.run(&["resize-window", "-t", "duet", "-x", &width.to_string(), "-y", &height.to_string()]);
     }
 
-    /// The console's exit status, once it exited (tmux knows the pane is dead when its
-    /// terminal closes, and its status a moment later, once it has reaped the process).
+    /// The console's exit status, as the shell that ran it prints it once it exited (on the
+    /// screen or, once the console gave the terminal back, in the pane's history).
     fn exit_status(&self) -> String {
         let start = Instant::now();
         loop {
-            let status = self.pane("#{pane_dead}:#{pane_dead_status}");
-            if let Some(code) = status.strip_prefix("1:").filter(|c| !c.is_empty()) {
-                return code.to_owned();
+            let all = self.run(&["capture-pane", "-p", "-S", "-", "-t", "duet"]);
+            if let Some(line) = all.lines().find(|l| l.contains("console exited with ")) {
+                return line.rsplit(' ').next().unwrap().to_owned();
             }
-            if start.elapsed() > PATIENCE {
-                let ps = Command::new("ps").args(["-e", "-o", "pid,ppid,stat,wchan:20,cmd"]).output().unwrap();
-                panic!("the console did not exit ({status}):\n{}\n{}", self.screen(), String::from_utf8_lossy(&ps.stdout));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(start.elapsed() < PATIENCE, "the console did not exit:\n{all}");
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The console's pid: the child of the shell in the pane.
+    fn console_pid(&self) -> i32 {
+        let shell = self.pane("#{pane_pid}");
+        let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+        children.split_whitespace().next().expect("the console runs").parse().unwrap()
     }
 }
 
@@ -111,12 +115,13 @@ impl Drop for Tmux {
     }
 }
 
-/// `duet console ARGS` as a shell command for tmux, with the rig's state and inventory.
+/// `duet console ARGS` as a shell command for tmux, with the rig's state and inventory; the
+/// shell says how it exited.
 fn console(m: &Machine, args: &[&str], colour: bool) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let colour = if colour { "-u NO_COLOR" } else { "NO_COLOR=1" };
     let mut line = format!(
-        "exec env {colour} REC={} {} console",
+        "env {colour} REC={} {} console",
         quote(&m.rec().display().to_string()),
         quote(env!("CARGO_BIN_EXE_duet"))
     );
@@ -126,6 +131,7 @@ fn console(m: &Machine, args: &[&str], colour: bool) -> String {
     }
     let (state, inventory) = (m.state().display().to_string(), m.path("inventory.yaml").display().to_string());
     line.push_str(&format!(" --state-dir {} --inventory {}", quote(&state), quote(&inventory)));
+    line.push_str("; echo \"console exited with $?\"");
     line
 }
 
@@ -147,6 +153,31 @@ fn colours(escaped: &str) -> Vec<String> {
     found
 }
 
+/// Releases every blocked action when dropped, so that a `duet` the test (or the console)
+/// started ends even if the test fails first; and kills the one the test started itself.
+struct Cleanup {
+    rec: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.rec.join("go"), "");
+        if let Some(mut child) = self.child.take() {
+            if std::thread::panicking() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Gone, or a zombie its parent has not reaped yet.
+fn gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
 fn wait_for(what: &str, ready: impl Fn() -> bool) {
     let start = Instant::now();
     while !ready() {
@@ -157,19 +188,23 @@ fn wait_for(what: &str, ready: impl Fn() -> bool) {
 
 const BLOCKED: &str = "action:stop@production";
 
+/// Keeps a screen as a test artifact (the target directory's scratch space).
+fn keep(name: &str, screen: &str) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), screen).unwrap();
+}
+
 #[test]
 fn the_console_follows_a_run_another_process_drives() {
     let m = Machine::new();
     std::fs::write(m.rec().join(format!("block-{BLOCKED}")), "").unwrap();
-    let mut run = m.duet(&["run", &m.plan()]).spawn();
+    let mut cleanup = Cleanup { rec: m.rec(), child: Some(m.duet(&["run", &m.plan()]).spawn()) };
     wait_for("the run to reach its blocked step", || m.rec().join("blocked").exists());
-    let Some(tmux) = Tmux::start(&console(&m, &[], false), (120, 40)) else {
-        run.kill().unwrap();
-        run.wait().unwrap();
-        return;
-    };
+    let Some(tmux) = Tmux::start(&console(&m, &[], false), (120, 40)) else { return };
     // The page of the request in progress, its running step, and the status bar.
     let screen = tmux.shows("| Merge | Busy");
+    keep("console-merge.txt", &screen);
     assert!(screen.contains("duet console — Merge"), "{screen}");
     assert!(screen.lines().any(|l| l.contains(BLOCKED) && l.contains("running")), "{screen}");
     assert!(screen.contains("is running (pid"), "the driver is named:\n{screen}");
@@ -185,18 +220,20 @@ fn the_console_follows_a_run_another_process_drives() {
     tmux.shows("Partner: OS Up");
     // The activity log, as the run goes on to its end.
     tmux.keys(&["a"]);
-    tmux.shows(&format!("{BLOCKED} started"));
+    keep("console-activity.txt", &tmux.shows(&format!("{BLOCKED} started")));
     std::fs::write(m.rec().join("go"), "").unwrap();
     let done = tmux.shows("Finish completed: Ready");
     assert!(done.contains("Fault Tolerant | Idle | Ready"), "{done}");
-    assert_eq!(exit_of(&mut run), 0);
+    assert_eq!(exit_of(cleanup.child.as_mut().unwrap()), 0);
     // The detail of the last entry, then out.
     tmux.keys(&["Enter"]);
     tmux.shows("Activity Log Detail");
     tmux.keys(&["Escape"]);
     tmux.until("the detail to close", |s| !s.contains("Activity Log Detail"));
-    tmux.keys(&["q"]);
-    assert_eq!(tmux.exit_status(), "0");
+    // Closing the terminal (the tmux server goes, and the console's terminal with it) ends it.
+    let console_pid = tmux.console_pid();
+    drop(tmux);
+    wait_for("the console to end with its terminal", || gone(console_pid));
 }
 
 #[test]
@@ -204,6 +241,7 @@ fn an_operator_runs_a_whole_upgrade_from_the_console_and_a_killed_console_stops_
     let m = Machine::new();
     let plan = m.plan();
     let Some(tmux) = Tmux::start(&console(&m, &[&plan], true), (120, 40)) else { return };
+    let _cleanup = Cleanup { rec: m.rec(), child: None };
     tmux.shows("Enter readiness");
     assert!(!colours(&tmux.screen_escaped()).is_empty(), "without NO_COLOR the console has colours");
     // Split (the fourth page: Right from Readiness, where the console opens).
@@ -218,13 +256,9 @@ fn an_operator_runs_a_whole_upgrade_from_the_console_and_a_killed_console_stops_
     tmux.keys(&["Enter"]);
     wait_for("the merge to reach its blocked step", || m.rec().join("blocked").exists());
     tmux.shows("| Merge | Busy");
-    let console_pid: i32 = tmux.pane("#{pane_pid}").parse().unwrap();
+    let console_pid = tmux.console_pid();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(console_pid), nix::sys::signal::SIGKILL).unwrap();
-    // Gone, or a zombie its parent (the tmux server) has not reaped yet.
-    let stat = format!("/proc/{console_pid}/stat");
-    wait_for("the killed console to be gone", || {
-        std::fs::read_to_string(&stat).map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
-    });
+    assert_eq!(tmux.exit_status(), "137", "killed by SIGKILL");
     drop(tmux);
     std::fs::write(m.rec().join("go"), "").unwrap();
     wait_for("the merge to end Ready without its console", || {

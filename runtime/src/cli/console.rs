@@ -48,15 +48,28 @@ pub(crate) fn console(args: &StateArgs, plan: Option<&Path>) -> Outcome {
         return Outcome::Failure;
     }
     let plan = plan.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()));
-    // SIGTERM, SIGHUP (the terminal closed) and SIGINT end the console cleanly: the terminal
-    // is given back; a request it started runs on.
+    // SIGTERM, SIGHUP (the terminal closed) and SIGINT end the console: the loop stops at its
+    // next turn and gives the terminal back; if it cannot (reading a terminal that is gone
+    // never returns), this thread ends the process a second later. A request the console
+    // started runs on either way.
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&stop)) {
+    let signals = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP, signal_hook::consts::SIGINT];
+    let mut signals = match signal_hook::iterator::Signals::new(signals) {
+        Ok(s) => s,
+        Err(e) => {
             console::eprintln(&format!("error: cannot handle signals: {e}"));
             return Outcome::Failure;
         }
-    }
+    };
+    let stopping = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            stopping.store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(1));
+            let _ = ratatui::try_restore();
+            std::process::exit(i32::from(duet_contract::exit::signalled(signal)));
+        }
+    });
     let mut terminal = match ratatui::try_init() {
         Ok(t) => t,
         Err(e) => {
