@@ -4,6 +4,7 @@
 //! resizes and a small terminal, shows no colour with `NO_COLOR`, drives a whole upgrade
 //! itself (commit asks first), and a killed console leaves its running request running.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -110,7 +111,8 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux").arg("-S").arg(&self.socket).arg("kill-server").output();
         if let Some(pid) = self.server {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("a pid"));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
         }
     }
 }
@@ -130,7 +132,7 @@ fn console(m: &Machine, args: &[&str], colour: bool) -> String {
         line.push_str(&quote(arg));
     }
     let (state, inventory) = (m.state().display().to_string(), m.path("inventory.yaml").display().to_string());
-    line.push_str(&format!(" --state-dir {} --inventory {}", quote(&state), quote(&inventory)));
+    let _ = write!(line, " --state-dir {} --inventory {}", quote(&state), quote(&inventory));
     line.push_str("; echo \"console exited with $?\"");
     line
 }
@@ -145,7 +147,10 @@ fn colours(escaped: &str) -> Vec<String> {
             continue;
         }
         let params = &part[..end];
-        let coloured = params.split(';').filter_map(|p| p.parse::<u32>().ok()).any(|p| (30..=49).contains(&p) && p != 39 && p != 49 || (90..=107).contains(&p));
+        let coloured = params
+            .split(';')
+            .filter_map(|p| p.parse::<u32>().ok())
+            .any(|p| (30..=49).contains(&p) && p != 39 && p != 49 || (90..=107).contains(&p));
         if coloured {
             found.push(params.to_owned());
         }
@@ -295,4 +300,44 @@ fn an_operator_runs_a_whole_upgrade_from_the_console_and_a_killed_console_stops_
 fn the_console_needs_a_terminal() {
     let m = Machine::new();
     m.run(&["console"]).code(1).stderr_has("needs a terminal").stderr_has("help:");
+}
+
+/// On a terminal, a step in progress has a progress line with its elapsed time (indicatif),
+/// gone when it ends; in a pipe (every other test), only the plain lines.
+#[test]
+fn a_run_on_a_terminal_shows_the_step_in_progress_with_its_time() {
+    let m = Machine::new();
+    std::fs::write(m.rec().join(format!("block-{BLOCKED}")), "").unwrap();
+    let _cleanup = Cleanup { rec: m.rec(), child: None };
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let command = format!(
+        "env REC={} {} run {} --state-dir {} --inventory {}; echo \"run exited with $?\"",
+        quote(&m.rec().display().to_string()),
+        quote(env!("CARGO_BIN_EXE_duet")),
+        quote(&m.plan()),
+        quote(&m.state().display().to_string()),
+        quote(&m.path("inventory.yaml").display().to_string())
+    );
+    let Some(tmux) = Tmux::start(&command, (120, 40)) else { return };
+    let progress =
+        |s: &str| s.lines().any(|l| l.contains(BLOCKED) && l.trim_end().ends_with("s)") && !l.contains(" ok "));
+    let screen = tmux.until("the progress line of the blocked step", progress);
+    let line = screen.lines().find(|l| l.contains(BLOCKED) && l.trim_end().ends_with("s)")).unwrap().to_owned();
+    // The elapsed time goes on while the step runs.
+    tmux.until("the elapsed time to advance", |s| {
+        s.lines().any(|l| l.contains(BLOCKED) && l.trim_end().ends_with("s)") && l != line)
+    });
+    std::fs::write(m.rec().join("go"), "").unwrap();
+    let all = |t: &Tmux| t.run(&["capture-pane", "-p", "-S", "-", "-t", "duet"]);
+    let start = Instant::now();
+    while !all(&tmux).contains("run exited with 0") {
+        assert!(start.elapsed() < PATIENCE, "the run did not end:\n{}", all(&tmux));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done = all(&tmux);
+    assert!(done.lines().any(|l| l.starts_with("  ok      action:stop@production")), "{done}");
+    assert!(
+        !done.lines().any(|l| l.contains(BLOCKED) && l.trim_end().ends_with("s)")),
+        "the progress line is gone:\n{done}"
+    );
 }

@@ -134,7 +134,9 @@ impl Lines {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line with {fragment:?} came; seen:\n{}", self.seen.join("\n")),
+                Err(mpsc::RecvTimeoutError::Timeout | mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("no line with {fragment:?} came; seen:\n{}", self.seen.join("\n"))
+                }
             }
         }
     }

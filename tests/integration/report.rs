@@ -37,7 +37,7 @@ impl Proxy {
     }
 }
 
-/// Headless Chromium driven through its DevTools protocol on a pipe (`--remote-debugging-pipe`:
+/// Headless Chromium driven through its `DevTools` protocol on a pipe (`--remote-debugging-pipe`:
 /// JSON messages ended by NUL on fds 3 and 4, here two FIFOs), as root, with a fresh profile.
 struct Browser {
     child: std::process::Child,
@@ -102,7 +102,7 @@ impl Browser {
     }
 
     /// Sends a command (to a page's session, if given) and waits for its answer.
-    fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+    fn call(&mut self, session: Option<&str>, method: &str, params: &Value) -> Value {
         use std::io::Write as _;
         self.next_id += 1;
         let id = self.next_id;
@@ -135,15 +135,15 @@ impl Browser {
 
     /// Opens `page` in a new tab with the network watched; the tab's session.
     fn open(&mut self, page: &Path) -> String {
-        let target = self.call(None, "Target.createTarget", serde_json::json!({"url": "about:blank"}));
+        let target = self.call(None, "Target.createTarget", &serde_json::json!({"url": "about:blank"}));
         let attach = serde_json::json!({"targetId": target["targetId"], "flatten": true});
-        let session = self.call(None, "Target.attachToTarget", attach)["sessionId"].as_str().unwrap().to_owned();
+        let session = self.call(None, "Target.attachToTarget", &attach)["sessionId"].as_str().unwrap().to_owned();
         for domain in ["Network.enable", "Page.enable"] {
-            self.call(Some(&session), domain, serde_json::json!({}));
+            self.call(Some(&session), domain, &serde_json::json!({}));
         }
         let metrics = serde_json::json!({"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false});
-        self.call(Some(&session), "Emulation.setDeviceMetricsOverride", metrics);
-        self.call(Some(&session), "Page.navigate", serde_json::json!({"url": format!("file://{}", page.display())}));
+        self.call(Some(&session), "Emulation.setDeviceMetricsOverride", &metrics);
+        self.call(Some(&session), "Page.navigate", &serde_json::json!({"url": format!("file://{}", page.display())}));
         self.wait_for("Page.loadEventFired");
         session
     }
@@ -159,14 +159,15 @@ impl Browser {
 
     fn evaluate(&mut self, session: &str, expression: &str) -> Value {
         let params = serde_json::json!({"expression": expression, "returnByValue": true});
-        self.call(Some(session), "Runtime.evaluate", params)["result"]["value"].clone()
+        self.call(Some(session), "Runtime.evaluate", &params)["result"]["value"].clone()
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         // Its helpers (zygote, renderer) are in its process group: none outlives the test.
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGKILL);
+        let group = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("a pid"));
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -229,7 +230,10 @@ fn the_report_opens_in_chromium_with_every_step_and_fetches_nothing() {
     let dom = browser.evaluate(&tab, "document.documentElement.outerHTML").as_str().unwrap().to_owned();
     assert!(dom.contains("<h1>Upgrade session"), "chromium read the report:\n{dom}");
     // What the browser laid out, not only the text: the timeline's bars have a width.
-    let drawn = browser.evaluate(&tab, "[...document.querySelectorAll('#timeline rect.span')].filter(r => r.getBBox().width > 0).length");
+    let drawn = browser.evaluate(
+        &tab,
+        "[...document.querySelectorAll('#timeline rect.span')].filter(r => r.getBBox().width > 0).length",
+    );
     assert!(drawn.as_u64().is_some_and(|n| n as usize >= steps.len()), "{drawn} bars drawn for {} steps", steps.len());
     for (request, step) in &steps {
         let span = format!("data-step=\"{step}\" data-request=\"{request}\"");
@@ -254,9 +258,13 @@ fn the_report_opens_in_chromium_with_every_step_and_fetches_nothing() {
     let page_url = format!("file://{}", page.display());
     assert_eq!(requested, [page_url], "the report fetched something besides itself");
     // What chromium rendered, as a person sees it, kept as an artifact.
-    let shot = browser.call(Some(&tab), "Page.captureScreenshot", serde_json::json!({"format": "png", "captureBeyondViewport": true}));
-    use base64::Engine as _;
-    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    let shot = browser.call(
+        Some(&tab),
+        "Page.captureScreenshot",
+        &serde_json::json!({"format": "png", "captureBeyondViewport": true}),
+    );
+    let png =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, shot["data"].as_str().unwrap()).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a screenshot of a rendered page");
     std::fs::write(artifact("report.png"), png).unwrap();
 }

@@ -20,9 +20,9 @@ use crate::cli::{Context, log};
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
 use crate::platform;
+use crate::view::console;
 use crate::view::status::{gather, unbuilt};
 use crate::view::tui::{self, Model, Page, Ui};
-use crate::view::console;
 
 /// How often the console reads the state directory when no key is pressed.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -119,19 +119,17 @@ fn run(
             continue;
         }
         match event::read().map_err(|e| Error::new(format!("cannot read the terminal: {e}")))? {
-            Event::Key(key) if key.kind != KeyEventKind::Release => {
-                match keyed(key, &model, &mut ui) {
-                    Keyed::Quit => break,
-                    Keyed::Run(command) => match start(ctx, &model, command) {
-                        Ok(d) => {
-                            ui.message = Some(format!("started {} (pid {})", d.what, d.child.id()));
-                            driven = Some(d);
-                        }
-                        Err(why) => ui.message = Some(why),
-                    },
-                    Keyed::Nothing => {}
-                }
-            }
+            Event::Key(key) if key.kind != KeyEventKind::Release => match keyed(key, &model, &mut ui) {
+                Keyed::Quit => break,
+                Keyed::Run(command) => match start(ctx, &model, command) {
+                    Ok(d) => {
+                        ui.message = Some(format!("started {} (pid {})", d.what, d.child.id()));
+                        driven = Some(d);
+                    }
+                    Err(why) => ui.message = Some(why),
+                },
+                Keyed::Nothing => {}
+            },
             // A resize is drawn at the next turn, at the new size.
             _ => {}
         }
@@ -184,7 +182,9 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
     match key.code {
         KeyCode::Char('q') | KeyCode::Esc => return Keyed::Quit,
         KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => return Keyed::Quit,
-        KeyCode::Right | KeyCode::Tab | KeyCode::Char('l') => (ui.page, ui.follow) = (pages[(at + 1) % pages.len()], false),
+        KeyCode::Right | KeyCode::Tab | KeyCode::Char('l') => {
+            (ui.page, ui.follow) = (pages[(at + 1) % pages.len()], false);
+        }
         KeyCode::Left | KeyCode::BackTab | KeyCode::Char('h') => {
             (ui.page, ui.follow) = (pages[(at + pages.len() - 1) % pages.len()], false);
         }
@@ -258,14 +258,10 @@ fn start(ctx: &Context, model: &Model, command: Command) -> std::result::Result<
     let output = std::env::temp_dir().join(format!("duet-console-{}-{}.log", std::process::id(), command.name()));
     let file = std::fs::File::create(&output).map_err(|e| format!("cannot create {}: {e}", output.display()))?;
     let file2 = file.try_clone().map_err(|e| format!("cannot create {}: {e}", output.display()))?;
-    let child = Process::new("setsid")
-        .arg(exe)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(file)
-        .stderr(file2)
-        .spawn()
-        .map_err(|e| format!("cannot start `duet {}`: {e} (is `setsid`, of util-linux, installed?)", command.name()))?;
+    let child =
+        Process::new("setsid").arg(exe).args(&args).stdin(Stdio::null()).stdout(file).stderr(file2).spawn().map_err(
+            |e| format!("cannot start `duet {}`: {e} (is `setsid`, of util-linux, installed?)", command.name()),
+        )?;
     Ok(Driven { what: format!("`duet {}`", command.name()), child, output })
 }
 

@@ -39,9 +39,12 @@ pub(crate) fn man(dir: &Path) -> Outcome {
         Ok(())
     });
     match written {
-        Ok(()) => {
-            console::print(&format!("wrote {} man pages to {} (`man -l {}/duet.1`)\n", pages.len(), dir.display(), dir.display()))
-        }
+        Ok(()) => console::print(&format!(
+            "wrote {} man pages to {} (`man -l {}/duet.1`)\n",
+            pages.len(),
+            dir.display(),
+            dir.display()
+        )),
         Err(e) => {
             console::eprintln(&format!(
                 "error: cannot write the man pages to {}: {e}\n  help: choose a directory you can write (`--out-dir DIR`)",

@@ -117,23 +117,23 @@ pub(crate) fn follow(state: &StateDir, format: LogFormat) -> Outcome {
         if let Some(Entry::Begin { id: begun, .. }) = records.first().map(|r| &r.entry) {
             id = Some(begun.clone());
         }
-        if !records.is_empty() {
-            let text = match format {
-                LogFormat::Json => records.iter().map(|r| events::entry(r, true) + "\n").collect(),
-                _ => activity::to_text(&activity::entries(&records)),
-            };
-            // A reader that went away (`duet log --follow | head`) ends the following.
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(console::escape(&text).as_bytes()).and_then(|()| stdout.flush()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Outcome::Success,
-                Err(e) => {
-                    console::eprintln(&format!("error: cannot write the output: {e}"));
-                    return Outcome::Failure;
-                }
-            }
-        } else {
+        if records.is_empty() {
             std::thread::sleep(FOLLOW_EVERY);
+            continue;
+        }
+        let text = match format {
+            LogFormat::Json => records.iter().map(|r| events::entry(r, true) + "\n").collect(),
+            _ => activity::to_text(&activity::entries(&records)),
+        };
+        // A reader that went away (`duet log --follow | head`) ends the following.
+        let mut stdout = std::io::stdout().lock();
+        match stdout.write_all(console::escape(&text).as_bytes()).and_then(|()| stdout.flush()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Outcome::Success,
+            Err(e) => {
+                console::eprintln(&format!("error: cannot write the output: {e}"));
+                return Outcome::Failure;
+            }
         }
     }
 }

@@ -26,7 +26,9 @@ pub(crate) fn report(state: &StateDir, session: Option<&str>, output: Option<&Pa
     }
     let html = report::render(&view, plan.as_ref());
     if let Some(damage) = &view.damage {
-        console::eprintln(&format!("warning: the journal is damaged; the report ends at the last intact record: {damage}"));
+        console::eprintln(&format!(
+            "warning: the journal is damaged; the report ends at the last intact record: {damage}"
+        ));
     }
     let Some(path) = output else { return console::print(&html) };
     match fsutil::write_atomic(path, html.as_bytes()) {

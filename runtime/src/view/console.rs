@@ -204,7 +204,10 @@ struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { lines: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout()), bars: Vec::new() }
+        Self {
+            lines: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout()),
+            bars: Vec::new(),
+        }
     }
 }
 

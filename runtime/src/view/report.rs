@@ -46,9 +46,10 @@ pub(crate) fn spans<'a>(records: &'a [Record<Entry>], plan: Option<&CompiledPlan
                 result: None,
             }),
             Entry::StepFinished { request, step, attempt, result, duration_ms, .. } => {
-                let open = spans.iter_mut().rev().find(|s| {
-                    s.request == *request && s.step == step && s.attempt == *attempt && s.end_ms.is_none()
-                });
+                let open = spans
+                    .iter_mut()
+                    .rev()
+                    .find(|s| s.request == *request && s.step == step && s.attempt == *attempt && s.end_ms.is_none());
                 match open {
                     Some(s) => {
                         s.end_ms = Some(r.time_ms);
@@ -102,17 +103,9 @@ pub(crate) fn merge_downtime(spans: &[Span<'_>], plan: Option<&CompiledPlan>) ->
             && (st.op == Op::RestoreAndStart || control(st) == Some(duet_compiler::plan::Control::Start))
     };
     let platform = merge.iter().find(|(_, st)| st.as_ref().is_some_and(|st| st.op == Op::Merge));
-    let start = merge
-        .iter()
-        .find(|(_, st)| st.as_ref().is_some_and(stops))
-        .or(platform)
-        .map(|(s, _)| s.start_ms)?;
-    let end = merge
-        .iter()
-        .rev()
-        .find(|(_, st)| st.as_ref().is_some_and(starts))
-        .or(platform)
-        .and_then(|(s, _)| s.end_ms)?;
+    let start = merge.iter().find(|(_, st)| st.as_ref().is_some_and(stops)).or(platform).map(|(s, _)| s.start_ms)?;
+    let end =
+        merge.iter().rev().find(|(_, st)| st.as_ref().is_some_and(starts)).or(platform).and_then(|(s, _)| s.end_ms)?;
     (end >= start).then_some((start, end))
 }
 
@@ -138,14 +131,14 @@ fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-fn seconds(ms: u64) -> String {
+pub(crate) fn seconds(ms: u64) -> String {
     #[expect(clippy::cast_precision_loss, reason = "a duration shown to a tenth of a second")]
     let s = ms as f64 / 1000.0;
     format!("{s:.1}s")
 }
 
 /// A step's outcome as a CSS class and a word.
-fn outcome(result: Option<&StepResult>) -> (&'static str, &'static str) {
+pub(crate) fn outcome(result: Option<&StepResult>) -> (&'static str, &'static str) {
     match result {
         None => ("running", "not finished"),
         Some(StepResult::Success { .. } | StepResult::Reconciled { .. }) => ("ok", "ok"),
@@ -205,19 +198,28 @@ fn session_section(out: &mut String, view: &View) {
     let mut users: Vec<&str> = records
         .iter()
         .filter_map(|r| match &r.entry {
-            Entry::Operation { user, .. } | Entry::Retry { user, .. } | Entry::Skip { user, .. } => Some(user.as_str()),
-            Entry::Approved { user, .. } => Some(user.as_str()),
+            Entry::Operation { user, .. }
+            | Entry::Retry { user, .. }
+            | Entry::Skip { user, .. }
+            | Entry::Approved { user, .. } => Some(user.as_str()),
             _ => None,
         })
         .collect();
     users.dedup();
     rows.push(("Who", users.join(", ")));
     if let (Some(first), Some(last)) = (records.first(), records.last()) {
-        rows.push(("When", format!("{} to {} ({})", time(first.time_ms), time(last.time_ms), seconds(last.time_ms - first.time_ms))));
+        rows.push((
+            "When",
+            format!("{} to {} ({})", time(first.time_ms), time(last.time_ms), seconds(last.time_ms - first.time_ms)),
+        ));
     }
     let p = &view.progress;
     let finished = p.finished_ok(RequestName::Finish);
-    let state = if finished { "finished".to_owned() } else { format!("{} | {}", p.upgrade_state().as_str(), p.operational().as_str()) };
+    let state = if finished {
+        "finished".to_owned()
+    } else {
+        format!("{} | {}", p.upgrade_state().as_str(), p.operational().as_str())
+    };
     let verdict = if p.finished_ok(RequestName::Commit) {
         "committed: the upgrade is permanent"
     } else if p.finished_ok(RequestName::AbortFromSplit) || p.finished_ok(RequestName::AbortFromMerge) {
@@ -245,10 +247,12 @@ fn sources_section(out: &mut String, dir: &Path) {
     for f in &files {
         let hash = std::fs::read(dir.join(&f.snapshot)).map_or_else(
             |e| format!("(cannot read the snapshot: {e})"),
-            |bytes| sha2::Sha256::digest(&bytes).iter().fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            }),
+            |bytes| {
+                sha2::Sha256::digest(&bytes).iter().fold(String::new(), |mut s, b| {
+                    let _ = write!(s, "{b:02x}");
+                    s
+                })
+            },
         );
         let _ = writeln!(out, "<tr><td>{}</td><td><code>{hash}</code></td></tr>", html(&f.path));
     }
@@ -305,7 +309,9 @@ fn timeline_section(out: &mut String, spans: &[Span<'_>], downtime: Option<(u64,
             seconds(b - a)
         );
     }
-    for (row, (side, name)) in [(Side::Production, "Production Side"), (Side::Upgrade, "Upgrade Side")].iter().enumerate() {
+    for (row, (side, name)) in
+        [(Side::Production, "Production Side"), (Side::Upgrade, "Upgrade Side")].iter().enumerate()
+    {
         let y = 30 + row as u64 * (ROW + 8);
         let _ = writeln!(out, "<text class=\"label\" x=\"4\" y=\"{}\">{name}</text>", y + ROW / 2 + 4);
         for s in spans.iter().filter(|s| s.side == *side) {
@@ -441,8 +447,9 @@ fn failures_section(out: &mut String, records: &[Record<Entry>]) {
     out.push_str("<h2>Failures</h2>\n");
     let mut any = false;
     for r in records {
-        let Entry::StepFinished { request, step, attempt, result: StepResult::Failed { message, help }, output, .. } =
-            &r.entry
+        let Entry::StepFinished {
+            request, step, attempt, result: StepResult::Failed { message, help }, output, ..
+        } = &r.entry
         else {
             continue;
         };
@@ -483,8 +490,16 @@ fn operators_section(out: &mut String, records: &[Record<Entry>]) {
             Entry::Operation { operation, command, user, automatic, requests, .. } => {
                 let names: Vec<&str> = requests.iter().map(|r| r.as_str()).collect();
                 match automatic {
-                    Some(b) => ("duet".to_owned(), format!("{} ({})", operation.name(), names.join(", ")), format!("the plan says to abort when this fails: {} failed: {}", b.step, b.message)),
-                    None => (user.clone(), format!("{} (`{command}`): {}", operation.name(), names.join(", ")), String::new()),
+                    Some(b) => (
+                        "duet".to_owned(),
+                        format!("{} ({})", operation.name(), names.join(", ")),
+                        format!("the plan says to abort when this fails: {} failed: {}", b.step, b.message),
+                    ),
+                    None => (
+                        user.clone(),
+                        format!("{} (`{command}`): {}", operation.name(), names.join(", ")),
+                        String::new(),
+                    ),
                 }
             }
             Entry::Retry { request, user, from, reason, .. } => {
@@ -522,7 +537,12 @@ fn backups_section(out: &mut String, view: &View, plan: Option<&CompiledPlan>) {
             .collect();
         files.sort();
         if !files.is_empty() {
-            let _ = writeln!(out, "<li><code>{}</code>: {}</li>", html(&dir.display().to_string()), html(&files.join(", ")));
+            let _ = writeln!(
+                out,
+                "<li><code>{}</code>: {}</li>",
+                html(&dir.display().to_string()),
+                html(&files.join(", "))
+            );
         }
     }
     for r in &view.records {

@@ -236,10 +236,9 @@ pub(crate) async fn print_bar<P: Platform>(
         let (hardware, partner) = (observed.hardware(), observed.partner.as_str());
         let _ = match format {
             console::Format::Human => console::print(&format!("{}\n", bar(hardware, upgrade, operational, partner))),
-            console::Format::Json => console::print(&format!(
-                "{}\n",
-                crate::view::events::status(hardware, upgrade, operational, partner)
-            )),
+            console::Format::Json => {
+                console::print(&format!("{}\n", crate::view::events::status(hardware, upgrade, operational, partner)))
+            }
         };
     }
 }

@@ -3,7 +3,7 @@
 //! window of the selected page, and the status bar (`Production Side | Split | Ready    Partner:
 //! OS Up`, guide 4-25). The activity log is a tree, a request's entries under it, with the
 //! guide's severities (table 4-2); Enter on an entry opens its detail. A pure function of what
-//! was read ([`Model`]) and what the operator selected ([`Ui`]): the TestBackend snapshots draw
+//! was read ([`Model`]) and what the operator selected ([`Ui`]): the `TestBackend` snapshots draw
 //! exactly what a terminal shows.
 
 use std::collections::HashSet;
@@ -142,6 +142,7 @@ fn command_of(line: Option<&str>) -> String {
 
 /// What the operator selected.
 #[derive(Clone, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent choices of the operator, each a yes or no")]
 pub(crate) struct Ui {
     pub(crate) page: Page,
     /// The page follows the request in progress until the operator picks one.
@@ -190,9 +191,8 @@ pub(crate) struct Row {
 /// The rows of the activity log as shown: a request's entries under its start (up to its end
 /// line), folded unless open.
 pub(crate) fn rows(entries: &[ActivityEntry], toggled: &HashSet<u64>) -> Vec<Row> {
-    let node_of = |e: &ActivityEntry| {
-        e.parent.is_none().then(|| e.message.strip_suffix(" started")).flatten().map(str::to_owned)
-    };
+    let node_of =
+        |e: &ActivityEntry| e.parent.is_none().then(|| e.message.strip_suffix(" started")).flatten().map(str::to_owned);
     let last_node = entries.iter().rposition(|e| node_of(e).is_some());
     let mut rows = Vec::new();
     // The request whose entries come now, and whether its node is open.
@@ -206,7 +206,8 @@ pub(crate) fn rows(entries: &[ActivityEntry], toggled: &HashSet<u64>) -> Vec<Row
         }
         let ends = inside.as_ref().is_some_and(|(r, _)| {
             e.parent.is_none()
-                && (e.message.starts_with(&format!("{r} completed")) || e.message.starts_with(&format!("{r} is Broken")))
+                && (e.message.starts_with(&format!("{r} completed"))
+                    || e.message.starts_with(&format!("{r} is Broken")))
         });
         match &inside {
             Some((_, open)) if !ends => {
@@ -230,13 +231,21 @@ pub(crate) const MIN: (u16, u16) = (60, 14);
 pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, ui: &Ui) {
     let area = frame.area();
     if area.width < MIN.0 || area.height < MIN.1 {
-        let text = format!("The terminal is {}x{}: duet console needs {}x{}. Enlarge it, or q to quit.", area.width, area.height, MIN.0, MIN.1);
+        let text = format!(
+            "The terminal is {}x{}: duet console needs {}x{}. Enlarge it, or q to quit.",
+            area.width, area.height, MIN.0, MIN.1
+        );
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
         return;
     }
-    let [title, nav, main, keys, bar] =
-        Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(5), Constraint::Length(1), Constraint::Length(1)])
-            .areas(area);
+    let [title, nav, main, keys, bar] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     let styles = Styles::new(ui.colour);
     let session = model.status.session.as_deref().map_or_else(|| "no session".to_owned(), |s| format!("session {s}"));
     frame.render_widget(
@@ -248,8 +257,12 @@ pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, ui: &Ui) {
     let inner = block.inner(main);
     frame.render_widget(block, main);
     match ui.page {
-        Page::Configuration => frame.render_widget(Paragraph::new(configuration(model)).wrap(Wrap { trim: false }), inner),
-        Page::Summary => frame.render_widget(Paragraph::new(summary(model.plan.as_ref())).wrap(Wrap { trim: false }), inner),
+        Page::Configuration => {
+            frame.render_widget(Paragraph::new(configuration(model)).wrap(Wrap { trim: false }), inner);
+        }
+        Page::Summary => {
+            frame.render_widget(Paragraph::new(summary(model.plan.as_ref())).wrap(Wrap { trim: false }), inner);
+        }
         Page::Activity => activity_page(frame, inner, model, ui, &styles),
         page => frame.render_widget(Paragraph::new(steps_page(page, model, &styles)).wrap(Wrap { trim: false }), inner),
     }
@@ -388,11 +401,11 @@ fn configuration(model: &Model) -> Vec<Line<'static>> {
     let s = &model.status;
     let mut lines = vec![
         Line::from(format!("State directory:  {}", escape(&model.state_dir))),
-        Line::from(format!("Plan:             {}", escape(model.plan_file.as_deref().unwrap_or("(none: `duet console PLAN`)")))),
         Line::from(format!(
-            "Session:          {}",
-            s.session.as_deref().unwrap_or("none in progress")
+            "Plan:             {}",
+            escape(model.plan_file.as_deref().unwrap_or("(none: `duet console PLAN`)"))
         )),
+        Line::from(format!("Session:          {}", s.session.as_deref().unwrap_or("none in progress"))),
     ];
     if let Some(driver) = &s.driver {
         lines.push(Line::from(format!("Driven by:        {}", escape(&driver.to_string()))));
@@ -431,7 +444,11 @@ fn summary(plan: Option<&CompiledPlan>) -> Vec<Line<'static>> {
         lines.push(Line::from(format!("Comments:  {}", escape(comments))));
     }
     let disks = |d: &[String]| d.join(", ");
-    lines.push(Line::from(format!("Disks:     system {}; data {}", disks(&plan.disks.system), disks(&plan.disks.data))));
+    lines.push(Line::from(format!(
+        "Disks:     system {}; data {}",
+        disks(&plan.disks.system),
+        disks(&plan.disks.data)
+    )));
     let services: Vec<String> = plan.services.iter().map(|s| escape(&s.name).into_owned()).collect();
     lines.push(Line::from(format!("Services:  {}", services.join(", "))));
     lines.push(Line::from(format!("Log backup: {}", plan.logs.backup.join(", "))));
@@ -449,12 +466,19 @@ fn summary(plan: Option<&CompiledPlan>) -> Vec<Line<'static>> {
 fn steps_page(page: Page, model: &Model, styles: &Styles) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     if let Some(driver) = &model.status.driver {
-        let line = format!("{} is running ({driver}): the console follows it; commands come back when it ends", command_of(driver.command.as_deref()));
+        let line = format!(
+            "{} is running ({driver}): the console follows it; commands come back when it ends",
+            command_of(driver.command.as_deref())
+        );
         lines.push(Line::from(escape(&line).into_owned()));
     }
     for command in page.commands().iter().filter(|_| model.status.driver.is_none()) {
         let line = match model.allowed(*command) {
-            Ok(()) => format!("{} is available{}", command.name(), if matches!(command, Command::Commit | Command::Abort) { " (asks for confirmation)" } else { "" }),
+            Ok(()) => format!(
+                "{} is available{}",
+                command.name(),
+                if matches!(command, Command::Commit | Command::Abort) { " (asks for confirmation)" } else { "" }
+            ),
             Err(why) => format!("{} is not available: {why}", command.name()),
         };
         lines.push(Line::from(escape(&line).into_owned()));
@@ -467,19 +491,25 @@ fn steps_page(page: Page, model: &Model, styles: &Styles) -> Vec<Line<'static>> 
         if !ran && matches!(request, RequestName::Upgrade | RequestName::AbortFromSplit | RequestName::AbortFromMerge) {
             continue;
         }
-        lines.push(Line::styled(format!("{} (state {})", request.as_str(), steps.state.as_str()), Style::default().add_modifier(Modifier::BOLD)));
+        lines.push(Line::styled(
+            format!("{} (state {})", request.as_str(), steps.state.as_str()),
+            Style::default().add_modifier(Modifier::BOLD),
+        ));
         for step in &steps.steps {
             let last = spans.iter().rev().find(|s| s.request == *request && s.step == step.id);
             let (severity, what) = match last {
                 None => (Severity::Information, "pending".to_owned()),
                 Some(s) => match (s.result, s.end_ms) {
-                    (None, _) => (Severity::Pending, "running".to_owned()),
                     (Some(r), Some(end)) => {
-                        let (_, word) = report_outcome(r);
-                        let severity = if r.succeeded() { Severity::Success } else if matches!(r, duet_contract::record::StepResult::Failed { .. }) { Severity::Error } else { Severity::Warning };
-                        (severity, format!("{word} {:.1}s", (end - s.start_ms) as f64 / 1000.0))
+                        let (_, word) = report::outcome(Some(r));
+                        let severity = match r {
+                            r if r.succeeded() => Severity::Success,
+                            duet_contract::record::StepResult::Failed { .. } => Severity::Error,
+                            _ => Severity::Warning,
+                        };
+                        (severity, format!("{word} {}", report::seconds(end - s.start_ms)))
                     }
-                    (Some(_), None) => (Severity::Pending, "running".to_owned()),
+                    _ => (Severity::Pending, "running".to_owned()),
                 },
             };
             let shown = if last.is_none() { " " } else { mark(severity) };
@@ -490,16 +520,6 @@ fn steps_page(page: Page, model: &Model, styles: &Styles) -> Vec<Line<'static>> 
         }
     }
     lines
-}
-
-fn report_outcome(result: &duet_contract::record::StepResult) -> (&'static str, &'static str) {
-    use duet_contract::record::StepResult;
-    match result {
-        StepResult::Success { .. } | StepResult::Reconciled { .. } => ("ok", "ok"),
-        StepResult::Skipped { .. } => ("skipped", "skipped"),
-        StepResult::Failed { .. } => ("failed", "FAILED"),
-        _ => ("stopped", "stopped"),
-    }
 }
 
 fn activity_page(frame: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui, styles: &Styles) {
@@ -523,9 +543,15 @@ fn activity_page(frame: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui, styl
             None => "    ",
         };
         let time = e.time.get(11..19).unwrap_or(&e.time);
-        let step = e.parent.as_deref().and_then(|p| p.split_once(" > ")).map(|(_, s)| format!("{s}: ")).unwrap_or_default();
-        let text = format!("{fold}{} {time} {:<11} {step}{}", mark(e.severity), e.severity.as_str(), escape(&e.message));
-        let style = if n == selected { styles.selected.patch(styles.severity(e.severity)) } else { styles.severity(e.severity) };
+        let step =
+            e.parent.as_deref().and_then(|p| p.split_once(" > ")).map(|(_, s)| format!("{s}: ")).unwrap_or_default();
+        let text =
+            format!("{fold}{} {time} {:<11} {step}{}", mark(e.severity), e.severity.as_str(), escape(&e.message));
+        let style = if n == selected {
+            styles.selected.patch(styles.severity(e.severity))
+        } else {
+            styles.severity(e.severity)
+        };
         lines.push(Line::styled(text, style));
     }
     frame.render_widget(Paragraph::new(lines), area);
@@ -549,7 +575,7 @@ fn detail(frame: &mut Frame<'_>, area: Rect, model: &Model, ui: &Ui) {
             lines.push(Line::from(format!("Attempt:   {a}")));
         }
         if let Some(ms) = d.duration_ms {
-            lines.push(Line::from(format!("Duration:  {:.1}s", ms as f64 / 1000.0)));
+            lines.push(Line::from(format!("Duration:  {}", report::seconds(ms))));
         }
         if let Some(o) = &d.output {
             lines.push(Line::from(format!("Exit value: {}", o.exit.map_or_else(|| "-".to_owned(), |c| c.to_string()))));

@@ -1,4 +1,4 @@
-//! The console's screens, drawn on ratatui's TestBackend from sessions built as the commands
+//! The console's screens, drawn on ratatui's `TestBackend` from sessions built as the commands
 //! build them: each page in the states an operator meets (a split in progress driven by another
 //! process, a Broken request with its detail, a confirmation), a small terminal, and no colour.
 
@@ -57,7 +57,11 @@ fn model(broken: bool, driven: bool) -> (tempfile::TempDir, Model) {
     status.session = Some(ID.to_owned());
     status.next = "correct the problem, then `duet retry` (or `duet abort`)".to_owned();
     if driven {
-        status.driver = Some(Driver { pid: Some(4242), command: Some("duet merge".into()), since: Some("2025-12-01T14:40:02Z".into()) });
+        status.driver = Some(Driver {
+            pid: Some(4242),
+            command: Some("duet merge".into()),
+            since: Some("2025-12-01T14:40:02Z".into()),
+        });
     }
     let plan = view.compiled();
     let model = Model {
@@ -115,7 +119,8 @@ fn a_broken_request_its_detail_and_what_may_run() {
     let entries = crate::view::activity::entries(&model.records);
     let rows = super::rows(&entries, &ui.toggled);
     // The failed step is the row before the request's end line.
-    ui.selected = rows.iter().rposition(|r| entries[r.entry].severity == duet_contract::record::Severity::Error).unwrap() - 1;
+    ui.selected =
+        rows.iter().rposition(|r| entries[r.entry].severity == duet_contract::record::Severity::Error).unwrap() - 1;
     insta::assert_snapshot!("broken_activity", screen(&model, &ui, (110, 30)).0);
     ui.detail = true;
     insta::assert_snapshot!("broken_detail", screen(&model, &ui, (110, 30)).0);
