@@ -31,7 +31,7 @@ fn line(event: &str, fields: Value) -> String {
         object.extend(fields);
     }
     // Compact, so one event is one line; hostile characters are escaped as `\u` sequences.
-    crate::view::console::escape_json(Value::Object(object).to_string())
+    duet_compiler::text::escape_json(Value::Object(object).to_string())
 }
 
 /// An `entry` event: a journal record with its activity-log line.
