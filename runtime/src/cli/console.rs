@@ -215,6 +215,10 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
             Ok(()) => return Keyed::Run(Command::Resume),
             Err(why) => ui.message = Some(why),
         },
+        KeyCode::Char('t') => match model.allowed(Command::Retry) {
+            Ok(()) => return Keyed::Run(Command::Retry),
+            Err(why) => ui.message = Some(why),
+        },
         _ => {}
     }
     Keyed::Nothing

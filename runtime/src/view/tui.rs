@@ -380,17 +380,18 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
     let mut keys = vec!["←/→ or 1-9 page".to_owned()];
     match ui.page {
         Page::Activity => keys.extend(["↑/↓ select".into(), "Enter detail".into(), "+/- expand".into()]),
+        // Enter runs the first of the page's commands the state model allows.
         page => {
-            for (n, command) in page.commands().iter().enumerate() {
-                if model.allowed(*command).is_ok() {
-                    let key = if n == 0 { "Enter" } else { "u" };
-                    keys.push(format!("{key} {}", command.name()));
-                }
+            if let Some(command) = page.commands().iter().find(|c| model.allowed(**c).is_ok()) {
+                keys.push(format!("Enter {}", command.name()));
             }
         }
     }
     if model.allowed(Command::Resume).is_ok() {
         keys.push("r resume".into());
+    }
+    if model.allowed(Command::Retry).is_ok() {
+        keys.push("t retry".into());
     }
     keys.push("q quit".into());
     let said = ui.message.as_deref().map(|m| format!("   {}", escape(m))).unwrap_or_default();
