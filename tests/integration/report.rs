@@ -248,6 +248,8 @@ fn the_report_opens_in_chromium_with_every_step_and_fetches_nothing() {
     assert_eq!(dom.matches("class=\"dag\"").count(), requests.len(), "one DAG per request that ran");
     assert!(dom.contains("id=\"downtime\"") && dom.contains("class=\"downtime\""), "the merge downtime is marked");
     assert!(dom.contains(&format!("class=\"failure\" data-step=\"{FAILING}\"")), "the failure is shown");
+    let skipped = format!("<g class=\"node\" data-step=\"{FAILING}\"><rect class=\"skipped\"");
+    assert!(dom.contains(&skipped), "the skipped step is drawn skipped in its DAG");
     assert!(dom.contains("failing as asked"), "with its stderr tail");
     assert!(dom.contains(
         "<td>bob</td><td>skip action:adv-late@production</td><td>late trace &lt;only&gt;; checked by hand</td>"

@@ -29,6 +29,8 @@ pub(crate) struct Span<'a> {
     /// `None`: still running (or cut off by a crash).
     pub(crate) end_ms: Option<u64>,
     pub(crate) result: Option<&'a StepResult>,
+    /// An operator marked this failed attempt done (`duet skip`): who.
+    pub(crate) skipped_by: Option<&'a str>,
 }
 
 /// Every step attempt of the journal, in the order they started.
@@ -44,6 +46,7 @@ pub(crate) fn spans<'a>(records: &'a [Record<Entry>], plan: Option<&CompiledPlan
                 start_ms: r.time_ms,
                 end_ms: None,
                 result: None,
+                skipped_by: None,
             }),
             Entry::StepFinished { request, step, attempt, result, duration_ms, .. } => {
                 let open = spans
@@ -64,7 +67,13 @@ pub(crate) fn spans<'a>(records: &'a [Record<Entry>], plan: Option<&CompiledPlan
                         start_ms: r.time_ms.saturating_sub(*duration_ms),
                         end_ms: Some(r.time_ms),
                         result: Some(result),
+                        skipped_by: None,
                     }),
+                }
+            }
+            Entry::Skip { request, step, user, .. } => {
+                if let Some(s) = spans.iter_mut().rev().find(|s| s.request == *request && s.step == step) {
+                    s.skipped_by = Some(user);
                 }
             }
             _ => {}
@@ -135,6 +144,12 @@ pub(crate) fn seconds(ms: u64) -> String {
     #[expect(clippy::cast_precision_loss, reason = "a duration shown to a tenth of a second")]
     let s = ms as f64 / 1000.0;
     format!("{s:.1}s")
+}
+
+/// A step attempt's outcome as a CSS class and a word: a failed one an operator skipped is
+/// skipped.
+fn span_outcome(span: &Span<'_>) -> (&'static str, &'static str) {
+    if span.skipped_by.is_some() { ("skipped", "failed, then skipped") } else { outcome(span.result) }
 }
 
 /// A step's outcome as a CSS class and a word.
@@ -283,7 +298,7 @@ fn timeline_section(out: &mut String, spans: &[Span<'_>], downtime: Option<(u64,
             time(end)
         );
     }
-    let height = ROW * 3 + 20;
+    let height = 40 + 2 * (ROW + 8) + 10;
     let _ = writeln!(
         out,
         "<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"timeline of every step per side\">",
@@ -299,7 +314,7 @@ fn timeline_section(out: &mut String, spans: &[Span<'_>], downtime: Option<(u64,
         }
     }
     for (i, (r, a, b)) in requests.iter().enumerate() {
-        let y = if i % 2 == 0 { 2 } else { 14 };
+        let y = [2, 12, 22][i % 3];
         let _ = writeln!(
             out,
             "<g class=\"request\"><line x1=\"{0}\" x2=\"{0}\" y1=\"0\" y2=\"{height}\" stroke=\"#ccc\"/><text x=\"{0}\" y=\"{1}\">{2}</text><title>{2}: {3}</title></g>",
@@ -312,11 +327,11 @@ fn timeline_section(out: &mut String, spans: &[Span<'_>], downtime: Option<(u64,
     for (row, (side, name)) in
         [(Side::Production, "Production Side"), (Side::Upgrade, "Upgrade Side")].iter().enumerate()
     {
-        let y = 30 + row as u64 * (ROW + 8);
+        let y = 40 + row as u64 * (ROW + 8);
         let _ = writeln!(out, "<text class=\"label\" x=\"4\" y=\"{}\">{name}</text>", y + ROW / 2 + 4);
         for s in spans.iter().filter(|s| s.side == *side) {
             let end = s.end_ms.unwrap_or(t1);
-            let (class, word) = outcome(s.result);
+            let (class, word) = span_outcome(s);
             let _ = writeln!(
                 out,
                 "<rect class=\"span {class}\" data-step=\"{}\" data-request=\"{}\" x=\"{}\" y=\"{y}\" width=\"{}\" height=\"{ROW}\"><title>{} {} (attempt {}): {word}, {}</title></rect>",
@@ -334,7 +349,7 @@ fn timeline_section(out: &mut String, spans: &[Span<'_>], downtime: Option<(u64,
     if let Some((start, end)) = downtime {
         let _ = writeln!(
             out,
-            "<rect class=\"downtime\" x=\"{}\" y=\"26\" width=\"{}\" height=\"{}\"><title>merge downtime {}</title></rect>",
+            "<rect class=\"downtime\" x=\"{}\" y=\"36\" width=\"{}\" height=\"{}\"><title>merge downtime {}</title></rect>",
             x(start),
             (x(end) - x(start)).max(2),
             ROW * 2 + 16,
@@ -353,7 +368,7 @@ fn steps_section(out: &mut String, spans: &[Span<'_>]) {
             side.as_str()
         );
         for s in spans.iter().filter(|s| s.side == side) {
-            let (class, word) = outcome(s.result);
+            let (class, word) = span_outcome(s);
             let duration = s.end_ms.map_or_else(|| "-".to_owned(), |e| seconds(e - s.start_ms));
             let _ = writeln!(
                 out,
@@ -429,7 +444,7 @@ fn dag(out: &mut String, name: RequestName, steps: &[Step], spans: &[Span<'_>]) 
     }
     for (i, s) in steps.iter().enumerate() {
         let last = spans.iter().rev().find(|sp| sp.request == name && sp.step == s.id);
-        let (class, word) = last.map_or(("pending", "not run"), |sp| outcome(sp.result));
+        let (class, word) = last.map_or(("pending", "not run"), span_outcome);
         let (x, y) = at(i);
         let _ = writeln!(
             out,
