@@ -19,7 +19,7 @@ use crate::store::session::Session;
 use crate::view::events;
 
 /// The compiler's escape: one for everything duet prints (docs/decisions.md D48).
-pub(crate) use duet_compiler::text::{escape, escape_json, hostile};
+pub(crate) use duet_compiler::text::{escape, escape_json};
 
 /// How a running command prints its events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
