@@ -341,3 +341,37 @@ fn a_run_on_a_terminal_shows_the_step_in_progress_with_its_time() {
         "the progress line is gone:\n{done}"
     );
 }
+
+/// The commands that take a reason, typed in the console: a failed action skipped, then the
+/// approval the run waits at given; both journaled with the reason.
+#[test]
+fn an_operator_skips_a_failed_action_and_approves_from_the_console() {
+    let plan = format!("{}approve:\n  - {{id: go, before: commit}}\n", crate::machine::PLAN);
+    let m = Machine::with(&plan, crate::machine::INVENTORY);
+    m.fail("action:adv-late@production-ExecuteSplit");
+    m.run(&["run", &m.plan()]).code(1);
+    let Some(tmux) = Tmux::start(&console(&m, &[&m.plan()], false), (120, 40)) else { return };
+    let _cleanup = Cleanup { rec: m.rec(), child: None };
+    tmux.shows("| Split | Broken");
+    tmux.shows("s skip");
+    tmux.keys(&["s"]);
+    tmux.shows("Why is it safe to go on without action:adv-late@production?");
+    tmux.keys(&["Enter"]);
+    tmux.shows("give a reason");
+    tmux.run(&["send-keys", "-t", "duet", "-l", "late trace only, checked by hand"]);
+    tmux.shows("Reason: late trace only, checked by hand_");
+    tmux.keys(&["Enter"]);
+    // The skip carries on to where `duet run` was headed, and waits at the approval.
+    tmux.shows("p approve");
+    tmux.keys(&["p"]);
+    tmux.shows("Why may the run go on?");
+    tmux.run(&["send-keys", "-t", "duet", "-l", "CAB change 4711"]);
+    tmux.keys(&["Enter"]);
+    tmux.shows("Fault Tolerant | Idle | Ready");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.exit_status(), "0");
+    let id = std::fs::read_dir(m.state().join("history")).unwrap().next().unwrap().unwrap().file_name();
+    let log = m.run(&["log", "--session", &id.to_string_lossy()]).code(0).stdout.clone();
+    assert!(log.contains("skipped by") && log.contains("late trace only, checked by hand"), "{log}");
+    assert!(log.contains("approve:go: approved by") && log.contains("CAB change 4711"), "{log}");
+}

@@ -22,7 +22,7 @@ use crate::outcome::Outcome;
 use crate::platform;
 use crate::view::console;
 use crate::view::status::{gather, unbuilt};
-use crate::view::tui::{self, Model, Page, Ui};
+use crate::view::tui::{self, Model, Page, Prompt, Prompted, Ui};
 
 /// How often the console reads the state directory when no key is pressed.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -121,13 +121,8 @@ fn run(
         match event::read().map_err(|e| Error::new(format!("cannot read the terminal: {e}")))? {
             Event::Key(key) if key.kind != KeyEventKind::Release => match keyed(key, &model, &mut ui) {
                 Keyed::Quit => break,
-                Keyed::Run(command) => match start(ctx, &model, command) {
-                    Ok(d) => {
-                        ui.message = Some(format!("started {} (pid {})", d.what, d.child.id()));
-                        driven = Some(d);
-                    }
-                    Err(why) => ui.message = Some(why),
-                },
+                Keyed::Run(command) => started(start(ctx, &model, command), &mut driven, &mut ui),
+                Keyed::Reasoned(what, reason) => started(reasoned(ctx, &what, reason), &mut driven, &mut ui),
                 Keyed::Nothing => {}
             },
             // A resize is drawn at the next turn, at the new size.
@@ -135,6 +130,17 @@ fn run(
         }
     }
     Ok(())
+}
+
+/// Says what the console started (or why it could not), and keeps it to watch.
+fn started(result: std::result::Result<Driven, String>, driven: &mut Option<Driven>, ui: &mut Ui) {
+    match result {
+        Ok(d) => {
+            ui.message = Some(format!("started {} (pid {})", d.what, d.child.id()));
+            *driven = Some(d);
+        }
+        Err(why) => ui.message = Some(why),
+    }
 }
 
 /// Everything the screen shows, read afresh (no lock, nothing written).
@@ -162,11 +168,16 @@ fn read(ctx: &Context, plan: Option<&Path>, runtime: &tokio::runtime::Runtime, d
 enum Keyed {
     Quit,
     Run(Command),
+    /// A command that takes the operator's reason: `approve`, or `skip STEP`.
+    Reasoned(Prompted, String),
     Nothing,
 }
 
 /// What a key does on the screen as it is.
 fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
+    if ui.prompt.is_some() {
+        return prompted(key, ui);
+    }
     if let Some(command) = ui.confirm {
         ui.confirm = None;
         return if matches!(key.code, KeyCode::Char('y' | 'Y')) { Keyed::Run(command) } else { Keyed::Nothing };
@@ -215,10 +226,39 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
             Ok(()) => return Keyed::Run(Command::Resume),
             Err(why) => ui.message = Some(why),
         },
+        KeyCode::Char('p') => match &model.status.awaiting_approval {
+            Some(_) => ui.prompt = Some(Prompt { what: Prompted::Approve, text: String::new() }),
+            None => ui.message = Some("nothing awaits approval".to_owned()),
+        },
+        KeyCode::Char('s') => match model.skippable() {
+            Ok(step) => ui.prompt = Some(Prompt { what: Prompted::Skip(step), text: String::new() }),
+            Err(why) => ui.message = Some(why),
+        },
         KeyCode::Char('t') => match model.allowed(Command::Retry) {
             Ok(()) => return Keyed::Run(Command::Retry),
             Err(why) => ui.message = Some(why),
         },
+        _ => {}
+    }
+    Keyed::Nothing
+}
+
+/// Typing a reason: Enter runs the command with it, Esc cancels.
+fn prompted(key: KeyEvent, ui: &mut Ui) -> Keyed {
+    let Some(prompt) = ui.prompt.as_mut() else { return Keyed::Nothing };
+    match key.code {
+        KeyCode::Esc => ui.prompt = None,
+        KeyCode::Backspace => {
+            prompt.text.pop();
+        }
+        KeyCode::Enter if prompt.text.trim().is_empty() => {
+            ui.message = Some("give a reason: it is recorded with who asked and when".to_owned());
+        }
+        KeyCode::Enter => {
+            let prompt = ui.prompt.take().expect("prompting");
+            return Keyed::Reasoned(prompt.what, prompt.text.trim().to_owned());
+        }
+        KeyCode::Char(c) if !c.is_control() && prompt.text.chars().count() < 200 => prompt.text.push(c),
         _ => {}
     }
     Keyed::Nothing
@@ -250,23 +290,42 @@ fn toggle(model: &Model, ui: &mut Ui) {
 /// Starts `duet COMMAND` as a process of its own session (so the terminal's signals and the
 /// console's end do not reach it), its output in a file of its own.
 fn start(ctx: &Context, model: &Model, command: Command) -> std::result::Result<Driven, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
     let mut args: Vec<String> = vec![command.name().to_owned()];
     if matches!(command, Command::Readiness | Command::Split) {
         args.push(model.plan_file.clone().ok_or("no plan: start the console with `duet console PLAN`")?);
     }
+    spawn(ctx, args)
+}
+
+/// `duet approve --reason TEXT` or `duet skip STEP --reason TEXT`.
+fn reasoned(ctx: &Context, what: &Prompted, reason: String) -> std::result::Result<Driven, String> {
+    let args = match what {
+        Prompted::Approve => vec!["approve".to_owned(), "--reason".to_owned(), reason],
+        Prompted::Skip(step) => vec!["skip".to_owned(), step.clone(), "--reason".to_owned(), reason],
+    };
+    spawn(ctx, args)
+}
+
+/// `duet ARGS --state-dir DIR [--inventory FILE]`, in a session of its own.
+fn spawn(ctx: &Context, mut args: Vec<String>) -> std::result::Result<Driven, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the duet binary: {e}"))?;
+    let name = args[0].clone();
     args.extend(["--state-dir".to_owned(), ctx.state.root.display().to_string()]);
     if let Some(inventory) = &ctx.inventory {
         args.extend(["--inventory".to_owned(), inventory.display().to_string()]);
     }
-    let output = std::env::temp_dir().join(format!("duet-console-{}-{}.log", std::process::id(), command.name()));
+    let output = std::env::temp_dir().join(format!("duet-console-{}-{name}.log", std::process::id()));
     let file = std::fs::File::create(&output).map_err(|e| format!("cannot create {}: {e}", output.display()))?;
     let file2 = file.try_clone().map_err(|e| format!("cannot create {}: {e}", output.display()))?;
-    let child =
-        Process::new("setsid").arg(exe).args(&args).stdin(Stdio::null()).stdout(file).stderr(file2).spawn().map_err(
-            |e| format!("cannot start `duet {}`: {e} (is `setsid`, of util-linux, installed?)", command.name()),
-        )?;
-    Ok(Driven { what: format!("`duet {}`", command.name()), child, output })
+    let child = Process::new("setsid")
+        .arg(exe)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(file2)
+        .spawn()
+        .map_err(|e| format!("cannot start `duet {name}`: {e} (is `setsid`, of util-linux, installed?)"))?;
+    Ok(Driven { what: format!("`duet {name}`"), child, output })
 }
 
 /// What the console's own command ended with, once it has.

@@ -125,6 +125,13 @@ impl Model {
         state::admit(command, progress).map(|_| ()).map_err(|r| format!("{} ({})", r.message, r.help))
     }
 
+    /// The failed step `duet skip` would mark done, if the state model allows a skip (the step
+    /// itself is judged by `duet skip`: only a failed action step may be skipped).
+    pub(crate) fn skippable(&self) -> Result<String, String> {
+        self.allowed(Command::Skip)?;
+        self.status.broken.as_ref().map(|b| b.step.clone()).ok_or_else(|| "no step failed".to_owned())
+    }
+
     /// The page of what runs now, or ran last.
     pub(crate) fn current_page(&self) -> Page {
         let Some(progress) = &self.progress else { return Page::Readiness };
@@ -138,6 +145,22 @@ impl Model {
 
 fn command_of(line: Option<&str>) -> String {
     line.and_then(|l| l.split_whitespace().nth(1)).map_or_else(|| "duet".to_owned(), |c| format!("`duet {c}`"))
+}
+
+/// A command that takes the operator's reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Prompted {
+    /// `duet approve`: the approval a `duet run` waits at.
+    Approve,
+    /// `duet skip STEP`: the failed action step of the Broken request.
+    Skip(String),
+}
+
+/// The reason being typed for a [`Prompted`] command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Prompt {
+    pub(crate) what: Prompted,
+    pub(crate) text: String,
 }
 
 /// What the operator selected.
@@ -158,6 +181,8 @@ pub(crate) struct Ui {
     pub(crate) detail: bool,
     /// A command waiting for the operator's `y`.
     pub(crate) confirm: Option<Command>,
+    /// A reason being typed.
+    pub(crate) prompt: Option<Prompt>,
     pub(crate) colour: bool,
     /// The last thing the console has to say (a command started, refused, ended).
     pub(crate) message: Option<String>,
@@ -173,6 +198,7 @@ impl Ui {
             toggled: HashSet::new(),
             detail: false,
             confirm: None,
+            prompt: None,
             colour,
             message: None,
         }
@@ -268,7 +294,9 @@ pub(crate) fn draw(frame: &mut Frame<'_>, model: &Model, ui: &Ui) {
     }
     frame.render_widget(Paragraph::new(keys_line(model, ui)).style(styles.dim), keys);
     frame.render_widget(Paragraph::new(status_line(model)).style(styles.bar), bar);
-    if let Some(command) = ui.confirm {
+    if let Some(prompt) = &ui.prompt {
+        reason(frame, main, prompt);
+    } else if let Some(command) = ui.confirm {
         confirm(frame, main, command);
     } else if ui.detail && ui.page == Page::Activity {
         detail(frame, main, model, ui);
@@ -377,6 +405,10 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
     if ui.confirm.is_some() {
         return " y confirm   n cancel".to_owned();
     }
+    let said = ui.message.as_deref().map(|m| format!("   {}", escape(m))).unwrap_or_default();
+    if ui.prompt.is_some() {
+        return format!(" type the reason   Enter run   Esc cancel{said}");
+    }
     let mut keys = vec!["←/→ or 1-9 page".to_owned()];
     match ui.page {
         Page::Activity => keys.extend(["↑/↓ select".into(), "Enter detail".into(), "+/- expand".into()]),
@@ -393,8 +425,13 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
     if model.allowed(Command::Retry).is_ok() {
         keys.push("t retry".into());
     }
+    if model.skippable().is_ok() {
+        keys.push("s skip".into());
+    }
+    if model.status.awaiting_approval.is_some() {
+        keys.push("p approve".into());
+    }
     keys.push("q quit".into());
-    let said = ui.message.as_deref().map(|m| format!("   {}", escape(m))).unwrap_or_default();
     format!(" {}{said}", keys.join("   "))
 }
 
@@ -610,6 +647,27 @@ fn confirm(frame: &mut Frame<'_>, area: Rect, command: Command) {
     frame.render_widget(Clear, popup);
     let block = Block::default().borders(Borders::ALL).title(format!(" Confirm {} ", command.name()));
     frame.render_widget(Paragraph::new(lines).block(block), popup);
+}
+
+fn reason(frame: &mut Frame<'_>, area: Rect, prompt: &Prompt) {
+    let (title, what) = match &prompt.what {
+        Prompted::Approve => (" Approve ".to_owned(), "Why may the run go on?".to_owned()),
+        Prompted::Skip(step) => {
+            (format!(" Skip {} ", escape(step)), format!("Why is it safe to go on without {}?", escape(step)))
+        }
+    };
+    let lines = vec![
+        Line::from(what),
+        Line::from("(recorded in the journal with who and when)"),
+        Line::from(""),
+        Line::from(format!("Reason: {}_", escape(&prompt.text))),
+    ];
+    let popup = centered(area, 80, 6);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)).wrap(Wrap { trim: false }),
+        popup,
+    );
 }
 
 /// A rectangle of `percent` of `area`'s width and `height` rows, centred.
