@@ -284,3 +284,23 @@ fn the_network_log_sees_a_page_that_fetches() {
     let requested = browser.requested();
     assert!(requested.iter().any(|u| u.contains("report-assets.invalid")), "the log saw {requested:?}");
 }
+
+#[test]
+fn the_report_names_what_is_missing_and_where_it_cannot_write() {
+    let m = Machine::new();
+    m.run(&["report"]).code(1).stderr_has("no session and no readiness check yet").stderr_has("help:");
+    m.run(&["report", "--session", "../x"]).code(1).stderr_has("is not a session id");
+    m.run(&["run", &m.plan(), "--through", "split"]).code(0);
+    let blocked = m.path("file");
+    std::fs::write(&blocked, "").unwrap();
+    let into = blocked.join("report.html").display().to_string();
+    m.run(&["report", "-o", &into]).code(1).stderr_has("cannot write the report to").stderr_has("help:");
+    // On stdout without `-o`: the session in progress, one HTML document.
+    let out = m.run(&["report"]);
+    out.code(0);
+    assert!(out.stdout.starts_with("<!DOCTYPE html>") && out.stdout.ends_with("</html>\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("in progress (state: Split | Ready)"), "{}", out.stdout);
+    let addresses = out.stdout.replace("http://www.w3.org/2000/svg", "");
+    assert!(!addresses.contains("://"), "no address but the SVG namespace:\n{}", out.stdout);
+    assert_eq!(m.run(&["report"]).stdout, out.stdout, "the same journal gives the same report");
+}

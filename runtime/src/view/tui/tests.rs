@@ -18,6 +18,10 @@ use crate::view::status::unbuilt;
 /// A session split by `duet run`, then Broken in PrepareMerge at a failed action; `driven`: a
 /// merge is still running in another process (its step started, not finished).
 fn model(broken: bool, driven: bool) -> (tempfile::TempDir, Model) {
+    model_with(broken, driven, "disk2 is\nnot synced")
+}
+
+fn model_with(broken: bool, driven: bool, stderr: &str) -> (tempfile::TempDir, Model) {
     let (dir, state) = state_dir();
     let mut session = create_in(&state, &state.session(), &split(None));
     for request in [RequestName::CheckReadiness, RequestName::PrepareSplit, RequestName::ExecuteSplit] {
@@ -33,7 +37,7 @@ fn model(broken: bool, driven: bool) -> (tempfile::TempDir, Model) {
     };
     session.record(&merge, Durability::Buffered).unwrap();
     if broken {
-        ran(&mut session, RequestName::PrepareMerge, Some(("probe:merge-readiness", output("disk2 is\nnot synced"))));
+        ran(&mut session, RequestName::PrepareMerge, Some(("probe:merge-readiness", output(stderr))));
     } else {
         let request = RequestName::PrepareMerge;
         session.record(&Entry::RequestStarted { request }, Durability::Buffered).unwrap();
@@ -160,4 +164,18 @@ fn a_small_terminal_says_so_and_no_colour_has_none() {
         let coloured = buffer.content().iter().any(|c| c.fg != Color::Reset || c.bg != Color::Reset);
         assert_eq!(coloured, colour, "colour: {colour}");
     }
+}
+
+#[test]
+fn an_actions_output_is_shown_escaped_never_obeyed() {
+    let (_dir, model) = model_with(true, false, "\u{1b}[2J\u{1b}]0;pwned\u{7}gone\r\u{202e}txet");
+    let mut ui = ui(Page::Activity);
+    let entries = crate::view::activity::entries(&model.records);
+    let rows = super::rows(&entries, &ui.toggled);
+    ui.selected =
+        rows.iter().rposition(|r| entries[r.entry].severity == duet_contract::record::Severity::Error).unwrap() - 1;
+    ui.detail = true;
+    let (text, _) = screen(&model, &ui, (110, 30));
+    assert!(text.contains("\\x{1b}[2J\\x{1b}]0;pwned\\x{7}gone\\x{d}\\x{202e}txet"), "{text}");
+    assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character reached the screen:\n{text}");
 }
