@@ -4,6 +4,7 @@
 mod checks;
 mod cli;
 mod compile;
+mod console;
 mod crash;
 mod formats;
 mod hints;
@@ -12,8 +13,10 @@ mod leftovers;
 mod linux;
 mod machine;
 mod names;
+mod operator;
 mod outputs;
 mod repair;
+mod report;
 mod run;
 mod soak;
 mod special_files;

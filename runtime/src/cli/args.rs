@@ -205,8 +205,46 @@ pub(crate) enum Command {
         /// A finished session (its id under `STATE_DIR/history`).
         #[arg(long, value_name = "ID")]
         session: Option<String>,
+        /// Keep printing the session in progress as another `duet` drives it, until it finishes
+        /// (waits for one to start); `--format json` prints one event per line.
+        #[arg(long, short, conflicts_with = "session")]
+        follow: bool,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// The terminal console: navigation bar, pages, the activity log as a tree, the status bar.
+    ///
+    /// It follows a session another `duet` drives (reading, never locking) and runs commands
+    /// itself (each in a process of its own: closing the console never stops one).
+    Console {
+        /// The plan a readiness check or a split starts from [default: the session's].
+        plan: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// The session as one self-contained HTML file for a change board: timeline, DAGs, failures,
+    /// operators' actions, backups.
+    Report {
+        /// A finished session (its id under `STATE_DIR/history`) [default: the session in
+        /// progress, else the latest].
+        #[arg(long, value_name = "ID")]
+        session: Option<String>,
+        /// Write it to FILE (replaced atomically) instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Print a shell completion script (README: "Shell completions and man pages").
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages, duet(1) and one per command (`duet-run.1`, ...), into a directory.
+    Man {
+        /// Where to write them (created if missing; existing pages are replaced).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
     },
 }
 
@@ -260,6 +298,16 @@ pub(crate) struct RunArgs {
     /// Trust the minisign public keys (NAME.pub) in this directory to sign templates.
     #[arg(long, value_name = "DIR", env = "DUET_KEYRING")]
     pub(crate) keyring: Option<PathBuf>,
+    /// `human`: a line per event (with progress lines on a terminal); `json`: newline-delimited
+    /// JSON events with a `format_version`, for pipelines (docs/runtime.md).
+    #[arg(long, value_enum, default_value_t = RunFormat::Human)]
+    pub(crate) format: RunFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RunFormat {
+    Human,
+    Json,
 }
 
 /// `--through`: one of [`Through::ALL`], listed in `--help` and in the usage error.

@@ -5,9 +5,12 @@
 pub(crate) mod approve;
 pub(crate) mod args;
 pub(crate) mod check;
+pub(crate) mod console;
 pub(crate) mod context;
+pub(crate) mod docs;
 pub(crate) mod linux;
 pub(crate) mod log;
+pub(crate) mod report;
 pub(crate) mod sign;
 pub(crate) mod status;
 pub(crate) mod upgrade;
@@ -44,7 +47,11 @@ pub(crate) fn main() -> Outcome {
         Command::Inventory(args) => linux::inventory(&args),
         Command::Recover { run } => linux::recover(&run),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
-        Command::Log { format, session, state } => {
+        Command::Log { format, session, follow: true, state } => {
+            let _ = session;
+            log::follow(&Context::reading(&state).state, format)
+        }
+        Command::Log { format, session, follow: false, state } => {
             log::log(&Context::reading(&state).state, session.as_deref(), format)
         }
         Command::Readiness { plan, run } => upgrade::execute(&run, &upgrade::Request::Readiness { plan }),
@@ -59,5 +66,11 @@ pub(crate) fn main() -> Outcome {
         Command::Skip { step, reason, run } => upgrade::execute(&run, &upgrade::Request::Skip { step, reason }),
         Command::Resume { repair_journal, run } => upgrade::execute(&run, &upgrade::Request::Resume { repair_journal }),
         Command::Run { plan, through, run } => upgrade::execute(&run, &upgrade::Request::Run { plan, through }),
+        Command::Console { plan, state } => console::console(&state, plan.as_deref()),
+        Command::Report { session, output, state } => {
+            report::report(&Context::reading(&state).state, session.as_deref(), output.as_deref())
+        }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out_dir } => docs::man(&out_dir),
     }
 }

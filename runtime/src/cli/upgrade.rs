@@ -10,7 +10,7 @@ use duet_compiler::compiled::{Event, RequestName, State};
 use duet_compiler::{Compilation, Options as CompileOptions, compile};
 use duet_contract::record::{Broken, Entry, Severity, StepResult, Through};
 
-use crate::cli::args::RunArgs;
+use crate::cli::args::{RunArgs, RunFormat};
 use crate::cli::context::Context;
 use crate::error::{Error, Result};
 use crate::outcome::Outcome;
@@ -66,7 +66,11 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
     ctx.options.service_timeout = args.service_timeout;
     ctx.quiet = args.quiet;
     ctx.keyring.clone_from(&args.keyring);
-    let console = Console::new(ctx.quiet);
+    let format = match args.format {
+        RunFormat::Human => console::Format::Human,
+        RunFormat::Json => console::Format::Json,
+    };
+    let console = Console::new(ctx.quiet, format);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -163,7 +167,7 @@ async fn drive(ctx: &Context, request: &Request, console: Console) -> Result<Out
     let driver = Driver { ctx, platform: &platform, console };
     let mut session = session.map(|s| driver.watched(s));
     let outcome = driver.carry_out(request, &mut session).await?;
-    status::print_bar(&ctx.state, &platform, session.as_ref()).await;
+    status::print_bar(&ctx.state, &platform, session.as_ref(), console.format).await;
     Ok(outcome)
 }
 
@@ -186,7 +190,7 @@ enum Start {
 impl<P: Platform> Driver<'_, P> {
     /// The session, with the console printing what it records.
     fn watched(&self, mut session: Session) -> Session {
-        session.subscribe(Box::new(self.console.observer(&session.compiled)));
+        session.subscribe(self.console.observer(&session));
         session
     }
 

@@ -10,7 +10,7 @@ use duet_compiler::compiled::RequestName;
 use duet_contract::record::{Broken, Entry, Output, Severity, StepResult};
 
 use crate::store::journal::Record;
-use crate::view::console::escape;
+use duet_compiler::text::escape;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ActivityEntry {
@@ -204,7 +204,7 @@ pub(crate) fn to_text(entries: &[ActivityEntry]) -> String {
 }
 
 pub(crate) fn to_json(entries: &[ActivityEntry]) -> String {
-    crate::view::console::escape_json(serde_json::to_string_pretty(entries).expect("entries serialize") + "\n")
+    duet_compiler::text::escape_json(serde_json::to_string_pretty(entries).expect("entries serialize") + "\n")
 }
 
 /// XML 1.0 text: markup escaped, and characters XML cannot hold written as `\x{..}`.
@@ -222,7 +222,7 @@ fn xml(text: &str) -> String {
             c if c.is_control() => {
                 let _ = write!(out, "\\x{{{:x}}}", u32::from(c));
             }
-            c if crate::view::console::hostile(c) => {
+            c if duet_compiler::text::hostile(c) => {
                 let _ = write!(out, "&#x{:x};", u32::from(c));
             }
             c => out.push(c),

@@ -1,44 +1,88 @@
 //! What a running command prints as it goes: each request, each step as it finishes, progress
 //! notes, and the status bar at the end. Plain text, one line per event, so it reads the same
-//! in a terminal, a CI log or a pipe; control characters from action output are escaped.
+//! in a terminal, a CI log or a pipe; control characters from action output are escaped. On a
+//! terminal, a step in progress shows a progress line with its elapsed time (indicatif), cleared
+//! when it finishes. With `--format json`, the same events as newline-delimited JSON
+//! ([`crate::view::events`]).
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::time::Duration;
+use std::io::{IsTerminal as _, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use duet_compiler::compiled::{CompiledPlan, RequestName};
 use duet_contract::event::RunEvent;
 use duet_contract::record::{Broken, Entry, Output, Severity, StepResult};
 
 use crate::outcome::Outcome;
+use crate::store::journal::Record;
+use crate::store::session::Session;
+use crate::view::events;
 
 /// The compiler's escape: one for everything duet prints (docs/decisions.md D48).
-pub(crate) use duet_compiler::text::{escape, escape_json, hostile};
+pub(crate) use duet_compiler::text::{escape, escape_json};
+
+/// How a running command prints its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// A line per event for people.
+    Human,
+    /// Newline-delimited JSON events ([`crate::view::events`]).
+    Json,
+}
 
 /// Prints a running command's events (one line each) and what the command itself says.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Console {
     /// Only the request lines and failures.
     pub(crate) quiet: bool,
+    pub(crate) format: Format,
+    /// Show the step in progress on a progress line (stdout is a terminal, for people).
+    pub(crate) progress: bool,
 }
 
 /// Lines of a failed action's output shown under it (the rest is in `duet log`).
 pub(crate) const SHOWN_LINES: usize = 10;
 
 impl Console {
-    pub(crate) fn new(quiet: bool) -> Self {
-        Self { quiet }
+    /// A console for people shows progress lines only on a terminal.
+    pub(crate) fn new(quiet: bool, format: Format) -> Self {
+        let progress = format == Format::Human && !quiet && std::io::stdout().is_terminal();
+        Self { quiet, format, progress }
     }
 
-    /// What the command itself says (not an event of the session).
-    #[expect(clippy::unused_self, reason = "shown even with `--quiet`, but through the console like every line")]
+    /// What the command itself says (not an event of the session): shown even with `--quiet`.
     pub(crate) fn say(self, text: &str) {
-        line(text);
+        match self.format {
+            Format::Human => line(text),
+            Format::Json => raw_line(&events::message(text)),
+        }
     }
 
     /// Prints a session's events as they are recorded: subscribe it to the session
-    /// (`Session::subscribe`). `plan` says which steps announce their start.
-    pub(crate) fn observer(self, plan: &CompiledPlan) -> impl FnMut(&RunEvent<'_>) + 'static {
+    /// (`Session::subscribe`).
+    pub(crate) fn observer(self, session: &Session) -> Box<dyn FnMut(&RunEvent<'_>) + 'static> {
+        match self.format {
+            Format::Human => {
+                let mut shown = self.human(&session.compiled);
+                let mut progress = Progress::default();
+                Box::new(move |event| {
+                    if self.progress {
+                        progress.around(event, &mut shown);
+                    } else {
+                        shown(event);
+                    }
+                })
+            }
+            Format::Json => {
+                // The journal's records are numbered from 1; this command's follow the ones it read.
+                let mut seq = session.progress.records as u64;
+                Box::new(move |event| json_event(event, &mut seq))
+            }
+        }
+    }
+
+    /// The human lines of events. `plan` says which steps announce their start.
+    fn human(self, plan: &CompiledPlan) -> impl FnMut(&RunEvent<'_>) + 'static {
         // A platform step with a timeout may take a while: its start is shown (an action's
         // output shows its own progress).
         let announced: HashSet<String> = plan
@@ -130,6 +174,80 @@ impl Console {
             }
         }
     }
+}
+
+/// One event of `--format json`.
+fn json_event(event: &RunEvent<'_>, seq: &mut u64) {
+    match *event {
+        RunEvent::Request { request, state } => raw_line(&events::request(request.as_str(), state.as_str())),
+        RunEvent::Recorded { entry, .. } => {
+            *seq += 1;
+            raw_line(&events::entry(&Record { seq: *seq, time_ms: now_ms(), entry: entry.clone() }, true));
+        }
+        RunEvent::Unrecorded(entry) => {
+            raw_line(&events::entry(&Record { seq: *seq + 1, time_ms: now_ms(), entry: entry.clone() }, false));
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The progress lines of the steps in progress, on a terminal: a spinner, the step and its
+/// elapsed time, redrawn by indicatif's own thread; every other line is printed above them, and
+/// a step's line is gone when it finishes.
+struct Progress {
+    lines: indicatif::MultiProgress,
+    bars: Vec<(String, indicatif::ProgressBar)>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            lines: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stdout()),
+            bars: Vec::new(),
+        }
+    }
+}
+
+impl Progress {
+    fn around(&mut self, event: &RunEvent<'_>, shown: &mut impl FnMut(&RunEvent<'_>)) {
+        let entry = match *event {
+            RunEvent::Recorded { entry, .. } | RunEvent::Unrecorded(entry) => Some(entry),
+            RunEvent::Request { .. } => None,
+        };
+        if let Some(Entry::StepFinished { step, .. }) = entry
+            && let Some(at) = self.bars.iter().position(|(s, _)| s == step)
+        {
+            let (_, bar) = self.bars.remove(at);
+            bar.finish_and_clear();
+            self.lines.remove(&bar);
+        }
+        if matches!(entry, Some(Entry::RequestFinished { .. })) {
+            for (_, bar) in self.bars.drain(..) {
+                bar.finish_and_clear();
+            }
+        }
+        self.lines.suspend(|| shown(event));
+        if let Some(Entry::StepStarted { step, attempt, .. }) = entry {
+            let style = indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                .expect("a valid template")
+                .tick_chars("|/-\\ ");
+            let bar = self.lines.add(indicatif::ProgressBar::new_spinner().with_style(style));
+            let again = if *attempt > 1 { format!(" (attempt {attempt})") } else { String::new() };
+            bar.set_message(format!("{}{again}", escape(step)));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            self.bars.push((step.clone(), bar));
+        }
+    }
+}
+
+/// A line already escaped (JSON): printed as it is.
+fn raw_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 /// Every line duet prints while it drives a session; control characters (from an action's

@@ -4,4 +4,8 @@
 
 pub(crate) mod activity;
 pub(crate) mod console;
+pub(crate) mod events;
+pub(crate) mod follow;
+pub(crate) mod report;
 pub(crate) mod status;
+pub(crate) mod tui;

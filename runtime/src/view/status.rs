@@ -220,7 +220,12 @@ fn bar(hardware: Hardware, upgrade: State, operational: Operational, partner: &s
 }
 
 /// The status bar after a command, from the session it drove (no re-reading).
-pub(crate) async fn print_bar<P: Platform>(dir: &StateDir, platform: &P, session: Option<&Session>) {
+pub(crate) async fn print_bar<P: Platform>(
+    dir: &StateDir,
+    platform: &P,
+    session: Option<&Session>,
+    format: console::Format,
+) {
     let (upgrade, operational) = match session {
         Some(s) if s.dir == dir.session() => (s.progress.upgrade_state(), s.progress.operational()),
         // A readiness check in Idle (or a session's failed one, set aside as such).
@@ -228,8 +233,13 @@ pub(crate) async fn print_bar<P: Platform>(dir: &StateDir, platform: &P, session
         _ => (State::Idle, Operational::Ready),
     };
     if let Ok(observed) = platform.observe().await {
-        let _ =
-            console::print(&format!("{}\n", bar(observed.hardware(), upgrade, operational, observed.partner.as_str())));
+        let (hardware, partner) = (observed.hardware(), observed.partner.as_str());
+        let _ = match format {
+            console::Format::Human => console::print(&format!("{}\n", bar(hardware, upgrade, operational, partner))),
+            console::Format::Json => {
+                console::print(&format!("{}\n", crate::view::events::status(hardware, upgrade, operational, partner)))
+            }
+        };
     }
 }
 
