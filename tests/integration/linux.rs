@@ -450,6 +450,55 @@ fn the_upgrade_side_cannot_reach_the_network_or_the_data_paths_and_writes_only_t
     host.duet(&["abort", "-q"]).code(0);
 }
 
+/// The README's demo (`plans/linux/demo`): webapp 1.0.0 serving on 127.0.0.1:18080 is upgraded
+/// to 2.0.0 by `duet run`, and the merge downtime is printed from the activity log.
+#[test]
+fn the_demo_upgrades_the_web_application_and_prints_its_downtime() {
+    if !root_or_skip("the_demo") {
+        return;
+    }
+    // The demo's plan asks its port by a fixed URL: a host where it is taken cannot run it.
+    if std::net::TcpListener::bind("127.0.0.1:18080").is_err() {
+        eprintln!("SKIPPED the_demo: 127.0.0.1:18080 is in use on this host");
+        return;
+    }
+    if !has("curl") || !has("python3") {
+        eprintln!("SKIPPED the_demo: it needs curl and python3");
+        return;
+    }
+    let host = Host::new();
+    let dir = host.path("demo");
+    let out = std::process::Command::new("bash")
+        .arg(crate::support::repo().join("plans/linux/demo"))
+        .arg(&dir)
+        .env("DUET", env!("CARGO_BIN_EXE_duet"))
+        .env("DUET_TEST_HOST", &host.mark)
+        .env_remove("DUET_STATE_DIR")
+        .output()
+        .expect("bash runs the demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
+    for line in ["before: webapp 1.0.0", "after:  webapp 2.0.0", "session ", " finished; its record is in "] {
+        assert!(stdout.contains(line), "the demo printed no `{line}`:\n{stdout}");
+    }
+    let downtime =
+        regex::Regex::new(r"merge downtime: \d+ ms \(stopping the Production Side's services \d+ ms").expect("a regex");
+    assert!(downtime.is_match(&stdout), "no downtime line:\n{stdout}");
+    assert_eq!(std::fs::read_to_string(dir.join("opt/webapp/VERSION")).expect("VERSION"), "2.0.0\n");
+    assert_eq!(
+        std::fs::read_link(dir.join("opt/webapp")).expect("the tree is a symlink"),
+        Path::new(".duet/app.gen/2")
+    );
+}
+
+fn has(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 #[test]
 fn an_http_check_before_the_merge_is_made_from_the_isolated_upgrade_side() {
     if !root_or_skip("an_http_check_before_the_merge") {

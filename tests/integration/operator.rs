@@ -51,7 +51,7 @@ fn bash_completes_commands_and_flags() {
     let commands = complete("duet re");
     let mut got: Vec<&str> = commands.lines().collect();
     got.sort_unstable();
-    assert_eq!(got, ["readiness", "report", "resume", "retry"], "{commands}");
+    assert_eq!(got, ["readiness", "recover", "report", "resume", "retry"], "{commands}");
     let flags = complete("duet log --fo");
     assert!(flags.lines().any(|l| l == "--follow") && flags.lines().any(|l| l == "--format"), "{flags}");
 }
