@@ -4,8 +4,8 @@
 //! `runtime/src/platform/linux/tree.rs`, and binding a plan to a Linux machine file here;
 //! everything that makes an Upgrade Side (namespaces, mounts) needs root, and each such test
 //! says why it skips when it is not root (CI runs as root). The btrfs test also needs
-//! `mkfs.btrfs` and a loop device. A real systemd (`systemd-nspawn`) is not tested here: see
-//! docs/linux.md.
+//! `mkfs.btrfs` and a loop device. A real systemd (tier C, `systemd-nspawn`) is in
+//! `linux_systemd.rs`.
 //!
 //! Every host is a temporary directory: `opt/app` is the tree (its service `svc` is a shell
 //! script that writes its pid file and execs `sleep`), `srv/data` the data path. Every process a

@@ -11,6 +11,7 @@ mod hints;
 mod hostile;
 mod leftovers;
 mod linux;
+mod linux_systemd;
 mod machine;
 mod names;
 mod operator;

@@ -199,7 +199,7 @@ impl Linux {
         let services: BTreeMap<String, Tracked> = linux(&inventory)
             .services
             .iter()
-            .map(|s| (s.name.clone(), Tracked { startup: Some(s.startup), process: None }))
+            .map(|s| (s.name.clone(), Tracked { startup: Some(s.startup), ..Tracked::default() }))
             .collect();
         let state = LinuxState {
             format: STATE_FORMAT.into(),
@@ -334,9 +334,7 @@ impl Linux {
             state.production.values().chain(state.upgrade.values()).filter_map(|t| t.process.map(|(p, _)| p)).collect();
         for def in &self.machine().services {
             let tracked = state.production.get(&def.name).cloned().unwrap_or_default();
-            if let Ok(Some(pid)) = service::running_pid(def, &tracked, Place::Host) {
-                out.insert(pid);
-            }
+            out.extend(service::host_pids(def, &tracked).unwrap_or_default());
         }
         out
     }
@@ -373,6 +371,7 @@ impl Linux {
             s.holder = None;
             for t in s.upgrade.values_mut() {
                 t.process = None;
+                t.held = false;
             }
             Ok(())
         })
@@ -442,12 +441,13 @@ impl Linux {
         for def in &self.machine().services {
             let tracked = state.production.get(&def.name).cloned().unwrap_or_default();
             let runs = service::running_pid(def, &tracked, Place::Host)?.is_some();
-            let process = if runs && tracked.startup == Some(Startup::Automatic) {
+            let process = if runs && tracked.startup == Some(Startup::Automatic) && service::boots_isolated(def) {
                 service::start(def, Place::Isolated(holder), &self.service_log(Side::Upgrade, &def.name)?)?
             } else {
                 None
             };
-            upgrade.insert(def.name.clone(), Tracked { startup: tracked.startup, process });
+            let held = runs && tracked.startup == Some(Startup::Automatic) && !service::boots_isolated(def);
+            upgrade.insert(def.name.clone(), Tracked { startup: tracked.startup, process, held });
         }
         state.upgrade = upgrade;
         state.phase = Phase::Split;
@@ -473,6 +473,7 @@ impl Linux {
             s.holder = None;
             for t in s.upgrade.values_mut() {
                 t.process = None;
+                t.held = false;
             }
             s.phase = Phase::Merged;
             s.pending = None;
@@ -480,15 +481,21 @@ impl Linux {
         })
     }
 
-    /// Back to the Production Side's generations: the new ones' services stop, the symlinks
-    /// swap back, the automatic services start again (their startup types were never changed).
+    /// Back to the Production Side's generations: whatever runs of the services stops (the new
+    /// generation's processes), the symlinks swap back, the Production Side's startup types are
+    /// the service manager's again (the merge gave it the Upgrade Side's), and the automatic
+    /// services start. Each part finds what is left to do, so a revert a kill interrupted
+    /// completes when run again.
     async fn revert(&self) -> PlatformResult<()> {
         let state = self.begin(Operation::Revert)?;
         self.stop_side().await?;
-        for (name, tracked) in &state.upgrade {
-            if let Some((pid, started)) = tracked.process.filter(|&(p, s)| command::alive(p, s)) {
-                let _ = started;
-                service::stop(self.service_def(Side::Upgrade, name)?, pid, Place::Host).await?;
+        for def in &self.machine().services {
+            let tracked = state.upgrade.get(&def.name).cloned().unwrap_or_default();
+            if let Some(pid) = service::running_pid(def, &tracked, Place::Host)? {
+                service::stop(def, pid, Place::Host).await?;
+            }
+            if let Some(startup) = state.production.get(&def.name).and_then(|t| t.startup) {
+                service::apply_startup(def, startup)?;
             }
         }
         for t in self.trees() {
@@ -515,6 +522,7 @@ impl Linux {
             }
             for t in s.upgrade.values_mut() {
                 t.process = None;
+                t.held = false;
             }
             s.phase = Phase::Split;
             s.pending = None;
@@ -736,7 +744,9 @@ impl Platform for Linux {
         service::stop(self.service_def(side, name)?, pid, self.place(&state, side)?).await?;
         let record = self.record_side(&state, side);
         self.change(|s| {
-            s.side_mut(record).entry(name.to_owned()).or_default().process = None;
+            let tracked = s.side_mut(record).entry(name.to_owned()).or_default();
+            tracked.process = None;
+            tracked.held = false;
             Ok(())
         })
     }
@@ -889,15 +899,19 @@ impl Platform for Linux {
         let mut started = BTreeMap::new();
         for def in &self.machine().services {
             if state.upgrade.get(&def.name).and_then(|t| t.startup) == Some(Startup::Automatic) {
-                started.insert(
-                    def.name.clone(),
-                    service::start(def, Place::Isolated(holder), &self.service_log(Side::Upgrade, &def.name)?)?,
-                );
+                let process = if service::boots_isolated(def) {
+                    service::start(def, Place::Isolated(holder), &self.service_log(Side::Upgrade, &def.name)?)?
+                } else {
+                    None
+                };
+                started.insert(def.name.clone(), (process, !service::boots_isolated(def)));
             }
         }
         self.change(|s| {
-            for (name, process) in started {
-                s.upgrade.entry(name).or_default().process = process;
+            for (name, (process, held)) in started {
+                let tracked = s.upgrade.entry(name).or_default();
+                tracked.process = process;
+                tracked.held = held;
             }
             Ok(())
         })?;

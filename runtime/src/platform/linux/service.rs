@@ -22,6 +22,11 @@ pub(crate) struct Tracked {
     /// The process duet started (exec backend): pid and start time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) process: Option<(u32, u64)>,
+    /// A systemd unit the new Upgrade Side would have started (it runs on the Production Side
+    /// and starts by itself): the state model sees it running there until it is stopped, and
+    /// the host's service manager runs nothing of it before the merge (see `boots_isolated`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) held: bool,
 }
 
 /// Where a service runs: on the host, or inside the isolated Upgrade Side.
@@ -61,12 +66,52 @@ pub(crate) fn running_pid(service: &LinuxService, tracked: &Tracked, place: Plac
             let pid = text.trim().parse::<u32>().ok();
             Ok(pid.filter(|&p| command::start_time(p).is_some()))
         }
+        // A unit runs under the host's service manager, never on the isolated Upgrade Side.
+        ServiceBackend::Systemd { .. } if matches!(place, Place::Isolated(_)) => Ok(tracked.held.then_some(0)),
         ServiceBackend::Systemd { unit } => {
-            host_only(service, place)?;
             let out = systemctl(&["is-active", "--quiet", unit])?;
-            Ok(out.success().then_some(0))
+            if !out.success() {
+                return Ok(None);
+            }
+            Ok(Some(unit_pids(unit)?.first().copied().unwrap_or(0)))
         }
     }
+}
+
+/// Whether the service starts by itself on a new Upgrade Side (the split, a restart): an `exec`
+/// service does, in the Upgrade Side's namespaces; a systemd unit does not (the host's service
+/// manager has no Upgrade Side), so it is only recorded as running there (`Tracked::held`).
+pub(crate) fn boots_isolated(service: &LinuxService) -> bool {
+    matches!(service.backend, ServiceBackend::Exec { .. })
+}
+
+/// Every process of the service on the host: the unit's control group (systemd), else the
+/// process `running_pid` names. The busy check leaves these out, since the merge stops them.
+pub(crate) fn host_pids(service: &LinuxService, tracked: &Tracked) -> PlatformResult<Vec<u32>> {
+    match &service.backend {
+        ServiceBackend::Systemd { unit } => unit_pids(unit),
+        ServiceBackend::Exec { .. } => Ok(running_pid(service, tracked, Place::Host)?.into_iter().collect()),
+    }
+}
+
+/// The unit's main process first, then the rest of its control group (cgroup v2).
+fn unit_pids(unit: &str) -> PlatformResult<Vec<u32>> {
+    let out = systemctl(&["show", "--property=MainPID,ControlGroup", unit])?;
+    let mut main = None;
+    let mut group = None;
+    for line in out.stdout.lines() {
+        match line.split_once('=') {
+            Some(("MainPID", pid)) => main = pid.trim().parse::<u32>().ok().filter(|&p| p > 0),
+            Some(("ControlGroup", cg)) if !cg.trim().is_empty() => group = Some(cg.trim().to_owned()),
+            _ => {}
+        }
+    }
+    let mut pids: Vec<u32> = main.into_iter().collect();
+    if let Some(group) = group {
+        let procs = std::fs::read_to_string(format!("/sys/fs/cgroup{group}/cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()).filter(|p| Some(*p) != main));
+    }
+    Ok(pids)
 }
 
 /// Starts the service; returns the process to track (exec backend without a pid file).
@@ -120,8 +165,9 @@ pub(crate) async fn stop(service: &LinuxService, pid: u32, place: Place) -> Plat
             }
             Ok(())
         }
+        // Never started there (see `boots_isolated`): nothing to stop.
+        ServiceBackend::Systemd { .. } if matches!(place, Place::Isolated(_)) => Ok(()),
         ServiceBackend::Systemd { unit } => {
-            host_only(service, place)?;
             let out = systemctl(&["stop", unit])?;
             if !out.success() {
                 return Err(PlatformError::transient(format!("systemctl stop {unit} failed: {}", out.why())));
