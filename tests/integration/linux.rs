@@ -342,6 +342,25 @@ fn a_full_cycle_upgrades_the_tree_and_restarts_the_service_from_the_new_generati
     assert_eq!(host.processes(), BTreeSet::from([after]));
 }
 
+/// The resync (the trash's background deletion) is resumed by the next command that drives the
+/// machine when it stopped before the end (a reboot, a kill): here, a retired generation left
+/// in the trash with no deletion running.
+#[test]
+fn a_resync_that_stopped_is_resumed_by_the_next_command() {
+    if !root_or_skip("a_resync_that_stopped") {
+        return;
+    }
+    let host = Host::new();
+    host.adopted_and_running();
+    host.duet(&["run", &host.plan(), "-q"]).code(0);
+    host.purged();
+    host.write("opt/.duet/trash/app.1.999/bin/svc", "left by a deletion that was killed\n");
+    assert_eq!(host.status()["resyncing"], serde_json::json!(true), "status shows the resync");
+    host.duet(&["readiness", &host.plan(), "-q"]).code(0);
+    host.purged();
+    assert!(!host.path("opt/.duet/trash/app.1.999").exists());
+}
+
 #[test]
 fn an_abort_from_split_leaves_the_old_version_running_exactly_as_before() {
     if !root_or_skip("an_abort_from_split") {
@@ -610,6 +629,13 @@ fn adopt_refuses_a_mount_point_and_a_busy_tree_and_is_undone_by_undo() {
     let refused = host.duet(&["adopt", "--inventory", &machine]);
     let _ = std::process::Command::new("umount").arg(host.path("opt/app")).status();
     refused.code(1).stderr_has("is a mount point");
+    std::fs::create_dir_all(host.path("opt/.duet")).expect("the generations' directory");
+    let mount = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(host.path("opt/.duet")).status();
+    assert!(mount.expect("mount").success(), "mount a tmpfs on the generations' directory");
+    let refused = host.duet(&["adopt", "--inventory", &machine]);
+    let _ = std::process::Command::new("umount").arg(host.path("opt/.duet")).status();
+    refused.code(1).stderr_has("are on different file systems");
+    assert!(host.path("opt/app").is_dir() && !host.path("opt/app").is_symlink(), "the tree is left as it was");
 }
 
 // ---------------------------------------------------------------------------------------------

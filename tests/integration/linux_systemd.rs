@@ -9,7 +9,9 @@
 //! What it shows: the merge stops the unit and starts it from the new generation, its startup
 //! type on the Production Side is never changed (enabled before, during and after), the event
 //! log comes from `journalctl`, a commit keeps the new version and an abort after the merge
-//! finds the old version running exactly as before. It skips with a reason when not root or
+//! finds the old version running exactly as before, and a reboot while merged runs
+//! `docs/duet-recover.service` before the unit (back to the old version, or the new one kept
+//! with `on_reboot: keep`). It skips with a reason when not root or
 //! without `systemd-nspawn`; the container is powered off (SIGTERM to nspawn, by its pid) when
 //! the test ends, and killed if it does not stop.
 
@@ -42,14 +44,26 @@ impl Container {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("etc-systemd")).expect("the units' directory");
+        let mut container = Self { nspawn: Self::spawn(dir.path()), dir, leader: 0 };
+        container.wait_booted();
+        Some(container)
+    }
+
+    /// Starts `systemd-nspawn` over `dir`: `/etc/systemd/system` is `dir/etc-systemd`, so the
+    /// units written and enabled there are still there at the next boot (everything else but
+    /// `dir` is new at each boot).
+    fn spawn(dir: &Path) -> Child {
         let n = CONTAINERS.fetch_add(1, Ordering::SeqCst);
         let name = format!("duet-test-{}-{n}", std::process::id());
-        let console = std::fs::File::create(dir.path().join("console.log")).expect("console log");
-        let nspawn = Command::new("systemd-nspawn")
+        let console =
+            std::fs::OpenOptions::new().create(true).append(true).open(dir.join("console.log")).expect("console log");
+        Command::new("systemd-nspawn")
             .args(["--quiet", "--register=no", "--keep-unit", "--directory=/", "--volatile=yes"])
             .args(["--private-network", "--console=pipe"])
             .arg(format!("--machine={name}"))
-            .arg(format!("--bind={}", dir.path().display()))
+            .arg(format!("--bind={}", dir.display()))
+            .arg(format!("--bind={}:/etc/systemd/system", dir.join("etc-systemd").display()))
             .arg(format!("--bind-ro={}:/opt/duet/duet", env!("CARGO_BIN_EXE_duet")))
             // Boot only to basic.target: the host's installed services stay down in there, and
             // nothing waits for a network the container does not have.
@@ -59,10 +73,30 @@ impl Container {
             .stderr(console)
             .process_group(0)
             .spawn()
-            .expect("systemd-nspawn starts");
-        let mut container = Self { dir, nspawn, leader: 0 };
-        container.wait_booted();
-        Some(container)
+            .expect("systemd-nspawn starts")
+    }
+
+    /// Powers the container off (as a reboot would: the units stop) and boots it again.
+    fn reboot(&mut self) {
+        self.power_off();
+        self.nspawn = Self::spawn(self.dir.path());
+        self.leader = 0;
+        self.wait_booted();
+    }
+
+    fn power_off(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.nspawn.id()).expect("a pid"));
+        // SIGTERM asks nspawn to power the container off; SIGKILL if it has not within 30 s.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.nspawn.try_wait(), Ok(None)) {
+            if Instant::now() >= deadline {
+                let _ = self.nspawn.kill();
+                let _ = self.nspawn.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_booted(&mut self) {
@@ -145,7 +179,8 @@ impl Container {
         write(
             "opt/app/bin/svc",
             "#!/bin/sh\n# The application: says which version runs, then serves (waits).\n\
-             echo \"$(cat $D/opt/app/VERSION) $$\" > $D/srv/data/running\nexec sleep 3600\n",
+             echo \"$(cat $D/opt/app/VERSION) $$\" > $D/srv/data/running\n\
+             cat $D/opt/app/VERSION >> $D/srv/data/starts\nexec sleep 3600\n",
             true,
         );
         write("srv/data/orders", "the data disk\n", false);
@@ -185,7 +220,7 @@ impl Container {
         );
         self.ok(&format!(
             "printf '%s\\n' '[Unit]' 'Description=duet test application' '[Service]' 'ExecStart={d}/opt/app/bin/svc' \
-             '[Install]' 'WantedBy=multi-user.target' > /etc/systemd/system/duetapp.service && systemctl daemon-reload"
+             '[Install]' 'WantedBy=basic.target' > /etc/systemd/system/duetapp.service && systemctl daemon-reload"
         ));
         self.ok("duet adopt --inventory $D/machine.yaml");
         self.ok("systemctl enable --now duetapp.service");
@@ -206,18 +241,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.nspawn.id()).expect("a pid"));
-        // SIGTERM asks nspawn to power the container off; SIGKILL if it has not within 30 s.
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(self.nspawn.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                let _ = self.nspawn.kill();
-                let _ = self.nspawn.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.power_off();
     }
 }
 
@@ -264,4 +288,78 @@ fn an_abort_after_the_merge_under_systemd_finds_the_old_version_running_as_befor
     assert_eq!(std::fs::read_to_string(c.path("srv/data/orders")).expect("data"), "the data disk\n");
     c.ok("duet finish --inventory $D/machine.yaml -q");
     assert_eq!(c.running(), ("1.0.0".to_owned(), "enabled".to_owned()), "after the finish");
+}
+
+impl Container {
+    /// Installs `docs/duet-recover.service` as the guide says (its state directory edited, the
+    /// binary's path the container's) and enables it.
+    fn with_recover_at_boot(&self) {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/duet-recover.service");
+        let unit = std::fs::read_to_string(&shipped).expect("docs/duet-recover.service");
+        assert!(
+            unit.contains("Environment=DUET_STATE_DIR=/var/lib/duet") && unit.contains("ExecStart=/usr/local/bin/duet")
+        );
+        let unit = unit
+            .replace("DUET_STATE_DIR=/var/lib/duet", &format!("DUET_STATE_DIR={}", self.path("state").display()))
+            .replace("/usr/local/bin/duet", "/opt/duet/duet");
+        std::fs::write(self.path("etc-systemd/duet-recover.service"), unit).expect("install the unit");
+        self.ok("systemctl daemon-reload && systemctl enable duet-recover.service");
+    }
+
+    /// The versions the unit started, in order.
+    fn starts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("srv/data/starts")).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// What `duet recover` said at this boot.
+    fn recover_said(&self) -> String {
+        self.ok("journalctl --boot -u duet-recover.service -o cat --no-pager; systemctl status duet-recover.service --no-pager || true")
+    }
+}
+
+#[test]
+fn a_reboot_while_merged_goes_back_to_the_old_version_before_the_application_starts() {
+    let Some(mut c) = Container::boot("a_reboot_while_merged_goes_back") else { return };
+    c.with_app();
+    c.with_recover_at_boot();
+    c.ok("duet run $D/plan/plan.yaml --inventory $D/machine.yaml --through merge -q");
+    c.wait_running("2.0.0");
+    let before = c.starts();
+    c.reboot();
+    // duet recover ran before the unit: the one process that started at this boot is 1.0.0.
+    c.wait_running("1.0.0");
+    assert_eq!(c.starts()[before.len()..], ["1.0.0"], "the versions started at this boot");
+    let said = c.recover_said();
+    assert!(said.contains("going back to the old version"), "{said}");
+    assert_eq!(c.running(), ("1.0.0".to_owned(), "enabled".to_owned()), "after the reboot:\n{said}");
+    assert_eq!(std::fs::read_link(c.path("opt/app")).expect("a symlink"), Path::new(".duet/app.gen/1"));
+    assert_eq!(std::fs::read_to_string(c.path("srv/data/orders")).expect("data"), "the data disk\n");
+    c.ok("duet finish --inventory $D/machine.yaml -q");
+    let status = c.ok("duet status --json");
+    assert!(status.contains("\"Idle\""), "{status}");
+    // At the next boot there is nothing to recover, and the old version starts as usual.
+    c.reboot();
+    c.wait_running("1.0.0");
+    let said = c.recover_said();
+    assert!(said.contains("nothing to recover"), "{said}");
+}
+
+#[test]
+fn a_reboot_while_merged_keeps_the_new_version_when_the_machine_file_says_keep() {
+    let Some(mut c) = Container::boot("a_reboot_while_merged_keeps") else { return };
+    c.with_app();
+    let machine = std::fs::read_to_string(c.path("machine.yaml")).expect("machine file");
+    std::fs::write(c.path("machine.yaml"), machine.replace("linux:\n", "linux:\n  on_reboot: keep\n")).expect("write");
+    c.with_recover_at_boot();
+    c.ok("duet run $D/plan/plan.yaml --inventory $D/machine.yaml --through merge -q");
+    c.wait_running("2.0.0");
+    let before = c.starts();
+    c.reboot();
+    c.wait_running("2.0.0");
+    assert_eq!(c.starts()[before.len()..], ["2.0.0"], "the versions started at this boot");
+    let said = c.recover_said();
+    assert!(said.contains("the new version stays"), "{said}");
+    c.ok("duet commit --inventory $D/machine.yaml -q && duet finish --inventory $D/machine.yaml -q");
+    assert_eq!(c.running(), ("2.0.0".to_owned(), "enabled".to_owned()), "after the commit");
+    assert_eq!(std::fs::read_link(c.path("opt/app")).expect("a symlink"), Path::new(".duet/app.gen/2"));
 }

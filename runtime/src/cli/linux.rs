@@ -171,6 +171,8 @@ pub(crate) fn recover(run: &RunArgs) -> Outcome {
         Err(e) => report(Err(e)),
         Ok(Some((Phase::Merged, Some(OnReboot::Revert)))) => {
             console::print("duet recover: the machine was merged and not committed: going back to the old version\n");
+            // At boot the applications' units wait for this one: their starts are queued.
+            platform::linux::queue_starts();
             upgrade::execute(run, &upgrade::Request::Abort)
         }
         Ok(Some((Phase::Merged, Some(OnReboot::Keep)))) => console::print(

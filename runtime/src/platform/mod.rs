@@ -36,7 +36,9 @@ pub(crate) use duet_contract::status::Hardware;
 /// different machine is refused.
 pub(crate) fn open(root: &Path, inventory: Option<&Path>, may_build: bool) -> PlatformResult<impl Platform + use<>> {
     if is_linux(root, inventory) {
-        return linux::Linux::open(root, inventory, may_build).map(machine::Machine::Linux);
+        let machine = linux::Linux::open(root, inventory, may_build)?;
+        machine.resume_purge();
+        return Ok(machine::Machine::Linux(machine));
     }
     sim::Sim::open(root, inventory, may_build).map(machine::Machine::Sim)
 }

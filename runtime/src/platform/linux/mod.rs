@@ -24,6 +24,7 @@
 pub(crate) mod inspect;
 mod readiness;
 mod service;
+pub(crate) use service::queue_starts;
 pub(crate) mod side;
 pub(crate) mod tree;
 
@@ -31,7 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use duet_compiler::compiled::{Side, Software};
 use duet_compiler::diagnostic::Diagnostics;
@@ -387,7 +388,26 @@ impl Linux {
         let exe = std::env::current_exe().map_or_else(|_| "duet".into(), PathBuf::into_os_string);
         let mut argv = vec![exe, PURGE.into()];
         argv.extend(dirs);
-        let _ = command::spawn_detached(&argv, &self.dir.join("purge.log"), &[]);
+        if let Ok(pid) = command::spawn_detached(&argv, &self.dir.join("purge.log"), &[]) {
+            let started = command::start_time(pid).unwrap_or_default();
+            let _ = fsutil::write_atomic(&self.dir.join("purge.pid"), format!("{pid} {started}\n").as_bytes());
+        }
+    }
+
+    /// Starts the background deletion again if it stopped before the trash was empty (a reboot,
+    /// a kill): called when a command that drives the machine opens it.
+    pub(crate) fn resume_purge(&self) {
+        if !self.resyncing() {
+            return;
+        }
+        let recorded = std::fs::read_to_string(self.dir.join("purge.pid")).unwrap_or_default();
+        let mut fields = recorded.split_ascii_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(pid)), Some(Ok(started))) = (fields.next(), fields.next()) {
+            if u32::try_from(pid).is_ok_and(|pid| command::alive(pid, started)) {
+                return;
+            }
+        }
+        self.purge();
     }
 
     fn resyncing(&self) -> bool {
@@ -428,9 +448,18 @@ impl Linux {
             fsutil::write_atomic(&file, &serde_json::to_vec(&manifest).expect("serialises"))
                 .map_err(at("write", &file))?;
             progress(Progress { message: format!("making generation {} of tree {}", generations.upgrade, t.name) });
+            let clock = Instant::now();
             let method = t
                 .clone_generation(generations.production, generations.upgrade)
                 .map_err(|why| storage(why, "free space on the tree's file system, then run the command again"))?;
+            progress(Progress {
+                message: format!(
+                    "generation {} of tree {} made ({method}, {} ms)",
+                    generations.upgrade,
+                    t.name,
+                    clock.elapsed().as_millis()
+                ),
+            });
             state.trees.get_mut(&t.name).expect("inserted").clone = Some(method);
         }
         let holder = self.start_side(&state).await?;

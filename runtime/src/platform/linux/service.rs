@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use duet_compiler::inventory::Startup;
@@ -114,6 +115,17 @@ fn unit_pids(unit: &str) -> PlatformResult<Vec<u32>> {
     Ok(pids)
 }
 
+/// Set by `duet recover`, which runs at boot in a unit ordered before the applications': a
+/// `systemctl start` of such an application waits for that unit to end, so there the start is
+/// only queued (`--no-block`) and systemd runs it once `duet recover` has finished.
+static AT_BOOT: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's systemd starts queue the start instead of waiting for it (see
+/// [`AT_BOOT`]).
+pub(crate) fn queue_starts() {
+    AT_BOOT.store(true, Ordering::SeqCst);
+}
+
 /// Starts the service; returns the process to track (exec backend without a pid file).
 pub(crate) fn start(service: &LinuxService, place: Place, log: &Path) -> PlatformResult<Option<(u32, u64)>> {
     match &service.backend {
@@ -129,7 +141,11 @@ pub(crate) fn start(service: &LinuxService, place: Place, log: &Path) -> Platfor
         }
         ServiceBackend::Systemd { unit } => {
             host_only(service, place)?;
-            let out = systemctl(&["start", unit])?;
+            let out = if AT_BOOT.load(Ordering::SeqCst) {
+                systemctl(&["start", "--no-block", unit])?
+            } else {
+                systemctl(&["start", unit])?
+            };
             if !out.success() {
                 return Err(PlatformError::transient(format!("systemctl start {unit} failed: {}", out.why()))
                     .help(format!("see `journalctl -u {unit}`")));

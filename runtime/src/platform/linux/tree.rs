@@ -44,6 +44,15 @@ pub(crate) enum Clone {
     Copy,
 }
 
+impl std::fmt::Display for Clone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Snapshot => "a btrfs snapshot",
+            Self::Copy => "a copy",
+        })
+    }
+}
+
 impl Tree {
     pub(crate) fn parent(&self) -> &Path {
         self.path.parent().unwrap_or_else(|| Path::new("/"))
@@ -113,6 +122,14 @@ impl Tree {
                     ));
                 }
                 fsutil::create_dir_all_durable(&self.store()).map_err(|e| self.io("create", &e))?;
+                if !same_file_system(&self.path, &self.store()) {
+                    return Err(format!(
+                        "{} and its generations' directory {} are on different file systems: a generation could not be renamed into place atomically; unmount {} or adopt a tree on its file system",
+                        self.path.display(),
+                        self.store().display(),
+                        self.store().display()
+                    ));
+                }
                 if first.exists() {
                     return Err(format!(
                         "{} is a directory, and {} already exists: a half-done adoption of another tree?",
@@ -179,6 +196,10 @@ impl Tree {
             let _ = remove_generation(&partial);
             return Err(format!("cannot make generation {to} of tree {}: {}", self.name, out.why()));
         }
+        // The copy's contents reach the disk before it gets its name: a power cut leaves either
+        // no generation n+1 or a whole one (one syncfs: cp itself syncs nothing).
+        let dir = std::fs::File::open(&partial).map_err(|e| self.io("open", &e))?;
+        nix::unistd::syncfs(&dir).map_err(|e| self.io("sync", &io::Error::from(e)))?;
         fsutil::sync_dir(&self.store()).map_err(|e| self.io("sync", &e))?;
         fsutil::rename_durable(&partial, &dest).map_err(|e| self.io("move", &e))?;
         Ok(method)
@@ -253,6 +274,16 @@ fn unescape(field: &str) -> String {
 pub(crate) fn is_mount_point(path: &Path) -> bool {
     let Ok(real) = std::fs::canonicalize(path) else { return false };
     mount_points().contains(&real)
+}
+
+/// Whether two existing paths lie on one file system (a rename between them is atomic); the
+/// paths themselves are looked at, not what a symlink at them points to.
+pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// The mount a path lies on: the longest mount point that is a prefix of its real path.
