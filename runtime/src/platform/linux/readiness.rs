@@ -84,7 +84,7 @@ fn tree_findings(t: &Tree) -> Vec<Finding> {
     };
     let generation = t.generation(current);
     let mut found = Vec::new();
-    if tree::mount_of(&generation) != tree::mount_of(t.parent()) {
+    if !tree::same_file_system(&generation, t.parent()) {
         found.push(error(
             format!("tree {subject}: {path} and its generations are on different file systems"),
             subject,

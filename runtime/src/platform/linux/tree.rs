@@ -124,10 +124,11 @@ impl Tree {
                 fsutil::create_dir_all_durable(&self.store()).map_err(|e| self.io("create", &e))?;
                 if !same_file_system(&self.path, &self.store()) {
                     return Err(format!(
-                        "{} and its generations' directory {} are on different file systems: a generation could not be renamed into place atomically; unmount {} or adopt a tree on its file system",
+                        "{} and its generations' directory {} are on different file systems: a generation could not be renamed into place atomically; keep {} on the file system of {} (unmount what is mounted there)",
                         self.path.display(),
                         self.store().display(),
-                        self.store().display()
+                        self.duet_dir().display(),
+                        self.path.display()
                     ));
                 }
                 if first.exists() {
@@ -276,14 +277,12 @@ pub(crate) fn is_mount_point(path: &Path) -> bool {
     mount_points().contains(&real)
 }
 
-/// Whether two existing paths lie on one file system (a rename between them is atomic); the
-/// paths themselves are looked at, not what a symlink at them points to.
+/// Whether two existing paths lie on one mount (a rename between them is atomic). Mounts, not
+/// device numbers: each btrfs subvolume has a device number of its own, and a rename between
+/// subvolumes of one mount is refused by the kernel only across mounts.
 pub(crate) fn same_file_system(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev(),
-        _ => false,
-    }
+    let (a, b) = (mount_of(a), mount_of(b));
+    a.is_some() && a == b
 }
 
 /// The mount a path lies on: the longest mount point that is a prefix of its real path.
