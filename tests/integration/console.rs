@@ -375,3 +375,48 @@ fn an_operator_skips_a_failed_action_and_approves_from_the_console() {
     assert!(log.contains("skipped by") && log.contains("late trace only, checked by hand"), "{log}");
     assert!(log.contains("approve:go: approved by") && log.contains("CAB change 4711"), "{log}");
 }
+
+/// `T` on a step's line of the activity log retries the Broken request from that step, with the
+/// operator's reason: a failed action fixed by hand, then run again from the console.
+#[test]
+fn an_operator_retries_from_a_step_selected_in_the_activity_log() {
+    let m = Machine::with(crate::machine::PLAN, crate::machine::INVENTORY);
+    m.fail("action:adv-late@production-ExecuteSplit");
+    m.run(&["run", &m.plan(), "--through", "split"]).code(1);
+    m.heal("action:adv-late@production-ExecuteSplit");
+    let Some(tmux) = Tmux::start(&console(&m, &[&m.plan()], false), (120, 40)) else { return };
+    let _cleanup = Cleanup { rec: m.rec(), child: None };
+    tmux.shows("| Split | Broken");
+    tmux.keys(&["a"]);
+    tmux.shows("T retry from here");
+    // From the last line up, until `T` offers the failed action's line.
+    let mut offered = false;
+    for _ in 0..60 {
+        tmux.keys(&["T"]);
+        let screen = tmux.until("T answered", |s| s.contains("Retry from") || s.contains("select a step's line"));
+        if screen.contains("Retry from action:adv-late@production") {
+            offered = true;
+            break;
+        }
+        if screen.contains("Retry from") {
+            tmux.keys(&["Escape"]);
+            tmux.until("the prompt closed", |s| !s.contains("Retry from"));
+        }
+        // A key clears what the console said, so the next `T`'s answer is its own.
+        tmux.keys(&["Up"]);
+        tmux.until("the message cleared", |s| !s.contains("select a step's line"));
+    }
+    assert!(offered, "no line of the activity log offered a retry from the failed action:\n{}", tmux.screen());
+    tmux.shows("Why run action:adv-late@production and every step after it again?");
+    tmux.run(&["send-keys", "-t", "duet", "-l", "fixed the trace share by hand"]);
+    tmux.keys(&["Enter"]);
+    tmux.shows("| Split | Ready");
+    tmux.keys(&["q"]);
+    assert_eq!(tmux.exit_status(), "0");
+    let log = m.run(&["log"]).code(0).stdout.clone();
+    assert!(
+        log.contains("retry of ExecuteSplit from action:adv-late@production")
+            && log.contains(": fixed the trace share by hand"),
+        "{log}"
+    );
+}

@@ -168,7 +168,7 @@ fn read(ctx: &Context, plan: Option<&Path>, runtime: &tokio::runtime::Runtime, d
 enum Keyed {
     Quit,
     Run(Command),
-    /// A command that takes the operator's reason: `approve`, or `skip STEP`.
+    /// A command that takes the operator's reason: `approve`, `skip STEP`, `retry --from STEP`.
     Reasoned(Prompted, String),
     Nothing,
 }
@@ -178,6 +178,8 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
     if ui.prompt.is_some() {
         return prompted(key, ui);
     }
+    // What the console said stays until the next key.
+    ui.message = None;
     if let Some(command) = ui.confirm {
         ui.confirm = None;
         return if matches!(key.code, KeyCode::Char('y' | 'Y')) { Keyed::Run(command) } else { Keyed::Nothing };
@@ -234,6 +236,10 @@ fn keyed(key: KeyEvent, model: &Model, ui: &mut Ui) -> Keyed {
             Ok(step) => ui.prompt = Some(Prompt { what: Prompted::Skip(step), text: String::new() }),
             Err(why) => ui.message = Some(why),
         },
+        KeyCode::Char('T') if ui.page == Page::Activity => match model.retryable_from(selected_seq(model, ui)) {
+            Ok(step) => ui.prompt = Some(Prompt { what: Prompted::RetryFrom(step), text: String::new() }),
+            Err(why) => ui.message = Some(why),
+        },
         KeyCode::Char('t') => match model.allowed(Command::Retry) {
             Ok(()) => return Keyed::Run(Command::Retry),
             Err(why) => ui.message = Some(why),
@@ -287,6 +293,13 @@ fn toggle(model: &Model, ui: &mut Ui) {
     }
 }
 
+/// The journal record of the activity log's selected line.
+fn selected_seq(model: &Model, ui: &Ui) -> Option<u64> {
+    let entries = crate::view::activity::entries(&model.records);
+    let rows = tui::rows(&entries, &ui.toggled);
+    rows.get(ui.selected.min(rows.len().saturating_sub(1))).map(|row| entries[row.entry].seq)
+}
+
 /// Starts `duet COMMAND` as a process of its own session (so the terminal's signals and the
 /// console's end do not reach it), its output in a file of its own.
 fn start(ctx: &Context, model: &Model, command: Command) -> std::result::Result<Driven, String> {
@@ -297,11 +310,15 @@ fn start(ctx: &Context, model: &Model, command: Command) -> std::result::Result<
     spawn(ctx, args)
 }
 
-/// `duet approve --reason TEXT` or `duet skip STEP --reason TEXT`.
+/// `duet approve --reason TEXT`, `duet skip STEP --reason TEXT` or `duet retry --from STEP
+/// --reason TEXT`.
 fn reasoned(ctx: &Context, what: &Prompted, reason: String) -> std::result::Result<Driven, String> {
     let args = match what {
         Prompted::Approve => vec!["approve".to_owned(), "--reason".to_owned(), reason],
         Prompted::Skip(step) => vec!["skip".to_owned(), step.clone(), "--reason".to_owned(), reason],
+        Prompted::RetryFrom(step) => {
+            vec!["retry".to_owned(), "--from".to_owned(), step.clone(), "--reason".to_owned(), reason]
+        }
     };
     spawn(ctx, args)
 }

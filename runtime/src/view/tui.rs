@@ -132,6 +132,18 @@ impl Model {
         self.status.broken.as_ref().map(|b| b.step.clone()).ok_or_else(|| "no step failed".to_owned())
     }
 
+    /// The step a line of the activity log is about (its start or its end), to run it and what
+    /// follows again: `duet retry --from STEP`, where a retry is allowed.
+    pub(crate) fn retryable_from(&self, seq: Option<u64>) -> Result<String, String> {
+        self.allowed(Command::Retry)?;
+        seq.and_then(|seq| self.records.iter().find(|r| r.seq == seq))
+            .and_then(|r| match &r.entry {
+                Entry::StepStarted { step, .. } | Entry::StepFinished { step, .. } => Some(step.clone()),
+                _ => None,
+            })
+            .ok_or_else(|| "select a step's line in the activity log to retry from it".to_owned())
+    }
+
     /// The page of what runs now, or ran last.
     pub(crate) fn current_page(&self) -> Page {
         let Some(progress) = &self.progress else { return Page::Readiness };
@@ -154,6 +166,8 @@ pub(crate) enum Prompted {
     Approve,
     /// `duet skip STEP`: the failed action step of the Broken request.
     Skip(String),
+    /// `duet retry --from STEP`: the step selected in the activity log, and what follows it.
+    RetryFrom(String),
 }
 
 /// The reason being typed for a [`Prompted`] command.
@@ -405,13 +419,18 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
     if ui.confirm.is_some() {
         return " y confirm   n cancel".to_owned();
     }
-    let said = ui.message.as_deref().map(|m| format!("   {}", escape(m))).unwrap_or_default();
     if ui.prompt.is_some() {
+        let said = ui.message.as_deref().map(|m| format!("   {}", escape(m))).unwrap_or_default();
         return format!(" type the reason   Enter run   Esc cancel{said}");
     }
     let mut keys = vec!["←/→ or 1-9 page".to_owned()];
     match ui.page {
-        Page::Activity => keys.extend(["↑/↓ select".into(), "Enter detail".into(), "+/- expand".into()]),
+        Page::Activity => {
+            keys.extend(["↑/↓ select".into(), "Enter detail".into(), "+/- expand".into()]);
+            if model.allowed(Command::Retry).is_ok() {
+                keys.push("T retry from here".into());
+            }
+        }
         // Enter runs the first of the page's commands the state model allows.
         page => {
             if let Some(command) = page.commands().iter().find(|c| model.allowed(**c).is_ok()) {
@@ -432,7 +451,11 @@ fn keys_line(model: &Model, ui: &Ui) -> String {
         keys.push("p approve".into());
     }
     keys.push("q quit".into());
-    format!(" {}{said}", keys.join("   "))
+    // What the console just said comes first: a narrow terminal cuts the end of the line.
+    match &ui.message {
+        Some(m) => format!(" {}   {}", escape(m), keys.join("   ")),
+        None => format!(" {}", keys.join("   ")),
+    }
 }
 
 fn configuration(model: &Model) -> Vec<Line<'static>> {
@@ -655,6 +678,10 @@ fn reason(frame: &mut Frame<'_>, area: Rect, prompt: &Prompt) {
         Prompted::Skip(step) => {
             (format!(" Skip {} ", escape(step)), format!("Why is it safe to go on without {}?", escape(step)))
         }
+        Prompted::RetryFrom(step) => (
+            format!(" Retry from {} ", escape(step)),
+            format!("Why run {} and every step after it again?", escape(step)),
+        ),
     };
     let lines = vec![
         Line::from(what),
