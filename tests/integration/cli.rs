@@ -189,3 +189,29 @@ fn an_unusable_inventory_is_not_blamed_on_the_plan() {
         .json();
     assert_eq!(json["platform_checked"], false);
 }
+
+/// `duet fleet ARGS` and `duet agent ARGS` hand over to `duet-fleet` (here a stand-in that says
+/// what it got and exits 7): every argument as given, hyphens included, and its exit code.
+#[test]
+fn duet_fleet_and_duet_agent_hand_over_to_duet_fleet_with_every_argument() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stand_in = dir.path().join("duet-fleet");
+    std::fs::write(&stand_in, "#!/bin/sh\nprintf '[%s]' \"$@\"\necho\nexit 7\n").expect("write");
+    crate::linux::make_executable(&stand_in);
+    duet(&["fleet", "run", "plans/fleets/eft.yaml", "--endpoints", "127.0.0.1:2379", "--help"])
+        .env("DUET_FLEET_BIN", &stand_in)
+        .run()
+        .code(7)
+        .stdout_has("[run][plans/fleets/eft.yaml][--endpoints][127.0.0.1:2379][--help]");
+    duet(&["agent", "--node", "a b", "-v"])
+        .env("DUET_FLEET_BIN", &stand_in)
+        .run()
+        .code(7)
+        .stdout_has("[agent][--node][a b][-v]");
+    duet(&["fleet", "status"])
+        .env("DUET_FLEET_BIN", dir.path().join("missing"))
+        .run()
+        .code(1)
+        .stderr_has("cannot run")
+        .stderr_has("missing");
+}

@@ -8,6 +8,7 @@ pub(crate) mod check;
 pub(crate) mod console;
 pub(crate) mod context;
 pub(crate) mod docs;
+pub(crate) mod fleet;
 pub(crate) mod linux;
 pub(crate) mod log;
 pub(crate) mod report;
@@ -46,6 +47,8 @@ pub(crate) fn main() -> Outcome {
         Command::Adopt { inventory, undo } => linux::adopt(&inventory, undo),
         Command::Inventory(args) => linux::inventory(&args),
         Command::Recover { run } => linux::recover(&run),
+        Command::Fleet { args } => fleet::fleet(None, &args),
+        Command::Agent { args } => fleet::fleet(Some("agent"), &args),
         Command::Status { json, state } => status::status(&Context::reading(&state), json),
         Command::Log { format, session, follow: true, state } => {
             let _ = session;

@@ -58,6 +58,13 @@ pub(crate) fn installed(program: &str) -> bool {
 /// Starts `argv` detached: its own process group (a Ctrl-C to duet does not reach it), stdin
 /// from `/dev/null`, stdout and stderr appended to `log`, `env` on top of duet's. Returns its
 /// pid at once; the process outlives duet.
+/// Replaces this process with `program ARGS` (`duet fleet` is `duet-fleet`); returns only if
+/// that failed.
+pub(crate) fn exec(program: &Path, args: &[OsString]) -> io::Error {
+    use std::os::unix::process::CommandExt as _;
+    std::process::Command::new(program).args(args).exec()
+}
+
 pub(crate) fn spawn_detached(argv: &[OsString], log: &Path, env: &[(String, String)]) -> io::Result<u32> {
     let (program, rest) = argv.split_first().ok_or_else(|| io::Error::other("an empty command"))?;
     let out = OpenOptions::new().create(true).append(true).open(log)?;
