@@ -311,6 +311,19 @@ impl Container {
         std::fs::read_to_string(self.path("srv/data/starts")).unwrap_or_default().lines().map(str::to_owned).collect()
     }
 
+    /// With `duet-recover.service` installed: the upgrade run through the merge (2.0.0 running),
+    /// the container rebooted, and `version` running again. Returns the versions the unit
+    /// started at that boot.
+    fn merged_then_rebooted(&mut self, version: &str) -> Vec<String> {
+        self.with_recover_at_boot();
+        self.ok("duet run $D/plan/plan.yaml --inventory $D/machine.yaml --through merge -q");
+        self.wait_running("2.0.0");
+        let before = self.starts().len();
+        self.reboot();
+        self.wait_running(version);
+        self.starts().split_off(before)
+    }
+
     /// What `duet recover` said at this boot.
     fn recover_said(&self) -> String {
         self.ok("journalctl --boot -u duet-recover.service -o cat --no-pager; systemctl status duet-recover.service --no-pager || true")
@@ -321,14 +334,8 @@ impl Container {
 fn a_reboot_while_merged_goes_back_to_the_old_version_before_the_application_starts() {
     let Some(mut c) = Container::boot("a_reboot_while_merged_goes_back") else { return };
     c.with_app();
-    c.with_recover_at_boot();
-    c.ok("duet run $D/plan/plan.yaml --inventory $D/machine.yaml --through merge -q");
-    c.wait_running("2.0.0");
-    let before = c.starts();
-    c.reboot();
     // duet recover ran before the unit: the one process that started at this boot is 1.0.0.
-    c.wait_running("1.0.0");
-    assert_eq!(c.starts()[before.len()..], ["1.0.0"], "the versions started at this boot");
+    assert_eq!(c.merged_then_rebooted("1.0.0"), ["1.0.0"], "the versions started at this boot");
     let said = c.recover_said();
     assert!(said.contains("going back to the old version"), "{said}");
     assert_eq!(c.running(), ("1.0.0".to_owned(), "enabled".to_owned()), "after the reboot:\n{said}");
@@ -350,13 +357,7 @@ fn a_reboot_while_merged_keeps_the_new_version_when_the_machine_file_says_keep()
     c.with_app();
     let machine = std::fs::read_to_string(c.path("machine.yaml")).expect("machine file");
     std::fs::write(c.path("machine.yaml"), machine.replace("linux:\n", "linux:\n  on_reboot: keep\n")).expect("write");
-    c.with_recover_at_boot();
-    c.ok("duet run $D/plan/plan.yaml --inventory $D/machine.yaml --through merge -q");
-    c.wait_running("2.0.0");
-    let before = c.starts();
-    c.reboot();
-    c.wait_running("2.0.0");
-    assert_eq!(c.starts()[before.len()..], ["2.0.0"], "the versions started at this boot");
+    assert_eq!(c.merged_then_rebooted("2.0.0"), ["2.0.0"], "the versions started at this boot");
     let said = c.recover_said();
     assert!(said.contains("the new version stays"), "{said}");
     c.ok("duet commit --inventory $D/machine.yaml -q && duet finish --inventory $D/machine.yaml -q");

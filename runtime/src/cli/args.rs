@@ -189,14 +189,14 @@ pub(crate) enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// A fleet of machines coordinated through etcd (docs/fleet.md): `duet fleet check|run|status|resume|retry|log ...`, carried out by `duet-fleet`
+    /// A fleet of machines coordinated through etcd: `duet fleet check|run|status|resume|retry|abort|log ...`, carried out by the `duet-fleet` program
     #[command(disable_help_flag = true)]
     Fleet {
         /// What `duet-fleet` gets (`duet fleet --help` lists its commands).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
         args: Vec<std::ffi::OsString>,
     },
-    /// One node's fleet agent (docs/fleet.md): `duet-fleet agent ...`
+    /// One node's fleet agent: `duet-fleet agent ...`
     #[command(disable_help_flag = true)]
     Agent {
         /// What `duet-fleet agent` gets (`duet agent --help` lists them).

@@ -281,23 +281,23 @@ fn ask(command: Command, ui: &mut Ui) -> Keyed {
 }
 
 fn toggle(model: &Model, ui: &mut Ui) {
-    let entries = crate::view::activity::entries(&model.records);
-    let rows = tui::rows(&entries, &ui.toggled);
-    if let Some(row) = rows.get(ui.selected.min(rows.len().saturating_sub(1)))
-        && row.node.is_some()
+    if let Some((seq, true)) = selected(model, ui)
+        && !ui.toggled.remove(&seq)
     {
-        let seq = entries[row.entry].seq;
-        if !ui.toggled.remove(&seq) {
-            ui.toggled.insert(seq);
-        }
+        ui.toggled.insert(seq);
     }
 }
 
 /// The journal record of the activity log's selected line.
 fn selected_seq(model: &Model, ui: &Ui) -> Option<u64> {
+    selected(model, ui).map(|(seq, _)| seq)
+}
+
+/// The activity log's selected line: its journal record, and whether it is a request's node.
+fn selected(model: &Model, ui: &Ui) -> Option<(u64, bool)> {
     let entries = crate::view::activity::entries(&model.records);
     let rows = tui::rows(&entries, &ui.toggled);
-    rows.get(ui.selected.min(rows.len().saturating_sub(1))).map(|row| entries[row.entry].seq)
+    rows.get(ui.selected.min(rows.len().saturating_sub(1))).map(|row| (entries[row.entry].seq, row.node.is_some()))
 }
 
 /// Starts `duet COMMAND` as a process of its own session (so the terminal's signals and the

@@ -1,10 +1,10 @@
-//! `duet fleet ...` and `duet agent ...`: fleets live in their own binary, `duet-fleet` (the
-//! `fleet/` crate, which builds on this one), and these two commands hand over to it, the way
-//! `git foo` runs `git-foo`. It is looked up beside this `duet`, then on the PATH;
-//! `DUET_FLEET_BIN` names another.
+//! `duet fleet ...` and `duet agent ...`: fleets live in a program of their own, `duet-fleet`,
+//! which builds on this crate (so this one carries no etcd client), and these two commands hand
+//! over to it, the way `git foo` runs `git-foo`. It is looked up beside this `duet`, then on
+//! the PATH; `DUET_FLEET_BIN` names another.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::outcome::Outcome;
 use crate::process::command;
@@ -18,7 +18,7 @@ pub(crate) fn fleet(subcommand: Option<&str>, args: &[OsString]) -> Outcome {
     handed.extend(args.iter().cloned());
     let Some(program) = locate() else {
         console::eprintln(&format!(
-            "error: `duet {}` needs the `{BINARY}` program, which is neither beside this duet nor on the PATH\n  help: build it with `cargo build -p duet-fleet` (it lands next to duet in target/), or set DUET_FLEET_BIN to its path\n",
+            "error: `duet {}` needs the `{BINARY}` program, which is neither beside this duet nor on the PATH\n  help: install duet-fleet beside duet or on the PATH, or set DUET_FLEET_BIN to its path\n",
             subcommand.unwrap_or("fleet")
         ));
         return Outcome::Failure;
@@ -36,14 +36,5 @@ fn locate() -> Option<PathBuf> {
         return Some(PathBuf::from(named));
     }
     let beside = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join(BINARY)));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(BINARY));
-    beside.into_iter().chain(on_path).find(|p| is_program(p))
-}
-
-fn is_program(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    beside.filter(|p| p.is_file()).or_else(|| command::which(BINARY))
 }

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
@@ -52,12 +52,15 @@ pub(crate) fn pid(raw: u32) -> Pid {
 
 /// Whether a helper program is on `PATH`.
 pub(crate) fn installed(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    which(program).is_some()
 }
 
-/// Starts `argv` detached: its own process group (a Ctrl-C to duet does not reach it), stdin
-/// from `/dev/null`, stdout and stderr appended to `log`, `env` on top of duet's. Returns its
-/// pid at once; the process outlives duet.
+/// Where `program` is on `PATH`: the first directory that holds a file of that name.
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
 /// Replaces this process with `program ARGS` (`duet fleet` is `duet-fleet`); returns only if
 /// that failed.
 pub(crate) fn exec(program: &Path, args: &[OsString]) -> io::Error {
@@ -65,6 +68,9 @@ pub(crate) fn exec(program: &Path, args: &[OsString]) -> io::Error {
     std::process::Command::new(program).args(args).exec()
 }
 
+/// Starts `argv` detached: its own process group (a Ctrl-C to duet does not reach it), stdin
+/// from `/dev/null`, stdout and stderr appended to `log`, `env` on top of duet's. Returns its
+/// pid at once; the process outlives duet.
 pub(crate) fn spawn_detached(argv: &[OsString], log: &Path, env: &[(String, String)]) -> io::Result<u32> {
     let (program, rest) = argv.split_first().ok_or_else(|| io::Error::other("an empty command"))?;
     let out = OpenOptions::new().create(true).append(true).open(log)?;

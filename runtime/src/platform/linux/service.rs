@@ -141,11 +141,8 @@ pub(crate) fn start(service: &LinuxService, place: Place, log: &Path) -> Platfor
         }
         ServiceBackend::Systemd { unit } => {
             host_only(service, place)?;
-            let out = if AT_BOOT.load(Ordering::SeqCst) {
-                systemctl(&["start", "--no-block", unit])?
-            } else {
-                systemctl(&["start", unit])?
-            };
+            let queue: &[&str] = if AT_BOOT.load(Ordering::SeqCst) { &["--no-block"] } else { &[] };
+            let out = systemctl(&[&["start"], queue, &[unit.as_str()]].concat())?;
             if !out.success() {
                 return Err(PlatformError::transient(format!("systemctl start {unit} failed: {}", out.why()))
                     .help(format!("see `journalctl -u {unit}`")));
