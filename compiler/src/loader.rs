@@ -65,6 +65,7 @@ fn prepare(path: &Path, display: &str, via: Option<Loc>, schema: Schema) -> Prep
         Schema::Plan if via.is_some() => "included plan",
         Schema::Plan => "plan",
         Schema::Inventory => "inventory",
+        Schema::Fleet => "fleet plan",
     };
     let (canonical, text) = match source::read_text(path) {
         Ok(ok) => ok,
