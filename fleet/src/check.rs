@@ -54,7 +54,11 @@ pub fn check(fleet: &FleetFile, display: &str, sources: &SourceMap, diags: &mut 
         groups,
         roles,
         notify: fleet.notify.clone(),
-        preserve: fleet.preserve.iter().map(|p| PreserveSpec { target: p.target.value.clone(), paths: p.paths.clone() }).collect(),
+        preserve: fleet
+            .preserve
+            .iter()
+            .map(|p| PreserveSpec { target: p.target.value.clone(), paths: p.paths.clone() })
+            .collect(),
         preconditions: fleet
             .preconditions
             .iter()
@@ -106,16 +110,23 @@ fn nodes(fleet: &FleetFile, _diags: &mut Diagnostics) -> IndexMap<String, NodeSp
 }
 
 /// Every group a node names or `groups:` declares, with its members in node order.
-fn groups(fleet: &FleetFile, nodes: &IndexMap<String, NodeSpec>, diags: &mut Diagnostics) -> IndexMap<String, GroupSpec> {
+fn groups(
+    fleet: &FleetFile,
+    nodes: &IndexMap<String, NodeSpec>,
+    diags: &mut Diagnostics,
+) -> IndexMap<String, GroupSpec> {
     let mut out: IndexMap<String, GroupSpec> = IndexMap::new();
     for n in &fleet.nodes {
         for g in &n.groups {
             let entry = out.entry(g.value.clone()).or_insert_with(|| GroupSpec { members: Vec::new(), min_up: 0 });
             if entry.members.contains(&n.name.value) {
                 diags.push(
-                    Diagnostic::error("duet::fleet::duplicate-group", format!("node `{}` lists group `{}` twice", n.name.value, g.value))
-                        .at(g.loc, "listed again here")
-                        .help("list each group once"),
+                    Diagnostic::error(
+                        "duet::fleet::duplicate-group",
+                        format!("node `{}` lists group `{}` twice", n.name.value, g.value),
+                    )
+                    .at(g.loc, "listed again here")
+                    .help("list each group once"),
                 );
             } else {
                 entry.members.push(n.name.value.clone());
@@ -129,7 +140,11 @@ fn groups(fleet: &FleetFile, nodes: &IndexMap<String, NodeSpec>, diags: &mut Dia
             diags.push(
                 Diagnostic::error("duet::fleet::empty-group", format!("group `{}` has no nodes", g.name.value))
                     .at(g.name.loc, "no node lists this group")
-                    .help(hint.unwrap_or_else(|| format!("add `groups: [{}]` to the nodes that belong to it", g.name.value))),
+                    .help(
+                        hint.unwrap_or_else(|| {
+                            format!("add `groups: [{}]` to the nodes that belong to it", g.name.value)
+                        }),
+                    ),
             );
             continue;
         }
@@ -138,20 +153,28 @@ fn groups(fleet: &FleetFile, nodes: &IndexMap<String, NodeSpec>, diags: &mut Dia
                 diags.push(
                     Diagnostic::error(
                         "duet::fleet::min-up-too-large",
-                        format!("group `{}` must keep {} nodes up, but it has only {members}", g.name.value, min_up.value),
+                        format!(
+                            "group `{}` must keep {} nodes up, but it has only {members}",
+                            g.name.value, min_up.value
+                        ),
                     )
                     .at(min_up.loc, format!("the group has {members} nodes"))
                     .help("lower `min_up`, or add nodes to the group"),
                 );
+            } else {
+                out.get_mut(&g.name.value).expect("counted above").min_up = min_up.value;
             }
-            out.get_mut(&g.name.value).expect("counted above").min_up = min_up.value;
         }
     }
     let _ = nodes;
     out
 }
 
-fn roles(fleet: &FleetFile, groups: &IndexMap<String, GroupSpec>, diags: &mut Diagnostics) -> IndexMap<String, RoleSpec> {
+fn roles(
+    fleet: &FleetFile,
+    groups: &IndexMap<String, GroupSpec>,
+    diags: &mut Diagnostics,
+) -> IndexMap<String, RoleSpec> {
     let mut out = IndexMap::new();
     for role in &fleet.roles {
         let Some(group) = groups.get(&role.group.value) else {
@@ -168,19 +191,29 @@ fn roles(fleet: &FleetFile, groups: &IndexMap<String, GroupSpec>, diags: &mut Di
                         format!("role `{}` needs exactly one of `probe` and `not`", role.name.value),
                     )
                     .at(role.name.loc, "this role")
-                    .help("`probe: {file: ...}` finds the nodes that hold it; `not: OTHER` takes the group's other nodes"),
+                    .help(
+                        "`probe: {file: ...}` finds the nodes that hold it; `not: OTHER` takes the group's other nodes",
+                    ),
                 );
                 continue;
             }
         };
         let members = group.members.len() as u32;
         if role.count.value > members {
-            diags.push(no_node_for_role(role.name.value.as_str(), role.count.loc, &role.group.value, format!(
-                "role `{}` needs {} nodes but group `{}` has {members}",
-                role.name.value, role.count.value, role.group.value
-            )));
+            diags.push(no_node_for_role(
+                role.name.value.as_str(),
+                role.count.loc,
+                &role.group.value,
+                format!(
+                    "role `{}` needs {} nodes but group `{}` has {members}",
+                    role.name.value, role.count.value, role.group.value
+                ),
+            ));
         }
-        out.insert(role.name.value.clone(), RoleSpec { group: role.group.value.clone(), rule, count: role.count.value });
+        out.insert(
+            role.name.value.clone(),
+            RoleSpec { group: role.group.value.clone(), rule, count: role.count.value },
+        );
     }
     check_complements(fleet, groups, &mut out, diags);
     out
@@ -204,9 +237,12 @@ fn check_complements(
         };
         if matches!(other_spec.rule, spec::RoleRule::Not(_)) {
             diags.push(
-                Diagnostic::error("duet::fleet::role-rule", format!("role `{}` is `not` a role that is itself `not` another", role.name.value))
-                    .at(other.loc, "a `not` role")
-                    .help("name a role that has a `probe`"),
+                Diagnostic::error(
+                    "duet::fleet::role-rule",
+                    format!("role `{}` is `not` a role that is itself `not` another", role.name.value),
+                )
+                .at(other.loc, "a `not` role")
+                .help("name a role that has a `probe`"),
             );
             continue;
         }
@@ -214,7 +250,10 @@ fn check_complements(
             diags.push(
                 Diagnostic::error(
                     "duet::fleet::role-rule",
-                    format!("role `{}` is over group `{}` but `{}` is over `{}`", role.name.value, role.group.value, other.value, other_spec.group),
+                    format!(
+                        "role `{}` is over group `{}` but `{}` is over `{}`",
+                        role.name.value, role.group.value, other.value, other_spec.group
+                    ),
                 )
                 .at(other.loc, "another group's role")
                 .help("a `not` role takes the other nodes of the same group"),
@@ -224,10 +263,15 @@ fn check_complements(
         let members = groups.get(&role.group.value).map_or(0, |g| g.members.len()) as u32;
         let left = members.saturating_sub(other_spec.count);
         if left == 0 {
-            diags.push(no_node_for_role(&role.name.value, role.name.loc, &role.group.value, format!(
-                "role `{}` matches no node: group `{}` has {members} and `{}` takes {}",
-                role.name.value, role.group.value, other.value, other_spec.count
-            )));
+            diags.push(no_node_for_role(
+                &role.name.value,
+                role.name.loc,
+                &role.group.value,
+                format!(
+                    "role `{}` matches no node: group `{}` has {members} and `{}` takes {}",
+                    role.name.value, role.group.value, other.value, other_spec.count
+                ),
+            ));
         } else if let Some(r) = roles.get_mut(&role.name.value) {
             r.count = left;
         }
@@ -244,7 +288,11 @@ fn unknown<'a>(what: &str, name: &At<String>, known: impl Iterator<Item = &'a St
     let hint = did_you_mean(&name.value, known.clone().map(String::as_str));
     let list: Vec<&str> = known.map(String::as_str).collect();
     let help = hint.unwrap_or_else(|| {
-        if list.is_empty() { format!("this fleet defines no {what}s") } else { format!("the {what}s are: {}", list.join(", ")) }
+        if list.is_empty() {
+            format!("this fleet defines no {what}s")
+        } else {
+            format!("the {what}s are: {}", list.join(", "))
+        }
     });
     Diagnostic::error(format!("duet::fleet::unknown-{what}").leak(), format!("unknown {what} `{}`", name.value))
         .at(name.loc, format!("no such {what}"))
@@ -301,9 +349,12 @@ fn stage_order(fleet: &FleetFile, diags: &mut Diagnostics) -> Vec<usize> {
             let stuck: Vec<usize> = (0..deps.len()).filter(|&i| !done[i]).collect();
             let names: Vec<&str> = stuck.iter().map(|&i| fleet.stages[i].id.value.as_str()).collect();
             let first = &fleet.stages[stuck[0]];
-            let mut d = Diagnostic::error("duet::fleet::stage-cycle", format!("stages wait for each other: {}", names.join(", ")))
-                .at(first.after.first().map_or(first.id.loc, |a| a.loc), "waits here")
-                .help("remove one of the `after` entries so the stages form a DAG");
+            let mut d = Diagnostic::error(
+                "duet::fleet::stage-cycle",
+                format!("stages wait for each other: {}", names.join(", ")),
+            )
+            .at(first.after.first().map_or(first.id.loc, |a| a.loc), "waits here")
+            .help("remove one of the `after` entries so the stages form a DAG");
             for &i in &stuck[1..] {
                 d = d.related(fleet.stages[i].id.loc, "on the cycle");
             }
@@ -317,7 +368,12 @@ fn stage_order(fleet: &FleetFile, diags: &mut Diagnostics) -> Vec<usize> {
 }
 
 /// The worst number of `group`'s nodes a stage takes down at once.
-fn worst_down(stage: &Stage, group: &GroupSpec, groups: &IndexMap<String, GroupSpec>, roles: &IndexMap<String, RoleSpec>) -> usize {
+fn worst_down(
+    stage: &Stage,
+    group: &GroupSpec,
+    groups: &IndexMap<String, GroupSpec>,
+    roles: &IndexMap<String, RoleSpec>,
+) -> usize {
     let in_group = |candidates: &[String]| candidates.iter().filter(|n| group.members.contains(n)).count();
     let reach = match &stage.target.value {
         Target::All => group.members.len(),
@@ -357,7 +413,10 @@ fn check_progress(
                     ),
                 )
                 .at(stage.serial.loc, format!("{down} at once"))
-                .help(format!("lower `serial` to at most {}", group.members.len() - group.min_up as usize));
+                .help(match group.members.len().saturating_sub(group.min_up as usize) {
+                    0 => format!("group `{name}` can never take a node down: lower its `min_up`"),
+                    most => format!("lower `serial` to at most {most}"),
+                });
                 if let Some(m) = declared {
                     d = d.related(m.loc, "the group's minimum");
                 }
@@ -368,7 +427,12 @@ fn check_progress(
 }
 
 /// A budget larger than the nodes it is over is a mistake: it can never be spent.
-fn check_budgets(fleet: &FleetFile, groups: &IndexMap<String, GroupSpec>, roles: &IndexMap<String, RoleSpec>, diags: &mut Diagnostics) {
+fn check_budgets(
+    fleet: &FleetFile,
+    groups: &IndexMap<String, GroupSpec>,
+    roles: &IndexMap<String, RoleSpec>,
+    diags: &mut Diagnostics,
+) {
     let all = fleet.nodes.len();
     if let Some(loc) = fleet.policy_loc {
         if fleet.policy.max_failed as usize > all {
@@ -405,9 +469,12 @@ fn check_versions(fleet: &FleetFile, diags: &mut Diagnostics) {
             Ok(v) => v,
             Err(e) => {
                 diags.push(
-                    Diagnostic::error("duet::fleet::version", format!("invalid version `{}` in the version path: {e}", step.value))
-                        .at(step.loc, "here")
-                        .help("write dotted numbers: \"12.1\""),
+                    Diagnostic::error(
+                        "duet::fleet::version",
+                        format!("invalid version `{}` in the version path: {e}", step.value),
+                    )
+                    .at(step.loc, "here")
+                    .help("write dotted numbers: \"12.1\""),
                 );
                 return;
             }
@@ -415,10 +482,13 @@ fn check_versions(fleet: &FleetFile, diags: &mut Diagnostics) {
         if let Some((from, from_loc)) = &previous {
             if version.parts() <= from.parts() {
                 diags.push(
-                    Diagnostic::error("duet::fleet::version-order", format!("the version path goes from {from} to {version}, which is not up"))
-                        .at(step.loc, "not newer")
-                        .related(*from_loc, "the previous version")
-                        .help("list the versions from oldest to newest"),
+                    Diagnostic::error(
+                        "duet::fleet::version-order",
+                        format!("the version path goes from {from} to {version}, which is not up"),
+                    )
+                    .at(step.loc, "not newer")
+                    .related(*from_loc, "the previous version")
+                    .help("list the versions from oldest to newest"),
                 );
             } else if let Some(message) = versions.max_major_hop.and_then(|max| hop_too_big(from, &version, max)) {
                 diags.push(
@@ -441,7 +511,11 @@ fn check_scripts(fleet: &FleetFile, diags: &mut Diagnostics) {
             continue;
         }
         let problem = match std::fs::metadata(&c.path) {
-            Err(_) => Some(("duet::fleet::missing-script", "does not exist", "check the path; it is relative to the fleet file")),
+            Err(_) => Some((
+                "duet::fleet::missing-script",
+                "does not exist",
+                "check the path; it is relative to the fleet file",
+            )),
             Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
                 Some(("duet::fleet::not-executable", "is not an executable file", "make it executable: chmod +x"))
             }
@@ -465,9 +539,12 @@ fn check_step_ids(fleet: &FleetFile, diags: &mut Diagnostics) {
         for id in ids {
             if !seen.insert(id) {
                 diags.push(
-                    Diagnostic::error("duet::fleet::duplicate-step", format!("stage `{}` has two steps `{id}`", stage.id.value))
-                        .at(stage.id.loc, "in this stage")
-                        .help("give each step of a stage its own id"),
+                    Diagnostic::error(
+                        "duet::fleet::duplicate-step",
+                        format!("stage `{}` has two steps `{id}`", stage.id.value),
+                    )
+                    .at(stage.id.loc, "in this stage")
+                    .help("give each step of a stage its own id"),
                 );
             }
         }

@@ -53,7 +53,11 @@ impl FleetCompilation {
         let mut out = duet_compiler::report::render_human(&self.diagnostics, &self.sources, color);
         for p in &self.plans {
             if !p.compilation.diagnostics.is_empty() {
-                out.push_str(&duet_compiler::report::render_human(&p.compilation.diagnostics, &p.compilation.sources, color));
+                out.push_str(&duet_compiler::report::render_human(
+                    &p.compilation.diagnostics,
+                    &p.compilation.sources,
+                    color,
+                ));
             }
         }
         out
@@ -64,7 +68,8 @@ pub fn compile(path: &Path) -> FleetCompilation {
     let mut sources = SourceMap::default();
     let mut diags = Diagnostics::default();
     let display = path.display().to_string();
-    let Some((file, root)) = loader::read_document(path, &display, None, Schema::Fleet, &mut sources, &mut diags) else {
+    let Some((file, root)) = loader::read_document(path, &display, None, Schema::Fleet, &mut sources, &mut diags)
+    else {
         return FleetCompilation { sources, diagnostics: diags.into_sorted(), plans: Vec::new(), spec: None };
     };
     if diags.has_errors() {
@@ -73,7 +78,9 @@ pub fn compile(path: &Path) -> FleetCompilation {
     let dir = std::path::absolute(path).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
     let fleet = FleetFile::from_node(&root, file, &dir);
     let spec = check::check(&fleet, &display, &sources, &mut diags);
-    let plans = compile_node_plans(&fleet, &mut diags);
+    // Node plans are compiled from paths as the user sees them (next to the fleet file as named).
+    let shown_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let plans = compile_node_plans(&fleet, &shown_dir, &mut diags);
     if let Some(spec) = &spec {
         check_version_path(spec, &fleet, &plans, &mut diags);
     }
@@ -81,12 +88,12 @@ pub fn compile(path: &Path) -> FleetCompilation {
     FleetCompilation { sources, diagnostics: diags.into_sorted(), plans, spec: spec.filter(|_| valid) }
 }
 
-fn compile_node_plans(fleet: &FleetFile, diags: &mut Diagnostics) -> Vec<NodePlan> {
+fn compile_node_plans(fleet: &FleetFile, shown_dir: &Path, diags: &mut Diagnostics) -> Vec<NodePlan> {
     let mut plans: Vec<NodePlan> = Vec::new();
     let mut by_key: HashMap<(PathBuf, Option<PathBuf>), usize> = HashMap::new();
     for node in &fleet.nodes {
-        let plan = fleet.dir.join(&node.plan.value);
-        let inventory = node.inventory.as_ref().map(|i| fleet.dir.join(&i.value));
+        let plan = shown_dir.join(&node.plan.value);
+        let inventory = node.inventory.as_ref().map(|i| shown_dir.join(&i.value));
         let key = (plan.clone(), inventory.clone());
         let index = *by_key.entry(key).or_insert_with(|| {
             let compilation = duet_compiler::compile(&duet_compiler::Options { plan, inventory });

@@ -9,3 +9,6 @@ pub mod check;
 pub mod compile;
 pub mod plan;
 pub mod spec;
+
+#[cfg(test)]
+mod tests;

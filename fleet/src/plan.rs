@@ -112,6 +112,8 @@ pub struct Exclusive {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failover {
     pub resource: String,
+    /// Move ownership before the node's upgrade (true) or after it (false, the default).
+    pub before: bool,
     pub r#move: Command,
     pub check: Command,
 }
@@ -222,7 +224,10 @@ impl Reader<'_> {
     }
 
     fn names(&self, node: &Node, key: &str) -> Vec<At<String>> {
-        node.get(key).and_then(|e| e.value.as_seq()).map(|s| s.iter().map(|n| self.text(n)).collect()).unwrap_or_default()
+        node.get(key)
+            .and_then(|e| e.value.as_seq())
+            .map(|s| s.iter().map(|n| self.text(n)).collect())
+            .unwrap_or_default()
     }
 
     fn uint(&self, node: &Node, key: &str) -> Option<At<u32>> {
@@ -256,14 +261,21 @@ impl Reader<'_> {
     }
 
     fn steps(&self, node: &Node, key: &str) -> Vec<Step> {
-        node.get(key).and_then(|e| e.value.as_seq()).map(|s| s.iter().map(|n| self.step(n)).collect()).unwrap_or_default()
+        node.get(key)
+            .and_then(|e| e.value.as_seq())
+            .map(|s| s.iter().map(|n| self.step(n)).collect())
+            .unwrap_or_default()
     }
 
     fn gate(&self, node: &Node) -> Gate {
         let probe = match node.get("http") {
             Some(h) => Probe::Http {
                 url: Self::str_of(&h.value, "url").unwrap_or_default(),
-                status: h.value.get("status").and_then(|e| e.value.as_int()).map_or(200, |s| u16::try_from(s).unwrap_or(200)),
+                status: h
+                    .value
+                    .get("status")
+                    .and_then(|e| e.value.as_int())
+                    .map_or(200, |s| u16::try_from(s).unwrap_or(200)),
                 contains: Self::str_of(&h.value, "contains"),
             },
             None => Probe::Command(self.command(node)),
@@ -282,8 +294,11 @@ impl Reader<'_> {
     }
 
     fn policy(&self, node: &Node) -> Policy {
-        let on_failure =
-            if Self::str_of(node, "on_failure").as_deref() == Some("continue") { OnFailure::Continue } else { OnFailure::Halt };
+        let on_failure = if Self::str_of(node, "on_failure").as_deref() == Some("continue") {
+            OnFailure::Continue
+        } else {
+            OnFailure::Halt
+        };
         Policy {
             max_failed: self.uint(node, "max_failed").map_or(0, |v| v.value),
             retries: self.uint(node, "retries").map_or(0, |v| v.value),
@@ -294,8 +309,12 @@ impl Reader<'_> {
     /// `group:` or `role:` of a stage, precondition or preserve entry.
     fn target(&self, node: &Node) -> At<Target> {
         match (node.get("group"), node.get("role")) {
-            (Some(g), _) => At { value: Target::Group(g.value.as_str().unwrap_or_default().into()), loc: self.loc(&g.value) },
-            (None, Some(r)) => At { value: Target::Role(r.value.as_str().unwrap_or_default().into()), loc: self.loc(&r.value) },
+            (Some(g), _) => {
+                At { value: Target::Group(g.value.as_str().unwrap_or_default().into()), loc: self.loc(&g.value) }
+            }
+            (None, Some(r)) => {
+                At { value: Target::Role(r.value.as_str().unwrap_or_default().into()), loc: self.loc(&r.value) }
+            }
             (None, None) => At { value: Target::All, loc: Loc { file: self.file, span: node.head() } },
         }
     }
@@ -308,10 +327,12 @@ impl Reader<'_> {
         });
         let failover = node.get("failover").map(|e| Failover {
             resource: Self::str_of(&e.value, "resource").unwrap_or_default(),
+            before: Self::str_of(&e.value, "when").as_deref() == Some("before"),
             r#move: self.opt_command(&e.value, "move").unwrap_or_else(|| self.command(&e.value)),
             check: self.opt_command(&e.value, "check").unwrap_or_else(|| self.command(&e.value)),
         });
-        let id = node.get("id").map_or_else(|| At { value: String::new(), loc: self.loc(node) }, |e| self.text(&e.value));
+        let id =
+            node.get("id").map_or_else(|| At { value: String::new(), loc: self.loc(node) }, |e| self.text(&e.value));
         Stage {
             id,
             target: self.target(node),
@@ -323,8 +344,14 @@ impl Reader<'_> {
             drain: self.opt_command(node, "drain"),
             undrain: self.opt_command(node, "undrain"),
             upgrade: node.get("upgrade").and_then(|e| e.value.as_bool()).unwrap_or(true),
-            gates: node.get("gates").and_then(|e| e.value.as_seq()).map(|s| s.iter().map(|g| self.gate(g)).collect()).unwrap_or_default(),
-            policy: node.get("policy").map(|e| At { value: self.policy(&e.value), loc: Loc { file: self.file, span: e.key_span } }),
+            gates: node
+                .get("gates")
+                .and_then(|e| e.value.as_seq())
+                .map(|s| s.iter().map(|g| self.gate(g)).collect())
+                .unwrap_or_default(),
+            policy: node
+                .get("policy")
+                .map(|e| At { value: self.policy(&e.value), loc: Loc { file: self.file, span: e.key_span } }),
             loc: Loc { file: self.file, span: node.head() },
         }
     }
@@ -332,7 +359,9 @@ impl Reader<'_> {
     fn node_entry(&self, key: At<String>, node: &Node) -> NodeEntry {
         NodeEntry {
             name: key,
-            plan: node.get("plan").map_or_else(|| At { value: String::new(), loc: self.loc(node) }, |e| self.text(&e.value)),
+            plan: node
+                .get("plan")
+                .map_or_else(|| At { value: String::new(), loc: self.loc(node) }, |e| self.text(&e.value)),
             inventory: node.get("inventory").map(|e| self.text(&e.value)),
             groups: self.names(node, "groups"),
         }
