@@ -9,11 +9,14 @@ pub mod check;
 pub mod compile;
 pub mod coordination;
 pub mod coordinator;
+pub mod etcd;
 pub mod journal;
 pub mod plan;
 pub mod scheduler;
 pub mod spec;
 
+#[cfg(test)]
+mod etcd_tests;
 #[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
