@@ -2,81 +2,19 @@
 //! 127.0.0.1 ports with a temporary data directory, stopped by the PID it started. Without the
 //! `etcd` binary the tests say why they skip (and fail under CI, which installs it).
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::coordination::{AgentSide, Assignment, CoordError, Coordination, Report};
 use crate::etcd::Etcd;
 use crate::journal::{Entry, Outcome};
 
-/// One etcd member of the test's own.
-pub(crate) struct EtcdServer {
-    child: Child,
-    pub(crate) endpoint: String,
-    _data: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().expect("addr").port()
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    ["/usr/bin/etcd", "/usr/local/bin/etcd"].iter().map(PathBuf::from).find(|p| p.exists())
-}
+#[path = "../tests/support/etcd_server.rs"]
+mod etcd_server;
+use etcd_server::EtcdServer;
 
 impl EtcdServer {
-    /// Starts etcd, or returns `None` (saying why) when it is not installed.
-    pub(crate) fn start() -> Option<Self> {
-        let Some(binary) = etcd_binary() else {
-            assert!(std::env::var_os("CI").is_none(), "etcd is not installed; .ci/run installs Debian's etcd-server");
-            eprintln!("skipped: etcd is not installed (apt-get install etcd-server etcd-client)");
-            return None;
-        };
-        let data = tempfile::tempdir().expect("temp dir");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("127.0.0.1:{client}");
-        let child = Command::new(binary)
-            .args(["--name", "t1", "--data-dir"])
-            .arg(data.path().join("etcd"))
-            .args(["--listen-client-urls", &format!("http://{endpoint}")])
-            .args(["--advertise-client-urls", &format!("http://{endpoint}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-            .args(["--initial-cluster", &format!("t1=http://127.0.0.1:{peer}")])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data.path().join("etcd.log")).expect("log"))
-            .spawn()
-            .expect("start etcd");
-        let server = Self { child, endpoint, _data: data };
-        server.wait_ready();
-        Some(server)
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(c) = Etcd::connect(std::slice::from_ref(&self.endpoint), "ready") {
-                if c.revision().is_ok() {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "etcd did not answer on {} within 30 s", self.endpoint);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub(crate) fn connect(&self, run: &str) -> Etcd {
+    fn connect(&self, run: &str) -> Etcd {
         Etcd::connect(std::slice::from_ref(&self.endpoint), run).expect("connect")
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        // The PID this test started, and only it.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
