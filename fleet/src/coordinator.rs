@@ -29,12 +29,15 @@ pub fn step<C: Coordination, E: Executor>(
 ) -> Result<Decision, CoordError> {
     let journal = coord.journal()?;
     let state = RunState::fold(&journal);
+    // Live agents before their reports: a restarted agent reports what it resumed before it
+    // registers again, so an agent seen live here has its reports seen below (and its work is
+    // not handed out again as if lost).
+    let live = coord.live()?;
     let fresh = fresh_reports(&state, coord)?;
     if !fresh.is_empty() {
         coord.append(fence, &fresh)?;
         return Ok(Decision { actions: fresh.into_iter().map(Action::Journal).collect(), waiting: Vec::new() });
     }
-    let live = coord.live()?;
     let decision = scheduler::decide(spec, &state, &live);
     for action in &decision.actions {
         act(spec, coord, fence, exec, action)?;

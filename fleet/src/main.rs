@@ -1,16 +1,32 @@
-//! `duet-fleet`: the fleet commands (`check` for now). Kept out of the `duet` binary so the
-//! single-node build carries no etcd client.
+//! `duet-fleet`: the fleet commands. Kept out of the `duet` binary so the single-node build
+//! carries no etcd client; `duet-fleet agent` drives the real `duet` binary per node.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use duet_fleet::coordination::{Coordination, Fence};
+use duet_fleet::etcd::Etcd;
+use duet_fleet::journal::{Entry, RunState};
+use duet_fleet::spec::FleetSpec;
+use duet_fleet::{agent, coordinator, exec, scheduler};
 
 #[derive(Parser)]
-#[command(name = "duet-fleet", about = "Upgrade a cluster of machines with duet, coordinated through etcd")]
+#[command(name = "duet-fleet", version, about = "Upgrade a cluster of machines with duet, coordinated through etcd")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// etcd client endpoints, comma-separated.
+    #[arg(long, env = "DUET_FLEET_ETCD", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    etcd: Vec<String>,
+    /// The run's name: its keys live under /duet/fleet/<run>/.
+    #[arg(long, default_value = "default")]
+    run: String,
 }
 
 #[derive(Subcommand)]
@@ -22,27 +38,209 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Coordinate a fleet run: win the election, then carry the run out (or on) from its journal.
+    Run(RunArgs),
+    /// Like `run`, and a run paused after a failure within its budget goes on (journaled, by
+    /// this coordinator's name).
+    Resume(RunArgs),
+    /// Every node's state, the stage, the batch, the budget left and what the run waits for.
+    Status {
+        fleet: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The fleet journal, one JSON entry a line.
+    Log {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Run one node's agent: register, take assignments, upgrade the node with `duet`, report.
+    Agent {
+        fleet: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        node: String,
+        /// The node's own state directory (its duet sessions and the agent's journal).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The simulated world the fleet's scripts act on.
+        #[arg(long)]
+        sim: PathBuf,
+        /// The runtime's `duet` binary (default: `duet-node` next to this binary, the same build).
+        #[arg(long)]
+        duet: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    fleet: PathBuf,
+    #[command(flatten)]
+    conn: Conn,
+    /// The simulated world the fleet's scripts act on.
+    #[arg(long)]
+    sim: PathBuf,
+    /// This coordinator's name in the election and the journal.
+    #[arg(long, default_value = "coordinator")]
+    name: String,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { fleet, json } => check(&fleet, json),
+    let result = match cli.command {
+        Command::Check { fleet, json } => return check(&fleet, json),
+        Command::Run(args) => run(&args, false),
+        Command::Resume(args) => run(&args, true),
+        Command::Status { fleet, conn, json } => status(&fleet, &conn, json),
+        Command::Log { conn } => log(&conn),
+        Command::Agent { fleet, conn, node, state_dir, sim, duet } => {
+            let duet = duet.unwrap_or_else(|| sibling("duet-node"));
+            serve(&fleet, &conn, node, state_dir, sim, duet)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("duet-fleet: {e}");
+            ExitCode::from(duet_contract::exit::FAILURE)
+        }
     }
 }
 
-fn check(path: &std::path::Path, json: bool) -> ExitCode {
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join(name))).unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn compile(path: &Path) -> Result<FleetSpec, String> {
     let compilation = duet_fleet::compile::compile(path);
-    let report = compilation.render_human(false);
-    eprint!("{report}");
-    let Some(spec) = &compilation.spec else {
-        eprintln!("{}: {} error(s); nothing was run", path.display(), compilation.errors());
-        return ExitCode::from(duet_contract::exit::FAILURE);
+    eprint!("{}", compilation.render_human(false));
+    let errors = compilation.errors();
+    compilation.spec.ok_or_else(|| format!("{}: {errors} error(s); nothing was run", path.display()))
+}
+
+fn check(path: &Path, json: bool) -> ExitCode {
+    let spec = match compile(path) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(duet_contract::exit::FAILURE);
+        }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(spec).expect("a spec serializes"));
+        println!("{}", serde_json::to_string_pretty(&spec).expect("a spec serializes"));
     } else {
         println!("{}: valid ({} nodes, {} stages)", path.display(), spec.nodes.len(), spec.stages.len());
     }
     ExitCode::SUCCESS
+}
+
+fn connect(conn: &Conn) -> Result<Etcd, String> {
+    Etcd::connect(&conn.etcd, &conn.run).map_err(|e| format!("{e}; start etcd (docs/fleet.md) or pass --etcd"))
+}
+
+fn run(args: &RunArgs, resume: bool) -> Result<ExitCode, String> {
+    let spec = compile(&args.fleet)?;
+    let mut etcd = connect(&args.conn)?;
+    etcd.grant_lease(5).map_err(|e| e.to_string())?;
+    eprintln!("coordinator {}: campaigning for run `{}`", args.name, args.conn.run);
+    let fence = etcd.elect(&args.name).map_err(|e| e.to_string())?;
+    eprintln!("coordinator {}: leading (fence {})", args.name, fence.0);
+    let journal = etcd.journal().map_err(|e| e.to_string())?;
+    if journal.is_empty() {
+        etcd.append(fence, &[Entry::Started { coordinator: args.name.clone() }]).map_err(|e| e.to_string())?;
+    } else {
+        eprintln!("coordinator {}: replaying {} journal entries", args.name, journal.len());
+    }
+    if resume && RunState::fold(&journal).paused.is_some() {
+        etcd.append(fence, &[Entry::Resumed { by: args.name.clone() }]).map_err(|e| e.to_string())?;
+        eprintln!("coordinator {}: the paused run goes on", args.name);
+    }
+    let mut scripts = exec::Scripts { env: exec::Env { sim: args.sim.clone(), run: args.conn.run.clone() } };
+    coordinate(&spec, &mut etcd, fence, &mut scripts)
+}
+
+fn coordinate(
+    spec: &FleetSpec,
+    etcd: &mut Etcd,
+    fence: Fence,
+    scripts: &mut exec::Scripts,
+) -> Result<ExitCode, String> {
+    let mut shown = Vec::new();
+    loop {
+        let revision = etcd.revision().map_err(|e| e.to_string())?;
+        let decision = coordinator::step(spec, etcd, fence, scripts).map_err(|e| e.to_string())?;
+        let state = RunState::fold(&etcd.journal().map_err(|e| e.to_string())?);
+        if state.finished {
+            println!("fleet {}: finished; every stage done", spec.file);
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(why) = &state.halted {
+            println!("fleet {}: halted: {why}", spec.file);
+            return Ok(ExitCode::from(duet_contract::exit::FAILURE));
+        }
+        // Paused for the operator: this coordinator steps down (its lease goes with it), so
+        // that `duet-fleet resume` can lead.
+        if let Some(why) = &state.paused {
+            println!("fleet {}: paused: {why}; `duet-fleet resume {}` goes on", spec.file, spec.file);
+            return Ok(ExitCode::from(duet_contract::exit::FAILURE));
+        }
+        if decision.actions.is_empty() {
+            if decision.waiting != shown {
+                for w in &decision.waiting {
+                    eprintln!("waiting: {w}");
+                }
+                shown.clone_from(&decision.waiting);
+            }
+            etcd.wait_for_change(revision, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+fn status(path: &Path, conn: &Conn, json: bool) -> Result<ExitCode, String> {
+    let spec = compile(path)?;
+    let mut etcd = connect(conn)?;
+    let journal = etcd.journal().map_err(|e| e.to_string())?;
+    let live = etcd.live().map_err(|e| e.to_string())?;
+    let state = RunState::fold(&journal);
+    let decision = scheduler::decide(&spec, &state, &live);
+    let view = duet_fleet::status::Status::of(&spec, &state, &live, &decision);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view).expect("status serializes"));
+    } else {
+        print!("{}", view.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log(conn: &Conn) -> Result<ExitCode, String> {
+    let mut etcd = connect(conn)?;
+    for entry in etcd.journal().map_err(|e| e.to_string())? {
+        println!("{}", serde_json::to_string(&entry).expect("an entry serializes"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(
+    fleet: &Path,
+    conn: &Conn,
+    node: String,
+    state_dir: PathBuf,
+    sim: PathBuf,
+    duet: PathBuf,
+) -> Result<ExitCode, String> {
+    let spec = compile(fleet)?;
+    if !spec.nodes.contains_key(&node) {
+        return Err(format!(
+            "node `{node}` is not in {}; its nodes are: {}",
+            fleet.display(),
+            spec.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let mut etcd = connect(conn)?;
+    let agent = agent::Agent { spec, node, state_dir, env: exec::Env { sim, run: conn.run.clone() }, duet };
+    agent.serve(&mut etcd)?;
+    Ok(ExitCode::SUCCESS)
 }

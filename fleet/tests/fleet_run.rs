@@ -1,0 +1,386 @@
+//! Fleet runs end to end, multi-process: a real etcd of the test's own on free 127.0.0.1 ports,
+//! one `duet-fleet agent` process per simulated node (each with its own state directory, so its
+//! own duet session, journal, lock and simulated machine), and a `duet-fleet run` coordinator.
+//! Every process is stopped by the PID the test started; everything lives in temp dirs. The
+//! results are checked from the agents' journals, the nodes' duet state and the fleet journal.
+//! Every wait is on a condition, with a generous bound.
+
+#[path = "support/etcd_server.rs"]
+mod etcd_server;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_server::EtcdServer;
+use serde_json::Value;
+
+const FLEET_BIN: &str = env!("CARGO_BIN_EXE_duet-fleet");
+const DUET_BIN: &str = env!("CARGO_BIN_EXE_duet-node");
+
+fn seeds() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plans/fleets").canonicalize().expect("plans/fleets")
+}
+
+/// Polls `f` until it gives a value, for at most `secs` seconds; `what` and `context()` say
+/// what did not happen.
+#[track_caller]
+fn wait_for<T>(secs: u64, what: &str, context: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {secs} s: {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One fleet run's world: etcd, the processes, their directories.
+struct Run {
+    etcd: EtcdServer,
+    dir: tempfile::TempDir,
+    fleet: PathBuf,
+    agents: BTreeMap<String, Child>,
+    coordinator: Option<Child>,
+    starts: usize,
+}
+
+impl Run {
+    fn new(fleet: PathBuf) -> Option<Self> {
+        let etcd = EtcdServer::start()?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("world")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
+        Some(Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinator: None, starts: 0 })
+    }
+
+    /// The cluster's shared world the fleet's scripts act on.
+    fn world(&self) -> PathBuf {
+        self.dir.path().join("world")
+    }
+
+    fn state_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join("nodes").join(node)
+    }
+
+    fn log_file(&mut self, name: &str) -> std::fs::File {
+        self.starts += 1;
+        let path = self.dir.path().join("logs").join(format!("{:02}-{name}.log", self.starts));
+        std::fs::File::create(path).expect("log file")
+    }
+
+    fn fleet_cmd(&self) -> Command {
+        let mut cmd = Command::new(FLEET_BIN);
+        cmd.env("DUET_FLEET_ETCD", &self.etcd.endpoint).env_remove("DUET_STATE_DIR");
+        cmd
+    }
+
+    fn start_agent(&mut self, node: &str) {
+        let log = self.log_file(&format!("agent-{node}"));
+        let child = self
+            .fleet_cmd()
+            .arg("agent")
+            .arg(&self.fleet)
+            .args(["--run", "t", "--node", node, "--duet", DUET_BIN])
+            .arg("--state-dir")
+            .arg(self.state_dir(node))
+            .arg("--sim")
+            .arg(self.world())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start an agent");
+        self.agents.insert(node.to_owned(), child);
+    }
+
+    /// `kill -9` of the agent's PID (the one this test started), reaped.
+    fn kill_agent(&mut self, node: &str) {
+        let mut child = self.agents.remove(node).expect("a running agent");
+        child.kill().expect("SIGKILL the agent");
+        child.wait().expect("reap the agent");
+    }
+
+    fn start_coordinator(&mut self) {
+        let log = self.log_file("coordinator");
+        let child = self
+            .fleet_cmd()
+            .arg("run")
+            .arg(&self.fleet)
+            .args(["--run", "t", "--name", "coordinator-1"])
+            .arg("--sim")
+            .arg(self.world())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the coordinator");
+        self.coordinator = Some(child);
+    }
+
+    /// Every process's output so far, for a failure message.
+    fn logs(&self) -> String {
+        let mut names: Vec<PathBuf> =
+            std::fs::read_dir(self.dir.path().join("logs")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        names.sort();
+        let mut out = String::new();
+        for p in &names {
+            let _ = write!(out, "--- {}\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default());
+        }
+        out
+    }
+
+    fn wait_coordinator(&mut self, secs: u64) -> ExitStatus {
+        let mut child = self.coordinator.take().expect("a coordinator");
+        wait_for(secs, "the coordinator finishes the run", || self.logs(), || child.try_wait().expect("wait"))
+    }
+
+    /// Each agent exits by itself once the run finished.
+    fn wait_agents(&mut self, secs: u64) {
+        let nodes: Vec<String> = self.agents.keys().cloned().collect();
+        for node in nodes {
+            let mut child = self.agents.remove(&node).expect("agent");
+            let status =
+                wait_for(secs, &format!("agent {node} exits"), || self.logs(), || child.try_wait().expect("wait"));
+            assert!(status.success(), "agent {node}: {status}\n{}", self.logs());
+        }
+    }
+
+    /// The fleet journal, as `duet-fleet log` prints it.
+    fn journal(&self) -> Vec<Value> {
+        let out = self.fleet_cmd().args(["log", "--run", "t"]).output().expect("duet-fleet log");
+        assert!(out.status.success(), "duet-fleet log: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON entry")).collect()
+    }
+
+    fn status_json(&self) -> Value {
+        let out =
+            self.fleet_cmd().arg("status").arg(&self.fleet).args(["--run", "t", "--json"]).output().expect("status");
+        assert!(out.status.success(), "duet-fleet status: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    fn agent_journal(&self, node: &str) -> Value {
+        let path = self.state_dir(node).join("agent.json");
+        serde_json::from_slice(&std::fs::read(&path).expect("the agent journal")).expect("agent journal JSON")
+    }
+
+    fn duet(&self, node: &str, args: &[&str]) -> Output {
+        let inventory = seeds().join("machines/node.yaml");
+        Command::new(DUET_BIN)
+            .args(args)
+            .arg("--state-dir")
+            .arg(self.state_dir(node).join("duet"))
+            .arg("--inventory")
+            .arg(inventory)
+            .env_remove("DUET_STATE_DIR")
+            .output()
+            .expect("duet")
+    }
+
+    /// The node's finished duet sessions.
+    fn history(&self, node: &str) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.state_dir(node).join("duet/history"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::env::var_os("DUET_FLEET_TEST_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+        // Only the PIDs this test started.
+        for child in self.agents.values_mut().chain(self.coordinator.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `entry` names of the journal, with their stage and node where they have one.
+fn summary(journal: &[Value]) -> Vec<String> {
+    journal
+        .iter()
+        .map(|e| {
+            let mut s = e["entry"].as_str().unwrap_or("?").to_owned();
+            for key in ["stage", "step", "node", "attempt"] {
+                if let Some(v) = e.get(key) {
+                    s.push(' ');
+                    s.push_str(&v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                }
+            }
+            if let Some(o) = e.get("outcome") {
+                s.push(' ');
+                s.push_str(o["outcome"].as_str().unwrap_or("?"));
+            }
+            s
+        })
+        .collect()
+}
+
+/// The cluster before the upgrade: eft1 owns the EFT Server group; the shared configuration.
+fn eft_world(run: &Run) {
+    std::fs::write(run.world().join("owner-eft"), "eft1\n").expect("owner");
+    std::fs::create_dir_all(run.world().join("shared/config")).expect("mkdir");
+    std::fs::write(run.world().join("shared/config/ftp.cfg"), "site=eft\n").expect("config");
+}
+
+/// What the uninterrupted EFT run ends with, checked from every side.
+fn assert_eft_upgraded(run: &Run) {
+    let journal = summary(&run.journal());
+    let expected = [
+        "started",
+        "roles",
+        "run-once-started passive-first backup-shared-config eft2",
+        "run-once passive-first backup-shared-config eft2 ok",
+        "dispatched passive-first eft2 1",
+    ];
+    assert_eq!(journal[..expected.len()], expected, "{journal:#?}");
+    let at =
+        |what: &str| journal.iter().position(|e| e == what).unwrap_or_else(|| panic!("no `{what}` in {journal:#?}"));
+    // Stage order: the passive node is done before the other node starts.
+    assert!(at("reported passive-first eft2 1 ok") < at("stage-done passive-first"));
+    assert!(at("stage-done passive-first") < at("dispatched other-node eft1 1"));
+    assert!(at("reported other-node eft1 1 ok") < at("stage-done other-node"));
+    assert_eq!(journal.last().map(String::as_str), Some("finished"), "{journal:#?}");
+    assert_eq!(journal.iter().filter(|e| e.starts_with("dispatched")).count(), 2, "{journal:#?}");
+
+    // The agents' own journals: one piece of work each, every step done once, the outcome ok.
+    for (node, stage) in [("eft2", "passive-first"), ("eft1", "other-node")] {
+        let local = run.agent_journal(node);
+        let work = local["work"].as_array().expect("work");
+        assert_eq!(work.len(), 1, "{node}: {local:#}");
+        assert_eq!(work[0]["assignment"]["stage"], stage, "{node}: {local:#}");
+        assert_eq!(work[0]["done"], serde_json::json!(["preserve", "upgrade", "failover"]), "{node}: {local:#}");
+        assert_eq!(work[0]["outcome"]["outcome"], "ok", "{node}: {local:#}");
+
+        // The node's duet: one finished session, the new version on the production side.
+        assert_eq!(run.history(node).len(), 1, "{node}: {:?}", run.history(node));
+        let status = run.duet(node, &["status", "--json"]);
+        let status: Value = serde_json::from_slice(&status.stdout).expect("duet status JSON");
+        assert_eq!(status["upgrade"], "Idle", "{node}: {status:#}");
+        let eft = status["software"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "EFT Server")).cloned();
+        assert_eq!(eft.as_ref().map(|s| s["production"].clone()), Some(Value::from("8.1.0")), "{node}: {status:#}");
+    }
+    // The cluster: ownership went to the upgraded passive node and back; the config backed up.
+    assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft1");
+    assert!(run.world().join("shared/config.backup/ftp.cfg").exists(), "the shared config was backed up");
+    let status = run.status_json();
+    assert_eq!(status["run"], "finished", "{status:#}");
+}
+
+#[test]
+fn the_eft_seed_fleet_upgrades_both_nodes_through_etcd() {
+    let Some(mut run) = Run::new(seeds().join("eft.yaml")) else { return };
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator();
+    let status = run.wait_coordinator(180);
+    assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
+    run.wait_agents(60);
+    assert_eft_upgraded(&run);
+}
+
+/// A copy of the seed fleets whose installer stands in for a slow one: it records each start
+/// and waits until the test lets it finish.
+fn fleets_with_a_held_installer(into: &Path, world: &Path) -> PathBuf {
+    copy_tree(&seeds(), into);
+    let installer = into.join("scripts/installer");
+    let script = format!(
+        "#!/bin/sh\n# The seed installer, held until the test creates {w}/go.\necho \"$DUET_FLEET_NODE\" >> {w}/installer-starts\nwhile [ ! -e {w}/go ]; do sleep 0.05; done\necho \"installer: installed $*\"\n",
+        w = world.display()
+    );
+    std::fs::write(&installer, script).expect("installer");
+    std::fs::set_permissions(&installer, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    into.join("eft.yaml")
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+            let mode = std::fs::metadata(&src).expect("meta").permissions();
+            std::fs::set_permissions(&dst, mode).expect("chmod");
+        }
+    }
+}
+
+#[test]
+fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_step_run_twice() {
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator();
+    let starts = run.world().join("installer-starts");
+    wait_for(
+        120,
+        "eft2's installer starts",
+        || run.logs(),
+        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
+    );
+
+    // kill -9 of the agent while its node's duet runs the installer.
+    run.kill_agent("eft2");
+    let lost = |r: &Run| summary(&r.journal()).iter().any(|e| e == "lost passive-first eft2 1");
+    wait_for(60, "the coordinator counts eft2's work lost", || run.logs(), || lost(&run).then_some(()));
+    let status = run.status_json();
+    let eft2 = status["nodes"].as_array().and_then(|n| n.iter().find(|n| n["node"] == "eft2")).cloned();
+    assert_eq!(eft2.as_ref().map(|n| n["agent"].clone()), Some(Value::from("unreachable")), "{status:#}");
+    assert!(
+        !summary(&run.journal()).iter().any(|e| e.starts_with("dispatched other-node")),
+        "the other node's stage does not start while eft2's work is unsettled"
+    );
+
+    run.start_agent("eft2");
+    std::fs::write(run.world().join("go"), "").expect("let the installer finish");
+    let status = run.wait_coordinator(180);
+    assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
+    run.wait_agents(60);
+
+    // Each node's installer ran once: the killed agent's duet finished it, and the restarted
+    // agent took that session's result instead of upgrading again.
+    let starts = std::fs::read_to_string(&starts).expect("installer starts");
+    assert_eq!(starts.lines().collect::<Vec<_>>(), ["eft2", "eft1"], "{}", run.logs());
+    let journal = summary(&run.journal());
+    assert!(
+        !journal.iter().any(|e| e.starts_with("dispatched passive-first eft2 2")),
+        "no second attempt: {journal:#?}"
+    );
+    assert!(journal.iter().any(|e| e == "reported passive-first eft2 1 ok"), "{journal:#?}");
+    let local = run.agent_journal("eft2");
+    assert_eq!(local["work"].as_array().map(Vec::len), Some(1), "{local:#}");
+    assert_eq!(local["work"][0]["done"], serde_json::json!(["preserve", "upgrade", "failover"]), "{local:#}");
+    for node in ["eft1", "eft2"] {
+        let history = run.history(node);
+        assert_eq!(history.len(), 1, "{node}: {history:?}");
+        // The node's duet journal: each step of the session started once.
+        let log = run.duet(node, &["log", "--format", "json", "--session", &history[0]]);
+        let log: Vec<Value> = serde_json::from_slice(&log.stdout).expect("duet log JSON");
+        let started: Vec<&str> =
+            log.iter().filter_map(|e| e["message"].as_str()).filter(|m| m.ends_with(" started")).collect();
+        for step in ["task:eft-repair@upgrade started", "platform:split started", "platform:commit started"] {
+            assert_eq!(started.iter().filter(|m| **m == step).count(), 1, "{node}: {started:#?}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft1");
+}
