@@ -20,6 +20,24 @@ pub trait Executor {
     fn restore(&mut self, spec: &FleetSpec, id: &str, node: &str) -> Outcome;
 }
 
+/// What a coordinator that has just won the election does first: it hands out again the work
+/// the journal has in flight (a predecessor may have died between journaling a dispatch and
+/// handing it out). An agent that has the work already knows it by its own journal, and only
+/// reports it. Returns how many it handed out again.
+pub fn take_over<C: Coordination>(coord: &mut C, fence: Fence) -> Result<usize, CoordError> {
+    let state = RunState::fold(&coord.journal()?);
+    let mut again = 0;
+    for (stage, run) in &state.stages {
+        for (node, n) in run.nodes.iter().filter(|(_, n)| n.in_flight) {
+            let exclusive = run.exclusive_holder.as_ref() == Some(node) && !run.exclusive_done;
+            let assignment = Assignment { stage: stage.clone(), node: node.clone(), attempt: n.attempts, exclusive };
+            coord.assign(fence, &assignment)?;
+            again += 1;
+        }
+    }
+    Ok(again)
+}
+
 /// One step. Returns what was decided (the actions done, what the run waits for).
 pub fn step<C: Coordination, E: Executor>(
     spec: &FleetSpec,

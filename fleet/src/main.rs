@@ -154,6 +154,10 @@ fn run(args: &RunArgs, resume: bool) -> Result<ExitCode, String> {
     } else {
         eprintln!("coordinator {}: replaying {} journal entries", args.name, journal.len());
     }
+    let again = coordinator::take_over(&mut etcd, fence).map_err(|e| e.to_string())?;
+    if again > 0 {
+        eprintln!("coordinator {}: {again} node(s) have work in flight; handed out again", args.name);
+    }
     if resume && RunState::fold(&journal).paused.is_some() {
         etcd.append(fence, &[Entry::Resumed { by: args.name.clone() }]).map_err(|e| e.to_string())?;
         eprintln!("coordinator {}: the paused run goes on", args.name);

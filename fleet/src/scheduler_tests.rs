@@ -480,3 +480,25 @@ fn a_dead_exclusive_holder_is_not_replaced() {
     check_rules(&sim);
     assert!(RunState::fold(&sim.world.journal).finished);
 }
+
+#[test]
+fn a_new_coordinator_hands_out_again_only_the_work_in_flight() {
+    let mut memory = Memory::default();
+    let old = memory.elect();
+    let dispatched =
+        |node: &str| Entry::Dispatched { stage: "s".into(), node: node.into(), attempt: 1, exclusive: false };
+    let entries = [
+        Entry::Started { coordinator: "c1".into() },
+        dispatched("a"),
+        dispatched("b"),
+        Entry::Reported { stage: "s".into(), node: "b".into(), attempt: 1, outcome: Outcome::Ok },
+    ];
+    memory.append(old, &entries).unwrap();
+    // The old coordinator died after journaling `a`'s dispatch, before handing it out.
+    assert!(memory.assignments.is_empty());
+    let new = memory.elect();
+    assert_eq!(coordinator::take_over(&mut memory, old), Err(CoordError::Deposed(old.0)), "a deposed one cannot");
+    assert_eq!(coordinator::take_over(&mut memory, new), Ok(1));
+    assert_eq!(memory.assignments.keys().collect::<Vec<_>>(), ["a"], "b reported: not handed out again");
+    assert_eq!(memory.assignments["a"].attempt, 1, "the same attempt, not a new one");
+}

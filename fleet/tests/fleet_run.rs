@@ -45,7 +45,7 @@ struct Run {
     dir: tempfile::TempDir,
     fleet: PathBuf,
     agents: BTreeMap<String, Child>,
-    coordinator: Option<Child>,
+    coordinators: BTreeMap<String, Child>,
     starts: usize,
 }
 
@@ -55,7 +55,7 @@ impl Run {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("world")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
-        Some(Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinator: None, starts: 0 })
+        Some(Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinators: BTreeMap::new(), starts: 0 })
     }
 
     /// The cluster's shared world the fleet's scripts act on.
@@ -80,7 +80,7 @@ impl Run {
     }
 
     fn start_agent(&mut self, node: &str) {
-        let log = self.log_file(&format!("agent-{node}"));
+        let log = self.log_file(node);
         let child = self
             .fleet_cmd()
             .arg("agent")
@@ -105,21 +105,39 @@ impl Run {
         child.wait().expect("reap the agent");
     }
 
-    fn start_coordinator(&mut self) {
-        let log = self.log_file("coordinator");
+    fn start_coordinator(&mut self, name: &str) {
+        let log = self.log_file(name);
         let child = self
             .fleet_cmd()
             .arg("run")
             .arg(&self.fleet)
-            .args(["--run", "t", "--name", "coordinator-1"])
+            .args(["--run", "t", "--name", name])
             .arg("--sim")
             .arg(self.world())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("start the coordinator");
-        self.coordinator = Some(child);
+            .expect("start a coordinator");
+        self.coordinators.insert(name.to_owned(), child);
+    }
+
+    /// `kill -9` of a coordinator's PID (the one this test started), reaped.
+    fn kill_coordinator(&mut self, name: &str) {
+        let mut child = self.coordinators.remove(name).expect("a running coordinator");
+        child.kill().expect("SIGKILL the coordinator");
+        child.wait().expect("reap the coordinator");
+    }
+
+    /// The output of the process started as `name` (every start of it).
+    fn log_of(&self, name: &str) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("logs")).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().ends_with(&format!("-{name}.log")) {
+                out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        out
     }
 
     /// Every process's output so far, for a failure message.
@@ -134,8 +152,8 @@ impl Run {
         out
     }
 
-    fn wait_coordinator(&mut self, secs: u64) -> ExitStatus {
-        let mut child = self.coordinator.take().expect("a coordinator");
+    fn wait_coordinator(&mut self, name: &str, secs: u64) -> ExitStatus {
+        let mut child = self.coordinators.remove(name).expect("a coordinator");
         wait_for(secs, "the coordinator finishes the run", || self.logs(), || child.try_wait().expect("wait"))
     }
 
@@ -201,7 +219,7 @@ impl Drop for Run {
             eprintln!("{}", self.logs());
         }
         // Only the PIDs this test started.
-        for child in self.agents.values_mut().chain(self.coordinator.as_mut()) {
+        for child in self.agents.values_mut().chain(self.coordinators.values_mut()) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -286,8 +304,8 @@ fn the_eft_seed_fleet_upgrades_both_nodes_through_etcd() {
     eft_world(&run);
     run.start_agent("eft1");
     run.start_agent("eft2");
-    run.start_coordinator();
-    let status = run.wait_coordinator(180);
+    run.start_coordinator("coordinator-1");
+    let status = run.wait_coordinator("coordinator-1", 180);
     assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
     run.wait_agents(60);
     assert_eft_upgraded(&run);
@@ -330,7 +348,7 @@ fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_
     eft_world(&run);
     run.start_agent("eft1");
     run.start_agent("eft2");
-    run.start_coordinator();
+    run.start_coordinator("coordinator-1");
     let starts = run.world().join("installer-starts");
     wait_for(
         120,
@@ -353,7 +371,7 @@ fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_
 
     run.start_agent("eft2");
     std::fs::write(run.world().join("go"), "").expect("let the installer finish");
-    let status = run.wait_coordinator(180);
+    let status = run.wait_coordinator("coordinator-1", 180);
     assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
     run.wait_agents(60);
 
@@ -383,4 +401,45 @@ fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_
         }
     }
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft1");
+}
+
+#[test]
+fn a_coordinator_killed_mid_run_is_replaced_by_the_one_that_waited_and_the_run_finishes() {
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    run.start_coordinator("coordinator-2");
+    let starts = run.world().join("installer-starts");
+    wait_for(
+        120,
+        "eft2's installer starts",
+        || run.logs(),
+        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
+    );
+    let leading = |r: &Run, name: &str| r.log_of(name).contains(": leading");
+    let (leader, other) = if leading(&run, "coordinator-1") {
+        ("coordinator-1", "coordinator-2")
+    } else {
+        ("coordinator-2", "coordinator-1")
+    };
+    assert!(leading(&run, leader), "one coordinator leads\n{}", run.logs());
+    assert!(!leading(&run, other), "only one coordinator leads\n{}", run.logs());
+
+    // kill -9 of the leader with eft2's work dispatched and not reported.
+    run.kill_coordinator(leader);
+    wait_for(60, "the other coordinator takes over", || run.logs(), || leading(&run, other).then_some(()));
+    std::fs::write(run.world().join("go"), "").expect("let the installer finish");
+    let status = run.wait_coordinator(other, 180);
+    assert!(status.success(), "{other}: {status}\n{}", run.logs());
+    run.wait_agents(60);
+
+    let journal = summary(&run.journal());
+    assert_eq!(journal.iter().filter(|e| *e == "started").count(), 1, "one run: {journal:#?}");
+    assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
+    assert_eft_upgraded(&run);
 }
