@@ -232,7 +232,7 @@ fn summary(journal: &[Value]) -> Vec<String> {
         .iter()
         .map(|e| {
             let mut s = e["entry"].as_str().unwrap_or("?").to_owned();
-            for key in ["stage", "step", "node", "attempt"] {
+            for key in ["stage", "step", "id", "node", "attempt"] {
                 if let Some(v) = e.get(key) {
                     s.push(' ');
                     s.push_str(&v.as_str().map_or_else(|| v.to_string(), str::to_owned));
@@ -442,4 +442,189 @@ fn a_coordinator_killed_mid_run_is_replaced_by_the_one_that_waited_and_the_run_f
     assert_eq!(journal.iter().filter(|e| *e == "started").count(), 1, "one run: {journal:#?}");
     assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
     assert_eft_upgraded(&run);
+}
+
+/// The repository's `plans/` copied into `into` (the seed fleets name node plans and scripts
+/// outside `plans/fleets`); returns the copy's `plans/fleets`.
+fn copied_plans(into: &Path) -> PathBuf {
+    let plans = into.join("plans");
+    copy_tree(&seeds().join(".."), &plans);
+    plans.join("fleets")
+}
+
+/// A status page on a free 127.0.0.1 port: `200` with `Success` to every GET; counts them.
+struct StatusPage {
+    port: u16,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl StatusPage {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("addr").port();
+        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = hits.clone();
+        // A thread of this test's process; it ends with it.
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = "<p>Success</p>";
+                let _ = write!(
+                    stream,
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { port, hits }
+    }
+}
+
+/// Starts an agent for each node and a coordinator, and waits for the run to finish.
+fn run_to_completion(run: &mut Run, nodes: &[&str]) {
+    for node in nodes {
+        run.start_agent(node);
+    }
+    run.start_coordinator("coordinator-1");
+    let status = run.wait_coordinator("coordinator-1", 300);
+    assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
+    run.wait_agents(60);
+    assert_eq!(run.status_json()["run"], "finished");
+    let journal = summary(&run.journal());
+    assert_eq!(journal.last().map(String::as_str), Some("finished"), "{journal:#?}");
+}
+
+/// Each node's duet finished exactly one session, committed, with `software` at `version` on
+/// the production side (when given).
+fn assert_upgraded_once(run: &Run, nodes: &[&str], software: Option<(&str, &str)>) {
+    for node in nodes {
+        let history = run.history(node);
+        assert_eq!(history.len(), 1, "{node}: {history:?}\n{}", run.logs());
+        let log = run.duet(node, &["log", "--format", "json", "--session", &history[0]]);
+        let log: Vec<Value> = serde_json::from_slice(&log.stdout).expect("duet log JSON");
+        assert!(
+            log.iter().any(|e| e["message"].as_str().is_some_and(|m| m.starts_with("Commit completed"))),
+            "{node}: no commit in its session"
+        );
+        if let Some((name, version)) = software {
+            let status: Value = serde_json::from_slice(&run.duet(node, &["status", "--json"]).stdout).expect("status");
+            let sw = status["software"].as_array().and_then(|s| s.iter().find(|s| s["name"] == name)).cloned();
+            assert_eq!(sw.map(|s| s["production"].clone()), Some(Value::from(version)), "{node}: {status:#}");
+        }
+        let local = run.agent_journal(node);
+        for work in local["work"].as_array().expect("work") {
+            assert_eq!(work["outcome"]["outcome"], "ok", "{node}: {local:#}");
+        }
+    }
+}
+
+/// The journal position of `what`.
+#[track_caller]
+fn at(journal: &[String], what: &str) -> usize {
+    journal.iter().position(|e| e == what).unwrap_or_else(|| panic!("no `{what}` in {journal:#?}"))
+}
+
+#[test]
+fn the_eft_shared_storage_seed_fleet_takes_the_group_offline_and_moves_ownership_first() {
+    let Some(mut run) = Run::new(seeds().join("eft-shared.yaml")) else { return };
+    eft_world(&run);
+    run_to_completion(&mut run, &["eft1", "eft2"]);
+    let journal = summary(&run.journal());
+    assert!(
+        at(&journal, "run-once active-first backup-shared-config eft1 ok")
+            < at(&journal, "dispatched active-first eft1 1")
+    );
+    assert!(
+        at(&journal, "run-once active-first group-offline eft1 ok") < at(&journal, "dispatched active-first eft1 1")
+    );
+    assert!(at(&journal, "stage-done active-first") < at(&journal, "dispatched previously-passive eft2 1"));
+    assert!(at(&journal, "stage-done previously-passive") < at(&journal, "run-once online group-online eft2 ok"));
+    assert_upgraded_once(&run, &["eft1", "eft2"], Some(("EFT Server", "8.1.0")));
+    // Ownership moved to eft2 before its upgrade (`when: before`) and stays there; the group is
+    // online again; the shared configuration was backed up.
+    let local = run.agent_journal("eft2");
+    assert_eq!(local["work"][0]["done"], serde_json::json!(["preserve", "failover-before", "upgrade"]), "{local:#}");
+    assert_eq!(
+        local["work"][1]["done"],
+        serde_json::json!(["preserve"]),
+        "the online stage upgrades nothing: {local:#}"
+    );
+    assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft2");
+    assert!(!run.world().join("group-offline").exists(), "the group is back online");
+    assert!(run.world().join("shared/config.backup/ftp.cfg").exists());
+}
+
+#[test]
+fn the_flowtraq_seed_fleet_upgrades_servers_before_the_ui_one_worker_at_a_time() {
+    const NODES: [&str; 5] = ["ft-portal", "ft-worker1", "ft-worker2", "ft-worker3", "ft-web"];
+    let Some(mut run) = Run::new(seeds().join("flowtraq.yaml")) else { return };
+    let custom = run.world().join("nodes/ft-web/var/www/flowtraq/custom");
+    std::fs::create_dir_all(&custom).expect("mkdir");
+    std::fs::write(custom.join("logo.css"), "/* the site's own */\n").expect("custom file");
+    run_to_completion(&mut run, &NODES);
+    let journal = summary(&run.journal());
+    // Users told first; the portal, then the workers, then the web UI.
+    assert!(at(&journal, "notified tell-users ok") < at(&journal, "dispatched portal ft-portal 1"));
+    assert!(at(&journal, "stage-done portal") < at(&journal, "dispatched workers ft-worker1 1"));
+    assert!(at(&journal, "stage-done workers") < at(&journal, "dispatched web-ui ft-web 1"));
+    // One worker at a time (serial 1, min_up 2 of 3): each is reported before the next starts.
+    for (a, b) in [("ft-worker1", "ft-worker2"), ("ft-worker2", "ft-worker3")] {
+        assert!(
+            at(&journal, &format!("reported workers {a} 1 ok")) < at(&journal, &format!("dispatched workers {b} 1")),
+            "{journal:#?}"
+        );
+    }
+    assert_upgraded_once(&run, &NODES[..4], Some(("FlowTraq", "23.0.0")));
+    assert_upgraded_once(&run, &NODES[4..], None);
+    let told = std::fs::read_to_string(run.world().join("notifications")).expect("notifications");
+    assert!(told.contains("FlowTraq is being upgraded"), "{told}");
+    assert_eq!(std::fs::read_dir(run.world().join("drained")).expect("drained").count(), 0, "every worker undrained");
+    let kept = run.state_dir("ft-web").join("preserved/web-ui/var/www/flowtraq/custom/logo.css");
+    assert_eq!(std::fs::read_to_string(&kept).expect("the preserved custom file"), "/* the site's own */\n");
+}
+
+#[test]
+fn the_uwm_seed_fleet_turns_replication_off_upgrades_the_database_once_and_turns_it_back_on() {
+    const NODES: [&str; 3] = ["uwm1", "uwm2", "uwm3"];
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let page = StatusPage::start();
+    let fleets = copied_plans(probe.dir.path());
+    let plan = fleets.join("../unattended-uwm.yaml");
+    let text = std::fs::read_to_string(&plan).expect("the UWM plan");
+    let port = format!("127.0.0.1:{}", page.port);
+    std::fs::write(&plan, text.replace("127.0.0.1:7751", &port).replace("127.0.0.1:7771", &port)).expect("write");
+    let mut run = probe;
+    run.fleet = fleets.join("uwm.yaml");
+    for node in NODES {
+        std::fs::create_dir_all(run.world().join("replication")).expect("mkdir");
+        std::fs::write(run.world().join("replication").join(node), "").expect("replication on");
+    }
+    run_to_completion(&mut run, &NODES);
+    let journal = summary(&run.journal());
+    for node in NODES {
+        assert!(
+            at(&journal, &format!("precondition replication-disabled {node} ok"))
+                < at(&journal, "dispatched servers uwm1 1")
+        );
+        assert!(at(&journal, "stage-done servers") < at(&journal, &format!("restored replication-disabled {node} ok")));
+        assert!(run.world().join("replication").join(node).exists(), "replication back on on {node}");
+    }
+    // The first server holds the exclusive section alone; the other two go together after it.
+    let first = journal.iter().position(|e| e.starts_with("dispatched servers")).expect("a dispatch");
+    assert_eq!(journal[first], "dispatched servers uwm1 1");
+    let uwm1 = run.agent_journal("uwm1");
+    assert_eq!(uwm1["work"][0]["assignment"]["exclusive"], true, "{uwm1:#}");
+    assert!(at(&journal, "reported servers uwm1 1 ok") < at(&journal, "dispatched servers uwm2 1"));
+    assert!(at(&journal, "reported servers uwm1 1 ok") < at(&journal, "dispatched servers uwm3 1"));
+    for node in ["uwm2", "uwm3"] {
+        let local = run.agent_journal(node);
+        assert_eq!(local["work"][0]["assignment"]["exclusive"], false, "{node}: {local:#}");
+    }
+    assert_eq!(std::fs::read_to_string(run.world().join("database-version")).expect("db").trim(), "12.1");
+    assert_upgraded_once(&run, &NODES, Some(("Ivanti UWM", "12.1.0")));
+    assert!(page.hits.load(std::sync::atomic::Ordering::SeqCst) >= 6, "both status pages checked on each node");
+    assert_eq!(std::fs::read_dir(run.world().join("drained")).expect("drained").count(), 0, "every server undrained");
 }
