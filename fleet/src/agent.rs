@@ -169,7 +169,7 @@ impl Agent {
                     } else {
                         // Recorded before duet starts: after a restart, a session finished
                         // since is this upgrade's.
-                        let from = self.duet().history();
+                        let from = self.duet().prepare()?;
                         journal.upgrade_started(work, from.clone())?;
                         from
                     };

@@ -77,6 +77,9 @@ pub enum Entry {
         stage: String,
         node: String,
         by: String,
+        /// Why it is safe to go again (`duet-fleet retry --reason`).
+        #[serde(default)]
+        reason: String,
     },
     /// A node failed for good within the budget under `on_failure: halt`: no new batch until
     /// the operator resumes (or retries the node).
@@ -226,7 +229,11 @@ impl RunState {
                 let s = self.stage(stage);
                 s.run_once_failed = None;
                 s.run_once_started.clear();
-                self.node(stage, node).retry_allowed = true;
+                // A retry of the stage's `run_once` step names a node that has no work in it
+                // yet: that node stays pending.
+                if let Some(n) = s.nodes.get_mut(node) {
+                    n.retry_allowed = true;
+                }
                 self.halted = None;
                 self.paused = None;
             }

@@ -43,6 +43,19 @@ enum Command {
     /// Like `run`, and a run paused after a failure within its budget goes on (journaled, by
     /// this coordinator's name).
     Resume(RunArgs),
+    /// Let a stage's failed nodes (or one of them, or its failed or interrupted `run_once`
+    /// step) go again, journaled with who and why, then carry the run on like `run`.
+    Retry {
+        #[command(flatten)]
+        args: RunArgs,
+        /// The stage (`duet-fleet status` names what it waits for).
+        stage: String,
+        /// Only this node of the stage.
+        node: Option<String>,
+        /// Why it is safe to go again (kept in the fleet journal).
+        #[arg(long)]
+        reason: String,
+    },
     /// Every node's state, the stage, the batch, the budget left and what the run waits for.
     Status {
         fleet: PathBuf,
@@ -92,8 +105,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json } => return check(&fleet, json),
-        Command::Run(args) => run(&args, false),
-        Command::Resume(args) => run(&args, true),
+        Command::Run(args) => run(&args, &Operator::None),
+        Command::Resume(args) => run(&args, &Operator::Resume),
+        Command::Retry { args, stage, node, reason } => run(&args, &Operator::Retry { stage, node, reason }),
         Command::Status { fleet, conn, json } => status(&fleet, &conn, json),
         Command::Log { conn } => log(&conn),
         Command::Agent { fleet, conn, node, state_dir, sim, duet } => {
@@ -141,7 +155,14 @@ fn connect(conn: &Conn) -> Result<Etcd, String> {
     Etcd::connect(&conn.etcd, &conn.run).map_err(|e| format!("{e}; start etcd (docs/fleet.md) or pass --etcd"))
 }
 
-fn run(args: &RunArgs, resume: bool) -> Result<ExitCode, String> {
+/// What the operator asked for besides carrying the run on.
+enum Operator {
+    None,
+    Resume,
+    Retry { stage: String, node: Option<String>, reason: String },
+}
+
+fn run(args: &RunArgs, operator: &Operator) -> Result<ExitCode, String> {
     let spec = compile(&args.fleet)?;
     let mut etcd = connect(&args.conn)?;
     etcd.grant_lease(5).map_err(|e| e.to_string())?;
@@ -158,12 +179,93 @@ fn run(args: &RunArgs, resume: bool) -> Result<ExitCode, String> {
     if again > 0 {
         eprintln!("coordinator {}: {again} node(s) have work in flight; handed out again", args.name);
     }
-    if resume && RunState::fold(&journal).paused.is_some() {
-        etcd.append(fence, &[Entry::Resumed { by: args.name.clone() }]).map_err(|e| e.to_string())?;
-        eprintln!("coordinator {}: the paused run goes on", args.name);
+    // The lease goes with the outcome, whatever it is: the next coordinator leads at once.
+    let result = lead(&spec, &mut etcd, fence, &journal, args, operator);
+    let _ = etcd.revoke_lease();
+    result
+}
+
+fn lead(
+    spec: &FleetSpec,
+    etcd: &mut Etcd,
+    fence: Fence,
+    journal: &[Entry],
+    args: &RunArgs,
+    operator: &Operator,
+) -> Result<ExitCode, String> {
+    let state = RunState::fold(journal);
+    match operator {
+        Operator::None => {}
+        Operator::Resume => {
+            if state.paused.is_some() {
+                etcd.append(fence, &[Entry::Resumed { by: args.name.clone() }]).map_err(|e| e.to_string())?;
+                eprintln!("coordinator {}: the paused run goes on", args.name);
+            }
+        }
+        Operator::Retry { stage, node, reason } => {
+            let entries = retries(spec, &state, stage, node.as_deref(), &args.name, reason)?;
+            etcd.append(fence, &entries).map_err(|e| e.to_string())?;
+            for e in &entries {
+                if let Entry::Retried { stage, node, .. } = e {
+                    eprintln!("coordinator {}: stage `{stage}` node `{node}` goes again ({reason})", args.name);
+                }
+            }
+        }
     }
     let mut scripts = exec::Scripts { env: exec::Env { sim: args.sim.clone(), run: args.conn.run.clone() } };
-    coordinate(&spec, &mut etcd, fence, &mut scripts)
+    coordinate(spec, etcd, fence, &mut scripts)
+}
+
+/// The `Retried` entries `duet-fleet retry STAGE [NODE]` journals, or why there is nothing to
+/// retry.
+fn retries(
+    spec: &FleetSpec,
+    journal: &RunState,
+    stage: &str,
+    node: Option<&str>,
+    by: &str,
+    reason: &str,
+) -> Result<Vec<Entry>, String> {
+    let Some(stage_spec) = spec.stages.iter().find(|s| s.id == stage) else {
+        let known: Vec<&str> = spec.stages.iter().map(|s| s.id.as_str()).collect();
+        return Err(format!("stage `{stage}` is not in {}; its stages are: {}", spec.file, known.join(", ")));
+    };
+    let retried = |node: &str| Entry::Retried {
+        stage: stage.to_owned(),
+        node: node.to_owned(),
+        by: by.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let run = journal.stages.get(stage).cloned().unwrap_or_default();
+    let failed: Vec<&String> =
+        run.nodes.iter().filter(|(_, n)| n.failed.is_some() && !n.in_flight).map(|(k, _)| k).collect();
+    if let Some(node) = node {
+        if failed.iter().any(|f| *f == node) {
+            return Ok(vec![retried(node)]);
+        }
+        let what = run.nodes.get(node).map_or("has no work in it", |n| {
+            if n.in_flight {
+                "is running it"
+            } else if n.done {
+                "is done"
+            } else {
+                "has not failed"
+            }
+        });
+        return Err(format!("node `{node}` {what} in stage `{stage}`: nothing to retry; see `duet-fleet status`"));
+    }
+    let mut entries: Vec<Entry> = failed.iter().map(|n| retried(n)).collect();
+    if entries.is_empty() && (run.run_once_failed.is_some() || !run.run_once_started.is_empty()) {
+        // The run_once step again, on the node it runs for.
+        let members = spec.members(&stage_spec.target, &journal.roles.clone().unwrap_or_default());
+        entries.push(retried(members.first().map_or("", String::as_str)));
+    }
+    if entries.is_empty() {
+        return Err(format!(
+            "stage `{stage}` has no failed node and no failed run_once step: nothing to retry; see `duet-fleet status`"
+        ));
+    }
+    Ok(entries)
 }
 
 fn coordinate(

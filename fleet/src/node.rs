@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use duet_compiler::compiled::State;
 use duet_contract::status::Status;
 
 /// The node's duet.
@@ -65,28 +66,75 @@ impl NodeDuet<'_> {
         ids
     }
 
-    /// Carries the node's upgrade out, or on. `from`: the finished sessions before it first
-    /// started. Waits while another duet drives the state directory (one a killed agent started
-    /// goes on by itself; its lock says so).
-    pub fn upgrade(&self, from: &[String]) -> Result<(), String> {
+    /// Waits while another duet drives the state directory (one a killed agent started goes
+    /// on by itself; its lock says so), then returns the status.
+    fn settled_status(&self) -> Result<Status, String> {
         let mut said = false;
         loop {
             let status = self.status()?;
-            if let Some(driver) = &status.driver {
-                if !said {
-                    eprintln!("agent {}: waiting for the duet that drives the node: {driver}", self.node);
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+            let Some(driver) = &status.driver else { return Ok(status) };
+            if !said {
+                eprintln!("agent {}: waiting for the duet that drives the node: {driver}", self.node);
+                said = true;
             }
-            if status.session.is_none() {
-                if let Some(id) = self.history().into_iter().find(|id| !from.contains(id)) {
-                    return self.finished(&id);
-                }
-            }
-            return self.run();
+            std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Before an upgrade first starts: a session a previous attempt left aborted (the plan's
+    /// `on_failure: abort`) is finished, so that this attempt upgrades again instead of only
+    /// tidying up, and the disks have resynchronised. Returns the finished sessions from then
+    /// on (for [`NodeDuet::upgrade`]).
+    pub fn prepare(&self) -> Result<Vec<String>, String> {
+        let status = self.settled_status()?;
+        if status.session.is_some() && status.upgrade == State::Abort {
+            eprintln!("agent {}: finishing the session a previous attempt aborted", self.node);
+            let code = self
+                .command(&["finish", "--quiet"])
+                .status()
+                .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+            if !code.success() {
+                return Err(format!(
+                    "`duet finish` of the aborted session on {} exited with {code}; see `duet status --state-dir {}`",
+                    self.where_(),
+                    self.state_dir.display()
+                ));
+            }
+        }
+        // A new session's readiness check fails while the RDR disks resynchronise after the
+        // last commit or abort (guide 5-1): the upgrade waits for them, as an operator would.
+        let mut said = false;
+        while self.settled_status()?.resyncing {
+            if !said {
+                eprintln!("agent {}: waiting for the RDR disks to resynchronise before upgrading", self.node);
+                said = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(self.history())
+    }
+
+    /// Carries the node's upgrade out, or on. `from`: the finished sessions before it first
+    /// started. Its outcome is the session's: done when a new session in `history/` committed
+    /// (one that finished while the agent was down counts), failed when it aborted or is left
+    /// Broken or unfinished.
+    pub fn upgrade(&self, from: &[String]) -> Result<(), String> {
+        let status = self.settled_status()?;
+        let ran = if status.session.is_none() && self.finished_since(from).is_some() { Ok(()) } else { self.run() };
+        match self.finished_since(from) {
+            Some(id) => self.finished(&id),
+            None => Err(ran.err().unwrap_or_else(|| {
+                format!(
+                    "`duet run` on {} ended with its session unfinished; see `duet status --state-dir {}`",
+                    self.where_(),
+                    self.state_dir.display()
+                )
+            })),
+        }
+    }
+
+    fn finished_since(&self, from: &[String]) -> Option<String> {
+        self.history().into_iter().find(|id| !from.contains(id))
     }
 
     fn run(&self) -> Result<(), String> {

@@ -271,7 +271,12 @@ impl Sim {
             let n = &run.nodes[holder];
             if !run.exclusive_done && n.failed.is_some() && !n.in_flight && !n.retry_allowed && self.retries < 3 {
                 self.retries += 1;
-                let retried = Entry::Retried { stage: stage.clone(), node: holder.clone(), by: "operator".into() };
+                let retried = Entry::Retried {
+                    stage: stage.clone(),
+                    node: holder.clone(),
+                    by: "operator".into(),
+                    reason: "test".into(),
+                };
                 self.world.append(self.fence, &[retried]).unwrap();
             }
         }
@@ -471,7 +476,10 @@ fn a_dead_exclusive_holder_is_not_replaced() {
     );
     sim.apply(Tick::Revive(0));
     sim.world
-        .append(sim.fence, &[Entry::Retried { stage: "s0".into(), node: "n0".into(), by: "operator".into() }])
+        .append(
+            sim.fence,
+            &[Entry::Retried { stage: "s0".into(), node: "n0".into(), by: "operator".into(), reason: "test".into() }],
+        )
         .unwrap();
     sim.step();
     assert_eq!(sim.world.assignments["n0"].attempt, 2, "the same node resumes the section");

@@ -106,11 +106,17 @@ impl Run {
     }
 
     fn start_coordinator(&mut self, name: &str) {
+        self.start_coordinator_with(name, &["run"], &[]);
+    }
+
+    /// `duet-fleet VERB FLEET [ARGS] --run t --name NAME --sim WORLD`: a coordinator.
+    fn start_coordinator_with(&mut self, name: &str, verb: &[&str], args: &[&str]) {
         let log = self.log_file(name);
         let child = self
             .fleet_cmd()
-            .arg("run")
+            .args(verb)
             .arg(&self.fleet)
+            .args(args)
             .args(["--run", "t", "--name", name])
             .arg("--sim")
             .arg(self.world())
@@ -314,12 +320,26 @@ fn the_eft_seed_fleet_upgrades_both_nodes_through_etcd() {
 /// A copy of the seed fleets whose installer stands in for a slow one: it records each start
 /// and waits until the test lets it finish.
 fn fleets_with_a_held_installer(into: &Path, world: &Path) -> PathBuf {
-    copy_tree(&seeds(), into);
-    let installer = into.join("scripts/installer");
     let script = format!(
         "#!/bin/sh\n# The seed installer, held until the test creates {w}/go.\necho \"$DUET_FLEET_NODE\" >> {w}/installer-starts\nwhile [ ! -e {w}/go ]; do sleep 0.05; done\necho \"installer: installed $*\"\n",
         w = world.display()
     );
+    fleets_with_installer(into, &script)
+}
+
+/// A copy of the seed fleets whose installer records each start and fails on a node while
+/// `WORLD/fail-NODE` exists.
+fn fleets_with_a_failing_installer(into: &Path, world: &Path) -> PathBuf {
+    let script = format!(
+        "#!/bin/sh\necho \"$DUET_FLEET_NODE\" >> {w}/installer-starts\nif [ -e {w}/fail-$DUET_FLEET_NODE ]; then echo 'installer: the package is corrupt' >&2; exit 3; fi\necho \"installer: installed $*\"\n",
+        w = world.display()
+    );
+    fleets_with_installer(into, &script)
+}
+
+fn fleets_with_installer(into: &Path, script: &str) -> PathBuf {
+    copy_tree(&seeds(), into);
+    let installer = into.join("scripts/installer");
     std::fs::write(&installer, script).expect("installer");
     std::fs::set_permissions(&installer, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     into.join("eft.yaml")
@@ -627,4 +647,83 @@ fn the_uwm_seed_fleet_turns_replication_off_upgrades_the_database_once_and_turns
     assert_upgraded_once(&run, &NODES, Some(("Ivanti UWM", "12.1.0")));
     assert!(page.hits.load(std::sync::atomic::Ordering::SeqCst) >= 6, "both status pages checked on each node");
     assert_eq!(std::fs::read_dir(run.world().join("drained")).expect("drained").count(), 0, "every server undrained");
+}
+
+#[test]
+fn a_node_that_fails_for_good_halts_the_run_and_an_audited_retry_finishes_it() {
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    std::fs::write(run.world().join("fail-eft2"), "").expect("break eft2's installer");
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    let status = run.wait_coordinator("coordinator-1", 180);
+    assert_eq!(status.code(), Some(1), "a halted run exits 1\n{}", run.logs());
+
+    // Two attempts (`retries: 1`), then the budget (`max_failed: 0`) is spent: no other batch.
+    let journal = summary(&run.journal());
+    assert!(at(&journal, "reported passive-first eft2 1 failed") < at(&journal, "dispatched passive-first eft2 2"));
+    assert!(at(&journal, "reported passive-first eft2 2 failed") < at(&journal, "halted"));
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched other-node")), "{journal:#?}");
+    let status = run.status_json();
+    assert_eq!(status["run"], "halted", "{status:#}");
+    assert!(status["reason"].as_str().is_some_and(|r| r.contains("eft2")), "{status:#}");
+    let eft2 = status["nodes"].as_array().and_then(|n| n.iter().find(|n| n["node"] == "eft2")).cloned().expect("eft2");
+    assert_eq!(eft2["state"], "failed", "{status:#}");
+    let failure = eft2["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("node `eft2`") && failure.contains("passive-first"), "{failure}");
+    assert!(run.history("eft1").is_empty(), "eft1 was not touched");
+
+    // A retry of something that did not fail is refused, changing nothing.
+    let refused = run
+        .fleet_cmd()
+        .arg("retry")
+        .arg(&run.fleet)
+        .args(["other-node", "eft1", "--reason", "r", "--run", "t", "--sim"])
+        .arg(run.world())
+        .output()
+        .expect("retry");
+    assert_eq!(refused.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("node `eft1` has no work in it in stage `other-node`"), "{said}");
+    assert_eq!(summary(&run.journal()), journal, "a refused retry journals nothing");
+
+    // The operator fixes the installer and retries the node: the run goes on and finishes.
+    std::fs::remove_file(run.world().join("fail-eft2")).expect("fix eft2's installer");
+    run.start_coordinator_with(
+        "operator",
+        &["retry"],
+        &["passive-first", "eft2", "--reason", "installer package replaced"],
+    );
+    let status = run.wait_coordinator("operator", 180);
+    assert!(status.success(), "the retry: {status}\n{}", run.logs());
+    run.wait_agents(60);
+    let entries = run.journal();
+    let retried = entries.iter().find(|e| e["entry"] == "retried").expect("a retried entry");
+    assert_eq!(
+        (retried["by"].as_str(), retried["reason"].as_str()),
+        (Some("operator"), Some("installer package replaced"))
+    );
+    let journal = summary(&entries);
+    assert!(at(&journal, "retried passive-first eft2") < at(&journal, "dispatched passive-first eft2 3"));
+    assert!(at(&journal, "reported passive-first eft2 3 ok") < at(&journal, "dispatched other-node eft1 1"));
+    assert_eq!(journal.last().map(String::as_str), Some("finished"));
+
+    // eft2: two aborted sessions and the committed one, each attempt in its agent's journal.
+    let local = run.agent_journal("eft2");
+    let outcomes: Vec<&str> = local["work"]
+        .as_array()
+        .expect("work")
+        .iter()
+        .map(|w| w["outcome"]["outcome"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(outcomes, ["failed", "failed", "ok"], "{local:#}");
+    assert_eq!(run.history("eft2").len(), 3, "{:?}", run.history("eft2"));
+    assert_upgraded_once(&run, &["eft1"], Some(("EFT Server", "8.1.0")));
+    let starts = std::fs::read_to_string(run.world().join("installer-starts")).expect("starts");
+    assert_eq!(starts.lines().collect::<Vec<_>>(), ["eft2", "eft2", "eft2", "eft1"]);
+    assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft1");
 }
