@@ -19,7 +19,7 @@ use crate::exec::{self, Env};
 use crate::journal::{Entry, Outcome};
 use crate::local::LocalJournal;
 use crate::node::NodeDuet;
-use crate::plan::{Gate, Place, Probe};
+use crate::plan::{Gate, Place, Probe, Rerun};
 use crate::spec::{FleetSpec, StageSpec};
 
 /// Seconds an agent's lease lives without a keep-alive: a killed agent drops out this fast.
@@ -174,6 +174,18 @@ impl Agent {
                         from
                     };
                     self.duet().upgrade(&from)?;
+                }
+                Step::Exclusive => {
+                    let x = stage.exclusive.as_ref().expect("an exclusive step has its section");
+                    let interrupted = journal.work()[work].running.as_deref() == Some(name.as_str());
+                    if interrupted && x.rerun == Rerun::Manual {
+                        return Err(format!(
+                            "the exclusive section `{}` was interrupted (the agent stopped while it ran) and is `rerun: manual`: check what it did, then `duet-fleet retry {} {} --reason ...`",
+                            x.id, stage.id, self.node
+                        ));
+                    }
+                    journal.step_started(work, &name)?;
+                    self.step(stage, &step, etcd).map_err(|e| format!("step `{name}`: {e}"))?;
                 }
                 step => self.step(stage, &step, etcd).map_err(|e| format!("step `{name}`: {e}"))?,
             }

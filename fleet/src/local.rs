@@ -25,6 +25,10 @@ pub struct Work {
     /// tells an upgrade that finished while it was down from one that never started.
     #[serde(default)]
     pub upgrade_from: Option<Vec<String>>,
+    /// The step running now, recorded before it starts: found set by a restarted agent, that
+    /// step was interrupted (an exclusive section with `rerun: manual` then waits for `retry`).
+    #[serde(default)]
+    pub running: Option<String>,
     /// Set once the work ended; reported to etcd only after this is on disk.
     pub outcome: Option<Outcome>,
 }
@@ -104,13 +108,26 @@ impl LocalJournal {
 
     /// Records that the agent took `a` on; returns its index.
     pub fn accept(&mut self, a: &Assignment) -> Result<usize, String> {
-        self.file.work.push(Work { assignment: a.clone(), done: Vec::new(), upgrade_from: None, outcome: None });
+        self.file.work.push(Work {
+            assignment: a.clone(),
+            done: Vec::new(),
+            upgrade_from: None,
+            running: None,
+            outcome: None,
+        });
         self.save()?;
         Ok(self.file.work.len() - 1)
     }
 
+    pub fn step_started(&mut self, work: usize, step: &str) -> Result<(), String> {
+        self.file.work[work].running = Some(step.to_owned());
+        self.save()
+    }
+
     pub fn step_done(&mut self, work: usize, step: &str) -> Result<(), String> {
-        self.file.work[work].done.push(step.to_owned());
+        let w = &mut self.file.work[work];
+        w.done.push(step.to_owned());
+        w.running = None;
         self.save()
     }
 

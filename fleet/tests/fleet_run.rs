@@ -727,3 +727,75 @@ fn a_node_that_fails_for_good_halts_the_run_and_an_audited_retry_finishes_it() {
     assert_eq!(starts.lines().collect::<Vec<_>>(), ["eft2", "eft2", "eft2", "eft1"]);
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft1");
 }
+
+#[test]
+fn an_exclusive_section_interrupted_by_its_agents_death_waits_for_an_audited_retry_on_the_same_node() {
+    const NODES: [&str; 3] = ["uwm1", "uwm2", "uwm3"];
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let page = StatusPage::start();
+    let fleets = copied_plans(probe.dir.path());
+    let plan = fleets.join("../unattended-uwm.yaml");
+    let text = std::fs::read_to_string(&plan).expect("the UWM plan");
+    let port = format!("127.0.0.1:{}", page.port);
+    std::fs::write(&plan, text.replace("127.0.0.1:7751", &port).replace("127.0.0.1:7771", &port)).expect("write");
+    // The database upgrade (the exclusive section) records each start and is held until `go`.
+    let cluster = fleets.join("scripts/cluster");
+    std::fs::rename(&cluster, fleets.join("scripts/cluster.seed")).expect("rename");
+    let w = probe.world();
+    let wrapper = format!(
+        "#!/bin/sh\nif [ \"$1\" = database ]; then echo \"$DUET_FLEET_NODE\" >> {w}/database-starts\n  while [ ! -e {w}/go ]; do sleep 0.05; done\nfi\nexec {seed} \"$@\"\n",
+        w = w.display(),
+        seed = fleets.join("scripts/cluster.seed").display()
+    );
+    std::fs::write(&cluster, wrapper).expect("wrapper");
+    std::fs::set_permissions(&cluster, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut run = probe;
+    run.fleet = fleets.join("uwm.yaml");
+    for node in NODES {
+        run.start_agent(node);
+    }
+    run.start_coordinator("coordinator-1");
+    let starts = run.world().join("database-starts");
+    wait_for(120, "uwm1 starts the database upgrade", || run.logs(), || std::fs::read_to_string(&starts).ok());
+
+    // kill -9 of the holder's agent inside the section; its lease (and etcd's lock) go.
+    run.kill_agent("uwm1");
+    let lost = |r: &Run| summary(&r.journal()).iter().any(|e| e == "lost servers uwm1 1");
+    wait_for(60, "the coordinator counts uwm1's work lost", || run.logs(), || lost(&run).then_some(()));
+    run.start_agent("uwm1");
+    std::fs::write(run.world().join("go"), "").expect("let the killed agent's database step finish");
+    // The run halts (the budget of 0 counts the lost holder); the restarted agent does not run
+    // the section again by itself (`rerun: manual`), and says so.
+    let status = run.wait_coordinator("coordinator-1", 180);
+    assert_eq!(status.code(), Some(1), "{}", run.logs());
+    let journal = summary(&run.journal());
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched servers uwm2")), "{journal:#?}");
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched servers uwm3")), "{journal:#?}");
+    assert_eq!(run.status_json()["run"], "halted");
+    let why = wait_for(
+        60,
+        "the restarted agent records its outcome",
+        || run.logs(),
+        || run.agent_journal("uwm1")["work"][0]["outcome"]["reason"].as_str().map(str::to_owned),
+    );
+    assert!(
+        why.contains("exclusive section `database` was interrupted") && why.contains("duet-fleet retry servers uwm1"),
+        "{why}"
+    );
+    assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["uwm1"]);
+
+    // The operator checks the database and lets the same node go again.
+    run.start_coordinator_with(
+        "operator",
+        &["retry"],
+        &["servers", "uwm1", "--reason", "database checked: upgrade again"],
+    );
+    let status = run.wait_coordinator("operator", 180);
+    assert!(status.success(), "the retry: {status}\n{}", run.logs());
+    run.wait_agents(60);
+    let journal = summary(&run.journal());
+    assert!(at(&journal, "dispatched servers uwm1 2") < at(&journal, "dispatched servers uwm2 1"), "{journal:#?}");
+    assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["uwm1", "uwm1"]);
+    assert_upgraded_once(&run, &NODES[1..], Some(("Ivanti UWM", "12.1.0")));
+    assert_eq!(std::fs::read_to_string(run.world().join("database-version")).expect("db").trim(), "12.1");
+}
