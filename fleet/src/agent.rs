@@ -108,6 +108,13 @@ impl Agent {
         etcd.register(&self.node).map_err(err)?;
         eprintln!("agent {}: registered; waiting for work", self.node);
         loop {
+            if etcd.lease_expired() {
+                // etcd could not be reached for longer than the lease: the coordinator counts
+                // this agent's work in flight as lost; it registers again to be seen back.
+                eprintln!("agent {}: its lease expired (etcd was unreachable); registering again", self.node);
+                etcd.grant_lease(LEASE_TTL).map_err(err)?;
+                etcd.register(&self.node).map_err(err)?;
+            }
             let revision = etcd.revision().map_err(err)?;
             if let Some(a) = etcd.assignment(&self.node).map_err(err)? {
                 if !journal.has(&a) {

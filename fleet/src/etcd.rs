@@ -6,10 +6,15 @@
 //! Keys, under `/duet/fleet/<run>/`: `agents/<node>` (on the agent's lease), `election`,
 //! `journal/<seq>` (JSON entries, `seq` zero-padded), `assign/<node>`, `reports/<node>/<stage>/
 //! <attempt>`, `locks/<name>`. The API is blocking: each call runs on the client's own runtime,
-//! which also keeps the lease alive between calls.
+//! which also keeps the lease alive between calls. A call that finds etcd unavailable (a member
+//! died, the cluster is electing a leader) is tried again for up to [`RETRY_FOR`]; a fenced
+//! append whose outcome the failure hid is recognised when it did land.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp, WatchOptions};
 
@@ -18,6 +23,29 @@ use crate::journal::Entry;
 
 fn service(e: impl std::fmt::Display) -> CoordError {
     CoordError::Service(e.to_string())
+}
+
+/// How long a call goes on trying while etcd is unavailable: longer than a leader election,
+/// shorter than a lease an operator would notice.
+pub const RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// etcd could not answer now but may in a moment: the member is gone (another one answers
+/// next) or the cluster has no leader yet.
+fn transient(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            // Unknown: the connection broke under the call (an h2 error, not etcd's answer).
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown
+            )
+        }
+        _ => false,
+    }
 }
 
 /// One connection to etcd, for one coordinator or one agent.
@@ -31,6 +59,8 @@ pub struct Etcd {
     next_seq: Option<u64>,
     /// Lock name -> the key etcd's lock service gave it.
     locks: BTreeMap<String, Vec<u8>>,
+    /// Set by the keep-alive task when etcd says the lease is gone.
+    expired: Arc<AtomicBool>,
 }
 
 impl Etcd {
@@ -50,6 +80,7 @@ impl Etcd {
             leader_key: None,
             next_seq: None,
             locks: BTreeMap::new(),
+            expired: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -57,31 +88,65 @@ impl Etcd {
         format!("{}{rest}", self.prefix)
     }
 
+    /// Runs `f` on the client's runtime, again while etcd is unavailable (for [`RETRY_FOR`]).
+    fn call<T, F, Fut>(&self, mut f: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + RETRY_FOR;
+        loop {
+            match self.rt.block_on(f(self.client.clone())) {
+                Err(e) if transient(&e) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                result => return result,
+            }
+        }
+    }
+
     /// Grants a lease of `ttl` seconds and keeps it alive from the client's runtime until the
-    /// process dies (then etcd expires it after `ttl`).
+    /// process dies (then etcd expires it after `ttl`). A keep-alive stream that breaks (its
+    /// member died) is opened again, on whichever member answers.
     pub fn grant_lease(&mut self, ttl: i64) -> Result<i64, CoordError> {
-        let mut client = self.client.clone();
-        let id = self.rt.block_on(async { client.lease_grant(ttl, None).await }).map_err(service)?.id();
-        let (mut keeper, mut stream) =
-            self.rt.block_on(async { client.lease_keep_alive(id).await }).map_err(service)?;
+        let id = self.call(|mut c| async move { c.lease_grant(ttl, None).await }).map_err(service)?.id();
+        let client = self.client.clone();
         let period = Duration::from_millis(u64::try_from(ttl).unwrap_or(1).max(1) * 1000 / 3);
+        let expired = Arc::new(AtomicBool::new(false));
+        self.expired = expired.clone();
         self.rt.spawn(async move {
             loop {
-                if keeper.keep_alive().await.is_err() || !matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0) {
-                    return;
+                let mut c = client.clone();
+                if let Ok((mut keeper, mut stream)) = c.lease_keep_alive(id).await {
+                    loop {
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match stream.message().await {
+                            Ok(Some(r)) if r.ttl() > 0 => {}
+                            Ok(Some(_)) => {
+                                expired.store(true, Ordering::SeqCst);
+                                return;
+                            }
+                            _ => break,
+                        }
+                        tokio::time::sleep(period).await;
+                    }
                 }
-                tokio::time::sleep(period).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
         self.lease = Some(id);
         Ok(id)
     }
 
+    /// Whether etcd said this client's lease is gone (it could not keep it alive in time).
+    pub fn lease_expired(&self) -> bool {
+        self.expired.load(Ordering::SeqCst)
+    }
+
     /// Revokes the lease now (a clean stop, or a test making an agent vanish).
     pub fn revoke_lease(&mut self) -> Result<(), CoordError> {
         if let Some(id) = self.lease.take() {
-            let mut client = self.client.clone();
-            self.rt.block_on(async { client.lease_revoke(id).await }).map_err(service)?;
+            self.call(|mut c| async move { c.lease_revoke(id).await }).map_err(service)?;
         }
         self.leader_key = None;
         Ok(())
@@ -95,9 +160,13 @@ impl Etcd {
     pub fn register(&mut self, node: &str) -> Result<(), CoordError> {
         let lease = self.lease()?;
         let key = self.key(&format!("agents/{node}"));
-        let mut client = self.client.clone();
         let options = etcd_client::PutOptions::new().with_lease(lease);
-        self.rt.block_on(async { client.put(key, node, Some(options)).await }).map_err(service)?;
+        let node = node.to_owned();
+        self.call(|mut c| {
+            let (key, node, options) = (key.clone(), node.clone(), options.clone());
+            async move { c.put(key, node, Some(options)).await }
+        })
+        .map_err(service)?;
         Ok(())
     }
 
@@ -105,8 +174,17 @@ impl Etcd {
     pub fn elect(&mut self, name: &str) -> Result<Fence, CoordError> {
         let lease = self.lease()?;
         let election = self.key("election");
-        let mut client = self.client.clone();
-        let response = self.rt.block_on(async { client.campaign(election, name, lease).await }).map_err(service)?;
+        // A campaign waits as long as another coordinator leads: each request's timeout ends
+        // it, and it goes on (the same key, on the same lease).
+        let response = loop {
+            let mut c = self.client.clone();
+            let (election, name) = (election.clone(), name.to_owned());
+            match self.rt.block_on(async move { c.campaign(election, name, lease).await }) {
+                Ok(response) => break response,
+                Err(e) if transient(&e) => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(service(e)),
+            }
+        };
         let leader =
             response.leader().ok_or_else(|| CoordError::Service("etcd's campaign returned no leader key".into()))?;
         self.leader_key = Some(leader.key().to_vec());
@@ -121,10 +199,11 @@ impl Etcd {
 
     fn get_prefix(&self, rest: &str) -> Result<Vec<(String, Vec<u8>)>, CoordError> {
         let key = self.key(rest);
-        let mut client = self.client.clone();
         let response = self
-            .rt
-            .block_on(async { client.get(key, Some(GetOptions::new().with_prefix())).await })
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
             .map_err(service)?;
         Ok(response
             .kvs()
@@ -138,9 +217,35 @@ impl Etcd {
         let mut compares = vec![self.leader_compare(fence)?];
         compares.extend(extra);
         let txn = Txn::new().when(compares).and_then(ops);
-        let mut client = self.client.clone();
-        let response = self.rt.block_on(async { client.txn(txn).await }).map_err(service)?;
+        let response = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .map_err(service)?;
         if response.succeeded() { Ok(()) } else { Err(CoordError::Deposed(fence.0)) }
+    }
+
+    /// Whether this client still leads and the journal holds exactly `puts`.
+    fn landed(&self, fence: Fence, puts: &[(String, Vec<u8>)]) -> Result<bool, CoordError> {
+        let Some(leader) = self.leader_key.clone() else { return Ok(false) };
+        let get = |key: Vec<u8>| {
+            self.call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .map_err(service)
+        };
+        let leads = get(leader)?.kvs().first().is_some_and(|kv| kv.create_revision() == fence.0);
+        if !leads {
+            return Ok(false);
+        }
+        for (key, value) in puts {
+            if get(key.clone().into_bytes())?.kvs().first().is_none_or(|kv| kv.value() != value.as_slice()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Blocks until a key under the run's prefix changes after `revision`, or `timeout` passes.
@@ -150,11 +255,20 @@ impl Etcd {
         let mut client = self.client.clone();
         self.rt.block_on(async move {
             let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-            let mut stream = client.watch(key, Some(options)).await.map_err(service)?;
+            // A watch that cannot start or breaks ends the wait early: the caller reads again.
+            let mut stream = match client.watch(key, Some(options)).await {
+                Ok(stream) => stream,
+                Err(e) if transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return Ok(revision);
+                }
+                Err(e) => return Err(service(e)),
+            };
             let deadline = tokio::time::Instant::now() + timeout;
             loop {
                 match tokio::time::timeout_at(deadline, stream.message()).await {
                     Err(_) | Ok(Ok(None)) => return Ok(revision),
+                    Ok(Err(e)) if transient(&e) => return Ok(revision),
                     Ok(Err(e)) => return Err(service(e)),
                     Ok(Ok(Some(r))) if !r.events().is_empty() => {
                         return Ok(r.header().map_or(revision, etcd_client::ResponseHeader::revision));
@@ -168,8 +282,12 @@ impl Etcd {
     /// The store's current revision.
     pub fn revision(&self) -> Result<i64, CoordError> {
         let key = self.key("");
-        let mut client = self.client.clone();
-        let response = self.rt.block_on(async { client.get(key, None).await }).map_err(service)?;
+        let response = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .map_err(service)?;
         Ok(response.header().map_or(0, etcd_client::ResponseHeader::revision))
     }
 }
@@ -197,15 +315,23 @@ impl Coordination for Etcd {
         let first = self.key(&format!("journal/{next:012}"));
         // The first new key must not exist: another writer cannot have appended in between.
         let absent = Compare::create_revision(first, CompareOp::Equal, 0);
-        let ops = entries
+        let puts: Vec<(String, Vec<u8>)> = entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let key = self.key(&format!("journal/{:012}", next + i as u64));
-                TxnOp::put(key, serde_json::to_vec(e).expect("an entry serializes"), None)
+                (
+                    self.key(&format!("journal/{:012}", next + i as u64)),
+                    serde_json::to_vec(e).expect("an entry serializes"),
+                )
             })
             .collect();
-        self.fenced_txn(fence, vec![absent], ops)?;
+        let ops = puts.iter().map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None)).collect();
+        match self.fenced_txn(fence, vec![absent], ops) {
+            Ok(()) => {}
+            // A retried transaction whose first try landed (its answer was lost with a member).
+            Err(CoordError::Deposed(_)) if self.landed(fence, &puts)? => {}
+            Err(e) => return Err(e),
+        }
         self.next_seq = Some(next + entries.len() as u64);
         Ok(())
     }
@@ -235,8 +361,11 @@ impl AgentSide for Etcd {
     fn report(&mut self, report: &Report) -> Result<(), CoordError> {
         let key = self.key(&format!("reports/{}/{}/{}", report.node, report.stage, report.attempt));
         let value = serde_json::to_vec(report).expect("a report serializes");
-        let mut client = self.client.clone();
-        self.rt.block_on(async { client.put(key, value, None).await }).map_err(service)?;
+        self.call(|mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .map_err(service)?;
         Ok(())
     }
 
@@ -247,21 +376,29 @@ impl AgentSide for Etcd {
         }
         let lease = self.lease()?;
         let name = self.key(&format!("locks/{lock}"));
-        let mut client = self.client.clone();
-        let wait = self.rt.block_on(async {
-            tokio::time::timeout(
-                Duration::from_secs(2),
-                client.lock(name.clone(), Some(LockOptions::new().with_lease(lease))),
-            )
-            .await
+        // etcd's lock key is the name and the lease: taking it again after a failure is the
+        // same lock, not a second one.
+        let wait = self.call(|mut c| {
+            let name = name.clone();
+            async move {
+                match tokio::time::timeout(
+                    Duration::from_secs(2),
+                    c.lock(name, Some(LockOptions::new().with_lease(lease))),
+                )
+                .await
+                {
+                    Ok(r) => r.map(Some),
+                    Err(_) => Ok(None),
+                }
+            }
         });
         match wait {
-            Ok(Ok(response)) => {
+            Ok(Some(response)) => {
                 self.locks.insert(lock.to_owned(), response.key().to_vec());
                 Ok(())
             }
-            Ok(Err(e)) => Err(service(e)),
-            Err(_) => {
+            Err(e) => Err(service(e)),
+            Ok(None) => {
                 let _ = holder;
                 let holders = self.get_prefix(&format!("locks/{lock}"))?;
                 let holder = holders.first().map_or_else(|| "another agent".to_owned(), |(k, _)| k.clone());
@@ -272,8 +409,11 @@ impl AgentSide for Etcd {
 
     fn unlock(&mut self, lock: &str, _holder: &str) -> Result<(), CoordError> {
         if let Some(key) = self.locks.remove(lock) {
-            let mut client = self.client.clone();
-            self.rt.block_on(async { client.unlock(key).await }).map_err(service)?;
+            self.call(|mut c| {
+                let key = key.clone();
+                async move { c.unlock(key).await }
+            })
+            .map_err(service)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use etcd_server::EtcdServer;
 
 impl EtcdServer {
     fn connect(&self, run: &str) -> Etcd {
-        Etcd::connect(std::slice::from_ref(&self.endpoint), run).expect("connect")
+        Etcd::connect(&self.endpoints, run).expect("connect")
     }
 }
 
@@ -38,9 +38,9 @@ fn a_deposed_coordinator_cannot_write_the_journal() {
     assert_eq!(first.journal().unwrap().len(), 1);
 
     // The second coordinator's campaign waits until the first's lease is gone.
-    let endpoint = etcd.endpoint.clone();
+    let endpoints = etcd.endpoints.clone();
     let second = std::thread::spawn(move || {
-        let mut c = Etcd::connect(&[endpoint], "r1").unwrap();
+        let mut c = Etcd::connect(&endpoints, "r1").unwrap();
         c.grant_lease(5).unwrap();
         let fence = c.elect("coordinator-2").unwrap();
         (c, fence)

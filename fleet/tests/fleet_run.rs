@@ -51,11 +51,14 @@ struct Run {
 
 impl Run {
     fn new(fleet: PathBuf) -> Option<Self> {
-        let etcd = EtcdServer::start()?;
+        Some(Self::on(EtcdServer::start()?, fleet))
+    }
+
+    fn on(etcd: EtcdServer, fleet: PathBuf) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("world")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
-        Some(Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinators: BTreeMap::new(), starts: 0 })
+        Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinators: BTreeMap::new(), starts: 0 }
     }
 
     /// The cluster's shared world the fleet's scripts act on.
@@ -75,7 +78,7 @@ impl Run {
 
     fn fleet_cmd(&self) -> Command {
         let mut cmd = Command::new(FLEET_BIN);
-        cmd.env("DUET_FLEET_ETCD", &self.etcd.endpoint).env_remove("DUET_STATE_DIR");
+        cmd.env("DUET_FLEET_ETCD", self.etcd.endpoints.join(",")).env_remove("DUET_STATE_DIR");
         cmd
     }
 
@@ -798,4 +801,50 @@ fn an_exclusive_section_interrupted_by_its_agents_death_waits_for_an_audited_ret
     assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["uwm1", "uwm1"]);
     assert_upgraded_once(&run, &NODES[1..], Some(("Ivanti UWM", "12.1.0")));
     assert_eq!(std::fs::read_to_string(run.world().join("database-version")).expect("db").trim(), "12.1");
+}
+
+#[test]
+fn the_etcd_leader_killed_mid_run_the_run_finishes_on_the_other_two_members() {
+    let Some(etcd) = EtcdServer::start_cluster(3) else { return };
+    let probe = Run::on(etcd, PathBuf::new());
+    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    run.start_coordinator("coordinator-2");
+    let starts = run.world().join("installer-starts");
+    wait_for(
+        120,
+        "eft2's installer starts",
+        || run.logs(),
+        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
+    );
+    let leader = wait_for(30, "etcd has a leader", || run.logs(), || run.etcd.leader());
+    run.etcd.kill_member(leader);
+    std::fs::write(run.world().join("go"), "").expect("let the installer finish");
+    // Whichever coordinator leads (or takes over) finishes the run.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut finished = false;
+    while !finished {
+        assert!(Instant::now() < deadline, "no coordinator finished the run\n{}", run.logs());
+        for name in ["coordinator-1", "coordinator-2"] {
+            let Some(child) = run.coordinators.get_mut(name) else { continue };
+            if let Some(status) = child.try_wait().expect("wait") {
+                run.coordinators.remove(name);
+                finished |= status.success();
+            }
+        }
+        assert!(
+            finished || !run.coordinators.is_empty(),
+            "every coordinator stopped without finishing\n{}",
+            run.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run.wait_agents(60);
+    assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
+    assert_eft_upgraded(&run);
 }
