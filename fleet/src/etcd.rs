@@ -279,6 +279,39 @@ impl Etcd {
         })
     }
 
+    /// Asks the leading coordinator to stop the run (`duet-fleet abort`): a request, not a
+    /// journal entry; the leader journals it (fenced) and removes it.
+    pub fn request_abort(&self, request: &AbortRequest) -> Result<(), CoordError> {
+        let (key, value) = (self.key("abort"), serde_json::to_vec(request).expect("a request serializes"));
+        self.call(|mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .map_err(service)?;
+        Ok(())
+    }
+
+    pub fn abort_request(&self) -> Result<Option<AbortRequest>, CoordError> {
+        let exact = self.key("abort");
+        let kvs = self.get_prefix("abort")?;
+        kvs.iter().find(|(k, _)| *k == exact).map(|(k, v)| decode(k, v)).transpose()
+    }
+
+    pub fn clear_abort_request(&self) -> Result<(), CoordError> {
+        let key = self.key("abort");
+        self.call(|mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .map_err(service)?;
+        Ok(())
+    }
+
+    /// Whether some coordinator holds (or campaigns for) the election.
+    pub fn has_coordinator(&self) -> Result<bool, CoordError> {
+        Ok(!self.get_prefix("election")?.is_empty())
+    }
+
     /// The store's current revision.
     pub fn revision(&self) -> Result<i64, CoordError> {
         let key = self.key("");
@@ -290,6 +323,13 @@ impl Etcd {
             .map_err(service)?;
         Ok(response.header().map_or(0, etcd_client::ResponseHeader::revision))
     }
+}
+
+/// `duet-fleet abort`'s request: who and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AbortRequest {
+    pub by: String,
+    pub reason: String,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, CoordError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use duet_fleet::coordination::{Coordination, Fence};
-use duet_fleet::etcd::Etcd;
+use duet_fleet::etcd::{AbortRequest, Etcd};
 use duet_fleet::journal::{Entry, RunState};
 use duet_fleet::spec::FleetSpec;
 use duet_fleet::{agent, coordinator, exec, scheduler};
@@ -64,6 +64,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop the run: no new batch starts; the nodes' work in flight finishes. Journaled with
+    /// who and why by the leading coordinator (or by this command when none runs).
+    Abort {
+        #[command(flatten)]
+        conn: Conn,
+        /// Why (kept in the fleet journal).
+        #[arg(long)]
+        reason: String,
+        /// Who asks.
+        #[arg(long, default_value = "operator")]
+        name: String,
+    },
     /// The fleet journal, one JSON entry a line.
     Log {
         #[command(flatten)]
@@ -110,6 +122,7 @@ fn main() -> ExitCode {
         Command::Retry { args, stage, node, reason } => run(&args, &Operator::Retry { stage, node, reason }),
         Command::Status { fleet, conn, json } => status(&fleet, &conn, json),
         Command::Log { conn } => log(&conn),
+        Command::Abort { conn, reason, name } => abort(&conn, &AbortRequest { by: name, reason }),
         Command::Agent { fleet, conn, node, state_dir, sim, duet } => {
             let duet = duet.unwrap_or_else(|| sibling("duet-node"));
             serve(&fleet, &conn, node, state_dir, sim, duet)
@@ -277,6 +290,13 @@ fn coordinate(
     let mut shown = Vec::new();
     loop {
         let revision = etcd.revision().map_err(|e| e.to_string())?;
+        if let Some(request) = etcd.abort_request().map_err(|e| e.to_string())? {
+            let state = RunState::fold(&etcd.journal().map_err(|e| e.to_string())?);
+            if !state.finished && state.halted.is_none() {
+                etcd.append(fence, &[aborted(&request)]).map_err(|e| e.to_string())?;
+            }
+            etcd.clear_abort_request().map_err(|e| e.to_string())?;
+        }
         let decision = coordinator::step(spec, etcd, fence, scripts).map_err(|e| e.to_string())?;
         let state = RunState::fold(&etcd.journal().map_err(|e| e.to_string())?);
         if state.finished {
@@ -318,6 +338,49 @@ fn status(path: &Path, conn: &Conn, json: bool) -> Result<ExitCode, String> {
     } else {
         print!("{}", view.render());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn aborted(request: &AbortRequest) -> Entry {
+    Entry::Halted { reason: format!("aborted by {}: {}", request.by, request.reason) }
+}
+
+fn abort(conn: &Conn, request: &AbortRequest) -> Result<ExitCode, String> {
+    let mut etcd = connect(conn)?;
+    let state = RunState::fold(&etcd.journal().map_err(|e| e.to_string())?);
+    if state.finished {
+        return Err(format!("run `{}` has finished: nothing to abort", conn.run));
+    }
+    if state.halted.is_some() {
+        println!("run `{}` is halted already: no new batch starts", conn.run);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if etcd.has_coordinator().map_err(|e| e.to_string())? {
+        // The leader journals it at its next step.
+        etcd.request_abort(request).map_err(|e| e.to_string())?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let revision = etcd.revision().map_err(|e| e.to_string())?;
+            if etcd.journal().map_err(|e| e.to_string())?.contains(&aborted(request)) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the coordinator of run `{}` did not take the abort within 60 s; the request stays in etcd; see `duet-fleet status`",
+                    conn.run
+                ));
+            }
+            etcd.wait_for_change(revision, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+        }
+    } else {
+        etcd.grant_lease(5).map_err(|e| e.to_string())?;
+        let fence = etcd.elect(&request.by).map_err(|e| e.to_string())?;
+        etcd.journal().map_err(|e| e.to_string())?;
+        let written = etcd.append(fence, &[aborted(request)]).map_err(|e| e.to_string());
+        let _ = etcd.revoke_lease();
+        written?;
+    }
+    println!("run `{}` aborted: no new batch starts; the nodes' work in flight finishes", conn.run);
     Ok(ExitCode::SUCCESS)
 }
 

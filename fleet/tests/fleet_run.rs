@@ -848,3 +848,73 @@ fn the_etcd_leader_killed_mid_run_the_run_finishes_on_the_other_two_members() {
     assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
     assert_eft_upgraded(&run);
 }
+
+#[test]
+fn an_abort_stops_new_batches_while_the_work_in_flight_finishes() {
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    let starts = run.world().join("installer-starts");
+    wait_for(
+        120,
+        "eft2's installer starts",
+        || run.logs(),
+        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
+    );
+
+    let abort = |r: &Run| {
+        r.fleet_cmd()
+            .args(["abort", "--run", "t", "--name", "alice", "--reason", "the change window closed"])
+            .output()
+            .expect("abort")
+    };
+    let out = abort(&run);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), run.logs());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aborted"), "{}", String::from_utf8_lossy(&out.stdout));
+    let status = run.wait_coordinator("coordinator-1", 60);
+    assert_eq!(status.code(), Some(1), "a halted run exits 1\n{}", run.logs());
+    let entries = run.journal();
+    let halted = entries.iter().find(|e| e["entry"] == "halted").expect("halted");
+    assert_eq!(halted["reason"], "aborted by alice: the change window closed");
+    assert_eq!(run.status_json()["run"], "halted");
+
+    // eft2's upgrade in flight finishes (its agent's journal has it); no new batch started.
+    std::fs::write(run.world().join("go"), "").expect("let the installer finish");
+    let outcome = wait_for(
+        120,
+        "eft2's work in flight finishes",
+        || run.logs(),
+        || run.agent_journal("eft2")["work"][0]["outcome"]["outcome"].as_str().map(str::to_owned),
+    );
+    assert_eq!(outcome, "ok");
+    assert!(!summary(&run.journal()).iter().any(|e| e.starts_with("dispatched other-node")));
+    assert!(run.history("eft1").is_empty(), "eft1 was not touched");
+    // Aborting a halted run again changes nothing.
+    let again = abort(&run);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("halted already"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+    assert_eq!(run.journal().len(), entries.len());
+}
+
+#[test]
+fn an_abort_with_no_coordinator_running_is_journaled_by_the_command_itself() {
+    let Some(mut run) = Run::new(seeds().join("eft.yaml")) else { return };
+    eft_world(&run);
+    let out = run.fleet_cmd().args(["abort", "--run", "t", "--reason", "not tonight"]).output().expect("abort");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(summary(&run.journal()), ["halted"]);
+    // A coordinator started later finds the run halted and starts nothing.
+    run.start_coordinator("coordinator-1");
+    let status = run.wait_coordinator("coordinator-1", 60);
+    assert_eq!(status.code(), Some(1), "{}", run.logs());
+    assert!(run.log_of("coordinator-1").contains("halted: aborted by operator: not tonight"), "{}", run.logs());
+    assert!(!summary(&run.journal()).iter().any(|e| e.starts_with("dispatched")));
+}
