@@ -3,8 +3,9 @@
 //! failover, the node's upgrade by the runtime's `duet` with the node's own state directory and
 //! simulator, gates, undrain), records each step and the outcome in its own journal
 //! ([`LocalJournal`], durable) and only then reports it. Restarted, it first finishes (resumes)
-//! the work the killed agent left, and reports it, before it says it is live again: the
-//! coordinator sees the report no later than the agent, and never hands the work out twice.
+//! the work the killed agent left, or took on too late, and reports it, before it says it is
+//! live again: the coordinator sees the report no later than the agent, and never hands the
+//! work out twice.
 //! Its own steps (drain, failover, gates) are at-least-once like duet's actions: one that was
 //! running when the agent died runs again; the node's duet steps run exactly once.
 
@@ -100,6 +101,16 @@ impl Agent {
                 "agent {}: resuming stage `{}` attempt {} where the previous agent stopped",
                 self.node, a.stage, a.attempt
             );
+            self.carry_out(&mut journal, work, etcd)?;
+        } else if let Some(a) = etcd.assignment(&self.node).map_err(err)?.filter(|a| !journal.has(a)) {
+            // Handed to the previous agent process, which died before it took it on: done
+            // before this one says it is live too, or the coordinator, seeing it back with the
+            // work lost, would hand it out again as a new attempt.
+            eprintln!(
+                "agent {}: taking on stage `{}` attempt {}, handed out before it restarted",
+                self.node, a.stage, a.attempt
+            );
+            let work = journal.accept(&a)?;
             self.carry_out(&mut journal, work, etcd)?;
         }
         for r in journal.reports() {

@@ -918,3 +918,38 @@ fn an_abort_with_no_coordinator_running_is_journaled_by_the_command_itself() {
     assert!(run.log_of("coordinator-1").contains("halted: aborted by operator: not tonight"), "{}", run.logs());
     assert!(!summary(&run.journal()).iter().any(|e| e.starts_with("dispatched")));
 }
+
+#[test]
+fn work_handed_to_an_agent_that_died_before_taking_it_is_done_by_the_restarted_agent_as_the_same_attempt() {
+    let Some(probe) = Run::new(PathBuf::new()) else { return };
+    let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    for node in ["eft1", "eft2"] {
+        wait_for(
+            60,
+            &format!("{node} registers"),
+            || run.logs(),
+            || run.log_of(node).contains("registered").then_some(()),
+        );
+    }
+    // eft2 dies idle; the coordinator hands it its work anyway (it may still look live), and
+    // counts it lost once its lease is gone.
+    run.kill_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    let lost = |r: &Run| summary(&r.journal()).iter().any(|e| e == "lost passive-first eft2 1");
+    wait_for(60, "eft2's work is counted lost", || run.logs(), || lost(&run).then_some(()));
+    run.start_agent("eft2");
+    let status = run.wait_coordinator("coordinator-1", 180);
+    assert!(status.success(), "{status}\n{}", run.logs());
+    run.wait_agents(60);
+    let journal = summary(&run.journal());
+    assert!(journal.iter().any(|e| e == "reported passive-first eft2 1 ok"), "{journal:#?}");
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched passive-first eft2 2")), "no new attempt: {journal:#?}");
+    let starts = std::fs::read_to_string(run.world().join("installer-starts")).expect("starts");
+    assert_eq!(starts.lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
+    assert_eft_upgraded(&run);
+}
