@@ -26,6 +26,10 @@ use crate::spec::{FleetSpec, StageSpec};
 /// Seconds an agent's lease lives without a keep-alive: a killed agent drops out this fast.
 pub const LEASE_TTL: i64 = 3;
 
+/// How long before its lease may lapse an agent stops starting steps (longer than a step takes
+/// to be recorded started).
+const LEASE_MARGIN: Duration = Duration::from_millis(500);
+
 pub struct Agent {
     pub spec: FleetSpec,
     pub node: String,
@@ -94,7 +98,7 @@ impl Agent {
     pub fn serve(&self, etcd: &mut Etcd) -> Result<(), String> {
         let err = |e: CoordError| format!("node `{}`: {e}", self.node);
         let mut journal = LocalJournal::open(&self.state_dir, &self.node)?;
-        etcd.grant_lease(LEASE_TTL).map_err(err)?;
+        self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
         if let Some(work) = journal.unfinished() {
             let a = journal.work()[work].assignment.clone();
             eprintln!(
@@ -114,33 +118,91 @@ impl Agent {
             self.carry_out(&mut journal, work, etcd)?;
         }
         for r in journal.reports() {
-            etcd.report(&r).map_err(err)?;
+            self.reachable(etcd, "report", |etcd| etcd.report(&r))?;
         }
-        etcd.register(&self.node).map_err(err)?;
+        self.reachable(etcd, "register", |etcd| etcd.register(&self.node))?;
         eprintln!("agent {}: registered; waiting for work", self.node);
         loop {
-            if etcd.lease_expired() {
+            if etcd.lease_expired() || !etcd.registered_on_lease() {
                 // etcd could not be reached for longer than the lease: the coordinator counts
-                // this agent's work in flight as lost; it registers again to be seen back.
-                eprintln!("agent {}: its lease expired (etcd was unreachable); registering again", self.node);
-                etcd.grant_lease(LEASE_TTL).map_err(err)?;
-                etcd.register(&self.node).map_err(err)?;
+                // this agent's work in flight as lost; it registers again to be seen back (only
+                // here, with its work reported: never with work of a lost attempt unreported).
+                eprintln!("agent {}: registering again on a new lease (etcd was out of reach)", self.node);
+                if etcd.lease_expired() {
+                    self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
+                }
+                self.reachable(etcd, "register", |etcd| etcd.register(&self.node))?;
             }
-            let revision = etcd.revision().map_err(err)?;
-            if let Some(a) = etcd.assignment(&self.node).map_err(err)? {
+            let Some(revision) = self.try_etcd(etcd.revision()) else { continue };
+            if let Some(Some(a)) = self.try_etcd(etcd.assignment(&self.node)) {
                 if !journal.has(&a) {
                     let work = journal.accept(&a)?;
                     let report = self.carry_out(&mut journal, work, etcd)?;
-                    etcd.report(&report).map_err(err)?;
+                    self.reachable(etcd, "report", |etcd| etcd.report(&report))?;
                     continue;
                 }
             }
-            if etcd.journal().map_err(err)?.contains(&Entry::Finished) {
+            if self.try_etcd(etcd.journal()).is_some_and(|j| j.contains(&Entry::Finished)) {
                 eprintln!("agent {}: the fleet run finished", self.node);
                 return Ok(());
             }
-            etcd.wait_for_change(revision, Duration::from_secs(2)).map_err(err)?;
+            self.try_etcd(etcd.wait_for_change(revision, Duration::from_secs(2)));
         }
+    }
+
+    /// A call's value; when etcd is out of reach, None after a pause (the agent waits for it
+    /// rather than stopping: its work is local, its reports are on disk).
+    fn try_etcd<T>(&self, r: Result<T, CoordError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(CoordError::Service(why)) => {
+                eprintln!("agent {}: etcd is out of reach ({why}); trying again", self.node);
+                std::thread::sleep(Duration::from_millis(500));
+                None
+            }
+            Err(e) => {
+                eprintln!("agent {}: {e}", self.node);
+                std::thread::sleep(Duration::from_millis(500));
+                None
+            }
+        }
+    }
+
+    /// `f` until etcd answers it (a report the local journal holds must reach etcd).
+    fn reachable<T>(
+        &self,
+        etcd: &mut Etcd,
+        what: &str,
+        mut f: impl FnMut(&mut Etcd) -> Result<T, CoordError>,
+    ) -> Result<T, String> {
+        loop {
+            match f(etcd) {
+                Ok(v) => return Ok(v),
+                Err(CoordError::Service(why)) => {
+                    eprintln!("agent {}: etcd is out of reach for the {what} ({why}); trying again", self.node);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(format!("node `{}`: {e}", self.node)),
+            }
+        }
+    }
+
+    /// Before a step starts: the agent's lease surely lives a while longer. When etcd has been
+    /// out of reach for most of the lease (a partition), no step starts: the coordinator may
+    /// count this work lost any moment, and what the agent does then must be what it does after
+    /// it is back. It waits for etcd, takes a new lease (its registration comes after the
+    /// report, in [`Agent::serve`]) and carries on where it stopped.
+    fn hold_lease(&self, etcd: &mut Etcd) -> Result<(), String> {
+        if etcd.lease_held_for(LEASE_MARGIN) {
+            return Ok(());
+        }
+        eprintln!(
+            "agent {}: etcd has been out of reach for most of the lease: no step starts until it is back",
+            self.node
+        );
+        self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
+        eprintln!("agent {}: etcd is back; carrying on (registering again once the work is reported)", self.node);
+        Ok(())
     }
 
     /// Does the steps of `work` not done yet, each recorded done before the next, then records
@@ -180,6 +242,7 @@ impl Agent {
             if journal.work()[work].done.contains(&name) {
                 continue;
             }
+            self.hold_lease(etcd)?;
             match step {
                 Step::Upgrade => {
                     let from = if let Some(from) = journal.work()[work].upgrade_from.clone() {

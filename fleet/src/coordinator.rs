@@ -69,7 +69,7 @@ fn fresh_reports<C: Coordination>(state: &RunState, coord: &mut C) -> Result<Vec
     let mut out = Vec::new();
     for r in coord.reports()? {
         let Some(n) = state.stages.get(&r.stage).and_then(|s| s.nodes.get(&r.node)) else { continue };
-        let settled = n.done || (n.failed.is_some() && r.outcome != Outcome::Ok);
+        let settled = n.done || (n.failed.is_some() && !n.lost && r.outcome != Outcome::Ok);
         if n.attempts == r.attempt && (n.in_flight || !settled) {
             out.push(Entry::Reported { stage: r.stage, node: r.node, attempt: r.attempt, outcome: r.outcome });
         }

@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, LockOptions, Txn, TxnOp, WatchOptions};
@@ -61,14 +61,27 @@ pub struct Etcd {
     locks: BTreeMap<String, Vec<u8>>,
     /// Set by the keep-alive task when etcd says the lease is gone.
     expired: Arc<AtomicBool>,
+    /// Until when the lease surely lives in etcd: a keep-alive sent at `t` that etcd answered
+    /// with a TTL keeps it until at least `t + TTL` (etcd counts from when it got it, later).
+    /// Without an answer (etcd unreachable, a partition) this is when the lease may be gone.
+    alive_until: Arc<Mutex<Instant>>,
+    /// The lease this client's agent registration is on.
+    registered_on: Option<i64>,
+    /// The task keeping the lease alive; a new lease's stops the old one's.
+    keeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Etcd {
     /// Connects to `endpoints` (`127.0.0.1:2379`) for fleet run `run`.
     pub fn connect(endpoints: &[String], run: &str) -> Result<Self, CoordError> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(service)?;
-        let options =
-            ConnectOptions::new().with_connect_timeout(Duration::from_secs(5)).with_timeout(Duration::from_secs(10));
+        // HTTP/2 pings find a connection that went silent (a partition: no reset ever comes),
+        // so the next call connects again instead of waiting on it.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
         let client = rt
             .block_on(Client::connect(endpoints, Some(options)))
             .map_err(|e| CoordError::Service(format!("cannot reach etcd at {}: {e}", endpoints.join(","))))?;
@@ -81,6 +94,9 @@ impl Etcd {
             next_seq: None,
             locks: BTreeMap::new(),
             expired: Arc::new(AtomicBool::new(false)),
+            alive_until: Arc::new(Mutex::new(Instant::now())),
+            registered_on: None,
+            keeper: None,
         })
     }
 
@@ -107,22 +123,34 @@ impl Etcd {
     /// process dies (then etcd expires it after `ttl`). A keep-alive stream that breaks (its
     /// member died) is opened again, on whichever member answers.
     pub fn grant_lease(&mut self, ttl: i64) -> Result<i64, CoordError> {
+        let asked = Instant::now();
         let id = self.call(|mut c| async move { c.lease_grant(ttl, None).await }).map_err(service)?.id();
         let client = self.client.clone();
-        let period = Duration::from_millis(u64::try_from(ttl).unwrap_or(1).max(1) * 1000 / 3);
+        let full = Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1));
+        let period = full / 3;
         let expired = Arc::new(AtomicBool::new(false));
+        let alive_until = Arc::new(Mutex::new(asked + full));
         self.expired = expired.clone();
-        self.rt.spawn(async move {
+        self.alive_until = alive_until.clone();
+        if let Some(old) = self.keeper.take() {
+            old.abort();
+        }
+        self.keeper = Some(self.rt.spawn(async move {
             loop {
                 let mut c = client.clone();
-                if let Ok((mut keeper, mut stream)) = c.lease_keep_alive(id).await {
+                if let Ok(Ok((mut keeper, mut stream))) = tokio::time::timeout(period, c.lease_keep_alive(id)).await {
                     loop {
+                        let sent = Instant::now();
                         if keeper.keep_alive().await.is_err() {
                             break;
                         }
-                        match stream.message().await {
-                            Ok(Some(r)) if r.ttl() > 0 => {}
-                            Ok(Some(_)) => {
+                        // No answer within a period: the stream went silent; open another.
+                        match tokio::time::timeout(period, stream.message()).await {
+                            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                                let until = sent + Duration::from_secs(u64::try_from(r.ttl()).unwrap_or(0));
+                                *alive_until.lock().unwrap_or_else(PoisonError::into_inner) = until;
+                            }
+                            Ok(Ok(Some(_))) => {
                                 expired.store(true, Ordering::SeqCst);
                                 return;
                             }
@@ -133,7 +161,7 @@ impl Etcd {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        });
+        }));
         self.lease = Some(id);
         Ok(id)
     }
@@ -141,6 +169,20 @@ impl Etcd {
     /// Whether etcd said this client's lease is gone (it could not keep it alive in time).
     pub fn lease_expired(&self) -> bool {
         self.expired.load(Ordering::SeqCst)
+    }
+
+    /// Whether the lease surely lives for `margin` more: etcd answered a keep-alive recently
+    /// enough. False once etcd has been out of reach for most of the TTL, before etcd can have
+    /// let the lease go, so an agent that checks this before each step starts none after
+    /// the coordinator may have counted it gone.
+    pub fn lease_held_for(&self, margin: Duration) -> bool {
+        let until = *self.alive_until.lock().unwrap_or_else(PoisonError::into_inner);
+        self.lease.is_some() && !self.lease_expired() && Instant::now() + margin < until
+    }
+
+    /// Whether the agent's registration is on the lease this client holds now.
+    pub fn registered_on_lease(&self) -> bool {
+        self.lease.is_some() && self.registered_on == self.lease
     }
 
     /// Revokes the lease now (a clean stop, or a test making an agent vanish).
@@ -167,6 +209,7 @@ impl Etcd {
             async move { c.put(key, node, Some(options)).await }
         })
         .map_err(service)?;
+        self.registered_on = Some(lease);
         Ok(())
     }
 

@@ -118,6 +118,9 @@ pub struct NodeRun {
     pub failed: Option<String>,
     /// The operator allowed another attempt after a failure.
     pub retry_allowed: bool,
+    /// Its agent lost its lease with the attempt in flight, and has not reported it since: it
+    /// counts as failed, but it may still come back and report (the work goes on locally).
+    pub lost: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -200,6 +203,13 @@ impl RunState {
                 }
             }
             Entry::Dispatched { stage, node, attempt, exclusive } => {
+                // The node's one assignment is this one now: lost work of another stage will
+                // not be taken on any more (it stays failed; a late report still counts).
+                for (_, other) in self.stages.iter_mut().filter(|(id, _)| *id != stage) {
+                    if let Some(n) = other.nodes.get_mut(node) {
+                        n.lost = false;
+                    }
+                }
                 let s = self.stage(stage);
                 if !s.nodes.values().any(|n| n.in_flight) && *attempt == 1 {
                     s.batches += 1;
@@ -216,12 +226,14 @@ impl RunState {
                 n.in_flight = true;
                 n.failed = None;
                 n.retry_allowed = false;
+                n.lost = false;
             }
             Entry::Reported { stage, node, attempt, outcome } => self.report(stage, node, *attempt, outcome),
             Entry::Lost { stage, node, attempt } => {
                 let n = self.node(stage, node);
                 if n.attempts == *attempt && n.in_flight {
                     n.in_flight = false;
+                    n.lost = true;
                     n.failed = Some("its agent lost its lease (unreachable)".into());
                 }
             }
@@ -263,6 +275,7 @@ impl RunState {
             return;
         }
         n.in_flight = false;
+        n.lost = false;
         match outcome {
             Outcome::Ok => {
                 n.done = true;

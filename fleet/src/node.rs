@@ -86,13 +86,19 @@ impl NodeDuet<'_> {
     /// tidying up, and the disks have resynchronised. Returns the finished sessions from then
     /// on (for [`NodeDuet::upgrade`]).
     pub fn prepare(&self) -> Result<Vec<String>, String> {
-        let status = self.settled_status()?;
-        if status.session.is_some() && status.upgrade == State::Abort {
+        loop {
+            let status = self.settled_status()?;
+            if status.session.is_none() || status.upgrade != State::Abort {
+                break;
+            }
             eprintln!("agent {}: finishing the session a previous attempt aborted", self.node);
             let code = self
                 .command(&["finish", "--quiet"])
                 .status()
                 .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
+            if code.code() == Some(i32::from(duet_contract::exit::BUSY)) {
+                continue; // another duet drove the node: look again when it is done
+            }
             if !code.success() {
                 return Err(format!(
                     "`duet finish` of the aborted session on {} exited with {code}; see `duet status --state-dir {}`",
@@ -117,19 +123,31 @@ impl NodeDuet<'_> {
     /// Carries the node's upgrade out, or on. `from`: the finished sessions before it first
     /// started. Its outcome is the session's: done when a new session in `history/` committed
     /// (one that finished while the agent was down counts), failed when it aborted or is left
-    /// Broken or unfinished.
+    /// Broken or unfinished. A `duet run` that found another duet driving the node (one a
+    /// killed agent started, just taking the lock) did nothing: the agent waits for that one
+    /// and looks again.
     pub fn upgrade(&self, from: &[String]) -> Result<(), String> {
-        let status = self.settled_status()?;
-        let ran = if status.session.is_none() && self.finished_since(from).is_some() { Ok(()) } else { self.run() };
-        match self.finished_since(from) {
-            Some(id) => self.finished(&id),
-            None => Err(ran.err().unwrap_or_else(|| {
-                format!(
-                    "`duet run` on {} ended with its session unfinished; see `duet status --state-dir {}`",
-                    self.where_(),
-                    self.state_dir.display()
-                )
-            })),
+        loop {
+            let status = self.settled_status()?;
+            let ran = if status.session.is_none() && self.finished_since(from).is_some() {
+                Ran::Done
+            } else {
+                self.run()?
+            };
+            if ran == Ran::Busy {
+                continue;
+            }
+            return match self.finished_since(from) {
+                Some(id) => self.finished(&id),
+                None => Err(match ran {
+                    Ran::Failed(why) => why,
+                    _ => format!(
+                        "`duet run` on {} ended with its session unfinished; see `duet status --state-dir {}`",
+                        self.where_(),
+                        self.state_dir.display()
+                    ),
+                }),
+            };
         }
     }
 
@@ -137,20 +155,24 @@ impl NodeDuet<'_> {
         self.history().into_iter().find(|id| !from.contains(id))
     }
 
-    fn run(&self) -> Result<(), String> {
+    fn run(&self) -> Result<Ran, String> {
         let plan = self.plan.to_string_lossy().into_owned();
         let status = self
             .command(&["run", &plan, "--quiet"])
             .status()
             .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
         if status.success() {
-            return Ok(());
+            return Ok(Ran::Done);
         }
-        Err(format!(
+        if status.code() == Some(i32::from(duet_contract::exit::BUSY)) {
+            eprintln!("agent {}: another duet drives the node; waiting for it", self.node);
+            return Ok(Ran::Busy);
+        }
+        Ok(Ran::Failed(format!(
             "`duet run {plan}` on {} exited with {status}; see `duet status --state-dir {}` and `duet log`, fix the node, then `duet-fleet retry`",
             self.where_(),
             self.state_dir.display()
-        ))
+        )))
     }
 
     /// The outcome of session `id`, which finished while the agent was down.
@@ -179,6 +201,15 @@ impl NodeDuet<'_> {
             ))
         }
     }
+}
+
+/// How one `duet run` ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ran {
+    Done,
+    /// Another duet drove the node: this one did nothing.
+    Busy,
+    Failed(String),
 }
 
 /// Whether a finished session's activity log (`duet log --format json`) has its Commit done.

@@ -89,6 +89,10 @@ pub fn decide(spec: &FleetSpec, state: &RunState, live: &BTreeSet<String>) -> De
     if let Some(halt) = view.budget_spent() {
         return Decision::only(Action::Journal(halt));
     }
+    if let Some(why) = view.waiting_for_lost() {
+        d.wait(why);
+        return d;
+    }
     if let Some(pause) = view.pause() {
         return Decision::only(Action::Journal(pause));
     }
@@ -156,10 +160,43 @@ impl View<'_> {
             .collect()
     }
 
+    /// Nodes whose agent lost its lease with work in flight and has not reported since.
+    fn lost(&self) -> BTreeSet<String> {
+        let nodes = self.state.stages.values().flat_map(|s| s.nodes.iter());
+        nodes.filter(|(_, n)| n.lost).map(|(node, _)| node.clone()).collect()
+    }
+
+    /// An unreachable node counts as failed, but it may come back and report: when counting it
+    /// spends the budget (or a stage halts on a failure), no new batch starts until it is back
+    /// or the operator decides (`retry` or `abort`), rather than the run halting on it.
+    fn waiting_for_lost(&self) -> Option<String> {
+        let lost = self.lost();
+        if lost.is_empty() {
+            return None;
+        }
+        let over = |failed: &BTreeSet<String>, max: u32| failed.len() > max as usize;
+        let spent = over(&self.failed(), self.spec.policy.max_failed)
+            || self.spec.stages.iter().any(|stage| {
+                self.state.stages.get(&stage.id).is_some_and(|run| {
+                    let mine = run.nodes.iter().filter(|(_, n)| self.exhausted(&stage.id, n)).map(|(k, _)| k.clone());
+                    over(&mine.collect(), stage.policy.max_failed)
+                        || (stage.policy.on_failure == OnFailure::Halt && run.nodes.values().any(|n| n.lost))
+                })
+            });
+        spent.then(|| {
+            let names = lost.into_iter().collect::<Vec<_>>().join(", ");
+            format!(
+                "node(s) {names} unreachable with work in flight (counted failed, over the budget): no new batch starts until their agents are back and report, or `duet fleet abort`"
+            )
+        })
+    }
+
     /// The fleet's budget over the whole run, and each stage's over its own nodes (a stage
-    /// without a policy of its own has the fleet's).
+    /// without a policy of its own has the fleet's). Nodes that are only unreachable do not halt
+    /// the run: [`View::waiting_for_lost`] holds it for them.
     fn budget_spent(&self) -> Option<Entry> {
-        let failed = self.failed();
+        let lost = self.lost();
+        let failed: BTreeSet<String> = self.failed().difference(&lost).cloned().collect();
         let spent = |what: &str, failed: &BTreeSet<String>, max: u32| {
             (failed.len() > max as usize).then(|| Entry::Halted {
                 reason: format!(
@@ -174,8 +211,12 @@ impl View<'_> {
         }
         self.spec.stages.iter().find_map(|stage| {
             let run = self.state.stages.get(&stage.id)?;
-            let mine: BTreeSet<String> =
-                run.nodes.iter().filter(|(_, n)| self.exhausted(&stage.id, n)).map(|(k, _)| k.clone()).collect();
+            let mine: BTreeSet<String> = run
+                .nodes
+                .iter()
+                .filter(|(_, n)| self.exhausted(&stage.id, n) && !n.lost)
+                .map(|(k, _)| k.clone())
+                .collect();
             spent(&format!(" in stage `{}`", stage.id), &mine, stage.policy.max_failed)
         })
     }
@@ -187,7 +228,7 @@ impl View<'_> {
                 continue;
             }
             for (node, n) in &s.nodes {
-                if self.exhausted(stage, n) && !self.state.paused_for.contains(node) {
+                if self.exhausted(stage, n) && !n.lost && !self.state.paused_for.contains(node) {
                     let why = n.failed.clone().unwrap_or_default();
                     let reason = format!("node `{node}` failed in stage `{stage}`: {why}");
                     return Some(Entry::Paused { node: node.clone(), reason });

@@ -209,20 +209,25 @@ impl Sim {
 
     /// Live agents pick up new assignments; an exclusive one takes its lock first.
     fn agents_take_work(&mut self) {
-        for (node, a) in self.world.assignments.clone() {
-            let reported =
-                self.world.reports.iter().any(|r| r.node == node && r.stage == a.stage && r.attempt == a.attempt);
-            if !self.world.live.contains(&node) || reported || self.working.get(&node) == Some(&a) {
-                continue;
+        for node in self.world.assignments.keys().cloned().collect::<Vec<_>>() {
+            if self.world.live.contains(&node) {
+                self.take_work(&node);
             }
-            if a.exclusive {
-                let lock = format!("exclusive/{}", a.stage);
-                if self.world.lock(&lock, &node).is_err() {
-                    continue;
-                }
-            }
-            self.working.insert(node, a);
         }
+    }
+
+    /// The agent of `node` takes its assignment, unless it has work already (one piece at a
+    /// time: it reports what it has before it takes on the next) or reported it.
+    fn take_work(&mut self, node: &str) {
+        let Some(a) = self.world.assignments.get(node).cloned() else { return };
+        let reported = self.world.reports.iter().any(|r| r.node == node && r.stage == a.stage && r.attempt == a.attempt);
+        if reported || self.working.contains_key(node) {
+            return;
+        }
+        if a.exclusive && self.world.lock(&format!("exclusive/{}", a.stage), node).is_err() {
+            return;
+        }
+        self.working.insert(node.to_owned(), a);
     }
 
     fn apply(&mut self, t: Tick) {
@@ -246,7 +251,10 @@ impl Sim {
                 self.world.expire(&node);
             }
             Tick::Revive(i) => {
-                self.world.live.insert(node(i % nodes));
+                // A restarted agent takes on what was handed to it before it says it is live.
+                let node = node(i % nodes);
+                self.take_work(&node);
+                self.world.live.insert(node);
             }
             Tick::Depose => {
                 let old = self.fence;
@@ -294,8 +302,8 @@ impl Sim {
 
     /// With no more faults: every agent alive, finishing its work, the operator resuming.
     fn settle(&mut self) {
-        for node in self.spec.nodes.keys() {
-            self.world.live.insert(node.clone());
+        for i in 0..self.spec.nodes.len() {
+            self.apply(Tick::Revive(i));
         }
         for _ in 0..2000 {
             if self.done() {
@@ -307,7 +315,9 @@ impl Sim {
             }
             self.apply(Tick::Resume);
         }
-        panic!("the run did not end: {:#?}", RunState::fold(&self.world.journal));
+        let state = RunState::fold(&self.world.journal);
+        let decision = crate::scheduler::decide(&self.spec, &state, &self.world.live);
+        panic!("the run did not end: {decision:#?}\n{:?}", self.world.journal);
     }
 }
 
@@ -509,4 +519,51 @@ fn a_new_coordinator_hands_out_again_only_the_work_in_flight() {
     assert_eq!(coordinator::take_over(&mut memory, new), Ok(1));
     assert_eq!(memory.assignments.keys().collect::<Vec<_>>(), ["a"], "b reported: not handed out again");
     assert_eq!(memory.assignments["a"].attempt, 1, "the same attempt, not a new one");
+}
+
+/// An unreachable node counts as failed, but with the budget spent by it the run waits for its
+/// agent instead of halting: back, the agent reports the work it finished locally, and the run
+/// goes on. A failure it reports then is a failure like any other.
+#[test]
+fn an_unreachable_node_over_the_budget_holds_the_run_until_its_agent_reports() {
+    let shape = Shape {
+        nodes: 2,
+        groups: vec![0b11],
+        min_up: vec![0],
+        stages: vec![StageShape { group: 0, serial: 1, after: Vec::new(), exclusive: false, run_once: false }],
+        policy: Policy { max_failed: 0, retries: 0, on_failure: OnFailure::Halt },
+    };
+    for late in [true, false] {
+        let mut sim = Sim::new(spec_of(&shape));
+        sim.step(); // notify
+        sim.step(); // dispatch n0
+        assert_eq!(sim.working.keys().collect::<Vec<_>>(), ["n0"]);
+        sim.apply(Tick::Die(0));
+        for _ in 0..4 {
+            sim.step();
+        }
+        let state = RunState::fold(&sim.world.journal);
+        assert!(state.stages["s0"].nodes["n0"].lost, "{state:#?}");
+        assert_eq!(state.halted, None, "an unreachable node does not halt the run");
+        assert_eq!(state.paused, None, "nor pause it");
+        let decision = crate::scheduler::decide(&sim.spec, &state, &sim.world.live);
+        assert!(decision.actions.is_empty(), "no new batch: {decision:#?}");
+        assert!(decision.waiting.iter().any(|w| w.contains("n0 unreachable with work in flight")), "{decision:#?}");
+        sim.apply(Tick::Revive(0));
+        sim.apply(Tick::Finish(0, late));
+        sim.step(); // the late report
+        let state = RunState::fold(&sim.world.journal);
+        assert!(!state.stages["s0"].nodes["n0"].lost, "{state:#?}");
+        if late {
+            sim.settle();
+            check_rules(&sim);
+            assert!(RunState::fold(&sim.world.journal).finished);
+        } else {
+            for _ in 0..3 {
+                sim.step();
+            }
+            let halted = RunState::fold(&sim.world.journal).halted;
+            assert_eq!(halted.as_deref(), Some("1 node(s) failed (n0), more than the budget of 0"));
+        }
+    }
 }

@@ -7,6 +7,8 @@
 
 #[path = "support/etcd_server.rs"]
 mod etcd_server;
+#[path = "support/netns.rs"]
+mod netns;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd_server::EtcdServer;
+use netns::Netns;
 use serde_json::Value;
 
 const FLEET_BIN: &str = env!("CARGO_BIN_EXE_duet-fleet");
@@ -47,6 +50,15 @@ struct Run {
     agents: BTreeMap<String, Child>,
     coordinators: BTreeMap<String, Child>,
     starts: usize,
+    /// For a partition: every process runs in namespace `a` (etcd's), but those named in
+    /// `in_b`, which run in `b`, linked to `a` by a veth pair. Last: dropped after the processes.
+    net: Option<Partition>,
+}
+
+struct Partition {
+    a: Netns,
+    b: Netns,
+    in_b: Vec<String>,
 }
 
 impl Run {
@@ -58,7 +70,7 @@ impl Run {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("world")).expect("mkdir");
         std::fs::create_dir_all(dir.path().join("logs")).expect("mkdir");
-        Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinators: BTreeMap::new(), starts: 0 }
+        Self { etcd, dir, fleet, agents: BTreeMap::new(), coordinators: BTreeMap::new(), starts: 0, net: None }
     }
 
     /// The cluster's shared world the fleet's scripts act on.
@@ -77,7 +89,16 @@ impl Run {
     }
 
     fn fleet_cmd(&self) -> Command {
-        let mut cmd = Command::new(FLEET_BIN);
+        self.fleet_cmd_as("")
+    }
+
+    /// `duet-fleet` for the process called `name`, in its namespace when the run has them.
+    fn fleet_cmd_as(&self, name: &str) -> Command {
+        let mut cmd = match &self.net {
+            Some(p) if p.in_b.iter().any(|n| n == name) => p.b.command(FLEET_BIN),
+            Some(p) => p.a.command(FLEET_BIN),
+            None => Command::new(FLEET_BIN),
+        };
         cmd.env("DUET_FLEET_ETCD", self.etcd.endpoints.join(",")).env_remove("DUET_STATE_DIR");
         cmd
     }
@@ -85,7 +106,7 @@ impl Run {
     fn start_agent(&mut self, node: &str) {
         let log = self.log_file(node);
         let child = self
-            .fleet_cmd()
+            .fleet_cmd_as(node)
             .arg("agent")
             .arg(&self.fleet)
             .args(["--run", "t", "--node", node, "--duet", DUET_BIN])
@@ -116,7 +137,7 @@ impl Run {
     fn start_coordinator_with(&mut self, name: &str, verb: &[&str], args: &[&str]) {
         let log = self.log_file(name);
         let child = self
-            .fleet_cmd()
+            .fleet_cmd_as(name)
             .args(verb)
             .arg(&self.fleet)
             .args(args)
@@ -274,6 +295,13 @@ fn assert_eft_upgraded(run: &Run) {
         "dispatched passive-first eft2 1",
     ];
     assert_eq!(journal[..expected.len()], expected, "{journal:#?}");
+    assert_eft_end_state(run);
+}
+
+/// The end state of every EFT run, however it was interrupted: stage order, one attempt per
+/// node with each step done once, one committed session per node, ownership back on eft1.
+fn assert_eft_end_state(run: &Run) {
+    let journal = summary(&run.journal());
     let at =
         |what: &str| journal.iter().position(|e| e == what).unwrap_or_else(|| panic!("no `{what}` in {journal:#?}"));
     // Stage order: the passive node is done before the other node starts.
@@ -952,4 +980,187 @@ fn work_handed_to_an_agent_that_died_before_taking_it_is_done_by_the_restarted_a
     let starts = std::fs::read_to_string(run.world().join("installer-starts")).expect("starts");
     assert_eq!(starts.lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
     assert_eft_upgraded(&run);
+}
+
+/// A small deterministic generator (xorshift64*) for the soak's choices, seeded and printed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+/// The crash soak of fleets: EFT runs on a three-member etcd with two coordinators, and in each
+/// one process (an agent, a coordinator or an etcd member) is killed with SIGKILL at a random
+/// moment and, but for etcd, started again. Every run must end in the uninterrupted run's state
+/// with no node upgraded twice. A coordinator killed inside a `run_once` step leaves it for the
+/// operator (it never runs twice by itself): the soak then retries it, as an operator would.
+/// `DUET_FLEET_SOAK_RUNS` (default 3) and `DUET_FLEET_SOAK_SEED` (default: the clock) say how
+/// many runs and which.
+#[test]
+fn soak_a_process_killed_at_a_random_moment_never_changes_the_outcome() {
+    let runs: u64 = std::env::var("DUET_FLEET_SOAK_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let seed: u64 = std::env::var("DUET_FLEET_SOAK_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    eprintln!("soak: {runs} run(s), DUET_FLEET_SOAK_SEED={seed}");
+    let mut rng = Rng(seed);
+    for i in 0..runs {
+        let victim = ["eft1", "eft2", "coordinator-1", "coordinator-2", "etcd"][rng.below(5) as usize];
+        let delay = Duration::from_millis(rng.below(3000));
+        let what = format!("soak run {i} (DUET_FLEET_SOAK_SEED={seed}): kill -9 of {victim} after {delay:?}");
+        eprintln!("{what}");
+        let Some(etcd) = EtcdServer::start_cluster(3) else { return };
+        let probe = Run::on(etcd, PathBuf::new());
+        let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
+        let mut run = probe;
+        run.fleet = fleet;
+        eft_world(&run);
+        run.start_agent("eft1");
+        run.start_agent("eft2");
+        run.start_coordinator("coordinator-1");
+        run.start_coordinator("coordinator-2");
+        // The moment is the random choice; no outcome depends on it.
+        std::thread::sleep(delay);
+        match victim {
+            "etcd" => {
+                let member = rng.below(3) as usize;
+                run.etcd.kill_member(member);
+            }
+            "eft1" | "eft2" => {
+                if run.agents.contains_key(victim) {
+                    run.kill_agent(victim);
+                    run.start_agent(victim);
+                }
+            }
+            coordinator => {
+                if run.coordinators.contains_key(coordinator) {
+                    run.kill_coordinator(coordinator);
+                    run.start_coordinator(coordinator);
+                }
+            }
+        }
+        finish_soak_run(&mut run, &what);
+        run.wait_agents(60);
+        let starts = std::fs::read_to_string(run.world().join("installer-starts")).expect("starts");
+        assert_eq!(
+            starts.lines().collect::<Vec<_>>(),
+            ["eft2", "eft1"],
+            "{what}: each node upgraded once\n{}",
+            run.logs()
+        );
+        assert_eft_end_state(&run);
+    }
+}
+
+/// Waits until a coordinator finishes the run; one that halts because a `run_once` step was
+/// interrupted gets the operator's retry.
+fn finish_soak_run(run: &mut Run, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut retries = 0;
+    loop {
+        assert!(Instant::now() < deadline, "{what}: no coordinator finished the run\n{}", run.logs());
+        let names: Vec<String> = run.coordinators.keys().cloned().collect();
+        for name in names {
+            let Some(status) = run.coordinators.get_mut(&name).and_then(|c| c.try_wait().expect("wait")) else {
+                continue;
+            };
+            run.coordinators.remove(&name);
+            if status.success() {
+                return;
+            }
+            let state = run.status_json();
+            if state["run"] != "halted" {
+                continue; // a refused or outrun retry: another coordinator carries on
+            }
+            let reason = state["reason"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                reason.contains("run_once step `backup-shared-config` was started by a coordinator that stopped")
+                    && retries < 3,
+                "{what}: {name} stopped: {status}, the run: {reason}\n{}",
+                run.logs()
+            );
+            if !run.coordinators.keys().any(|n| n.starts_with("operator")) {
+                retries += 1;
+                let operator = format!("operator-{retries}");
+                run.start_coordinator_with(
+                    &operator,
+                    &["retry"],
+                    &["passive-first", "--reason", "soak: the backup again"],
+                );
+            }
+        }
+        if run.coordinators.is_empty() {
+            run.start_coordinator("coordinator-3");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A partitioned agent: eft2's agent runs in a network namespace of its own, linked to etcd's
+/// by a veth pair, and the link goes down while its node's upgrade runs. Within its lease the
+/// agent starts no step (its upgrade, local, finishes; the failover after it does not start);
+/// the coordinator counts the work lost and, with the budget spent by it, starts nothing else.
+/// The link comes back up: the agent takes a new lease, does the failover, reports the attempt
+/// (late, and counted), registers again, and the run ends in the uninterrupted run's state.
+#[test]
+fn a_partitioned_agent_starts_no_step_without_its_lease_and_rejoins_after() {
+    let (Some(a), Some(b)) = (Netns::new(), Netns::new()) else { return };
+    a.link("veth-etcd", "10.231.0.1", &b, "veth-eft2", "10.231.0.2");
+    let Some(etcd) = EtcdServer::start_in(|program| a.command(program), "10.231.0.1") else { return };
+    let probe = Run::on(etcd, PathBuf::new());
+    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
+    let mut run = probe;
+    run.fleet = fleet;
+    run.net = Some(Partition { a, b, in_b: vec!["eft2".into()] });
+    eft_world(&run);
+    run.start_agent("eft1");
+    run.start_agent("eft2");
+    run.start_coordinator("coordinator-1");
+    let starts = run.world().join("installer-starts");
+    wait_for(120, "eft2's installer starts", || run.logs(), || std::fs::read_to_string(&starts).ok());
+
+    // Link down while eft2's duet runs the installer.
+    let net = run.net.as_ref().expect("namespaces");
+    net.b.ip(&["link", "set", "veth-eft2", "down"]);
+    let lost = |r: &Run| summary(&r.journal()).iter().any(|e| e == "lost passive-first eft2 1");
+    wait_for(60, "the coordinator counts eft2's work lost", || run.logs(), || lost(&run).then_some(()));
+    std::fs::write(run.world().join("go"), "").expect("let the installer finish");
+    // The upgrade finishes locally; the failover, the next step, waits for the lease.
+    wait_for(
+        120,
+        "eft2's agent stops before the failover",
+        || run.logs(),
+        || run.log_of("eft2").contains("no step starts until it is back").then_some(()),
+    );
+    let done = |r: &Run| r.agent_journal("eft2")["work"][0]["done"].clone();
+    wait_for(120, "eft2's upgrade is done locally", || run.logs(), || {
+        (done(&run) == serde_json::json!(["preserve", "upgrade"])).then_some(())
+    });
+    assert!(run.agents.get_mut("eft2").expect("eft2").try_wait().expect("wait").is_none(), "the agent waits, alive");
+    assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner"), "eft1\n", "no failover");
+    let journal = summary(&run.journal());
+    assert!(!journal.iter().any(|e| e.starts_with("halted")), "an unreachable node holds the run: {journal:#?}");
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched other-node")), "{journal:#?}");
+    let status = run.status_json();
+    assert!(
+        status["waiting"].to_string().contains("eft2 unreachable with work in flight"),
+        "status says what the run waits for: {status:#}"
+    );
+
+    // Link up: the agent carries on, reports, rejoins; the run finishes.
+    run.net.as_ref().expect("namespaces").b.ip(&["link", "set", "veth-eft2", "up"]);
+    let status = run.wait_coordinator("coordinator-1", 180);
+    assert!(status.success(), "the coordinator: {status}\n{}", run.logs());
+    run.wait_agents(60);
+    assert!(run.log_of("eft2").contains("etcd is back; carrying on"), "{}", run.logs());
+    let journal = summary(&run.journal());
+    assert!(journal.iter().any(|e| e == "reported passive-first eft2 1 ok"), "the late report counts: {journal:#?}");
+    assert!(!journal.iter().any(|e| e.starts_with("dispatched passive-first eft2 2")), "no second attempt");
+    assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
+    assert_eft_end_state(&run);
 }
