@@ -66,6 +66,7 @@ fn prepare(path: &Path, display: &str, via: Option<Loc>, schema: Schema) -> Prep
         Schema::Plan if via.is_some() => "included plan",
         Schema::Plan => "plan",
         Schema::Inventory => "inventory",
+        Schema::Fleet => "fleet plan",
     };
     let (canonical, text, bom) = match source::read_text_bom(path) {
         Ok(ok) => ok,

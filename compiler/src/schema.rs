@@ -15,11 +15,14 @@ use crate::yaml::{Node, Value};
 
 pub const PLAN_SCHEMA: &str = include_str!("../../schemas/plan.v1.schema.json");
 pub const INVENTORY_SCHEMA: &str = include_str!("../../schemas/inventory.v1.schema.json");
+/// The fleet plan (`kind: fleet`), read by the `duet-fleet` crate (issue 14).
+pub const FLEET_SCHEMA: &str = include_str!("../../schemas/fleet.v1.schema.json");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schema {
     Plan,
     Inventory,
+    Fleet,
 }
 
 impl Schema {
@@ -27,15 +30,18 @@ impl Schema {
         match self {
             Self::Plan => "plan",
             Self::Inventory => "inventory",
+            Self::Fleet => "fleet plan",
         }
     }
 
     fn compiled(self) -> &'static (Json, Validator) {
         static PLAN: OnceLock<(Json, Validator)> = OnceLock::new();
         static INVENTORY: OnceLock<(Json, Validator)> = OnceLock::new();
+        static FLEET: OnceLock<(Json, Validator)> = OnceLock::new();
         let (cell, text) = match self {
             Self::Plan => (&PLAN, PLAN_SCHEMA),
             Self::Inventory => (&INVENTORY, INVENTORY_SCHEMA),
+            Self::Fleet => (&FLEET, FLEET_SCHEMA),
         };
         cell.get_or_init(|| {
             let json: Json = serde_json::from_str(text).expect("bundled schema is valid JSON");

@@ -7,6 +7,9 @@ pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// The command line is wrong (clap's own code).
 pub const USAGE: u8 = 2;
+/// Nothing was done: another duet process drives the state directory (its lock is held). Try
+/// again when it has finished (`duet status` shows it): sysexits' `EX_TEMPFAIL`.
+pub const BUSY: u8 = 75;
 
 /// Stopped by signal `number` with the journal complete (`resume` continues): the shell's
 /// convention, 128 + the signal's number.

@@ -11,6 +11,8 @@ pub(crate) enum Outcome {
     Success,
     /// The plan is invalid, or the request failed or was refused.
     Failure,
+    /// Nothing was done: another duet process drives the state directory.
+    Busy,
     /// Stopped by a signal (Ctrl-C, SIGTERM) with the journal complete: `resume` continues.
     Interrupted(Signal),
 }
@@ -20,6 +22,7 @@ impl Outcome {
         match self {
             Self::Success => exit::SUCCESS,
             Self::Failure => exit::FAILURE,
+            Self::Busy => exit::BUSY,
             Self::Interrupted(signal) => exit::signalled(signal.number),
         }
     }

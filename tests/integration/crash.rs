@@ -497,7 +497,7 @@ fn a_second_process_is_refused_while_one_drives_and_status_names_the_driver() {
     let lock = std::fs::read(m.state().join("lock")).expect("lock");
     for args in [&["merge"][..], &["resume"], &["abort"], &["run", &m.plan()]] {
         m.run(args)
-            .code(1)
+            .code(75) // exit::BUSY: nothing done, try again later
             .stderr_has(&format!("another duet process is driving {}: pid {pid} since", m.state().display()))
             .stderr_has("duet run");
     }

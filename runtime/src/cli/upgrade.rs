@@ -21,7 +21,7 @@ use crate::run::{self, Outcome as RequestOutcome};
 use crate::state::{self, Command, Operational, Progress};
 use crate::store::journal::{Durability, Journal};
 use crate::store::layout::SessionDir;
-use crate::store::lock::StateLock;
+use crate::store::lock::{LockError, StateLock};
 use crate::store::session::{self, NewSession, Session};
 use crate::store::staged::Commit;
 use crate::view::console::{self, Console};
@@ -104,7 +104,7 @@ pub(crate) fn execute(args: &RunArgs, request: &Request) -> Outcome {
         Err(e) => {
             let help = e.storage_fix().map(|fix| format!("{fix}, then {}", again(&ctx, request)));
             console::eprintln(&e.report(help));
-            Outcome::Failure
+            if matches!(e, Error::Lock(LockError::Held { .. })) { Outcome::Busy } else { Outcome::Failure }
         }
     }
 }
