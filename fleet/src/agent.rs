@@ -121,7 +121,8 @@ impl Agent {
                 eprintln!("agent {}: the fleet run finished", self.node);
                 return Ok(());
             }
-            etcd.wait_for_change(revision, Duration::from_secs(2)).map_err(err)?;
+            // Its own assignment wakes it; the end of the run is seen within a second.
+            etcd.wait_for_assignment(&self.node, revision, Duration::from_secs(1)).map_err(err)?;
         }
     }
 
