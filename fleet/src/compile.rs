@@ -91,12 +91,15 @@ pub fn compile(path: &Path) -> FleetCompilation {
 fn compile_node_plans(fleet: &FleetFile, shown_dir: &Path, diags: &mut Diagnostics) -> Vec<NodePlan> {
     let mut plans: Vec<NodePlan> = Vec::new();
     let mut by_key: HashMap<(PathBuf, Option<PathBuf>), usize> = HashMap::new();
+    // The keys a node's duet trusts for signed templates: the same keyring (DUET_KEYRING).
+    let keyring = std::env::var_os("DUET_KEYRING").map(PathBuf::from);
     for node in &fleet.nodes {
         let plan = shown_dir.join(&node.plan.value);
         let inventory = node.inventory.as_ref().map(|i| shown_dir.join(&i.value));
         let key = (plan.clone(), inventory.clone());
         let index = *by_key.entry(key).or_insert_with(|| {
-            let compilation = duet_compiler::compile(&duet_compiler::Options { plan, inventory });
+            let compilation =
+                duet_compiler::compile(&duet_compiler::Options { plan, inventory, keyring: keyring.clone() });
             plans.push(NodePlan { nodes: Vec::new(), compilation });
             plans.len() - 1
         });

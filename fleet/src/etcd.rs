@@ -292,12 +292,23 @@ impl Etcd {
     }
 
     /// Blocks until a key under the run's prefix changes after `revision`, or `timeout` passes.
-    /// Returns the revision seen. What the coordinator and the agents wait on between steps.
+    /// Returns the revision seen. What the coordinator waits on between steps.
     pub fn wait_for_change(&self, revision: i64, timeout: Duration) -> Result<i64, CoordError> {
-        let key = self.prefix.clone();
+        self.watch_until(self.prefix.clone(), true, revision, timeout)
+    }
+
+    /// Waits until the node's assignment key changes after `revision`, or `timeout` passes. An
+    /// idle agent waits on this alone: woken by every change of the run (each report, each
+    /// journal entry), a hundred agents re-read the run's keys at every step of every node.
+    pub fn wait_for_assignment(&self, node: &str, revision: i64, timeout: Duration) -> Result<i64, CoordError> {
+        self.watch_until(self.key(&format!("assign/{node}")), false, revision, timeout)
+    }
+
+    fn watch_until(&self, key: String, prefix: bool, revision: i64, timeout: Duration) -> Result<i64, CoordError> {
         let mut client = self.client.clone();
         self.rt.block_on(async move {
-            let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+            let options = WatchOptions::new().with_start_revision(revision + 1);
+            let options = if prefix { options.with_prefix() } else { options };
             // A watch that cannot start or breaks ends the wait early: the caller reads again.
             let mut stream = match client.watch(key, Some(options)).await {
                 Ok(stream) => stream,
