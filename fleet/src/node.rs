@@ -129,11 +129,8 @@ impl NodeDuet<'_> {
     pub fn upgrade(&self, from: &[String]) -> Result<(), String> {
         loop {
             let status = self.settled_status()?;
-            let ran = if status.session.is_none() && self.finished_since(from).is_some() {
-                Ran::Done
-            } else {
-                self.run()?
-            };
+            let ran =
+                if status.session.is_none() && self.finished_since(from).is_some() { Ran::Done } else { self.run()? };
             if ran == Ran::Busy {
                 continue;
             }

@@ -220,7 +220,8 @@ impl Sim {
     /// time: it reports what it has before it takes on the next) or reported it.
     fn take_work(&mut self, node: &str) {
         let Some(a) = self.world.assignments.get(node).cloned() else { return };
-        let reported = self.world.reports.iter().any(|r| r.node == node && r.stage == a.stage && r.attempt == a.attempt);
+        let reported =
+            self.world.reports.iter().any(|r| r.node == node && r.stage == a.stage && r.attempt == a.attempt);
         if reported || self.working.contains_key(node) {
             return;
         }

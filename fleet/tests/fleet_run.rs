@@ -1138,9 +1138,12 @@ fn a_partitioned_agent_starts_no_step_without_its_lease_and_rejoins_after() {
         || run.log_of("eft2").contains("no step starts until it is back").then_some(()),
     );
     let done = |r: &Run| r.agent_journal("eft2")["work"][0]["done"].clone();
-    wait_for(120, "eft2's upgrade is done locally", || run.logs(), || {
-        (done(&run) == serde_json::json!(["preserve", "upgrade"])).then_some(())
-    });
+    wait_for(
+        120,
+        "eft2's upgrade is done locally",
+        || run.logs(),
+        || (done(&run) == serde_json::json!(["preserve", "upgrade"])).then_some(()),
+    );
     assert!(run.agents.get_mut("eft2").expect("eft2").try_wait().expect("wait").is_none(), "the agent waits, alive");
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner"), "eft1\n", "no failover");
     let journal = summary(&run.journal());
