@@ -9,8 +9,7 @@
 //! Its own steps (drain, failover, gates) are at-least-once like duet's actions: one that was
 //! running when the agent died runs again; the node's duet steps run exactly once.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -392,21 +391,29 @@ fn lock_waiting(etcd: &mut Etcd, lock: &str, node: &str) -> Result<(), String> {
     }
 }
 
-/// GET `url` (http://127.0.0.1:PORT/path): the status must match and the body hold `contains`.
+/// GET `url` (ureq, no proxy from the environment: a gate checks the fleet's own services):
+/// the status must match and the body (its first MiB) hold `contains`.
 fn http_check(url: &str, status: u16, contains: Option<&str>) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = TcpStream::connect(host).map_err(|e| format!("GET {url}: {e}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(|e| format!("GET {url}: {e}"))?;
-    let got: u16 = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    let response = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let got = response.status().as_u16();
     if got != status {
         return Err(format!("GET {url} answered {got}, expected {status}"));
     }
     if let Some(c) = contains {
-        if !text.split("\r\n\r\n").nth(1).unwrap_or_default().contains(c) {
+        let mut body = String::new();
+        response
+            .into_body()
+            .into_reader()
+            .take(1 << 20)
+            .read_to_string(&mut body)
+            .map_err(|e| format!("GET {url}: reading the page failed: {e}"))?;
+        if !body.contains(c) {
             return Err(format!("GET {url}: the page does not contain `{c}`"));
         }
     }

@@ -3,7 +3,6 @@
 //! probes, notifications, preconditions (check, fix, check again), `run_once` steps, restores.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
@@ -22,35 +21,34 @@ pub struct Env {
 }
 
 /// Runs `command` for `node`; Ok when it exits 0, else why not (with its output's last line).
+/// Its output is read as it comes (duct's reader threads), so a chatty script never blocks on a
+/// full pipe; one that overruns its timeout is killed by the PID this function started.
 pub fn run(command: &Command, node: &str, env: &Env) -> Result<(), String> {
-    let mut child = Process::new(&command.path)
-        .args(&command.args)
+    let handle = duct::cmd(&command.path, &command.args)
         .env("DUET_FLEET_NODE", node)
         .env("DUET_FLEET_SIM", &env.sim)
         .env("DUET_FLEET_RUN", &env.run)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stdin_null()
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .start()
         .map_err(|e| format!("cannot start `{}`: {e}", command.file))?;
     let deadline = Instant::now() + command.timeout;
     loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        if let Some(out) = handle.try_wait().map_err(|e| e.to_string())? {
+            let text = String::from_utf8_lossy(&out.stdout);
             for line in text.lines() {
                 eprintln!("  [{node}] {line}");
             }
-            if status.success() {
+            if out.status.success() {
                 return Ok(());
             }
             let last = text.lines().last().unwrap_or("no output");
-            return Err(format!("`{} {}` exited with {status} ({last})", command.file, command.args.join(" ")));
+            return Err(format!("`{} {}` exited with {} ({last})", command.file, command.args.join(" "), out.status));
         }
         if Instant::now() > deadline {
-            // The PID this function started.
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = handle.kill();
             return Err(format!("`{}` did not finish within {:?} and was killed", command.file, command.timeout));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -138,4 +136,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::time::Duration;
+
+    use super::{Env, run};
+    use crate::plan::Command;
+
+    fn script(dir: &std::path::Path, body: &str, timeout: Duration) -> Command {
+        let path = dir.join("s");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        Command { file: "s".into(), path, args: vec!["x".into()], timeout, loc: None }
+    }
+
+    #[test]
+    fn a_script_is_run_with_the_fleet_environment_and_judged_by_its_exit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let env = Env { sim: dir.path().to_owned(), run: "r".into() };
+        let ok = script(dir.path(), r#"[ "$DUET_FLEET_NODE/$DUET_FLEET_RUN/$1" = "n1/r/x" ]"#, Duration::from_secs(30));
+        assert_eq!(run(&ok, "n1", &env), Ok(()));
+        let bad = script(dir.path(), "echo first; echo 'the last line' >&2; exit 3", Duration::from_secs(30));
+        let why = run(&bad, "n1", &env).expect_err("exit 3");
+        assert!(why.contains("exited with exit status: 3") && why.contains("(the last line)"), "{why}");
+    }
+
+    /// More output than a pipe holds: read as it comes, so the script ends, not its timeout.
+    #[test]
+    fn a_chatty_script_is_not_blocked_by_its_own_output() {
+        let dir = tempfile::tempdir().expect("dir");
+        let env = Env { sim: dir.path().to_owned(), run: "r".into() };
+        let chatty =
+            script(dir.path(), "head -c 1000000 /dev/zero | tr '\\0' 'x' | fold -w 100", Duration::from_secs(60));
+        assert_eq!(run(&chatty, "n1", &env), Ok(()));
+    }
+
+    #[test]
+    fn a_script_over_its_timeout_is_killed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let env = Env { sim: dir.path().to_owned(), run: "r".into() };
+        let slow = script(dir.path(), "exec sleep 600", Duration::from_millis(200));
+        let why = run(&slow, "n1", &env).expect_err("killed");
+        assert!(why.contains("did not finish within 200ms and was killed"), "{why}");
+    }
 }

@@ -109,6 +109,10 @@ pub enum Entry {
 
 /// Where one node stands in one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[allow(
+    clippy::struct_excessive_bools,
+    reason = "facts folded from the journal, each set and cleared by its own entries"
+)]
 pub struct NodeRun {
     pub attempts: u32,
     /// Dispatched and neither reported nor lost.
