@@ -308,17 +308,11 @@ fn session_span(state: &Path) -> (i64, i64) {
     (*times.iter().min().expect("a time"), *times.iter().max().expect("a time"))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` in ms since the epoch.
+/// An RFC 3339 time (`YYYY-MM-DDTHH:MM:SS.mmmZ`) in ms since the epoch.
 fn epoch_ms(t: &str) -> i64 {
-    let n = |range: std::ops::Range<usize>| t[range].parse::<i64>().expect("a digit field");
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 24 + n(11..13)) * 60 + n(14..16)) * 60_000 + n(17..19) * 1000 + n(20..23)
+    let at = humantime::parse_rfc3339(t).expect("an RFC 3339 time");
+    let ms = at.duration_since(std::time::UNIX_EPOCH).expect("after the epoch").as_millis();
+    i64::try_from(ms).expect("ms fit")
 }
 
 /// The gaps between batches, in ms: from the end of a batch's last node's session to the start
