@@ -548,7 +548,7 @@ fn a_refusal_names_the_process_that_holds_the_lock_not_the_one_the_file_names() 
     let me = std::process::id();
     for args in [&["merge"][..], &["abort"]] {
         let r = m.run(args);
-        r.code(1).stderr_has(&format!(
+        r.code(75).stderr_has(&format!(
             "is driving {}: pid {me} (it has just taken the lock; its command is not recorded yet)",
             m.state().display()
         ));
