@@ -44,11 +44,12 @@ fn main() {
     let nodes: usize = std::env::var("DUET_BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let work = Work::new(nodes);
     let (mut fleet, mut ansible, mut raw) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut fleet_gaps, mut ansible_gaps) = (Vec::new(), Vec::new());
+    let (mut fleet_gaps, mut ansible_gaps, mut parts) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..runs {
-        let (t, gaps) = work.fleet(&etcd, round);
+        let (t, gaps, dispatch) = work.fleet(&etcd, round);
         fleet.push(t);
         fleet_gaps.extend(gaps);
+        parts.extend(dispatch);
         let (t, gaps) = work.ansible(round);
         ansible.push(t);
         ansible_gaps.extend(gaps);
@@ -59,6 +60,16 @@ fn main() {
         );
     }
     report(nodes, (&fleet, &ansible, &raw), (&mut fleet_gaps, &mut ansible_gaps));
+    let (mut coord, mut agent): (Vec<f64>, Vec<f64>) = parts.into_iter().unzip();
+    let mut total: Vec<f64> = coord.iter().zip(&agent).map(|(c, a)| c + a).collect();
+    println!(
+        "dispatch of a node after the first batch, over {} nodes: median {:.0} ms = the coordination (last session's end -> the agent accepts) {:.0} ms + the agent (accepts -> its duet's first entry) {:.0} ms; 90th percentile {:.0} ms",
+        total.len(),
+        median(&mut total),
+        median(&mut coord),
+        median(&mut agent),
+        total.get(total.len() * 9 / 10).copied().unwrap_or(f64::NAN)
+    );
 }
 
 fn report(nodes: usize, (fleet, ansible, raw): (&[f64], &[f64], &[f64]), (fg, ag): (&mut [f64], &mut [f64])) {
@@ -157,7 +168,7 @@ impl Work {
 
     /// One fleet run: agents up and registered (not timed), then `duet-fleet run` timed; the
     /// dispatch latencies from the journals.
-    fn fleet(&self, etcd: &EtcdServer, round: usize) -> (f64, Vec<f64>) {
+    fn fleet(&self, etcd: &EtcdServer, round: usize) -> (f64, Vec<f64>, Vec<(f64, f64)>) {
         let root = self.path(&format!("fleet-{round}"));
         let world = root.join("world");
         std::fs::create_dir_all(&world).expect("mkdir");
@@ -217,8 +228,9 @@ impl Work {
         for child in &mut agents.0 {
             let _ = child.wait();
         }
-        let states: Vec<PathBuf> = self.nodes.iter().map(|n| root.join(n).join("duet")).collect();
-        (wall, batch_gaps(&states))
+        let agents: Vec<PathBuf> = self.nodes.iter().map(|n| root.join(n)).collect();
+        let states: Vec<PathBuf> = agents.iter().map(|a| a.join("duet")).collect();
+        (wall, batch_gaps(&states), dispatch_parts(&agents))
     }
 
     /// The same 100 commands under `ansible-playbook`, `serial: 10`, `forks: 10`, local hosts.
@@ -334,4 +346,32 @@ fn batch_gaps(states: &[PathBuf]) -> Vec<f64> {
             gap
         })
         .collect()
+}
+
+/// Each node's dispatch after the first batch, in two parts (ms): from the end of the last
+/// session of the batch before to the agent's acceptance of its assignment (the coordination:
+/// that duet's exit, its agent's journal and report, the coordinator's decision, the fenced
+/// journal write, the assignment, the watch), and from the acceptance to the first entry of
+/// the node's session (the agent: its journal, one `duet status`, `duet run` starting).
+fn dispatch_parts(agents: &[PathBuf]) -> Vec<(f64, f64)> {
+    let mut nodes: Vec<((i64, i64), i64)> = agents
+        .iter()
+        .map(|a| {
+            let journal: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(a.join("agent.json")).expect("the agent journal")).expect("JSON");
+            let accepted = journal["work"][0]["accepted_at"].as_str().map(epoch_ms).expect("accepted_at");
+            (session_span(&a.join("duet")), accepted)
+        })
+        .collect();
+    nodes.sort_unstable();
+    let batches: Vec<&[((i64, i64), i64)]> = nodes.chunks(SERIAL).collect();
+    let mut out = Vec::new();
+    for w in batches.windows(2) {
+        let end = w[0].iter().map(|n| n.0.1).max().expect("a batch");
+        for &((start, _), accepted) in w[1] {
+            #[allow(clippy::cast_precision_loss)]
+            out.push(((accepted - end) as f64, (start - accepted) as f64));
+        }
+    }
+    out
 }

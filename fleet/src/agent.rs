@@ -245,16 +245,16 @@ impl Agent {
             self.hold_lease(etcd)?;
             match step {
                 Step::Upgrade => {
-                    let from = if let Some(from) = journal.work()[work].upgrade_from.clone() {
-                        from
+                    let (from, just_prepared) = if let Some(from) = journal.work()[work].upgrade_from.clone() {
+                        (from, false)
                     } else {
                         // Recorded before duet starts: after a restart, a session finished
                         // since is this upgrade's.
                         let from = self.duet().prepare()?;
                         journal.upgrade_started(work, from.clone())?;
-                        from
+                        (from, true)
                     };
-                    self.duet().upgrade(&from)?;
+                    self.duet().upgrade(&from, just_prepared)?;
                 }
                 Step::Exclusive => {
                     let x = stage.exclusive.as_ref().expect("an exclusive step has its section");

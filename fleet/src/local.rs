@@ -31,6 +31,10 @@ pub struct Work {
     pub running: Option<String>,
     /// Set once the work ended; reported to etcd only after this is on disk.
     pub outcome: Option<Outcome>,
+    /// When the agent accepted it (RFC 3339, ms): for the operator, and the benchmark's
+    /// split of a dispatch into the coordination's part and the agent's.
+    #[serde(default)]
+    pub accepted_at: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +118,7 @@ impl LocalJournal {
             upgrade_from: None,
             running: None,
             outcome: None,
+            accepted_at: Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()),
         });
         self.save()?;
         Ok(self.file.work.len() - 1)

@@ -86,8 +86,8 @@ impl NodeDuet<'_> {
     /// tidying up, and the disks have resynchronised. Returns the finished sessions from then
     /// on (for [`NodeDuet::upgrade`]).
     pub fn prepare(&self) -> Result<Vec<String>, String> {
+        let mut status = self.settled_status()?;
         loop {
-            let status = self.settled_status()?;
             if status.session.is_none() || status.upgrade != State::Abort {
                 break;
             }
@@ -96,26 +96,28 @@ impl NodeDuet<'_> {
                 .command(&["finish", "--quiet"])
                 .status()
                 .map_err(|e| format!("cannot start {}: {e}", self.binary.display()))?;
-            if code.code() == Some(i32::from(duet_contract::exit::BUSY)) {
-                continue; // another duet drove the node: look again when it is done
-            }
-            if !code.success() {
+            // BUSY: another duet drove the node; look again when it is done.
+            if !code.success() && code.code() != Some(i32::from(duet_contract::exit::BUSY)) {
                 return Err(format!(
                     "`duet finish` of the aborted session on {} exited with {code}; see `duet status --state-dir {}`",
                     self.where_(),
                     self.state_dir.display()
                 ));
             }
+            status = self.settled_status()?;
         }
         // A new session's readiness check fails while the RDR disks resynchronise after the
         // last commit or abort (guide 5-1): the upgrade waits for them, as an operator would.
+        // The status read above says so already, most of the time: one `duet status` per
+        // dispatch, not three.
         let mut said = false;
-        while self.settled_status()?.resyncing {
+        while status.resyncing {
             if !said {
                 eprintln!("agent {}: waiting for the RDR disks to resynchronise before upgrading", self.node);
                 said = true;
             }
             std::thread::sleep(Duration::from_millis(100));
+            status = self.settled_status()?;
         }
         Ok(self.history())
     }
@@ -126,24 +128,32 @@ impl NodeDuet<'_> {
     /// Broken or unfinished. A `duet run` that found another duet driving the node (one a
     /// killed agent started, just taking the lock) did nothing: the agent waits for that one
     /// and looks again.
-    pub fn upgrade(&self, from: &[String]) -> Result<(), String> {
+    pub fn upgrade(&self, from: &[String], just_prepared: bool) -> Result<(), String> {
+        // Just prepared (the status read, nothing running): straight to `duet run`; a duet
+        // that started since makes it exit BUSY, and the loop looks.
+        let mut look = !just_prepared;
         loop {
-            let status = self.settled_status()?;
-            let ran =
-                if status.session.is_none() && self.finished_since(from).is_some() { Ran::Done } else { self.run()? };
+            let ran = if look && self.settled_status()?.session.is_none() && self.finished_since(from).is_some() {
+                Ran::Finished
+            } else {
+                self.run()?
+            };
+            look = true;
             if ran == Ran::Busy {
                 continue;
             }
-            return match self.finished_since(from) {
-                Some(id) => self.finished(&id),
-                None => Err(match ran {
-                    Ran::Failed(why) => why,
-                    _ => format!(
-                        "`duet run` on {} ended with its session unfinished; see `duet status --state-dir {}`",
-                        self.where_(),
-                        self.state_dir.display()
-                    ),
-                }),
+            return match (self.finished_since(from), ran) {
+                // This `duet run` reached its goal: the session committed (an abort, by
+                // itself or not, ends it nonzero).
+                (Some(_), Ran::Done) => Ok(()),
+                // It finished while the agent was down, or ended otherwise: its log says how.
+                (Some(id), _) => self.finished(&id),
+                (None, Ran::Failed(why)) => Err(why),
+                (None, _) => Err(format!(
+                    "`duet run` on {} ended with its session unfinished; see `duet status --state-dir {}`",
+                    self.where_(),
+                    self.state_dir.display()
+                )),
             };
         }
     }
@@ -203,7 +213,10 @@ impl NodeDuet<'_> {
 /// How one `duet run` ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Ran {
+    /// This `duet run` exited 0: its goal reached.
     Done,
+    /// Nothing run: a session finished since `from`, while the agent was down.
+    Finished,
     /// Another duet drove the node: this one did nothing.
     Busy,
     Failed(String),
