@@ -65,7 +65,7 @@ impl Step {
         }
     }
 
-    fn of(stage: &StageSpec, a: &Assignment) -> Vec<Self> {
+    fn of(spec: &FleetSpec, stage: &StageSpec, a: &Assignment) -> Vec<Self> {
         let mut steps = Vec::new();
         if a.exclusive && stage.exclusive.is_some() {
             steps.push(Self::Exclusive);
@@ -73,7 +73,11 @@ impl Step {
         if stage.drain.is_some() {
             steps.push(Self::Drain);
         }
-        steps.push(Self::Preserve);
+        // Only where a `preserve` entry covers the node (roles are the coordinator's; entries
+        // name groups or every node): elsewhere it would be a journal write for nothing.
+        if spec.preserve.iter().any(|p| spec.members(&p.target, &indexmap::IndexMap::new()).contains(&a.node)) {
+            steps.push(Self::Preserve);
+        }
         if stage.failover.as_ref().is_some_and(|f| f.before) {
             steps.push(Self::FailoverBefore);
         }
@@ -237,7 +241,7 @@ impl Agent {
         work: usize,
         etcd: &mut Etcd,
     ) -> Result<(), String> {
-        for step in Step::of(stage, a) {
+        for step in Step::of(&self.spec, stage, a) {
             let name = step.name(stage);
             if journal.work()[work].done.contains(&name) {
                 continue;

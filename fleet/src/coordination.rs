@@ -50,8 +50,8 @@ pub trait Coordination {
     fn append(&mut self, fence: Fence, entries: &[Entry]) -> Result<(), CoordError>;
     /// The nodes whose agents hold a live lease.
     fn live(&mut self) -> Result<BTreeSet<String>, CoordError>;
-    /// Hands work to a node's agent (fenced like an append).
-    fn assign(&mut self, fence: Fence, assignment: &Assignment) -> Result<(), CoordError>;
+    /// Hands work to nodes' agents, all or none (fenced like an append).
+    fn assign(&mut self, fence: Fence, assignments: &[Assignment]) -> Result<(), CoordError>;
     /// Every report the agents wrote.
     fn reports(&mut self) -> Result<Vec<Report>, CoordError>;
 }
@@ -116,9 +116,11 @@ impl Coordination for Memory {
         Ok(self.live.clone())
     }
 
-    fn assign(&mut self, fence: Fence, assignment: &Assignment) -> Result<(), CoordError> {
+    fn assign(&mut self, fence: Fence, assignments: &[Assignment]) -> Result<(), CoordError> {
         self.fenced(fence)?;
-        self.assignments.insert(assignment.node.clone(), assignment.clone());
+        for a in assignments {
+            self.assignments.insert(a.node.clone(), a.clone());
+        }
         Ok(())
     }
 

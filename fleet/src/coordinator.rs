@@ -26,16 +26,17 @@ pub trait Executor {
 /// reports it. Returns how many it handed out again.
 pub fn take_over<C: Coordination>(coord: &mut C, fence: Fence) -> Result<usize, CoordError> {
     let state = RunState::fold(&coord.journal()?);
-    let mut again = 0;
+    let mut again = Vec::new();
     for (stage, run) in &state.stages {
         for (node, n) in run.nodes.iter().filter(|(_, n)| n.in_flight) {
             let exclusive = run.exclusive_holder.as_ref() == Some(node) && !run.exclusive_done;
-            let assignment = Assignment { stage: stage.clone(), node: node.clone(), attempt: n.attempts, exclusive };
-            coord.assign(fence, &assignment)?;
-            again += 1;
+            again.push(Assignment { stage: stage.clone(), node: node.clone(), attempt: n.attempts, exclusive });
         }
     }
-    Ok(again)
+    if !again.is_empty() {
+        coord.assign(fence, &again)?;
+    }
+    Ok(again.len())
 }
 
 /// One step. Returns what was decided (the actions done, what the run waits for).
@@ -57,8 +58,20 @@ pub fn step<C: Coordination, E: Executor>(
         return Ok(Decision { actions: fresh.into_iter().map(Action::Journal).collect(), waiting: Vec::new() });
     }
     let decision = scheduler::decide(spec, &state, &live);
-    for action in &decision.actions {
-        act(spec, coord, fence, exec, action)?;
+    let mut actions = decision.actions.iter().peekable();
+    while let Some(action) = actions.next() {
+        let Action::Dispatch { .. } = action else {
+            act(spec, coord, fence, exec, action)?;
+            continue;
+        };
+        // A batch is handed out in two writes, not two per node: every `Dispatched` entry in
+        // one append, then every assignment in one transaction (journaled first, as one by one:
+        // a successor hands out again what is journaled in flight).
+        let mut batch = vec![action];
+        while let Some(next) = actions.next_if(|a| matches!(a, Action::Dispatch { .. })) {
+            batch.push(next);
+        }
+        dispatch(coord, fence, &batch)?;
     }
     Ok(decision)
 }
@@ -75,6 +88,29 @@ fn fresh_reports<C: Coordination>(state: &RunState, coord: &mut C) -> Result<Vec
         }
     }
     Ok(out)
+}
+
+fn dispatch<C: Coordination>(coord: &mut C, fence: Fence, batch: &[&Action]) -> Result<(), CoordError> {
+    let assignments: Vec<Assignment> = batch
+        .iter()
+        .filter_map(|a| match a {
+            Action::Dispatch { stage, node, attempt, exclusive } => {
+                Some(Assignment { stage: stage.clone(), node: node.clone(), attempt: *attempt, exclusive: *exclusive })
+            }
+            _ => None,
+        })
+        .collect();
+    let entries: Vec<Entry> = assignments
+        .iter()
+        .map(|a| Entry::Dispatched {
+            stage: a.stage.clone(),
+            node: a.node.clone(),
+            attempt: a.attempt,
+            exclusive: a.exclusive,
+        })
+        .collect();
+    coord.append(fence, &entries)?;
+    coord.assign(fence, &assignments)
 }
 
 fn act<C: Coordination, E: Executor>(
@@ -104,18 +140,7 @@ fn act<C: Coordination, E: Executor>(
             let outcome = exec.run_once(spec, stage, step, node);
             Entry::RunOnce { stage: stage.clone(), step: step.clone(), node: node.clone(), outcome }
         }
-        Action::Dispatch { stage, node, attempt, exclusive } => {
-            let dispatched = Entry::Dispatched {
-                stage: stage.clone(),
-                node: node.clone(),
-                attempt: *attempt,
-                exclusive: *exclusive,
-            };
-            coord.append(fence, &[dispatched])?;
-            let assignment =
-                Assignment { stage: stage.clone(), node: node.clone(), attempt: *attempt, exclusive: *exclusive };
-            return coord.assign(fence, &assignment);
-        }
+        Action::Dispatch { .. } => return dispatch(coord, fence, &[action]),
         Action::Restore { id, node } => {
             Entry::Restored { id: id.clone(), node: node.clone(), outcome: exec.restore(spec, id, node) }
         }

@@ -434,10 +434,15 @@ impl Coordination for Etcd {
         Ok(self.get_prefix("agents/")?.into_iter().map(|(_, v)| String::from_utf8_lossy(&v).into_owned()).collect())
     }
 
-    fn assign(&mut self, fence: Fence, assignment: &Assignment) -> Result<(), CoordError> {
-        let key = self.key(&format!("assign/{}", assignment.node));
-        let op = TxnOp::put(key, serde_json::to_vec(assignment).expect("an assignment serializes"), None);
-        self.fenced_txn(fence, Vec::new(), vec![op])
+    fn assign(&mut self, fence: Fence, assignments: &[Assignment]) -> Result<(), CoordError> {
+        let ops = assignments
+            .iter()
+            .map(|a| {
+                let key = self.key(&format!("assign/{}", a.node));
+                TxnOp::put(key, serde_json::to_vec(a).expect("an assignment serializes"), None)
+            })
+            .collect();
+        self.fenced_txn(fence, Vec::new(), ops)
     }
 
     fn reports(&mut self) -> Result<Vec<Report>, CoordError> {

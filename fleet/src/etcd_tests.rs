@@ -107,7 +107,7 @@ fn assignments_and_reports_round_trip_and_a_watch_sees_them() {
     let mut agent = etcd.connect("r4");
     let before = agent.revision().unwrap();
     let assignment = Assignment { stage: "servers".into(), node: "uwm1".into(), attempt: 1, exclusive: true };
-    coordinator.assign(fence, &assignment).unwrap();
+    coordinator.assign(fence, std::slice::from_ref(&assignment)).unwrap();
     let seen = agent.wait_for_change(before, Duration::from_secs(10)).unwrap();
     assert!(seen > before, "the watch saw the assignment");
     assert_eq!(agent.assignment("uwm1").unwrap(), Some(assignment));

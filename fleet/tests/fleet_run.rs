@@ -317,7 +317,7 @@ fn assert_eft_end_state(run: &Run) {
         let work = local["work"].as_array().expect("work");
         assert_eq!(work.len(), 1, "{node}: {local:#}");
         assert_eq!(work[0]["assignment"]["stage"], stage, "{node}: {local:#}");
-        assert_eq!(work[0]["done"], serde_json::json!(["preserve", "upgrade", "failover"]), "{node}: {local:#}");
+        assert_eq!(work[0]["done"], serde_json::json!(["upgrade", "failover"]), "{node}: {local:#}");
         assert_eq!(work[0]["outcome"]["outcome"], "ok", "{node}: {local:#}");
 
         // The node's duet: one finished session, the new version on the production side.
@@ -438,7 +438,7 @@ fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_
     assert!(journal.iter().any(|e| e == "reported passive-first eft2 1 ok"), "{journal:#?}");
     let local = run.agent_journal("eft2");
     assert_eq!(local["work"].as_array().map(Vec::len), Some(1), "{local:#}");
-    assert_eq!(local["work"][0]["done"], serde_json::json!(["preserve", "upgrade", "failover"]), "{local:#}");
+    assert_eq!(local["work"][0]["done"], serde_json::json!(["upgrade", "failover"]), "{local:#}");
     for node in ["eft1", "eft2"] {
         let history = run.history(node);
         assert_eq!(history.len(), 1, "{node}: {history:?}");
@@ -597,10 +597,10 @@ fn the_eft_shared_storage_seed_fleet_takes_the_group_offline_and_moves_ownership
     // Ownership moved to eft2 before its upgrade (`when: before`) and stays there; the group is
     // online again; the shared configuration was backed up.
     let local = run.agent_journal("eft2");
-    assert_eq!(local["work"][0]["done"], serde_json::json!(["preserve", "failover-before", "upgrade"]), "{local:#}");
+    assert_eq!(local["work"][0]["done"], serde_json::json!(["failover-before", "upgrade"]), "{local:#}");
     assert_eq!(
         local["work"][1]["done"],
-        serde_json::json!(["preserve"]),
+        serde_json::json!([]),
         "the online stage upgrades nothing: {local:#}"
     );
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft2");
@@ -1142,7 +1142,7 @@ fn a_partitioned_agent_starts_no_step_without_its_lease_and_rejoins_after() {
         120,
         "eft2's upgrade is done locally",
         || run.logs(),
-        || (done(&run) == serde_json::json!(["preserve", "upgrade"])).then_some(()),
+        || (done(&run) == serde_json::json!(["upgrade"])).then_some(()),
     );
     assert!(run.agents.get_mut("eft2").expect("eft2").try_wait().expect("wait").is_none(), "the agent waits, alive");
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner"), "eft1\n", "no failover");
