@@ -12,6 +12,8 @@ use duet_fleet::journal::{Entry, RunState};
 use duet_fleet::spec::FleetSpec;
 use duet_fleet::{agent, coordinator, exec, scheduler};
 
+mod rehearse;
+
 #[derive(Parser)]
 #[command(name = "duet-fleet", version, about = "Upgrade a cluster of machines with duet, coordinated through etcd")]
 struct Cli {
@@ -39,7 +41,15 @@ enum Command {
         json: bool,
     },
     /// Coordinate a fleet run: win the election, then carry the run out (or on) from its journal.
-    Run(RunArgs),
+    /// Without `--sim`: rehearse the whole fleet on this machine (its own etcd on loopback, one
+    /// agent per node, the simulated cluster of `worlds/FLEET/`), in one command.
+    Run {
+        #[command(flatten)]
+        args: RunArgs,
+        /// Where a rehearsal keeps everything (default: DUET_STATE_DIR/fleets/FLEET-SECONDS).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Like `run`, and a run paused after a failure within its budget goes on (journaled, by
     /// this coordinator's name).
     Resume(RunArgs),
@@ -105,9 +115,9 @@ struct RunArgs {
     fleet: PathBuf,
     #[command(flatten)]
     conn: Conn,
-    /// The simulated world the fleet's scripts act on.
+    /// The simulated world the fleet's scripts act on (`run` without it rehearses).
     #[arg(long)]
-    sim: PathBuf,
+    sim: Option<PathBuf>,
     /// This coordinator's name in the election and the journal.
     #[arg(long, default_value = "coordinator")]
     name: String,
@@ -117,14 +127,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { fleet, json } => return check(&fleet, json),
-        Command::Run(args) => run(&args, &Operator::None),
+        Command::Run { args, dir } if args.sim.is_none() => rehearse::rehearse(&args.fleet, dir),
+        Command::Run { args, .. } => run(&args, &Operator::None),
         Command::Resume(args) => run(&args, &Operator::Resume),
         Command::Retry { args, stage, node, reason } => run(&args, &Operator::Retry { stage, node, reason }),
         Command::Status { fleet, conn, json } => status(&fleet, &conn, json),
         Command::Log { conn } => log(&conn),
         Command::Abort { conn, reason, name } => abort(&conn, &AbortRequest { by: name, reason }),
         Command::Agent { fleet, conn, node, state_dir, sim, duet } => {
-            let duet = duet.unwrap_or_else(|| sibling("duet-node"));
+            // duet-node (built with the fleet), else the duet beside it (`duet agent` / `duet
+            // fleet` hand over from there).
+            let duet = duet.unwrap_or_else(|| {
+                let node = sibling("duet-node");
+                if node.exists() { node } else { sibling("duet") }
+            });
             serve(&fleet, &conn, node, state_dir, sim, duet)
         }
     };
@@ -176,6 +192,12 @@ enum Operator {
 }
 
 fn run(args: &RunArgs, operator: &Operator) -> Result<ExitCode, String> {
+    if args.sim.is_none() {
+        return Err(format!(
+            "--sim DIR is required: the simulated world of the run (`duet-fleet run {}` without it rehearses a new run instead)",
+            args.fleet.display()
+        ));
+    }
     let spec = compile(&args.fleet)?;
     let mut etcd = connect(&args.conn)?;
     etcd.grant_lease(5).map_err(|e| e.to_string())?;
@@ -225,7 +247,8 @@ fn lead(
             }
         }
     }
-    let mut scripts = exec::Scripts { env: exec::Env { sim: args.sim.clone(), run: args.conn.run.clone() } };
+    let sim = args.sim.clone().unwrap_or_default();
+    let mut scripts = exec::Scripts { env: exec::Env { sim, run: args.conn.run.clone() } };
     coordinate(spec, etcd, fence, &mut scripts)
 }
 

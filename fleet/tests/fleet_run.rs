@@ -598,11 +598,7 @@ fn the_eft_shared_storage_seed_fleet_takes_the_group_offline_and_moves_ownership
     // online again; the shared configuration was backed up.
     let local = run.agent_journal("eft2");
     assert_eq!(local["work"][0]["done"], serde_json::json!(["failover-before", "upgrade"]), "{local:#}");
-    assert_eq!(
-        local["work"][1]["done"],
-        serde_json::json!([]),
-        "the online stage upgrades nothing: {local:#}"
-    );
+    assert_eq!(local["work"][1]["done"], serde_json::json!([]), "the online stage upgrades nothing: {local:#}");
     assert_eq!(std::fs::read_to_string(run.world().join("owner-eft")).expect("owner").trim(), "eft2");
     assert!(!run.world().join("group-offline").exists(), "the group is back online");
     assert!(run.world().join("shared/config.backup/ftp.cfg").exists());
@@ -1166,4 +1162,66 @@ fn a_partitioned_agent_starts_no_step_without_its_lease_and_rejoins_after() {
     assert!(!journal.iter().any(|e| e.starts_with("dispatched passive-first eft2 2")), "no second attempt");
     assert_eq!(std::fs::read_to_string(&starts).expect("starts").lines().collect::<Vec<_>>(), ["eft2", "eft1"]);
     assert_eft_end_state(&run);
+}
+
+/// `duet-fleet run FLEET` without `--sim` rehearses each seed fleet on this machine in one
+/// command (`duet fleet run plans/fleets/X.yaml` hands over to it): its own etcd on loopback,
+/// an agent per node, the world of `worlds/X/` (UWM's status pages served on 127.0.0.1), the
+/// run led to its end, the fleet journal kept, and every process it started stopped.
+#[test]
+fn a_seed_fleet_is_rehearsed_in_one_command() {
+    if std::process::Command::new("etcd").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "etcd is not installed; .ci/run installs it");
+        eprintln!("skipped: etcd is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (fleet, nodes) in [
+        ("eft", &["eft1", "eft2"][..]),
+        ("eft-shared", &["eft1", "eft2"]),
+        ("flowtraq", &["ft-portal", "ft-worker1", "ft-worker2", "ft-worker3", "ft-web"]),
+        ("uwm", &["uwm1", "uwm2", "uwm3"]),
+    ] {
+        let at = dir.path().join(fleet);
+        let out = Command::new(FLEET_BIN)
+            .arg("run")
+            .arg(seeds().join(format!("{fleet}.yaml")))
+            .arg("--dir")
+            .arg(&at)
+            .env_remove("DUET_FLEET_ETCD")
+            .env_remove("DUET_STATE_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("duet-fleet run");
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{fleet}: {said}");
+        assert!(said.contains("finished; every stage done"), "{fleet}: {said}");
+        let journal: Vec<Value> = std::fs::read_to_string(at.join("fleet-journal.ndjson"))
+            .expect("the fleet journal kept")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        assert_eq!(summary(&journal).last().map(String::as_str), Some("finished"), "{fleet}");
+        for node in nodes {
+            let history = std::fs::read_dir(at.join("nodes").join(node).join("duet/history")).expect("history").count();
+            assert_eq!(history, 1, "{fleet}: {node} upgraded once");
+        }
+        // The etcd it started is gone: its endpoint no longer answers.
+        let endpoint =
+            said.split("etcd on ").nth(1).and_then(|r| r.split(',').next()).expect("the endpoint").to_owned();
+        assert!(std::net::TcpStream::connect(&endpoint).is_err(), "{fleet}: etcd still answers on {endpoint}");
+    }
+    let preserved = dir.path().join("flowtraq/nodes/ft-web/preserved/web-ui/var/www/flowtraq/custom/logo.css");
+    assert!(preserved.exists(), "FlowTraq's custom file kept");
+
+    // A rehearsal never reuses a directory with something in it.
+    let out = Command::new(FLEET_BIN)
+        .arg("run")
+        .arg(seeds().join("eft.yaml"))
+        .arg("--dir")
+        .arg(dir.path().join("eft"))
+        .output()
+        .expect("duet-fleet run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty: pass --dir with a new directory"));
 }
