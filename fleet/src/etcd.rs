@@ -32,6 +32,12 @@ pub const RETRY_FOR: Duration = Duration::from_secs(20);
 /// etcd could not answer now but may in a moment: the member is gone (another one answers
 /// next) or the cluster has no leader yet.
 fn transient(e: &etcd_client::Error) -> bool {
+    // A TLS handshake refused (a certificate etcd or this client does not accept) stays
+    // refused: said at once, not after the retries.
+    let said = format!("{e:?}");
+    if ["Certificate", "certificate", "HandshakeFailure", "UnknownIssuer"].iter().any(|w| said.contains(w)) {
+        return false;
+    }
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::GRpcStatus(s) => {
@@ -45,6 +51,32 @@ fn transient(e: &etcd_client::Error) -> bool {
             )
         }
         _ => false,
+    }
+}
+
+/// The files of a TLS connection to etcd (PEM).
+#[derive(Clone, Debug)]
+pub struct Tls {
+    /// The CA that signed etcd's server certificate.
+    pub ca: std::path::PathBuf,
+    /// This client's certificate and key, for an etcd started with `--client-cert-auth`.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Tls {
+    fn options(&self) -> Result<etcd_client::TlsOptions, CoordError> {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| CoordError::Service(format!("cannot read {what} {}: {e}", path.display())))
+        };
+        let ca = etcd_client::Certificate::from_pem(read(&self.ca, "the etcd CA certificate (--etcd-ca)")?);
+        let options = etcd_client::TlsOptions::new().ca_certificate(ca);
+        Ok(match &self.identity {
+            Some((cert, key)) => options.identity(etcd_client::Identity::from_pem(
+                read(cert, "the client certificate (--etcd-cert)")?,
+                read(key, "the client key (--etcd-key)")?,
+            )),
+            None => options,
+        })
     }
 }
 
@@ -72,8 +104,14 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Connects to `endpoints` (`127.0.0.1:2379`) for fleet run `run`.
+    /// Connects to `endpoints` (`127.0.0.1:2379`) for fleet run `run`, in plain text.
     pub fn connect(endpoints: &[String], run: &str) -> Result<Self, CoordError> {
+        Self::connect_with(endpoints, run, None)
+    }
+
+    /// Connects over TLS when `tls` is given (the CA that signed etcd's certificate, and this
+    /// client's certificate and key when etcd asks for one: `--client-cert-auth`).
+    pub fn connect_with(endpoints: &[String], run: &str, tls: Option<&Tls>) -> Result<Self, CoordError> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(service)?;
         // HTTP/2 pings find a connection that went silent (a partition: no reset ever comes),
         // so the next call connects again instead of waiting on it.
@@ -82,6 +120,10 @@ impl Etcd {
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
+        let options = match tls {
+            Some(tls) => options.with_tls(tls.options()?),
+            None => options,
+        };
         let client = rt
             .block_on(Client::connect(endpoints, Some(options)))
             .map_err(|e| CoordError::Service(format!("cannot reach etcd at {}: {e}", endpoints.join(","))))?;

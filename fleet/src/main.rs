@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use duet_fleet::coordination::{Coordination, Fence};
-use duet_fleet::etcd::{AbortRequest, Etcd};
+use duet_fleet::coordination::{CoordError, Coordination, Fence};
+use duet_fleet::etcd::{AbortRequest, Etcd, Tls};
 use duet_fleet::journal::{Entry, RunState};
 use duet_fleet::spec::FleetSpec;
 use duet_fleet::{agent, coordinator, exec, scheduler};
@@ -29,6 +29,28 @@ struct Conn {
     /// The run's name: its keys live under /duet/fleet/<run>/.
     #[arg(long, default_value = "default")]
     run: String,
+    /// TLS to etcd: the CA certificate (PEM) that signed etcd's; the endpoints are then https.
+    #[arg(long, env = "DUET_FLEET_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// This client's certificate (PEM), for an etcd with --client-cert-auth; needs --etcd-key.
+    #[arg(long, env = "DUET_FLEET_ETCD_CERT", value_name = "FILE", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// This client's private key (PEM); needs --etcd-cert.
+    #[arg(long, env = "DUET_FLEET_ETCD_KEY", value_name = "FILE", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+}
+
+impl Conn {
+    fn tls(&self) -> Result<Option<Tls>, String> {
+        let identity = self.etcd_cert.clone().zip(self.etcd_key.clone());
+        match (&self.etcd_ca, identity) {
+            (Some(ca), identity) => Ok(Some(Tls { ca: ca.clone(), identity })),
+            (None, Some(_)) => {
+                Err("--etcd-cert and --etcd-key need --etcd-ca, the CA that signed etcd's certificate".into())
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -181,7 +203,19 @@ fn check(path: &Path, json: bool) -> ExitCode {
 }
 
 fn connect(conn: &Conn) -> Result<Etcd, String> {
-    Etcd::connect(&conn.etcd, &conn.run).map_err(|e| format!("{e}; start etcd (docs/fleet.md) or pass --etcd"))
+    let tls = conn.tls()?;
+    let how = |e: CoordError| {
+        let how = if tls.is_some() {
+            "check --etcd-ca, --etcd-cert and --etcd-key (DUET_FLEET_ETCD_CA, _CERT, _KEY)"
+        } else {
+            "start etcd (docs/fleet.md), pass --etcd, or --etcd-ca for an etcd that speaks TLS"
+        };
+        format!("etcd at {}: {e}; {how}", conn.etcd.join(","))
+    };
+    let etcd = Etcd::connect_with(&conn.etcd, &conn.run, tls.as_ref()).map_err(how)?;
+    // The connection is made on the first call: made here, a refusal is said with what to check.
+    etcd.revision().map_err(how)?;
+    Ok(etcd)
 }
 
 /// What the operator asked for besides carrying the run on.

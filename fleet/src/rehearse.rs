@@ -55,7 +55,8 @@ pub(crate) fn rehearse(fleet: &Path, dir: Option<PathBuf>) -> Result<ExitCode, S
     serve_status_pages(&preset.join("status-pages"))?;
     let mut started = Started::default();
     let endpoint = start_etcd(&dir, &mut started)?;
-    let conn = Conn { etcd: vec![endpoint.clone()], run: "rehearsal".into() };
+    let conn =
+        Conn { etcd: vec![endpoint.clone()], run: "rehearsal".into(), etcd_ca: None, etcd_cert: None, etcd_key: None };
     let me = std::env::current_exe().map_err(|e| format!("cannot find duet-fleet itself: {e}"))?;
     for node in spec.nodes.keys() {
         let log = std::fs::File::create(logs.join(format!("{node}.log"))).map_err(|e| e.to_string())?;

@@ -143,6 +143,62 @@ impl EtcdServer {
         }
     }
 
+    /// One member serving clients over TLS only (`https://127.0.0.1:PORT`, its certificate
+    /// `cert`/`key` signed by `ca`) and asking each client for a certificate signed by `ca`.
+    #[allow(dead_code, reason = "only the TLS test runs etcd with TLS")]
+    pub(crate) fn start_tls(ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> Option<Self> {
+        let binary = etcd_binary()?;
+        let data = tempfile::tempdir().expect("temp dir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("127.0.0.1:{client}");
+        let child = Command::new(&binary)
+            .args(["--name", "t0", "--data-dir"])
+            .arg(data.path().join("etcd0"))
+            .args(["--listen-client-urls", &format!("https://{endpoint}")])
+            .args(["--advertise-client-urls", &format!("https://{endpoint}")])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &format!("t0=http://127.0.0.1:{peer}")])
+            .arg("--cert-file")
+            .arg(cert)
+            .arg("--key-file")
+            .arg(key)
+            .arg("--trusted-ca-file")
+            .arg(ca)
+            .arg("--client-cert-auth")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.path().join("etcd0.log")).expect("log"))
+            .spawn()
+            .expect("start etcd");
+        let mut server = Self { members: vec![Some(child)], endpoints: vec![endpoint.clone()], data };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // Any TLS client certificate signed by the CA will do for the health check: the
+            // server's own (it has clientAuth too).
+            let health = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &format!("https://{endpoint}"), "--cacert"])
+                .arg(ca)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key)
+                .args(["endpoint", "health"])
+                .output()
+                .expect("etcdctl");
+            if health.status.success() {
+                return Some(server);
+            }
+            let exited = server.members[0].as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            let log = std::fs::read_to_string(server.data.path().join("etcd0.log")).unwrap_or_default();
+            assert!(
+                !exited && Instant::now() < deadline,
+                "etcd over TLS did not answer on {endpoint}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// `kill -9` of member `i` (the PID this test started), reaped.
     #[allow(dead_code, reason = "not every test binary kills a member")]
     pub(crate) fn kill_member(&mut self, i: usize) {
