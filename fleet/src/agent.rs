@@ -10,7 +10,7 @@
 //! running when the agent died runs again; the node's duet steps run exactly once.
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::coordination::{AgentSide, Assignment, CoordError, Coordination, Report};
@@ -101,7 +101,7 @@ impl Agent {
     pub fn serve(&self, etcd: &mut Etcd) -> Result<(), String> {
         let err = |e: CoordError| format!("node `{}`: {e}", self.node);
         let mut journal = LocalJournal::open(&self.state_dir, &self.node)?;
-        self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
+        self.reachable(etcd, |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
         if let Some(work) = journal.unfinished() {
             let a = journal.work()[work].assignment.clone();
             eprintln!(
@@ -121,9 +121,9 @@ impl Agent {
             self.carry_out(&mut journal, work, etcd)?;
         }
         for r in journal.reports() {
-            self.reachable(etcd, "report", |etcd| etcd.report(&r))?;
+            self.reachable(etcd, |etcd| etcd.report(&r))?;
         }
-        self.reachable(etcd, "register", |etcd| etcd.register(&self.node))?;
+        self.reachable(etcd, |etcd| etcd.register(&self.node))?;
         eprintln!("agent {}: registered; waiting for work", self.node);
         loop {
             if etcd.lease_expired() || !etcd.registered_on_lease() {
@@ -132,43 +132,40 @@ impl Agent {
                 // here, with its work reported: never with work of a lost attempt unreported).
                 eprintln!("agent {}: registering again on a new lease (etcd was out of reach)", self.node);
                 if etcd.lease_expired() {
-                    self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
+                    self.reachable(etcd, |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
                 }
-                self.reachable(etcd, "register", |etcd| etcd.register(&self.node))?;
+                self.reachable(etcd, |etcd| etcd.register(&self.node))?;
             }
-            let Some(revision) = self.try_etcd(etcd.revision()) else { continue };
-            if let Some(Some(a)) = self.try_etcd(etcd.assignment(&self.node)) {
+            let Some(revision) = self.try_etcd(etcd.revision())? else { continue };
+            if let Some(Some(a)) = self.try_etcd(etcd.assignment(&self.node))? {
                 if !journal.has(&a) {
                     let work = journal.accept(&a)?;
                     let report = self.carry_out(&mut journal, work, etcd)?;
-                    self.reachable(etcd, "report", |etcd| etcd.report(&report))?;
+                    self.reachable(etcd, |etcd| etcd.report(&report))?;
                     continue;
                 }
             }
-            if self.try_etcd(etcd.journal()).is_some_and(|j| j.contains(&Entry::Finished)) {
+            if self.try_etcd(etcd.journal())?.is_some_and(|j| j.contains(&Entry::Finished)) {
                 eprintln!("agent {}: the fleet run finished", self.node);
                 return Ok(());
             }
             // Its own assignment wakes it; the end of the run is seen within a second.
-            self.try_etcd(etcd.wait_for_assignment(&self.node, revision, Duration::from_secs(1)));
+            self.try_etcd(etcd.wait_for_assignment(&self.node, revision, Duration::from_secs(1)))?;
         }
     }
 
     /// A call's value; when etcd is out of reach, None after a pause (the agent waits for it
     /// rather than stopping: its work is local, its reports are on disk).
-    fn try_etcd<T>(&self, r: Result<T, CoordError>) -> Option<T> {
+    fn try_etcd<T>(&self, r: Result<T, CoordError>) -> Result<Option<T>, String> {
         match r {
-            Ok(v) => Some(v),
+            Ok(v) => Ok(Some(v)),
             Err(CoordError::Service(why)) => {
                 eprintln!("agent {}: etcd is out of reach ({why}); trying again", self.node);
                 std::thread::sleep(Duration::from_millis(500));
-                None
+                Ok(None)
             }
-            Err(e) => {
-                eprintln!("agent {}: {e}", self.node);
-                std::thread::sleep(Duration::from_millis(500));
-                None
-            }
+            // Not a matter of reaching etcd (a key that is not the fleet's): stop and say so.
+            Err(e) => Err(format!("node `{}`: {e}", self.node)),
         }
     }
 
@@ -176,17 +173,11 @@ impl Agent {
     fn reachable<T>(
         &self,
         etcd: &mut Etcd,
-        what: &str,
         mut f: impl FnMut(&mut Etcd) -> Result<T, CoordError>,
     ) -> Result<T, String> {
         loop {
-            match f(etcd) {
-                Ok(v) => return Ok(v),
-                Err(CoordError::Service(why)) => {
-                    eprintln!("agent {}: etcd is out of reach for the {what} ({why}); trying again", self.node);
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(e) => return Err(format!("node `{}`: {e}", self.node)),
+            if let Some(v) = self.try_etcd(f(etcd))? {
+                return Ok(v);
             }
         }
     }
@@ -204,7 +195,7 @@ impl Agent {
             "agent {}: etcd has been out of reach for most of the lease: no step starts until it is back",
             self.node
         );
-        self.reachable(etcd, "lease", |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
+        self.reachable(etcd, |etcd| etcd.grant_lease(LEASE_TTL).map(drop))?;
         eprintln!("agent {}: etcd is back; carrying on (registering again once the work is reported)", self.node);
         Ok(())
     }
@@ -352,7 +343,7 @@ impl Agent {
                     continue;
                 }
                 let dst = self.state_dir.join("preserved").join(&stage.id).join(path.trim_start_matches('/'));
-                copy_tree(&src, &dst).map_err(|e| format!("preserve {path}: {e}"))?;
+                crate::copy_tree(&src, &dst).map_err(|e| format!("preserve {path}: {e}"))?;
                 eprintln!(
                     "agent {}: preserved {} -> {} (the upgrade may overwrite it; merge it back by hand)",
                     self.node,
@@ -362,22 +353,6 @@ impl Agent {
             }
         }
         Ok(())
-    }
-}
-
-fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
-    if src.is_dir() {
-        std::fs::create_dir_all(dst)?;
-        for entry in std::fs::read_dir(src)? {
-            let entry = entry?;
-            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
-        }
-        Ok(())
-    } else {
-        if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::copy(src, dst).map(|_| ())
     }
 }
 

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod scheduler;
 pub mod spec;
 pub mod status;
+pub mod status_page;
 
 #[cfg(test)]
 mod etcd_tests;
@@ -29,3 +30,22 @@ mod etcd_tests;
 mod scheduler_tests;
 #[cfg(test)]
 mod tests;
+
+/// Copies `src` (a file, or a directory and all below it) to `dst`, making the directories on
+/// the way; `std::fs::copy` keeps each file's permissions. For preserved files, a rehearsal's
+/// world and the tests' copies of the seed fleets.
+pub fn copy_tree(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for entry in std::fs::read_dir(src)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(src, dst).map(|_| ())
+    }
+}

@@ -8,7 +8,6 @@
 //! process it started by its PID. The directory stays: each node's duet state, the world, the
 //! logs.
 
-use std::io::{Read as _, Write as _};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -49,8 +48,10 @@ pub(crate) fn rehearse(fleet: &Path, dir: Option<PathBuf>) -> Result<ExitCode, S
     }
     let preset = fleet.parent().unwrap_or(Path::new(".")).join("worlds").join(&stem);
     if preset.is_dir() {
-        copy_tree(&preset, &world)
+        duet_fleet::copy_tree(&preset, &world)
             .map_err(|e| format!("cannot copy {} into {}: {e}", preset.display(), world.display()))?;
+        // What the rehearsal serves, not part of the world.
+        let _ = std::fs::remove_file(world.join("status-pages"));
     }
     serve_status_pages(&preset.join("status-pages"))?;
     let mut started = Started::default();
@@ -114,20 +115,6 @@ fn default_dir(stem: &str) -> Result<PathBuf, String> {
     Ok(state.join("fleets").join(format!("{stem}-{secs}")))
 }
 
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if entry.file_type()?.is_dir() {
-            copy_tree(&src, &dst)?;
-        } else if entry.file_name() != "status-pages" {
-            std::fs::copy(&src, &dst)?;
-        }
-    }
-    Ok(())
-}
-
 /// The status pages the world lists, each on its 127.0.0.1 port, for as long as this process
 /// lives (threads of its own).
 fn serve_status_pages(list: &Path) -> Result<(), String> {
@@ -139,19 +126,7 @@ fn serve_status_pages(list: &Path) -> Result<(), String> {
         let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| {
             format!("cannot serve the status page on {line} ({e}): is the product, or another rehearsal, using it?")
         })?;
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                let body = "<p>Success</p>";
-                let _ = write!(
-                    stream,
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
+        duet_fleet::status_page::serve(listener);
     }
     Ok(())
 }

@@ -362,6 +362,41 @@ fn the_eft_seed_fleet_upgrades_both_nodes_through_etcd() {
 
 /// A copy of the seed fleets whose installer stands in for a slow one: it records each start
 /// and waits until the test lets it finish.
+/// What the copied seed installer does on each node.
+#[derive(Clone, Copy)]
+enum Installer {
+    /// Waits until the test creates `WORLD/go`.
+    Held,
+    /// Fails on a node while `WORLD/fail-NODE` exists.
+    Failing,
+}
+
+impl Run {
+    /// The EFT seed fleet, copied with `installer`, on `etcd`, its world ready.
+    fn eft(etcd: EtcdServer, installer: Installer) -> Self {
+        let mut run = Self::on(etcd, PathBuf::new());
+        let (into, world) = (run.dir.path().join("fleets"), run.world());
+        run.fleet = match installer {
+            Installer::Held => fleets_with_a_held_installer(&into, &world),
+            Installer::Failing => fleets_with_a_failing_installer(&into, &world),
+        };
+        eft_world(&run);
+        run
+    }
+
+    /// Waits until `node`'s installer has started; returns the file of installer starts.
+    fn wait_installer_start(&self, node: &str) -> PathBuf {
+        let starts = self.world().join("installer-starts");
+        wait_for(
+            120,
+            &format!("{node}'s installer starts"),
+            || self.logs(),
+            || std::fs::read_to_string(&starts).ok().filter(|s| s.contains(node)),
+        );
+        starts
+    }
+}
+
 fn fleets_with_a_held_installer(into: &Path, world: &Path) -> PathBuf {
     let script = format!(
         "#!/bin/sh\n# The seed installer, held until the test creates {w}/go.\necho \"$DUET_FLEET_NODE\" >> {w}/installer-starts\nwhile [ ! -e {w}/go ]; do sleep 0.05; done\necho \"installer: installed $*\"\n",
@@ -389,36 +424,17 @@ fn fleets_with_installer(into: &Path, script: &str) -> PathBuf {
 }
 
 fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
-        let (src, dst) = (entry.path(), to.join(entry.file_name()));
-        if src.is_dir() {
-            copy_tree(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).expect("copy");
-            let mode = std::fs::metadata(&src).expect("meta").permissions();
-            std::fs::set_permissions(&dst, mode).expect("chmod");
-        }
-    }
+    duet_fleet::copy_tree(from, to).expect("copy the seed fleets");
 }
 
 #[test]
 fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_step_run_twice() {
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut run = Run::eft(etcd, Installer::Held);
     run.start_agent("eft1");
     run.start_agent("eft2");
     run.start_coordinator("coordinator-1");
-    let starts = run.world().join("installer-starts");
-    wait_for(
-        120,
-        "eft2's installer starts",
-        || run.logs(),
-        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
-    );
+    let starts = run.wait_installer_start("eft2");
 
     // kill -9 of the agent while its node's duet runs the installer.
     run.kill_agent("eft2");
@@ -468,22 +484,13 @@ fn an_agent_killed_during_its_upgrade_is_restarted_and_the_run_finishes_with_no_
 
 #[test]
 fn a_coordinator_killed_mid_run_is_replaced_by_the_one_that_waited_and_the_run_finishes() {
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut run = Run::eft(etcd, Installer::Held);
     run.start_agent("eft1");
     run.start_agent("eft2");
     run.start_coordinator("coordinator-1");
     run.start_coordinator("coordinator-2");
-    let starts = run.world().join("installer-starts");
-    wait_for(
-        120,
-        "eft2's installer starts",
-        || run.logs(),
-        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
-    );
+    let starts = run.wait_installer_start("eft2");
     let leading = |r: &Run, name: &str| r.log_of(name).contains(": leading");
     let (leader, other) = if leading(&run, "coordinator-1") {
         ("coordinator-1", "coordinator-2")
@@ -523,26 +530,25 @@ struct StatusPage {
 
 impl StatusPage {
     fn start() -> Self {
-        use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("addr").port();
-        let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
-        // A thread of this test's process; it ends with it.
-        std::thread::spawn(move || {
-            for mut stream in listener.incoming().flatten() {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf);
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let body = "<p>Success</p>";
-                let _ = write!(
-                    stream,
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        Self { port, hits }
+        Self { port, hits: duet_fleet::status_page::serve(listener) }
+    }
+}
+
+impl Run {
+    /// The UWM seed fleet, copied with its node plan's status pages moved to one the test
+    /// serves on a free loopback port.
+    fn uwm(etcd: EtcdServer) -> (Self, StatusPage) {
+        let mut run = Self::on(etcd, PathBuf::new());
+        let page = StatusPage::start();
+        let fleets = copied_plans(run.dir.path());
+        let plan = fleets.join("../unattended-uwm.yaml");
+        let text = std::fs::read_to_string(&plan).expect("the UWM plan");
+        let port = format!("127.0.0.1:{}", page.port);
+        std::fs::write(&plan, text.replace("127.0.0.1:7751", &port).replace("127.0.0.1:7771", &port)).expect("write");
+        run.fleet = fleets.join("uwm.yaml");
+        (run, page)
     }
 }
 
@@ -648,15 +654,8 @@ fn the_flowtraq_seed_fleet_upgrades_servers_before_the_ui_one_worker_at_a_time()
 #[test]
 fn the_uwm_seed_fleet_turns_replication_off_upgrades_the_database_once_and_turns_it_back_on() {
     const NODES: [&str; 3] = ["uwm1", "uwm2", "uwm3"];
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let page = StatusPage::start();
-    let fleets = copied_plans(probe.dir.path());
-    let plan = fleets.join("../unattended-uwm.yaml");
-    let text = std::fs::read_to_string(&plan).expect("the UWM plan");
-    let port = format!("127.0.0.1:{}", page.port);
-    std::fs::write(&plan, text.replace("127.0.0.1:7751", &port).replace("127.0.0.1:7771", &port)).expect("write");
-    let mut run = probe;
-    run.fleet = fleets.join("uwm.yaml");
+    let Some(etcd) = EtcdServer::start() else { return };
+    let (mut run, page) = Run::uwm(etcd);
     for node in NODES {
         std::fs::create_dir_all(run.world().join("replication")).expect("mkdir");
         std::fs::write(run.world().join("replication").join(node), "").expect("replication on");
@@ -690,11 +689,8 @@ fn the_uwm_seed_fleet_turns_replication_off_upgrades_the_database_once_and_turns
 
 #[test]
 fn a_node_that_fails_for_good_halts_the_run_and_an_audited_retry_finishes_it() {
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut run = Run::eft(etcd, Installer::Failing);
     std::fs::write(run.world().join("fail-eft2"), "").expect("break eft2's installer");
     run.start_agent("eft1");
     run.start_agent("eft2");
@@ -770,17 +766,13 @@ fn a_node_that_fails_for_good_halts_the_run_and_an_audited_retry_finishes_it() {
 #[test]
 fn an_exclusive_section_interrupted_by_its_agents_death_waits_for_an_audited_retry_on_the_same_node() {
     const NODES: [&str; 3] = ["uwm1", "uwm2", "uwm3"];
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let page = StatusPage::start();
-    let fleets = copied_plans(probe.dir.path());
-    let plan = fleets.join("../unattended-uwm.yaml");
-    let text = std::fs::read_to_string(&plan).expect("the UWM plan");
-    let port = format!("127.0.0.1:{}", page.port);
-    std::fs::write(&plan, text.replace("127.0.0.1:7751", &port).replace("127.0.0.1:7771", &port)).expect("write");
+    let Some(etcd) = EtcdServer::start() else { return };
+    let (mut run, _page) = Run::uwm(etcd);
+    let fleets = run.fleet.parent().expect("the fleets' directory").to_owned();
     // The database upgrade (the exclusive section) records each start and is held until `go`.
     let cluster = fleets.join("scripts/cluster");
     std::fs::rename(&cluster, fleets.join("scripts/cluster.seed")).expect("rename");
-    let w = probe.world();
+    let w = run.world();
     let wrapper = format!(
         "#!/bin/sh\nif [ \"$1\" = database ]; then echo \"$DUET_FLEET_NODE\" >> {w}/database-starts\n  while [ ! -e {w}/go ]; do sleep 0.05; done\nfi\nexec {seed} \"$@\"\n",
         w = w.display(),
@@ -788,8 +780,6 @@ fn an_exclusive_section_interrupted_by_its_agents_death_waits_for_an_audited_ret
     );
     std::fs::write(&cluster, wrapper).expect("wrapper");
     std::fs::set_permissions(&cluster, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut run = probe;
-    run.fleet = fleets.join("uwm.yaml");
     for node in NODES {
         run.start_agent(node);
     }
@@ -842,22 +832,12 @@ fn an_exclusive_section_interrupted_by_its_agents_death_waits_for_an_audited_ret
 #[test]
 fn the_etcd_leader_killed_mid_run_the_run_finishes_on_the_other_two_members() {
     let Some(etcd) = EtcdServer::start_cluster(3) else { return };
-    let probe = Run::on(etcd, PathBuf::new());
-    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let mut run = Run::eft(etcd, Installer::Held);
     run.start_agent("eft1");
     run.start_agent("eft2");
     run.start_coordinator("coordinator-1");
     run.start_coordinator("coordinator-2");
-    let starts = run.world().join("installer-starts");
-    wait_for(
-        120,
-        "eft2's installer starts",
-        || run.logs(),
-        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
-    );
+    let starts = run.wait_installer_start("eft2");
     let leader = wait_for(30, "etcd has a leader", || run.logs(), || run.etcd.leader());
     run.etcd.kill_member(leader);
     std::fs::write(run.world().join("go"), "").expect("let the installer finish");
@@ -887,21 +867,12 @@ fn the_etcd_leader_killed_mid_run_the_run_finishes_on_the_other_two_members() {
 
 #[test]
 fn an_abort_stops_new_batches_while_the_work_in_flight_finishes() {
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut run = Run::eft(etcd, Installer::Held);
     run.start_agent("eft1");
     run.start_agent("eft2");
     run.start_coordinator("coordinator-1");
-    let starts = run.world().join("installer-starts");
-    wait_for(
-        120,
-        "eft2's installer starts",
-        || run.logs(),
-        || std::fs::read_to_string(&starts).ok().filter(|s| s.contains("eft2")),
-    );
+    run.wait_installer_start("eft2");
 
     let abort = |r: &Run| {
         r.fleet_cmd()
@@ -957,11 +928,8 @@ fn an_abort_with_no_coordinator_running_is_journaled_by_the_command_itself() {
 
 #[test]
 fn work_handed_to_an_agent_that_died_before_taking_it_is_done_by_the_restarted_agent_as_the_same_attempt() {
-    let Some(probe) = Run::new(PathBuf::new()) else { return };
-    let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
-    eft_world(&run);
+    let Some(etcd) = EtcdServer::start() else { return };
+    let mut run = Run::eft(etcd, Installer::Failing);
     run.start_agent("eft1");
     run.start_agent("eft2");
     for node in ["eft1", "eft2"] {
@@ -1023,11 +991,7 @@ fn soak_a_process_killed_at_a_random_moment_never_changes_the_outcome() {
         let what = format!("soak run {i} (DUET_FLEET_SOAK_SEED={seed}): kill -9 of {victim} after {delay:?}");
         eprintln!("{what}");
         let Some(etcd) = EtcdServer::start_cluster(3) else { return };
-        let probe = Run::on(etcd, PathBuf::new());
-        let fleet = fleets_with_a_failing_installer(&probe.dir.path().join("fleets"), &probe.world());
-        let mut run = probe;
-        run.fleet = fleet;
-        eft_world(&run);
+        let mut run = Run::eft(etcd, Installer::Failing);
         run.start_agent("eft1");
         run.start_agent("eft2");
         run.start_coordinator("coordinator-1");
@@ -1120,17 +1084,12 @@ fn a_partitioned_agent_starts_no_step_without_its_lease_and_rejoins_after() {
     let (Some(a), Some(b)) = (Netns::new(), Netns::new()) else { return };
     a.link("veth-etcd", "10.231.0.1", &b, "veth-eft2", "10.231.0.2");
     let Some(etcd) = EtcdServer::start_in(|program| a.command(program), "10.231.0.1") else { return };
-    let probe = Run::on(etcd, PathBuf::new());
-    let fleet = fleets_with_a_held_installer(&probe.dir.path().join("fleets"), &probe.world());
-    let mut run = probe;
-    run.fleet = fleet;
+    let mut run = Run::eft(etcd, Installer::Held);
     run.net = Some(Partition { a, b, in_b: vec!["eft2".into()] });
-    eft_world(&run);
     run.start_agent("eft1");
     run.start_agent("eft2");
     run.start_coordinator("coordinator-1");
-    let starts = run.world().join("installer-starts");
-    wait_for(120, "eft2's installer starts", || run.logs(), || std::fs::read_to_string(&starts).ok());
+    let starts = run.wait_installer_start("eft2");
 
     // Link down while eft2's duet runs the installer.
     let net = run.net.as_ref().expect("namespaces");
